@@ -1,0 +1,22 @@
+"""Predict eval/info.csv with the finished folds of one or more runs and write the submission.
+
+    python infer.py --data_dir D --run N [--checkpoint best_f1] [--tta flip] [--out PATH]
+    python infer.py --data_dir D --runs N1 N2          # ensemble runs (any backbones and sizes)
+"""
+import sys
+
+from src import config
+from src.cli import fail_cleanly
+
+
+def main(argv=None) -> int:
+    cfg = config.parse_or_exit(argv)
+    with fail_cleanly():
+        from src.predict import infer
+
+        infer(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

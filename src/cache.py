@@ -1,0 +1,87 @@
+"""Decoded-image cache: every training image decoded and resized once, reused across epochs and folds.
+
+`disk` keeps one .npy per (data, size, corrections) key under <log_dir>/cache/, memory-mapped by
+loader workers and shared by concurrent runs; `ram` fills a shared-memory tensor per process.
+The key hashes every path with its size and mtime, the work size and the corrections file, so a
+changed dataset, size or corrections file never reads a stale cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from src.atomic import save_text
+from src.data import FileImages
+
+log = logging.getLogger("maskcls")
+
+
+def cache_key(paths, size, corrections: str) -> str:
+    h = hashlib.sha1()
+    h.update(f"{size[0]}x{size[1]}".encode())
+    corr = Path(corrections)
+    h.update(corr.read_bytes() if corrections.lower() != "none" and corr.is_file() else b"none")
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+class ArrayImages:
+    """Indexable RGB uint8 images backed by one (N, H, W, 3) array."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, i) -> np.ndarray:
+        return np.asarray(self.array[i])
+
+
+def _decode_all(paths, size, out, num_workers: int, desc: str):
+    loader = DataLoader(FileImages(paths, size), batch_size=None, num_workers=num_workers)
+    for i, img in enumerate(tqdm(loader, total=len(paths), desc=desc, mininterval=1)):
+        out[i] = img.numpy() if isinstance(img, torch.Tensor) else img
+
+
+def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int = 0) -> ArrayImages:
+    """The cached images for `paths` at `size` (H, W); built on first use with a progress bar."""
+    paths = [str(p) for p in paths]
+    shape = (len(paths), size[0], size[1], 3)
+    if kind == "ram":
+        tensor = torch.empty(shape, dtype=torch.uint8).share_memory_()
+        _decode_all(paths, size, tensor.numpy(), num_workers, "cache (ram)")
+        return ArrayImages(tensor.numpy())
+    key = cache_key(paths, size, corrections)
+    target = Path(cache_dir) / f"{key}.npy"
+    if target.is_file():
+        log.info("cache hit %s", target)
+        return ArrayImages(np.load(target, mmap_mode="r"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    _decode_all(paths, size, array, num_workers, "cache (disk)")
+    array.flush()
+    del array
+    os.replace(tmp, target)
+    save_text(json.dumps({"size": list(size), "images": len(paths), "corrections": corrections}),
+              target.with_suffix(".json"))
+    log.info("cache built %s (%.1f MB)", target, target.stat().st_size / 2**20)
+    return ArrayImages(np.load(target, mmap_mode="r"))
+
+
+def image_source(cfg, paths, size, num_workers: int = 0):
+    """Cached images when cfg.cache is on, else files decoded per access; both at `size`."""
+    if cfg.cache == "none":
+        return FileImages(paths, size)
+    return build_cache(cfg.cache, paths, size, cfg.corrections, Path(cfg.log_dir) / "cache", num_workers)

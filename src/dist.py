@@ -1,0 +1,67 @@
+"""torchrun / DDP helpers. Without torchrun everything degrades to a single process."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as td
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(backend: str = "auto") -> Dist:
+    """Read torchrun's environment; pick nccl on GPUs and gloo on CPU unless told otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not td.is_initialized():
+        td.init_process_group(backend=("nccl" if cuda else "gloo") if backend == "auto" else backend)
+    return Dist(rank, world, local_rank, device)
+
+
+def barrier(dist: Dist):
+    if dist.enabled:
+        td.barrier()
+
+
+def broadcast(dist: Dist, obj):
+    """Rank 0's value of obj on every rank."""
+    if not dist.enabled:
+        return obj
+    box = [obj]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_rows(dist: Dist, index: torch.Tensor, rows: torch.Tensor):
+    """All ranks' (index, rows), concatenated and sorted by index, on every rank."""
+    if dist.enabled:
+        parts = [None] * dist.world
+        td.all_gather_object(parts, (index.cpu(), rows.cpu()))
+        index = torch.cat([p[0] for p in parts])
+        rows = torch.cat([p[1] for p in parts])
+    order = torch.argsort(index)
+    return index[order], rows[order]
+
+
+def cleanup():
+    if td.is_initialized():
+        td.destroy_process_group()

@@ -1,0 +1,28 @@
+"""Class encoding: class = 6 * mask + 3 * gender + age band (SPEC 1). Light: numpy only."""
+import numpy as np
+
+PHOTO_NAMES = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
+PHOTO_MASK = {**{f"mask{i}": 0 for i in range(1, 6)}, "incorrect_mask": 1, "normal": 2}
+MASK_NAMES = ("wear", "incorrect", "not_wear")
+GENDER_NAMES = ("male", "female")
+AGE_NAMES = ("<30", "30-59", "60+")
+NUM_CLASSES = 18
+CLASS_NAMES = [f"{m}/{g}/{a}" for m in MASK_NAMES for g in GENDER_NAMES for a in AGE_NAMES]
+
+
+def encode_label(mask, gender, band):
+    """Works on ints and arrays alike."""
+    return 6 * mask + 3 * gender + band
+
+
+def decode_label(label):
+    """label -> (mask, gender, age band); works on ints and arrays alike."""
+    return label // 6, (label // 3) % 2, label % 3
+
+
+def age_band(age, old_from: int = 60):
+    """0 under 30, 1 from 30 to old_from-1, 2 from old_from; old_from < 60 is the age filter."""
+    if np.ndim(age):
+        age = np.asarray(age)
+        return np.where(age < 30, 0, np.where(age < old_from, 1, 2))
+    return 0 if age < 30 else (1 if age < old_from else 2)

@@ -1,0 +1,90 @@
+"""Losses: ArcFace margin around an inner CE or focal loss, class weights, and the UDA consistency term.
+
+Nothing here names a device: weights are buffers and follow the module's `.to()`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from src.labels import NUM_CLASSES
+
+
+def class_weights(labels, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """1/log1p(count) per class, normalised to sum to num_classes; an absent class gets the largest weight."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_classes).astype(np.float64)
+    w = np.zeros(num_classes)
+    present = counts > 0
+    w[present] = 1.0 / np.log1p(counts[present])
+    w[~present] = w[present].max() if present.any() else 1.0
+    return torch.tensor(w * num_classes / w.sum(), dtype=torch.float32)
+
+
+class FocalLoss(nn.Module):
+    """alpha * (1 - p_t)^gamma * CE, reduced like weighted CE (sum w_t * l / sum w_t)."""
+
+    def __init__(self, gamma: float, alpha: float, weight: torch.Tensor | None = None):
+        super().__init__()
+        self.gamma, self.alpha = gamma, alpha
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits, target):
+        logp = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
+        loss = -self.alpha * (1 - logp.exp()).pow(self.gamma) * logp
+        w = self.weight[target] if self.weight is not None else torch.ones_like(loss)
+        return (w * loss).sum() / w.sum()
+
+
+class ArcMargin(nn.Module):
+    """Replace the target logit s*cos(theta) by s*cos(theta + m).
+
+    Where theta + m would pass pi, cos(theta + m) stops decreasing; there the usual fallback
+    s*(cos(theta) - m*sin(m)) keeps the target logit monotonic in theta.
+    """
+
+    def __init__(self, s: float, m: float):
+        super().__init__()
+        self.s, self.m = s, m
+        self.cos_m, self.sin_m = math.cos(m), math.sin(m)
+        self.th, self.mm = math.cos(math.pi - m), math.sin(math.pi - m) * m
+
+    def forward(self, logits, target):
+        cos = (logits.float() / self.s).clamp(-1, 1)
+        sin = (1 - cos.pow(2)).clamp_min(0).sqrt()
+        phi = cos * self.cos_m - sin * self.sin_m
+        phi = torch.where(cos > self.th, phi, cos - self.mm)
+        one_hot = F.one_hot(target, cos.shape[1]).bool()
+        return self.s * torch.where(one_hot, phi, cos)
+
+
+class Criterion(nn.Module):
+    """The training loss of a config: optional ArcFace margin, then CE (with label smoothing) or focal."""
+
+    def __init__(self, cfg, weight: torch.Tensor | None = None):
+        super().__init__()
+        self.margin = ArcMargin(cfg.arc_s, cfg.arc_m) if cfg.head == "arcface" and cfg.arc_m > 0 else None
+        if cfg.loss == "focal":
+            self.inner = FocalLoss(cfg.focal_gamma, cfg.focal_alpha, weight)
+        else:
+            self.inner = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+
+    def forward(self, logits, target):
+        if self.margin is not None:
+            logits = self.margin(logits, target)
+        return self.inner(logits.float(), target)
+
+
+def uda_consistency(logits_weak, logits_strong, temperature: float = 1.0, threshold: float = 0.0):
+    """Mean over the batch of KL(p_weak || p_strong); the weak side is a detached, optionally sharpened target.
+
+    Samples whose weak-view confidence is below `threshold` contribute zero.
+    """
+    target = F.softmax(logits_weak.detach().float() / temperature, dim=1)
+    log_target = F.log_softmax(logits_weak.detach().float() / temperature, dim=1)
+    kl = (target * (log_target - F.log_softmax(logits_strong.float(), dim=1))).sum(1)
+    keep = (F.softmax(logits_weak.detach().float(), dim=1).max(1).values >= threshold).float()
+    return (kl * keep).mean()

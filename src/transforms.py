@@ -1,0 +1,106 @@
+"""Augmentation with albumentations 2.x. Transforms return uint8 CHW tensors; the model normalises.
+
+`original` ports the entry's pipeline (SPEC 3); 1.x names that changed are noted inline.
+"""
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+
+def resize(cfg):
+    return A.Resize(cfg.img_height, cfg.img_width, interpolation=cv2.INTER_AREA)
+
+
+def original_pipeline(cfg) -> list:
+    return [
+        resize(cfg),
+        A.HorizontalFlip(p=0.7),
+        # GaussNoise(var_limit=(10, 50)) in 1.x: a std of 3.2-7.1 of 255, now given as a fraction
+        A.GaussNoise(std_range=(0.012, 0.028), p=0.5),
+        # ShiftScaleRotate(0.1, 0.25, 20) is deprecated in favour of Affine
+        A.Affine(translate_percent=(-0.1, 0.1), scale=(0.75, 1.25), rotate=(-20, 20),
+                 border_mode=cv2.BORDER_REFLECT_101, p=0.5),
+        # RandomBrightness and RandomContrast no longer exist: RandomBrightnessContrast
+        A.OneOf([A.CLAHE(clip_limit=4.0), A.RandomBrightnessContrast(), A.RandomGamma()], p=0.5),
+        A.OneOf([A.HueSaturationValue(), A.RGBShift(), A.Emboss()], p=0.5),
+        # RandomFog(fog_coef_lower, fog_coef_upper) became fog_coef_range
+        A.RandomFog(fog_coef_range=(0.1, 0.3), p=0.3),
+        # OpticalDistortion lost shift_limit; distort_limit alone remains
+        A.OneOf([A.Perspective(), A.GridDistortion(), A.OpticalDistortion(distort_limit=0.05)], p=0.5),
+    ]
+
+
+def light_pipeline(cfg) -> list:
+    return [
+        resize(cfg),
+        A.HorizontalFlip(p=0.5),
+        A.Affine(translate_percent=(-0.05, 0.05), scale=(0.9, 1.1), rotate=(-10, 10),
+                 border_mode=cv2.BORDER_REFLECT_101, p=0.5),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+    ]
+
+
+PRESETS = {"original": original_pipeline, "light": light_pipeline, "none": lambda cfg: [resize(cfg)]}
+
+
+class Augment:
+    """(image, label) -> uint8 CHW tensor; GridShuffle only for the configured classes.
+
+    Randomness is reseeded once per (epoch, worker) from `seed`, so a resumed run replays the
+    same augmentations as an uninterrupted one for any worker count.
+    """
+
+    def __init__(self, steps: list, grid: A.RandomGridShuffle | None = None, grid_classes=()):
+        self.pipeline = A.Compose(steps)
+        self.grid = A.Compose([grid]) if grid is not None else None
+        self.grid_classes = frozenset(grid_classes)
+
+    def reseed(self, seed: int):
+        self.pipeline.set_random_seed(seed)
+        if self.grid is not None:
+            self.grid.set_random_seed(seed + 1)
+
+    def __call__(self, image: np.ndarray, label: int = -1) -> torch.Tensor:
+        image = self.pipeline(image=image)["image"]
+        if self.grid is not None and label in self.grid_classes:
+            image = self.grid(image=image)["image"]
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class Views:
+    """Several augmentations of one image stacked: (V, C, H, W). UDA uses (weak, strong)."""
+
+    def __init__(self, *augments: Augment):
+        self.augments = augments
+
+    def reseed(self, seed: int):
+        for k, a in enumerate(self.augments):
+            a.reseed(seed + 7919 * k)
+
+    def __call__(self, image, label=-1):
+        return torch.stack([a(image, label) for a in self.augments])
+
+
+def train_transform(cfg, preset: str | None = None) -> Augment:
+    grid = None
+    if cfg.gridshuffle_p > 0:
+        grid = A.RandomGridShuffle(grid=(cfg.gridshuffle_grid, cfg.gridshuffle_grid), p=cfg.gridshuffle_p)
+    return Augment(PRESETS[preset or cfg.aug](cfg), grid, cfg.gridshuffle_classes)
+
+
+def eval_transform(cfg) -> Augment:
+    return Augment([resize(cfg)])
+
+
+def uda_transform(cfg) -> Views:
+    """Weak view: resize and flip. Strong view: the original pipeline."""
+    weak = Augment([resize(cfg), A.HorizontalFlip(p=0.5)])
+    return Views(weak, Augment(original_pipeline(cfg)))
+
+
+def work_size(cfg) -> tuple[int, int]:
+    """Size images are decoded (and cached) at: a margin over the input for crop/scale augmentation."""
+    return round(cfg.img_height * cfg.cache_margin), round(cfg.img_width * cfg.cache_margin)

@@ -1,0 +1,59 @@
+"""Shared fixtures: a small generated dataset and one tiny trained run, built once per session."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+
+# A tiny timm model at a small size: a whole fold takes seconds on 2 CPU cores.
+TINY = ["--model", "test_efficientnet", "--pretrained", "false", "--img_height", "64", "--img_width", "48",
+        "--batch_size", "8", "--epochs", "2", "--num_workers", "0", "--n_folds", "2", "--aug", "light",
+        "--neck_dim", "32", "--msd_count", "2", "--optimizer", "adamw", "--lr", "1e-3", "--scheduler", "none",
+        "--infer_batch_size", "16"]
+
+
+def make_data(out: Path, train_people=24, eval_people=4, seed=3, size="96x128"):
+    from tools.make_synthetic_data import main
+
+    main(["--out", str(out), "--train_people", str(train_people), "--eval_people", str(eval_people),
+          "--seed", str(seed), "--size", size])
+    return out
+
+
+def run_py(*args, cwd=ROOT, timeout=600, check=True, env=None):
+    """Run a repo entry point in a subprocess; returns the CompletedProcess."""
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
+                             f"stderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    return make_data(tmp_path_factory.mktemp("data") / "d")
+
+
+@pytest.fixture(scope="session")
+def trained_run(dataset, tmp_path_factory):
+    """(log_dir, name) of a finished 2-fold, 2-epoch run of the tiny model."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    from train import main
+
+    assert main(["--data_dir", str(dataset), "--name", "tiny", "--log_dir", str(log_dir), *TINY]) == 0
+    return log_dir, "tiny"
+
+
+def tiny_cfg(**overrides):
+    from src.config import parse
+
+    args = list(TINY)
+    for k, v in overrides.items():
+        args += [f"--{k}", str(v)]
+    return parse(args)
