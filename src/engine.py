@@ -9,6 +9,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +74,7 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        return self.wait >= self.patience
+        return self.wait > 0 and self.wait >= self.patience
 
     def state_dict(self) -> dict:
         return dict(best=self.best, wait=self.wait)
@@ -226,7 +227,7 @@ def setup_logging(run_dir: Path | None, main: bool):
 
     class TqdmHandler(logging.StreamHandler):
         def emit(self, record):
-            tqdm.write(self.format(record))
+            tqdm.write(self.format(record), file=sys.stderr)
 
     console = TqdmHandler()
     console.setFormatter(logging.Formatter("%(message)s"))

@@ -1,0 +1,58 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from src.config import Config
+from src.losses import ArcMargin, Criterion, FocalLoss, class_weights, uda_consistency
+
+
+def test_arcface_margin_against_hand_computation():
+    s, m = 45.0, 0.5
+    arc = ArcMargin(s, m)
+    cos = torch.tensor([[0.8, 0.1, -0.3], [-0.95, 0.2, 0.4]])
+    out = arc(s * cos, torch.tensor([0, 0]))
+    theta = math.acos(0.8)
+    assert math.isclose(out[0, 0].item(), s * math.cos(theta + m), rel_tol=1e-5)  # with margin
+    # theta = acos(-0.95) > pi - m: the fallback s * (cos - m * sin(m)) keeps it monotonic
+    assert math.isclose(out[1, 0].item(), s * (-0.95 - math.sin(math.pi - m) * m), rel_tol=1e-5)
+    assert torch.allclose(out[:, 1:], s * cos[:, 1:])  # non-target logits unchanged
+
+
+def test_focal_is_ce_when_gamma_0_and_alpha_1():
+    logits, target = torch.randn(16, 18), torch.randint(0, 18, (16,))
+    w = torch.rand(18) + 0.5
+    assert torch.allclose(FocalLoss(0.0, 1.0)(logits, target), F.cross_entropy(logits, target), atol=1e-6)
+    assert torch.allclose(FocalLoss(0.0, 1.0, w)(logits, target), F.cross_entropy(logits, target, weight=w), atol=1e-6)
+    p_t = F.softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
+    hand = (-0.25 * (1 - p_t) ** 2 * p_t.log()).mean()
+    assert torch.allclose(FocalLoss(2.0, 0.25)(logits, target), hand, atol=1e-6)
+
+
+def test_class_weights_on_known_counts():
+    labels = [0] * 10 + [1] * 100 + [2]
+    w = class_weights(labels, num_classes=4)
+    raw = torch.tensor([1 / math.log1p(10), 1 / math.log1p(100), 1 / math.log1p(1), 1 / math.log1p(1)])
+    assert torch.allclose(w, raw * 4 / raw.sum())
+    assert math.isclose(class_weights(labels).sum().item(), 18, rel_tol=1e-6)
+
+
+def test_criterion_composes_margin_and_inner_loss():
+    logits, target = torch.randn(8, 18) * 10, torch.randint(0, 18, (8,))
+    ce = Criterion(Config(head="linear", loss="ce", label_smoothing=0.1))
+    assert torch.allclose(ce(logits, target), F.cross_entropy(logits, target, label_smoothing=0.1))
+    arc = Criterion(Config(head="arcface", loss="ce", arc_s=45, arc_m=0.5))
+    assert torch.allclose(arc(logits, target), F.cross_entropy(ArcMargin(45, 0.5)(logits, target), target))
+    assert arc(logits, target) > ce(logits, target) - 10  # finite and defined
+
+
+def test_uda_consistency():
+    a, b = torch.randn(6, 18), torch.randn(6, 18)
+    assert uda_consistency(a, a).abs().item() < 1e-6
+    loss = uda_consistency(a, b)
+    assert torch.isfinite(loss) and loss > 0
+    assert uda_consistency(a, b, threshold=1.0).item() == 0.0  # every sample masked
+    b.requires_grad_(True)
+    w = a.clone().requires_grad_(True)
+    uda_consistency(w, b).backward()
+    assert w.grad is None and b.grad is not None  # the weak view is a detached target

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import tiny_cfg
+from src.model import GeM, MaskClassifier, PretrainedError, build_model, convert_lite_weights, create_backbone
+
+
+def test_gem_with_p_1_is_average_pooling():
+    x = torch.rand(2, 5, 4, 3)
+    assert torch.allclose(GeM(p=1.0)(x), x.mean((2, 3)), atol=1e-6)
+    assert GeM(p=3.0)(x).shape == (2, 5)
+
+
+@pytest.mark.parametrize("head", ["arcface", "linear"])
+@pytest.mark.parametrize("neck", ["prelu", "prelu_dropout", "bn"])
+@pytest.mark.parametrize("pooling", ["gem", "avg"])
+def test_output_shape_for_every_head_neck_and_pooling(head, neck, pooling):
+    model = build_model(tiny_cfg(head=head, neck=neck, pooling=pooling, msd_count=3)).train()
+    x = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8)
+    assert model(x).shape == (4, 18)
+    model.eval()
+    out = model(x)
+    assert out.shape == (4, 18)
+    if head == "arcface":
+        assert out.abs().max() <= 45.0 + 1e-3  # s * cosine
+    assert isinstance(model.neck[-1], {"prelu": torch.nn.PReLU, "prelu_dropout": torch.nn.Dropout,
+                                       "bn": torch.nn.BatchNorm1d}[neck])
+
+
+def test_multi_sample_dropout_can_be_turned_off():
+    assert len(build_model(tiny_cfg(msd_count=0)).dropouts) == 0
+    model = build_model(tiny_cfg(msd_count=4, msd_p=0.5)).train()
+    x = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8)
+    torch.manual_seed(0)
+    assert not torch.allclose(model(x), model(x))  # dropout active in training
+
+
+def test_model_normalises_uint8_with_dataset_statistics():
+    class Recorder(torch.nn.Module):
+        num_features = 3
+
+        def forward(self, x):
+            self.seen = x
+            return x
+
+    cfg = tiny_cfg()
+    model = MaskClassifier(cfg, backbone=Recorder()).eval()
+    x = (torch.tensor(cfg.mean) * 255).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    model(x + torch.tensor(cfg.std).view(1, 3, 1, 1) * 255)
+    assert torch.allclose(model.backbone.seen, torch.ones(2, 3, 4, 4), atol=1e-5)
+
+
+def test_packaged_lite0_weights_classify_imagenet_images():
+    skimage_data = pytest.importorskip("skimage.data")
+    cfg = tiny_cfg(model="tf_efficientnet_lite0", pretrained="true", pretrained_path="package")
+    backbone = create_backbone(cfg)
+    import timm
+
+    full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    full.load_state_dict({**full.state_dict(), **{k: v for k, v in backbone.state_dict().items()}})
+    from src.model import lite_package_file
+
+    fc = torch.load(lite_package_file("tf_efficientnet_lite0"), weights_only=True)
+    full.classifier.load_state_dict({"weight": fc["_fc.weight"], "bias": fc["_fc.bias"]})
+    full.eval()
+    for name, accepted in (("chelsea", {281, 282, 285}), ("coffee", {967})):
+        img = torch.from_numpy(getattr(skimage_data, name)()[..., :3].copy()).permute(2, 0, 1)[None].float() / 255
+        x = (F.interpolate(img, size=(224, 224), mode="bilinear", antialias=True) - 0.5) / 0.5
+        assert full(x).argmax().item() in accepted, name
+
+
+def test_lite_weight_mismatch_is_refused():
+    good = {"_conv_stem.weight": torch.zeros(32, 3, 3, 3), "_fc.weight": torch.zeros(10, 4)}
+    target = {"conv_stem.weight": torch.zeros(16, 3, 3, 3)}
+    with pytest.raises(PretrainedError, match="_conv_stem.weight has shape \\(32, 3, 3, 3\\).*\\(16, 3, 3, 3\\)"):
+        convert_lite_weights(good, target)
+    with pytest.raises(PretrainedError, match="2 tensors in the file, 1 expected"):
+        convert_lite_weights({"a": torch.zeros(1), "b": torch.zeros(1)}, {"x": torch.zeros(1)})
+    with pytest.raises(PretrainedError, match="weights for tf_efficientnet_lite0"):
+        create_backbone(tiny_cfg(model="resnet18", pretrained="true", pretrained_path="package"))
+
+
+def test_local_weights_file_loads_and_mismatch_is_refused(tmp_path):
+    source = create_backbone(tiny_cfg())
+    path = tmp_path / "w.pt"
+    torch.save(source.state_dict(), path)
+    loaded = create_backbone(tiny_cfg(pretrained="true", pretrained_path=path))
+    for (k, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    torch.save({"conv_stem.weight": torch.zeros(1)}, path)
+    with pytest.raises(PretrainedError, match="does not fit"):
+        create_backbone(tiny_cfg(pretrained="true", pretrained_path=path))
+    with pytest.raises(PretrainedError, match="file not found"):
+        create_backbone(tiny_cfg(pretrained="true", pretrained_path=tmp_path / "none.pt"))
+
+
+def test_unfetchable_weights_give_one_clear_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PretrainedError) as e:
+        create_backbone(tiny_cfg(model="resnet18", pretrained="true"))
+    assert "resnet18" in str(e.value) and "pretrained=false" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(PretrainedError, match="unknown timm model"):
+        create_backbone(tiny_cfg(model="resnet_nonexistent"))
