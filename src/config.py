@@ -141,7 +141,7 @@ CHOICES = {
     "tta": ("none", "flip"),
 }
 
-# Keys that describe a run's model and data, so infer.py and resume take them from the saved config.
+# Switches of one invocation, not settings of a run: left out of the saved config.yaml.
 ENTRY_FLAGS = ("check_data", "resume", "overwrite")
 
 

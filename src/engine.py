@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from timm.utils import adaptive_clip_grad
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from src import config as config_mod
@@ -193,7 +192,7 @@ class RunContext:
     images: object
     pseudo: pd.DataFrame | None = None
     unlabeled: pd.DataFrame | None = None
-    writer: SummaryWriter | None = None
+    writer: object = None  # torch.utils.tensorboard.SummaryWriter on rank 0
     metrics_rows: list = field(default_factory=list)
 
 
@@ -526,6 +525,8 @@ def train(cfg) -> dict:
         images = image_source(cfg, table["path"], work_size(cfg), default_workers(cfg.num_workers))
         ctx = RunContext(cfg, dist, run_dir, table, images, pseudo, unlabeled)
         if dist.main:
+            from torch.utils.tensorboard import SummaryWriter  # imported here: inference and benchmarks skip it
+
             ctx.writer = SummaryWriter(str(run_dir / "tb"))
             if (run_dir / "metrics.csv").is_file():
                 ctx.metrics_rows = pd.read_csv(run_dir / "metrics.csv").to_dict("records")

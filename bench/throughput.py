@@ -1,0 +1,197 @@
+"""Training-pipeline throughput against the model-only limit, every row measured in one run.
+
+    python bench/throughput.py                       # the quick recipe on generated data (a few minutes on CPU)
+    python bench/throughput.py --quick               # under 2 minutes
+    python bench/throughput.py --data_dir D --model tf_efficientnet_b3_ns --img_height 384 --img_width 288 \
+        --batch_size 64 --amp bf16 --workers 0 8 16
+
+Rows (images/s, median of timed windows after warm-up):
+  a    model-only train step on uint8 tensors already in memory: the limit
+  b    full pipeline (Dataset, DataLoader, augmentation, step), cache off, then on, per worker count
+  c    loader alone (cache on), no model
+  d    inference with flip TTA (one doubled batch)
+  ref  the original entry's loop: its augmentation on full-size decodes, no cache, 4 workers, NCHW step
+  e    ratio b(cache on) / a
+The last line is exactly ratio_pipeline_to_limit=<float> (cache on, the first worker count).
+"""
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from src.cache import build_cache  # noqa: E402
+from src.config import Config  # noqa: E402
+from src.data import FaceDataset, FileImages, load_train  # noqa: E402
+from src.engine import autocast, build_optimizer, default_workers, forever, make_loader, to_device  # noqa: E402
+from src.losses import Criterion  # noqa: E402
+from src.model import build_model  # noqa: E402
+from src.samplers import train_sampler  # noqa: E402
+from src.transforms import train_transform, work_size  # noqa: E402
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", help="dataset in the competition layout; default: generated once into /tmp")
+    p.add_argument("--model", default="tf_efficientnet_lite0")
+    p.add_argument("--img_height", type=int, default=128)
+    p.add_argument("--img_width", type=int, default=96)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--workers", type=int, nargs="+", default=[-1], help="loader workers; -1 = usable cores")
+    p.add_argument("--aug", default="light", help="augmentation preset of the measured pipeline")
+    p.add_argument("--amp", default="bf16", help="bf16, fp16 or none (CUDA only)")
+    p.add_argument("--channels_last", default="true", choices=["true", "false"])
+    p.add_argument("--quick", action="store_true", help="fewer, shorter windows: under 2 minutes on CPU")
+    p.add_argument("--windows", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3, help="train steps per timed window")
+    p.add_argument("--no_reference", action="store_true", help="skip the reference row")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.windows, a.steps = 3, 2
+    return a
+
+
+def median_rate(step, warmup: int, windows: int, steps: int) -> float:
+    for _ in range(warmup):
+        step()
+    rates = []
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        n = sum(step() for _ in range(steps))
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+class Trainer:
+    """One model + loss + optimizer; `step(x, y)` is exactly the engine's training step."""
+
+    def __init__(self, cfg, device):
+        self.cfg, self.device = cfg, device
+        self.model = build_model(cfg).to(device).train()
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion = Criterion(cfg).to(device)
+        self.opt = build_optimizer(cfg, self.model)
+
+    def step(self, x, y) -> int:
+        x, y = to_device(x, self.device, self.cfg.channels_last), y.to(self.device, non_blocking=True)
+        with autocast(self.cfg, self.device):
+            loss = self.criterion(self.model(x), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return len(x)
+
+
+def pipeline_rate(trainer, images, labels, cfg, aug, workers, a, warmup=2) -> float:
+    ds = FaceDataset(images, labels, train_transform(cfg, aug), seed=0)
+    sampler = train_sampler("none", labels, 1, 0, 0)
+    loader = make_loader(ds, cfg, trainer.device, cfg.batch_size, sampler, drop_last=True, workers=workers)
+    batches = forever(loader, sampler)
+
+    def step():
+        x, y, _ = next(batches)
+        return trainer.step(x, y)
+
+    rate = median_rate(step, warmup, a.windows, a.steps)
+    del batches, loader  # stop the workers before the next row
+    return rate
+
+
+def loader_rate(images, labels, cfg, aug, workers, a) -> float:
+    ds = FaceDataset(images, labels, train_transform(cfg, aug), seed=0)
+    sampler = train_sampler("none", labels, 1, 0, 0)
+    loader = make_loader(ds, cfg, torch.device("cpu"), cfg.batch_size, sampler, drop_last=True, workers=workers)
+    batches = forever(loader, sampler)
+    rate = median_rate(lambda: len(next(batches)[0]), 2, a.windows, a.steps * 4)
+    del batches, loader
+    return rate
+
+
+def main(argv=None):
+    a = parse(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = Config(model=a.model, pretrained=False, img_height=a.img_height, img_width=a.img_width,
+                 batch_size=a.batch_size, optimizer="adamw", lr=1e-4, loss="ce", head="linear",
+                 amp=a.amp if device.type == "cuda" else "none", channels_last=a.channels_last == "true",
+                 infer_batch_size=a.batch_size)
+    data_dir = Path(a.data_dir) if a.data_dir else Path(tempfile.gettempdir()) / "maskcls_bench_data"
+    if not (data_dir / "train" / "train.csv").is_file():
+        from tools.make_synthetic_data import main as make_data
+
+        make_data(["--out", str(data_dir), "--train_people", "40", "--eval_people", "1", "--seed", "0"])
+    table = load_train(data_dir, "none")
+    labels = table["label"].to_numpy()
+    size = work_size(cfg)
+    t0 = time.perf_counter()
+    cached = build_cache("ram", table["path"], size, "none", Path(), num_workers=default_workers(-1))
+    cache_s = time.perf_counter() - t0
+    trainer = Trainer(cfg, device)
+    rows = []
+
+    x = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_height, cfg.img_width), dtype=torch.uint8).to(device)
+    y = torch.randint(0, 18, (cfg.batch_size,)).to(device)
+    limit = median_rate(lambda: trainer.step(x, y), 3, a.windows, a.steps)
+    rows.append(("a", "model-only train step (limit)", limit))
+    workers = [default_workers(w) for w in a.workers]
+    with_cache = {}
+    for w in workers:
+        rows.append(("b", f"full pipeline, cache off, {w} workers",
+                     pipeline_rate(trainer, FileImages(table["path"], size), labels, cfg, a.aug, w, a)))
+        with_cache[w] = pipeline_rate(trainer, cached, labels, cfg, a.aug, w, a)
+        rows.append(("b", f"full pipeline, cache on, {w} workers", with_cache[w]))
+    rows.append(("c", f"loader alone, cache on, {workers[0]} workers",
+                 loader_rate(cached, labels, cfg, a.aug, workers[0], a)))
+
+    trainer.model.eval()
+    xb = x[: cfg.infer_batch_size]
+
+    @torch.no_grad()
+    def infer_step():
+        xin = to_device(xb, device, cfg.channels_last)
+        with autocast(cfg, device):
+            trainer.model(torch.cat([xin, xin.flip(3)]))
+        return len(xb)
+
+    rows.append(("d", "inference, flip TTA (doubled batch)", median_rate(infer_step, 2, a.windows, a.steps)))
+    trainer.model.train()
+    if not a.no_reference:
+        ref_cfg = Config(**{**cfg.__dict__, "channels_last": False})
+        ref = Trainer(ref_cfg, device)
+        rows.append(("ref", "reference: original aug, full-size decode, no cache, 4 workers, NCHW",
+                     pipeline_rate(ref, FileImages(table["path"]), labels, ref_cfg, "original", 4, a)))
+    limit_again = median_rate(lambda: trainer.step(x, y), 1, a.windows, a.steps)
+    limit = statistics.median([limit, limit_again])
+    rows[0] = ("a", "model-only train step (limit; median of start and end)", limit)
+    ratio = with_cache[workers[0]] / limit
+
+    threads = torch.get_num_threads()
+    print(f"\nsetup: {datetime.date.today()}  device={device}"
+          f"{' ' + torch.cuda.get_device_name() if device.type == 'cuda' else ''}  torch threads={threads}  "
+          f"cores={len(os.sched_getaffinity(0))}  model={a.model}  input={a.img_height}x{a.img_width}  "
+          f"batch={a.batch_size}  amp={cfg.amp}  channels_last={cfg.channels_last}  aug={a.aug}  "
+          f"data={data_dir} ({len(table)} images)  cache built in {cache_s:.1f}s  "
+          f"windows={a.windows}x{a.steps} steps")
+    print("| row | what | img/s | x limit |\n|---|---|---|---|")
+    for key, what, rate in rows:
+        print(f"| {key} | {what} | {rate:.1f} | {rate / limit:.2f} |")
+    if not a.no_reference:
+        ref_rate = next(r for k, _, r in rows if k == "ref")
+        print(f"| e2 | pipeline (cache on) / reference | {with_cache[workers[0]] / ref_rate:.2f} | |")
+    print(f"| e | pipeline (cache on) / limit | {ratio:.3f} | |")
+    print(f"ratio_pipeline_to_limit={ratio:.4f}")
+
+
+if __name__ == "__main__":
+    main()

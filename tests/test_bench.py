@@ -1,0 +1,12 @@
+from conftest import run_py
+
+
+def test_throughput_quick_prints_every_row(dataset):
+    proc = run_py("bench/throughput.py", "--quick", "--data_dir", dataset, "--model", "test_efficientnet",
+                  "--img_height", "64", "--img_width", "48", "--batch_size", "8", "--workers", "0", "--steps", "1",
+                  "--windows", "2")
+    out = proc.stdout
+    for row in ("| a |", "cache off", "cache on", "| c |", "| d |", "| ref |", "| e |"):
+        assert row in out, row
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("ratio_pipeline_to_limit=") and float(last.split("=")[1]) > 0

@@ -1,0 +1,41 @@
+import numpy as np
+
+from conftest import ROOT, tiny_cfg
+from src.cache import build_cache, cache_key, image_source
+from src.data import FileImages, load_train
+
+
+def test_cache_returns_the_same_pixels_as_files(dataset, tmp_path):
+    paths = list(load_train(dataset)["path"][:12])
+    size = (70, 52)
+    files = FileImages(paths, size)
+    for kind in ("disk", "ram"):
+        cached = build_cache(kind, paths, size, "none", tmp_path, num_workers=0)
+        assert len(cached) == 12
+        for i in range(12):
+            assert np.array_equal(cached[i], files[i]), (kind, i)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+    again = build_cache("disk", paths, size, "none", tmp_path)  # a hit: same file, no rebuild
+    assert np.array_equal(again[3], files[3]) and len(list(tmp_path.glob("*.npy"))) == 1
+
+
+def test_size_or_corrections_change_invalidate_the_cache(dataset, tmp_path):
+    paths = list(load_train(dataset)["path"][:4])
+    corrections = tmp_path / "c.csv"
+    corrections.write_text((ROOT / "corrections.csv").read_text())
+    base = cache_key(paths, (70, 52), str(corrections))
+    assert cache_key(paths, (70, 52), str(corrections)) == base
+    assert cache_key(paths, (71, 52), str(corrections)) != base
+    corrections.write_text(corrections.read_text() + "000001,gender_male,new find\n")
+    assert cache_key(paths, (70, 52), str(corrections)) != base
+    assert cache_key(paths[:3], (70, 52), str(corrections)) != base
+    build_cache("disk", paths, (70, 52), "none", tmp_path)
+    build_cache("disk", paths, (60, 44), "none", tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_image_source_follows_the_cache_option(dataset, tmp_path):
+    paths = list(load_train(dataset)["path"][:2])
+    assert isinstance(image_source(tiny_cfg(cache="none"), paths, (64, 48)), FileImages)
+    cached = image_source(tiny_cfg(cache="disk", log_dir=tmp_path), paths, (64, 48))
+    assert cached[0].shape == (64, 48, 3) and list((tmp_path / "cache").glob("*.npy"))

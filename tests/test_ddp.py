@@ -1,0 +1,41 @@
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY, run_py, tiny_cfg
+from src.data import FaceDataset, FileImages, load_train
+from src.engine import make_loader
+from src.metrics import evaluate
+from src.model import build_model
+from src.predict import average_probs
+from src.transforms import eval_transform, work_size
+
+PROBS = [f"p{k}" for k in range(18)]
+
+
+def test_two_process_gloo_run_covers_each_validation_image_once(dataset, tmp_path):
+    proc = run_py("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+                  "--data_dir", dataset, "--log_dir", tmp_path, "--name", "ddp", *TINY, "--fold", "0",
+                  "--epochs", "1", "--dist_backend", "gloo", env={"OMP_NUM_THREADS": "1"})
+    assert "world 2" in proc.stderr
+    cfg = tiny_cfg(data_dir=dataset)
+    table = load_train(dataset, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
+    val = table[table["fold"] == 0]
+    oof = pd.read_csv(tmp_path / "ddp" / "fold0" / "oof.csv")
+    assert len(oof) == len(val) and oof["path"].is_unique and set(oof["path"]) == set(val["path"])
+
+    # single-process evaluation of the same checkpoint gives the same probabilities and metrics
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(tmp_path / "ddp" / "fold0" / "best_f1.pt", weights_only=True)["model"])
+    model.eval()
+    ds = FaceDataset(FileImages(oof["path"], work_size(cfg)), None, eval_transform(cfg))
+    probs = average_probs([model], make_loader(ds, cfg, torch.device("cpu"), 16, workers=0), cfg,
+                          torch.device("cpu"), "none")
+    assert np.allclose(probs, oof[PROBS].to_numpy(), atol=1e-4)
+    single = evaluate(oof["label"], probs)
+    metrics = pd.read_csv(tmp_path / "ddp" / "metrics.csv").iloc[0]
+    assert metrics["val_f1"] == pytest.approx(single["f1"], abs=1e-6)
+    assert metrics["val_acc"] == pytest.approx(single["acc"], abs=1e-6)

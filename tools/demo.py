@@ -1,0 +1,62 @@
+"""`make demo`: generate data (if absent), train the quick recipe, infer, and score against the truth.
+
+    python tools/demo.py --data_dir data/synthetic [--name demo]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def step(title, cmd, env=None):
+    print(f"\n== {title}: {' '.join(map(str, cmd))}", flush=True)
+    subprocess.run(list(map(str, cmd)), cwd=ROOT, check=True, env={**os.environ, **(env or {})})
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", type=Path, default=ROOT / "data" / "synthetic")
+    p.add_argument("--name", default="demo")
+    p.add_argument("--train_people", type=int, default=300)
+    p.add_argument("--eval_people", type=int, default=100)
+    a = p.parse_args()
+    t0 = time.perf_counter()
+    if not (a.data_dir / "train" / "train.csv").is_file():
+        step("generate", [sys.executable, "tools/make_synthetic_data.py", "--out", a.data_dir, "--train_people",
+                          a.train_people, "--eval_people", a.eval_people, "--seed", "0"])
+    env = {"DATA_DIR": str(a.data_dir), "NAME": a.name, "RUN": a.name}
+    step("train", ["bash", "experiments/quick.sh", "--overwrite", "true"], env)
+    step("infer", ["bash", "infer.sh"], env)
+
+    import pandas as pd
+
+    from src.metrics import evaluate
+
+    run = ROOT / "logs" / a.name
+    answers = pd.read_csv(a.data_dir / "eval_answers.csv")
+    probs = pd.read_csv(run / "eval_probs.csv")
+    submission = pd.read_csv(run / "submission.csv")
+    assert (probs["ImageID"] == answers["ImageID"]).all() and (submission["ImageID"] == answers["ImageID"]).all()
+    scores = evaluate(answers["ans"], probs[[f"p{k}" for k in range(18)]].to_numpy())
+    cv = json.loads((run / "cv.json").read_text())
+    minutes = (time.perf_counter() - t0) / 60
+    print("\n| what | value |\n|---|---|")
+    print(f"| CV macro-F1 (out-of-fold) | {cv['cv_f1']:.4f} |")
+    print(f"| eval macro-F1 | {scores['f1']:.4f} |")
+    print(f"| eval F1 mask / gender / age | {scores['f1_mask']:.3f} / {scores['f1_gender']:.3f} / "
+          f"{scores['f1_age']:.3f} |")
+    print(f"| eval accuracy | {scores['acc']:.4f} |")
+    print(f"| wall time | {minutes:.1f} min |")
+    print(f"| run folder | {run.relative_to(ROOT)} |")
+    print(f"| submission | {(run / 'submission.csv').relative_to(ROOT)} |")
+    print(f"| preview | {(run / 'eval_preview.png').relative_to(ROOT)} |")
+
+
+if __name__ == "__main__":
+    main()
