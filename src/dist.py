@@ -62,6 +62,14 @@ def gather_rows(dist: Dist, index: torch.Tensor, rows: torch.Tensor):
     return index[order], rows[order]
 
 
+def sync_buffers(dist: Dist, model: torch.nn.Module):
+    """Rank 0's BatchNorm statistics everywhere: each rank's last training step updated its own copy,
+    and validation must use the weights that rank 0 saves."""
+    if dist.enabled:
+        for buf in model.buffers():
+            td.broadcast(buf, src=0)
+
+
 def cleanup():
     if td.is_initialized():
         td.destroy_process_group()

@@ -353,8 +353,9 @@ def fit_fold(ctx: RunContext, k: int):
         set_epoch(train_ds, epoch)
         train_stats = train_one_epoch(ctx, k, epoch, step_model, criterion, optimizer, scaler, train_loader,
                                       scheduler if sched_when == "batch" else None, uda_iter)
+        dist_mod.sync_buffers(dist, model)
         idx, logits = predict_logits(step_model.module if dist.enabled else step_model, val_loader, cfg, device)
-        idx, logits = dist_mod.gather_rows(dist, torch.as_tensor(val_shard)[idx], logits[:, 0])
+        idx, logits = dist_mod.gather_rows(dist, idx, logits[:, 0])  # idx: positions in val_ds
         with torch.no_grad():
             val_loss = float(criterion(logits.to(device), val_labels[idx].to(device)))
         probs = F.softmax(logits, dim=1).numpy()

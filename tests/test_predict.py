@@ -27,7 +27,7 @@ def test_submission_has_the_rows_and_order_of_info(trained_run, dataset, tmp_pat
     assert sub["ans"].dtype.kind == "i" and sub["ans"].between(0, 17).all()
     probs = pd.read_csv(tmp_path / "eval_probs.csv")
     assert list(probs["ImageID"]) == list(info["ImageID"])
-    assert np.allclose(probs[PROBS].sum(1), 1, atol=1e-4)
+    assert np.allclose(probs[PROBS].sum(axis=1), 1, atol=1e-4)
     assert (probs[PROBS].to_numpy().argmax(1) == sub["ans"]).all()
     assert (tmp_path / "eval_preview.png").stat().st_size > 10_000
 
