@@ -7,6 +7,7 @@
 
 Rows (images/s, median of timed windows after warm-up):
   a    model-only train step on uint8 tensors already in memory: the limit
+  a2   the same step in the other memory format (NCHW vs channels_last)
   b    full pipeline (Dataset, DataLoader, augmentation, step), cache off, then on, per worker count
   c    loader alone (cache on), no model
   d    inference with flip TTA (one doubled batch)
@@ -51,16 +52,17 @@ def parse(argv=None):
     p.add_argument("--amp", default="bf16", help="bf16, fp16 or none (CUDA only)")
     p.add_argument("--channels_last", default="true", choices=["true", "false"])
     p.add_argument("--quick", action="store_true", help="fewer, shorter windows: under 2 minutes on CPU")
-    p.add_argument("--windows", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of rows a and b (cache on)")
+    p.add_argument("--windows", type=int, default=3, help="timed windows per row (per round for a and b)")
     p.add_argument("--steps", type=int, default=3, help="train steps per timed window")
     p.add_argument("--no_reference", action="store_true", help="skip the reference row")
     a = p.parse_args(argv)
     if a.quick:
-        a.windows, a.steps = 3, 2
+        a.rounds, a.windows, a.steps = 2, 2, 2
     return a
 
 
-def median_rate(step, warmup: int, windows: int, steps: int) -> float:
+def window_rates(step, warmup: int, windows: int, steps: int) -> list[float]:
     for _ in range(warmup):
         step()
     rates = []
@@ -70,7 +72,11 @@ def median_rate(step, warmup: int, windows: int, steps: int) -> float:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    return rates
+
+
+def median_rate(step, warmup: int, windows: int, steps: int) -> float:
+    return statistics.median(window_rates(step, warmup, windows, steps))
 
 
 class Trainer:
@@ -94,7 +100,7 @@ class Trainer:
         return len(x)
 
 
-def pipeline_rate(trainer, images, labels, cfg, aug, workers, a, warmup=2) -> float:
+def pipeline_rates(trainer, images, labels, cfg, aug, workers, a, warmup=2) -> list[float]:
     ds = FaceDataset(images, labels, train_transform(cfg, aug), seed=0)
     sampler = train_sampler("none", labels, 1, 0, 0)
     loader = make_loader(ds, cfg, trainer.device, cfg.batch_size, sampler, drop_last=True, workers=workers)
@@ -104,9 +110,9 @@ def pipeline_rate(trainer, images, labels, cfg, aug, workers, a, warmup=2) -> fl
         x, y, _ = next(batches)
         return trainer.step(x, y)
 
-    rate = median_rate(step, warmup, a.windows, a.steps)
+    rates = window_rates(step, warmup, a.windows, a.steps)
     del batches, loader  # stop the workers before the next row
-    return rate
+    return rates
 
 
 def loader_rate(images, labels, cfg, aug, workers, a) -> float:
@@ -142,14 +148,31 @@ def main(argv=None):
 
     x = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_height, cfg.img_width), dtype=torch.uint8).to(device)
     y = torch.randint(0, 18, (cfg.batch_size,)).to(device)
-    limit = median_rate(lambda: trainer.step(x, y), 3, a.windows, a.steps)
-    rows.append(("a", "model-only train step (limit)", limit))
+
+    def limit_step():
+        return trainer.step(x, y)
+
+    median_rate(limit_step, 3, 1, 1)  # warm-up
     workers = [default_workers(w) for w in a.workers]
-    with_cache = {}
+    # (a) and (b, cache on) alternate in rounds, each round with a fresh loader, so drift in this
+    # machine's speed hits both alike and no worker runs during a model-only window.
+    limit_rates, pipe_rates = [], []
+    for _ in range(a.rounds):
+        limit_rates += window_rates(limit_step, 0, a.windows, a.steps)
+        pipe_rates += pipeline_rates(trainer, cached, labels, cfg, a.aug, workers[0], a)
+    limit, with_cache = statistics.median(limit_rates), {workers[0]: statistics.median(pipe_rates)}
+    rows.append(("a", "model-only train step (limit)", limit))
+    nchw_cfg = Config(**{**cfg.__dict__, "channels_last": not cfg.channels_last})
+    nchw = Trainer(nchw_cfg, device)
+    rows.append(("a2", f"model-only train step, channels_last={nchw_cfg.channels_last}",
+                 median_rate(lambda: nchw.step(x, y), 2, a.windows, a.steps)))
+    del nchw
     for w in workers:
         rows.append(("b", f"full pipeline, cache off, {w} workers",
-                     pipeline_rate(trainer, FileImages(table["path"], size), labels, cfg, a.aug, w, a)))
-        with_cache[w] = pipeline_rate(trainer, cached, labels, cfg, a.aug, w, a)
+                     statistics.median(pipeline_rates(trainer, FileImages(table["path"], size), labels, cfg,
+                                                      a.aug, w, a))))
+        if w not in with_cache:
+            with_cache[w] = statistics.median(pipeline_rates(trainer, cached, labels, cfg, a.aug, w, a))
         rows.append(("b", f"full pipeline, cache on, {w} workers", with_cache[w]))
     rows.append(("c", f"loader alone, cache on, {workers[0]} workers",
                  loader_rate(cached, labels, cfg, a.aug, workers[0], a)))
@@ -170,10 +193,8 @@ def main(argv=None):
         ref_cfg = Config(**{**cfg.__dict__, "channels_last": False})
         ref = Trainer(ref_cfg, device)
         rows.append(("ref", "reference: original aug, full-size decode, no cache, 4 workers, NCHW",
-                     pipeline_rate(ref, FileImages(table["path"]), labels, ref_cfg, "original", 4, a)))
-    limit_again = median_rate(lambda: trainer.step(x, y), 1, a.windows, a.steps)
-    limit = statistics.median([limit, limit_again])
-    rows[0] = ("a", "model-only train step (limit; median of start and end)", limit)
+                     statistics.median(pipeline_rates(ref, FileImages(table["path"]), labels, ref_cfg, "original",
+                                                      4, a))))
     ratio = with_cache[workers[0]] / limit
 
     threads = torch.get_num_threads()
@@ -182,7 +203,7 @@ def main(argv=None):
           f"cores={len(os.sched_getaffinity(0))}  model={a.model}  input={a.img_height}x{a.img_width}  "
           f"batch={a.batch_size}  amp={cfg.amp}  channels_last={cfg.channels_last}  aug={a.aug}  "
           f"data={data_dir} ({len(table)} images)  cache built in {cache_s:.1f}s  "
-          f"windows={a.windows}x{a.steps} steps")
+          f"rounds={a.rounds} windows={a.windows}x{a.steps} steps")
     print("| row | what | img/s | x limit |\n|---|---|---|---|")
     for key, what, rate in rows:
         print(f"| {key} | {what} | {rate:.1f} | {rate / limit:.2f} |")
