@@ -27,7 +27,7 @@ from src import config as config_mod
 from src import dist as dist_mod
 from src.atomic import save_csv, save_text, save_torch
 from src.cache import image_source
-from src.data import DataError, FaceDataset, FileImages, Take, load_train, load_unlabeled
+from src.data import DataError, FaceDataset, Take, load_train, load_unlabeled
 from src.labels import CLASS_NAMES, NUM_CLASSES
 from src.losses import Criterion, class_weights, uda_consistency
 from src.metrics import confusion, confusion_figure, confusion_text, evaluate, macro_f1
@@ -191,7 +191,8 @@ class RunContext:
     table: pd.DataFrame
     images: object
     pseudo: pd.DataFrame | None = None
-    unlabeled: pd.DataFrame | None = None
+    pseudo_images: object = None
+    unlabeled_images: object = None
     writer: object = None  # torch.utils.tensorboard.SummaryWriter on rank 0
     metrics_rows: list = field(default_factory=list)
 
@@ -268,12 +269,24 @@ def fold_datasets(ctx: RunContext, k: int):
     train_labels = table["train_label"].to_numpy()[tr]
     train_ds = FaceDataset(Take(ctx.images, tr), train_labels, train_transform(cfg), seed=seed)
     if ctx.pseudo is not None and len(ctx.pseudo):
-        pseudo_ds = FaceDataset(FileImages(ctx.pseudo["path"], work_size(cfg)), ctx.pseudo["label"].to_numpy(),
-                                train_transform(cfg), seed=seed + 1)
+        pseudo_ds = FaceDataset(ctx.pseudo_images, ctx.pseudo["label"].to_numpy(), train_transform(cfg), seed=seed + 1)
         train_labels = np.concatenate([train_labels, ctx.pseudo["label"].to_numpy()])
         train_ds = ConcatDataset([train_ds, pseudo_ds])
     val_ds = FaceDataset(Take(ctx.images, va), table["label"].to_numpy()[va], eval_transform(cfg))
     return train_ds, train_labels, val_ds, va
+
+
+def shared_image_sources(cfg, dist, table, pseudo, unlabeled):
+    """Training, pseudo and unlabelled images at work size, cached as configured. Under torchrun rank 0
+    builds a disk cache first and the other ranks then read it."""
+    if dist.enabled and not dist.main:
+        dist_mod.barrier(dist)
+    workers, size = default_workers(cfg.num_workers), work_size(cfg)
+    sources = [image_source(cfg, frame["path"], size, workers) if frame is not None else None
+               for frame in (table, pseudo if pseudo is not None and len(pseudo) else None, unlabeled)]
+    if dist.enabled and dist.main:
+        dist_mod.barrier(dist)
+    return sources
 
 
 def set_epoch(dataset, epoch: int):
@@ -309,8 +322,7 @@ def fit_fold(ctx: RunContext, k: int):
     val_labels = torch.as_tensor(val_ds.labels)
     uda_iter = None
     if cfg.uda:
-        unl_ds = FaceDataset(FileImages(ctx.unlabeled["path"], work_size(cfg)), None, uda_transform(cfg),
-                             seed=cfg.seed + 7 + dist.rank)
+        unl_ds = FaceDataset(ctx.unlabeled_images, None, uda_transform(cfg), seed=cfg.seed + 7 + dist.rank)
         unl_sampler = train_sampler("none", np.zeros(len(unl_ds), int), dist.world, dist.rank, cfg.seed + 7)
         unl_bs = max(1, round(cfg.batch_size * cfg.uda_ratio))
         uda_iter = forever(make_loader(unl_ds, cfg, device, unl_bs, unl_sampler, drop_last=len(unl_ds) > unl_bs),
@@ -523,8 +535,8 @@ def train(cfg) -> dict:
             log.info("amp=%s applies on CUDA only; this run uses fp32 on %s", cfg.amp, dist.device)
         log.info("data: %d images of %d people; class counts (training labels) %s", len(table),
                  table["person_id"].nunique(), np.bincount(table["train_label"], minlength=NUM_CLASSES).tolist())
-        images = image_source(cfg, table["path"], work_size(cfg), default_workers(cfg.num_workers))
-        ctx = RunContext(cfg, dist, run_dir, table, images, pseudo, unlabeled)
+        images, pseudo_images, unlabeled_images = shared_image_sources(cfg, dist, table, pseudo, unlabeled)
+        ctx = RunContext(cfg, dist, run_dir, table, images, pseudo, pseudo_images, unlabeled_images)
         if dist.main:
             from torch.utils.tensorboard import SummaryWriter  # imported here: inference and benchmarks skip it
 

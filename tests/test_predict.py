@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from conftest import TINY, run_py, tiny_cfg
 from src import engine, predict
-from src.data import DataError, FaceDataset
+from src.data import DataError, FaceDataset, FileImages
 from src.engine import make_loader
 from src.transforms import eval_transform
 
@@ -138,8 +138,9 @@ def test_pseudo_threshold_filters_and_pseudo_rows_never_validate(trained_run, da
 
     cfg = infer_cfg(dataset, logs, name="p0", pseudo_csv=everything)
     table = engine.load_train(dataset, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
-    ctx = engine.RunContext(cfg, engine.dist_mod.Dist(), logs / "p0", table, engine.FileImages(table["path"]),
-                            pseudo=engine.load_pseudo(cfg))
+    pseudo = engine.load_pseudo(cfg)
+    ctx = engine.RunContext(cfg, engine.dist_mod.Dist(), logs / "p0", table, FileImages(table["path"]),
+                            pseudo=pseudo, pseudo_images=FileImages(pseudo["path"]))
     train_ds, train_labels, val_ds, val_rows = engine.fold_datasets(ctx, 0)
     assert len(train_ds) == (table["fold"] != 0).sum() + 28 and len(train_labels) == len(train_ds)
     assert not set(table["path"].iloc[val_rows]) & set(all_rows["path"])
@@ -162,3 +163,16 @@ def test_short_uda_run_logs_both_losses(dataset, tmp_path):
     assert (metrics["train_uda_loss"] >= 0).all() and 0 <= cv["cv_f1"] <= 1
     assert metrics["train_loss"].iloc[0] == pytest.approx(
         metrics["train_sup_loss"].iloc[0] + 5.0 * metrics["train_uda_loss"].iloc[0], rel=1e-4)
+
+
+def test_score_tool_matches_the_metrics_module(tmp_path):
+    truth = pd.DataFrame({"ImageID": ["a", "b", "c", "d"], "ans": [0, 7, 17, 7]})
+    sub = pd.DataFrame({"ImageID": ["d", "c", "b", "a"], "ans": [7, 17, 8, 0]})
+    truth.to_csv(tmp_path / "t.csv", index=False)
+    sub.to_csv(tmp_path / "s.csv", index=False)
+    out = run_py("tools/score.py", tmp_path / "s.csv", tmp_path / "t.csv").stdout
+    from src.metrics import macro_f1
+
+    assert f"macro_f1={macro_f1([0, 7, 17, 7], [0, 8, 17, 7]):.4f}" in out and "acc=0.7500" in out
+    sub.iloc[:2].to_csv(tmp_path / "s.csv", index=False)
+    assert "lacks 2 ImageIDs" in run_py("tools/score.py", tmp_path / "s.csv", tmp_path / "t.csv", check=False).stderr
