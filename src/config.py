@@ -40,7 +40,7 @@ class Config:
     fold: str = "all"  # which fold(s) to train: an index or 'all'
     cache: str = "none"  # decoded-image cache: none, ram (shared memory) or disk (memory-mapped in log_dir/cache)
     cache_margin: float = 1.15  # cached images are this much larger than the input size, for crop/scale augmentation
-    num_workers: int = -1  # loader processes; -1 = usable cores, capped at 8
+    num_workers: int = -1  # loader processes; -1 = usable cores (half when training on CPU), at most 16
     prefetch_factor: int = 4  # batches each worker prepares ahead
 
     # --- model ---

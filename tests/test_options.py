@@ -34,7 +34,11 @@ def test_scheduler_hyperparameters_arrive():
 
 
 def test_loader_settings():
-    assert default_workers(3) == 3 and 1 <= default_workers(-1) <= 8
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers(3) == 3 and default_workers(-1) == min(cores, 16)
+    assert default_workers(-1, torch.device("cpu")) == max(min(cores, 16) // 2, 1)
     ds = FaceDataset([None] * 4)
     loader = make_loader(ds, tiny_cfg(prefetch_factor=3), torch.device("cpu"), 2, workers=1)
     assert loader.prefetch_factor == 3 and loader.persistent_workers and loader.num_workers == 1
