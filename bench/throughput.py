@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,13 +105,9 @@ def pipeline_rates(trainer, images, labels, cfg, aug, workers, a, warmup=2) -> l
     sampler = train_sampler("none", labels, 1, 0, 0)
     loader = make_loader(ds, cfg, trainer.device, cfg.batch_size, sampler, drop_last=True, workers=workers)
     batches = forever(loader, sampler)
-
-    def step():
-        x, y, _ = next(batches)
-        return trainer.step(x, y)
-
-    rates = window_rates(step, warmup, a.windows, a.steps)
-    del batches, loader  # stop the workers before the next row
+    rates = window_rates(lambda: trainer.step(*next(batches)[:2]), warmup, a.windows, a.steps)
+    batches.close()
+    del loader  # stops the persistent workers before the next row
     return rates
 
 
@@ -122,7 +117,8 @@ def loader_rate(images, labels, cfg, aug, workers, a) -> float:
     loader = make_loader(ds, cfg, torch.device("cpu"), cfg.batch_size, sampler, drop_last=True, workers=workers)
     batches = forever(loader, sampler)
     rate = median_rate(lambda: len(next(batches)[0]), 2, a.windows, a.steps * 4)
-    del batches, loader
+    batches.close()
+    del loader
     return rate
 
 
@@ -168,7 +164,6 @@ def main(argv=None):
     nchw = Trainer(nchw_cfg, device)
     rows.append(("a2", f"model-only train step, channels_last={nchw_cfg.channels_last}",
                  median_rate(lambda: nchw.step(x, y), 2, a.windows, a.steps)))
-    del nchw
     for w in workers:
         rows.append(("b", f"full pipeline, cache off, {w} workers",
                      statistics.median(pipeline_rates(trainer, FileImages(table["path"], size), labels, cfg,

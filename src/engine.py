@@ -28,7 +28,7 @@ from src import dist as dist_mod
 from src.atomic import save_csv, save_text, save_torch
 from src.cache import image_source
 from src.data import DataError, FaceDataset, Take, load_train, load_unlabeled
-from src.labels import CLASS_NAMES, NUM_CLASSES
+from src.labels import NUM_CLASSES
 from src.losses import Criterion, class_weights, uda_consistency
 from src.metrics import confusion, confusion_figure, confusion_text, evaluate, macro_f1
 from src.model import build_model

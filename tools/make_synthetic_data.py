@@ -9,7 +9,6 @@ Each person is drawn from its own RNG (seed, index), so output is deterministic 
 import argparse
 import csv
 import hashlib
-import math
 import os
 import sys
 import time
