@@ -121,9 +121,7 @@ def infer(cfg) -> Path:
     setup_logging(None, True)
     runs = chosen_runs(cfg)
     info = load_eval(cfg.data_dir)
-    for name in runs:
-        run_checkpoints(Path(cfg.log_dir) / name, cfg.checkpoint)
-    probs = predict_runs(cfg, runs, info["path"])
+    probs = predict_runs(cfg, runs, info["path"])  # checks every run and checkpoint before loading a model
     default_dir = Path(cfg.log_dir) / (runs[0] if len(runs) == 1 else "ensemble_" + "+".join(runs))
     out = Path(cfg.out) if cfg.out else default_dir / "submission.csv"
     save_csv(pd.DataFrame({"ImageID": info["ImageID"], "ans": probs.argmax(1).astype(int)}), out)
