@@ -30,7 +30,8 @@ def run_checkpoints(run_dir: Path, checkpoint: str) -> list[Path]:
     finished = []
     for fold_dir in sorted(run_dir.glob("fold*")):
         last = fold_dir / "last.pt"
-        if last.is_file() and torch.load(last, map_location="cpu", weights_only=True)["finished"]:
+        # mmap: read the `finished` flag without pulling the optimizer state off disk
+        if last.is_file() and torch.load(last, map_location="cpu", weights_only=True, mmap=True)["finished"]:
             finished.append(fold_dir)
     if not finished:
         raise FileNotFoundError(f"run {run_dir}: no finished fold (each fold's last.pt marks it); "

@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from src.metrics import macro_f1  # noqa: E402
-from src.labels import decode_label  # noqa: E402
+from src.metrics import scores  # noqa: E402
 
 
 def main(argv=None):
@@ -20,10 +19,9 @@ def main(argv=None):
     merged = truth.merge(sub, on="ImageID", suffixes=("_true", "_pred"), how="left")
     if merged["ans_pred"].isna().any():
         raise SystemExit(f"error: {argv[0]} lacks {merged['ans_pred'].isna().sum()} ImageIDs of {argv[1]}")
-    y, p = merged["ans_true"].to_numpy(), merged["ans_pred"].astype(int).to_numpy()
-    t, q = decode_label(y), decode_label(p)
-    print(f"macro_f1={macro_f1(y, p):.4f} f1_mask={macro_f1(t[0], q[0], 3):.4f} "
-          f"f1_gender={macro_f1(t[1], q[1], 2):.4f} f1_age={macro_f1(t[2], q[2], 3):.4f} acc={(y == p).mean():.4f}")
+    s = scores(merged["ans_true"], merged["ans_pred"].astype(int))
+    print(f"macro_f1={s['f1']:.4f} f1_mask={s['f1_mask']:.4f} f1_gender={s['f1_gender']:.4f} "
+          f"f1_age={s['f1_age']:.4f} acc={s['acc']:.4f}")
 
 
 if __name__ == "__main__":
