@@ -1,21 +1,27 @@
-# make demo: generate data, train the quick recipe, infer, score.  make test: the pytest suite.
-PY := .venv/bin/python
+# make demo: generate data, train the quick recipe, infer, score.  make test: the whole pytest suite.
+# make test-fast: the suite without the end-to-end training tests (under a minute on 2 cores).
+# PYTHON=/path/to/python make test  uses that interpreter (a conda env) instead of creating .venv.
+PYTHON ?= .venv/bin/python
 DEMO_DATA ?= data/synthetic
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test test-fast venv clean-demo
 
-venv: .venv/.installed
+venv: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/.installed)
 
 .venv/.installed: requirements.txt
-	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install -q -r requirements.txt
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/python -m pip install -q -r requirements.txt
 	touch $@
 
 test: venv
-	$(PY) -m pytest -q
+	$(PYTHON) -m pytest -q
+
+test-fast: venv
+	@start=$$(date +%s); $(PYTHON) -m pytest -q -m "not slow"; rc=$$?; \
+	  echo "test-fast: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 demo: venv
-	$(PY) tools/demo.py --data_dir $(DEMO_DATA)
+	$(PYTHON) tools/demo.py --data_dir $(DEMO_DATA)
 
 clean-demo:
 	rm -rf $(DEMO_DATA) logs/demo

@@ -10,7 +10,7 @@ from src.cli import fail_cleanly
 
 
 def main(argv=None) -> int:
-    cfg = config.parse_or_exit(argv)
+    cfg = config.parse_or_exit(argv, config.InferConfig)
     with fail_cleanly():
         from src.predict import infer
 

@@ -3,7 +3,6 @@
 `--check_data` validates the dataset (decoding every image) and prints a JSON summary instead.
 Every option lives in src/config.py; `python train.py --help` lists them.
 """
-import json
 import sys
 
 from src import config
@@ -11,17 +10,13 @@ from src.cli import fail_cleanly
 
 
 def main(argv=None) -> int:
-    cfg = config.parse_or_exit(argv)
+    cfg = config.parse_or_exit(argv, config.TrainConfig)
     with fail_cleanly():
         if cfg.check_data:
-            from src.data import check_data
+            from src.data import print_check_data
 
-            report = check_data(cfg)
-            print(json.dumps(report, indent=2))
-            for problem in report["problems"]:
-                print(f"problem: {problem}", file=sys.stderr)
-            return 1 if report["problems"] else 0
-        from src.engine import train
+            return print_check_data(cfg)
+        from src.trainer import train
 
         train(cfg)
     return 0

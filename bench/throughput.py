@@ -30,12 +30,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from src.cache import build_cache  # noqa: E402
-from src.config import Config  # noqa: E402
+from src.config import TrainConfig  # noqa: E402
 from src.data import FaceDataset, FileImages, load_train  # noqa: E402
-from src.engine import autocast, build_optimizer, default_workers, forever, make_loader, to_device  # noqa: E402
+from src.forward import forward_views  # noqa: E402
+from src.loaders import default_workers, forever, make_loader  # noqa: E402
 from src.losses import Criterion  # noqa: E402
 from src.model import build_model  # noqa: E402
+from src.optim import build_optimizer  # noqa: E402
 from src.samplers import train_sampler  # noqa: E402
+from src.step import TrainStep  # noqa: E402
 from src.transforms import train_transform, work_size  # noqa: E402
 
 
@@ -47,7 +50,7 @@ def parse(argv=None):
     p.add_argument("--img_width", type=int, default=96)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--workers", type=int, nargs="+", default=[-1],
-                   help="loader workers; -1 = the training default (src.engine.default_workers)")
+                   help="loader workers; -1 = the training default (src.loaders.default_workers)")
     p.add_argument("--aug", default="light", help="augmentation preset of the measured pipeline")
     p.add_argument("--amp", default="bf16", help="bf16, fp16 or none (CUDA only)")
     p.add_argument("--channels_last", default="true", choices=["true", "false"])
@@ -80,23 +83,18 @@ def median_rate(step, warmup: int, windows: int, steps: int) -> float:
 
 
 class Trainer:
-    """One model + loss + optimizer; `step(x, y)` is exactly the engine's training step."""
+    """One model + loss + optimizer around the trainer's own TrainStep (src/step.py)."""
 
     def __init__(self, cfg, device):
         self.cfg, self.device = cfg, device
         self.model = build_model(cfg).to(device).train()
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.criterion = Criterion(cfg).to(device)
-        self.opt = build_optimizer(cfg, self.model)
+        self.train_step = TrainStep(self.model, Criterion(cfg).to(device), build_optimizer(cfg, self.model), cfg,
+                                    device)
 
     def step(self, x, y) -> int:
-        x, y = to_device(x, self.device, self.cfg.channels_last), y.to(self.device, non_blocking=True)
-        with autocast(self.cfg, self.device):
-            loss = self.criterion(self.model(x), y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.train_step(x, y)
         return len(x)
 
 
@@ -125,7 +123,7 @@ def loader_rate(images, labels, cfg, aug, workers, a) -> float:
 def main(argv=None):
     a = parse(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = Config(model=a.model, pretrained=False, img_height=a.img_height, img_width=a.img_width,
+    cfg = TrainConfig(model=a.model, pretrained=False, img_height=a.img_height, img_width=a.img_width,
                  batch_size=a.batch_size, optimizer="adamw", lr=1e-4, loss="ce", head="linear",
                  amp=a.amp if device.type == "cuda" else "none", channels_last=a.channels_last == "true",
                  infer_batch_size=a.batch_size)
@@ -160,7 +158,7 @@ def main(argv=None):
         round_ratios.append(pipe_rates[-1] / limit_rates[-1])
     limit, with_cache = statistics.median(limit_rates), {workers[0]: statistics.median(pipe_rates)}
     rows.append(("a", "model-only train step (limit)", limit))
-    nchw_cfg = Config(**{**cfg.__dict__, "channels_last": not cfg.channels_last})
+    nchw_cfg = TrainConfig(**{**cfg.__dict__, "channels_last": not cfg.channels_last})
     nchw = Trainer(nchw_cfg, device)
     rows.append(("a2", f"model-only train step, channels_last={nchw_cfg.channels_last}",
                  median_rate(lambda: nchw.step(x, y), 2, a.windows, a.steps)))
@@ -177,17 +175,14 @@ def main(argv=None):
     trainer.model.eval()
     xb = x[: cfg.infer_batch_size]
 
-    @torch.no_grad()
     def infer_step():
-        xin = to_device(xb, device, cfg.channels_last)
-        with autocast(cfg, device):
-            trainer.model(torch.cat([xin, xin.flip(3)]))
+        forward_views([trainer.model], xb, cfg, device, "flip")
         return len(xb)
 
     rows.append(("d", "inference, flip TTA (doubled batch)", median_rate(infer_step, 2, a.windows, a.steps)))
     trainer.model.train()
     if not a.no_reference:
-        ref_cfg = Config(**{**cfg.__dict__, "channels_last": False})
+        ref_cfg = TrainConfig(**{**cfg.__dict__, "channels_last": False})
         ref = Trainer(ref_cfg, device)
         rows.append(("ref", "reference: original aug, full-size decode, no cache, 4 workers, NCHW",
                      statistics.median(pipeline_rates(ref, FileImages(table["path"]), labels, ref_cfg, "original",

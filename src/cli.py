@@ -7,8 +7,9 @@ import sys
 def fail_cleanly():
     from src.config import ConfigError
     from src.data import DataError
-    from src.engine import NonFiniteLoss, RunExists
     from src.model import PretrainedError
+    from src.rundir import RunExists
+    from src.trainer import NonFiniteLoss
 
     try:
         yield

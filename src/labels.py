@@ -26,3 +26,4 @@ def age_band(age, old_from: int = 60):
         age = np.asarray(age)
         return np.where(age < 30, 0, np.where(age < old_from, 1, 2))
     return 0 if age < 30 else (1 if age < old_from else 2)
+PROB_COLUMNS = [f"p{k}" for k in range(NUM_CLASSES)]  # probability columns of oof.csv and eval_probs.csv

@@ -50,10 +50,12 @@ def trained_run(dataset, tmp_path_factory):
     return log_dir, "tiny"
 
 
-def tiny_cfg(**overrides):
-    from src.config import parse
+def tiny_cfg(cls=None, **overrides):
+    """A config of `cls` (default TrainConfig) with the TINY settings it takes, then `overrides`."""
+    from src.config import TrainConfig, fields_of, parse
 
-    args = list(TINY)
+    cls = cls or TrainConfig
+    args = [a for key, value in zip(TINY[::2], TINY[1::2]) if key[2:] in fields_of(cls) for a in (key, value)]
     for k, v in overrides.items():
         args += [f"--{k}", str(v)]
-    return parse(args)
+    return parse(args, cls)

@@ -1,4 +1,8 @@
+import pytest
+
 from conftest import run_py
+
+pytestmark = pytest.mark.slow  # trains or benchmarks for real
 
 
 def test_throughput_quick_prints_every_row(dataset):

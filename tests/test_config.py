@@ -2,7 +2,12 @@ import pytest
 import yaml
 
 from conftest import run_py
-from src.config import CHOICES, Config, ConfigError, dump, from_saved, parse
+import dataclasses
+
+from src.config import (InferConfig, PseudoConfig, TrainConfig, ConfigError, choices, dump, fields_of, from_saved,
+                        parse)
+
+Config = TrainConfig
 
 
 def test_defaults_reproduce_the_original_entry():
@@ -31,8 +36,14 @@ def test_override_forms_and_types():
     (["--scheduler", "cosinee"], "choose one of: cosine, onecycle, plateau, none"),
     (["--fold", "7"], "integer from 0 to 3"),
     (["--loss", "focal", "--label_smoothing", "0.1"], "applies to --loss ce only"),
-    (["--lr", "1", "2"], "takes exactly one value"),
+    (["--lr", "1", "2"], "unexpected argument '2'"),
     (["lr", "1"], "options look like --key value"),
+    (["--lr", "0"], "--lr must be > 0, got 0.0"),
+    (["--lr", "nan"], "--lr must be > 0, got nan"),
+    (["--weight_decay", "-0.1"], "--weight_decay must be >= 0"),
+    (["--msd_p", "1.5"], "--msd_p must be >= 0 and <= 1"),
+    (["--n_folds", "1"], "--n_folds must be >= 2"),
+    (["--mean", "0.5", "0.5"], "--mean and --std take three values"),
 ])
 def test_errors_name_the_problem(argv, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -45,10 +56,38 @@ def test_unknown_key_lists_valid_options():
     assert "Did you mean: scheduler" in str(e.value) and "early_stop_patience" in str(e.value)
 
 
-def test_every_choice_is_accepted():
-    for key, allowed in CHOICES.items():
+@pytest.mark.parametrize("cls", [TrainConfig, InferConfig, PseudoConfig])
+def test_every_choice_is_accepted_and_others_refused(cls):
+    declared = {k: choices(cls, k) for k in fields_of(cls) if choices(cls, k)}
+    assert len(declared) == {TrainConfig: 14, InferConfig: 3, PseudoConfig: 16}[cls]
+    for key, allowed in declared.items():
         for value in allowed:
-            assert getattr(parse([f"--{key}", value]), key) == value
+            assert getattr(parse([f"--{key}", value], cls), key) == value
+        with pytest.raises(ConfigError, match=f"--{key} 'bogus' is not supported; choose one of: {', '.join(allowed)}"):
+            parse([f"--{key}", "bogus"], cls)
+
+
+def test_checkpoint_choices_are_the_run_folders_checkpoint_kinds():
+    from src.rundir import CHECKPOINT_KINDS, RunDir
+
+    assert choices(InferConfig, "checkpoint") == CHECKPOINT_KINDS
+    assert [RunDir("l", "r").checkpoint(0, k).name for k in CHECKPOINT_KINDS] == [
+        "best_f1.pt", "best_loss.pt", "best_acc.pt", "last.pt"]
+
+
+def test_each_entry_point_takes_only_its_keys():
+    with pytest.raises(ConfigError, match="--lr is a setting of train.py and pseudo_train.py; infer.py does not"):
+        parse(["--lr", "0.1"], InferConfig)
+    with pytest.raises(ConfigError, match="--tta is a setting of infer.py and pseudo_train.py; train.py does not"):
+        parse(["--tta", "none"])
+    with pytest.raises(ConfigError, match="--out is a setting of infer.py; pseudo_train.py does not"):
+        parse(["--out", "x.csv"], PseudoConfig)
+    assert parse(["--run", "a", "--lr", "0.1"], PseudoConfig).lr == 0.1
+
+
+def test_infer_cli_refuses_a_training_key():
+    proc = run_py("infer.py", "--run", "x", "--lr", "0.1", check=False)
+    assert proc.returncode == 2 and "lr is a setting of train.py" in proc.stderr
 
 
 def test_experiment_file_then_command_line(tmp_path):
@@ -56,6 +95,12 @@ def test_experiment_file_then_command_line(tmp_path):
     exp.write_text("lr: 0.5\nepochs: 9\nmodel: resnet18\n")
     c = parse(["--config", str(exp), "--lr", "0.1"])
     assert (c.lr, c.epochs, c.model) == (0.1, 9, "resnet18")
+    second = tmp_path / "y.yaml"
+    second.write_text("epochs: 4\nimg_height: 96\n")
+    c = parse(["--config", str(exp), "--config", str(second), "--img_height", "64"])
+    assert (c.lr, c.epochs, c.model, c.img_height) == (0.5, 4, "resnet18", 64)  # in order, command line last
+    c = parse(["--config", str(second), "--config", str(exp)])
+    assert c.epochs == 9
     exp.write_text("lr: 0.5\nbogus: 1\n")
     with pytest.raises(ConfigError, match="x.yaml.*unknown option --bogus"):
         parse(["--config", str(exp)])
@@ -64,13 +109,27 @@ def test_experiment_file_then_command_line(tmp_path):
 
 
 def test_saved_config_round_trips_with_git_commit(tmp_path):
-    c = parse(["--lr", "0.3", "--runs", "a", "b", "--mean", "0.1", "0.2", "0.3"])
+    c = parse(["--lr", "0.3", "--resume", "--mean", "0.1", "0.2", "0.3", "--gridshuffle_classes", "1,2"])
     text = dump(c)
     data = yaml.safe_load(text)
     assert "git_commit" in data and data["lr"] == 0.3
+    assert "resume" not in data and "overwrite" not in data and "check_data" not in data  # switches, not settings
     (tmp_path / "config.yaml").write_text(text)
     back = from_saved(tmp_path / "config.yaml")
-    assert back.runs == ["a", "b"] and back.lr == 0.3 and back.mean == [0.1, 0.2, 0.3]
+    assert dataclasses.replace(back, resume=True) == c
+
+
+def test_a_pseudo_runs_saved_config_holds_training_keys_only():
+    c = parse(["--run", "teacher", "--tta", "none", "--lr", "0.3"], PseudoConfig)
+    data = yaml.safe_load(dump(c, TrainConfig))
+    assert "run" not in data and "tta" not in data and data["lr"] == 0.3
+
+
+def test_invalid_yaml_names_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 0.1\nepochs: [3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line 3 column 1: invalid YAML"):
+        parse(["--config", str(bad)])
 
 
 def test_entry_point_rejects_bad_scheduler_with_choices(tmp_path):
@@ -82,3 +141,8 @@ def test_entry_point_rejects_bad_scheduler_with_choices(tmp_path):
 def test_help_lists_every_option_with_its_comment():
     proc = run_py("train.py", "--help")
     assert "--early_stop_patience" in proc.stdout and "epochs without improvement" in proc.stdout
+    assert "[default: 5]" in proc.stdout and "{cosine|onecycle|plateau|none}" in proc.stdout
+    for key in fields_of(TrainConfig):
+        assert f"--{key} " in proc.stdout, key
+    infer_help = run_py("infer.py", "--help").stdout
+    assert "--checkpoint" in infer_help and "--lr " not in infer_help

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT, make_data, run_py
 from src.data import DataError, FaceDataset, FileImages, check_data, load_eval, load_train
-from src.config import Config
+from src.config import TrainConfig as Config
 
 CORRECTIONS = str(ROOT / "corrections.csv")
 

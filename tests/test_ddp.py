@@ -5,11 +5,13 @@ import torch
 
 from conftest import TINY, run_py, tiny_cfg
 from src.data import FaceDataset, FileImages, load_train
-from src.engine import make_loader
+from src.forward import predict, probabilities
+from src.loaders import make_loader
 from src.metrics import evaluate
 from src.model import build_model
-from src.predict import average_probs
 from src.transforms import eval_transform, work_size
+
+pytestmark = pytest.mark.slow  # trains or benchmarks for real
 
 PROBS = [f"p{k}" for k in range(18)]
 
@@ -30,8 +32,8 @@ def test_two_process_gloo_run_covers_each_validation_image_once(dataset, tmp_pat
     model.load_state_dict(torch.load(tmp_path / "ddp" / "fold0" / "best_f1.pt", weights_only=True)["model"])
     model.eval()
     ds = FaceDataset(FileImages(oof["path"], work_size(cfg)), None, eval_transform(cfg))
-    probs = average_probs([model], make_loader(ds, cfg, torch.device("cpu"), 16, workers=0), cfg,
-                          torch.device("cpu"), "none")
+    _, logits = predict([model], make_loader(ds, cfg, torch.device("cpu"), 16, workers=0), cfg, torch.device("cpu"))
+    probs = probabilities(logits).numpy()
     assert np.allclose(probs, oof[PROBS].to_numpy(), atol=1e-4)
     single = evaluate(oof["label"], probs)
     metrics = pd.read_csv(tmp_path / "ddp" / "metrics.csv").iloc[0]

@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from src.config import Config
+from src.config import TrainConfig as Config
 from src.losses import ArcMargin, Criterion, FocalLoss, class_weights, uda_consistency
 
 
@@ -43,7 +43,16 @@ def test_criterion_composes_margin_and_inner_loss():
     assert torch.allclose(ce(logits, target), F.cross_entropy(logits, target, label_smoothing=0.1))
     arc = Criterion(Config(head="arcface", loss="ce", arc_s=45, arc_m=0.5))
     assert torch.allclose(arc(logits, target), F.cross_entropy(ArcMargin(45, 0.5)(logits, target), target))
-    assert arc(logits, target) > ce(logits, target) - 10  # finite and defined
+    s, m = 45.0, 0.5
+    hand = logits.clone()
+    for i, t in enumerate(target.tolist()):  # the target logit moves from s*cos(theta) to s*cos(theta + m)
+        c = max(-1.0, min(1.0, logits[i, t].item() / s))
+        theta = math.acos(c)
+        hand[i, t] = s * math.cos(theta + m) if theta + m < math.pi else s * (c - math.sin(math.pi - m) * m)
+    assert torch.allclose(arc(logits, target), F.cross_entropy(hand, target), atol=1e-5)
+    no_margin = Criterion(Config(head="arcface", loss="ce", arc_s=45, arc_m=0.0))
+    assert torch.allclose(no_margin(logits, target), F.cross_entropy(logits, target))
+    assert arc(logits, target) > no_margin(logits, target)  # the margin only ever lowers the target logit
 
 
 def test_uda_consistency():

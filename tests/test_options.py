@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from conftest import tiny_cfg
-from src import engine
+from src import trainer
 from src.data import DataError, FaceDataset, load_unlabeled
-from src.engine import autocast, build_optimizer, build_scheduler, default_workers, make_loader
+from src.forward import autocast
+from src.loaders import default_workers, make_loader
+from src.optim import build_optimizer, build_scheduler
 from src.model import build_model
 from src.transforms import work_size
 
@@ -64,6 +66,7 @@ def test_model_options_arrive():
     assert model.neck[0].out_features == 24 and [d.p for d in model.dropouts] == [0.4] * 3
 
 
+@pytest.mark.slow
 def test_compile_option_compiles_the_training_model(dataset, tmp_path, monkeypatch):
     compiled = []
 
@@ -72,7 +75,7 @@ def test_compile_option_compiles_the_training_model(dataset, tmp_path, monkeypat
         return model
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    engine.train(tiny_cfg(data_dir=dataset, log_dir=tmp_path, name="c", fold=0, epochs=1, compile="true"))
+    trainer.train(tiny_cfg(data_dir=dataset, log_dir=tmp_path, name="c", fold=0, epochs=1, compile="true"))
     assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Module)
 
 
@@ -86,6 +89,7 @@ def test_unlabeled_dir_lists_images_and_skips_junk(tmp_path):
         load_unlabeled("unused", str(tmp_path / "none"))
 
 
+@pytest.mark.slow
 def test_uda_reads_a_folder_of_unlabeled_images(dataset, tmp_path):
     folder = tmp_path / "unl"
     folder.mkdir()
@@ -93,5 +97,5 @@ def test_uda_reads_a_folder_of_unlabeled_images(dataset, tmp_path):
         (folder / f.name).write_bytes(f.read_bytes())
     cfg = tiny_cfg(data_dir=dataset, log_dir=tmp_path, name="u", fold=0, epochs=1, uda="true",
                    unlabeled_dir=folder)
-    engine.train(cfg)
+    trainer.train(cfg)
     assert pd.read_csv(tmp_path / "u" / "metrics.csv")["train_uda_loss"].notna().all()

@@ -1,4 +1,7 @@
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -6,19 +9,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, run_py, tiny_cfg
-from src import engine, predict
-from src.data import DataError, FaceDataset, FileImages
-from src.engine import make_loader
+from conftest import ROOT, TINY, run_py, tiny_cfg
+from src import predict, trainer
+from src.config import InferConfig, PseudoConfig
+from src.data import DataError, FaceDataset, FileImages, load_pseudo, load_train
+from src.forward import predict as forward_predict
+from src.forward import probabilities
+from src.labels import PROB_COLUMNS as PROBS
+from src.loaders import make_loader
+from src.rundir import RunDir
 from src.transforms import eval_transform
-
-PROBS = [f"p{k}" for k in range(18)]
 
 
 def infer_cfg(dataset, log_dir, **kw):
-    return tiny_cfg(data_dir=dataset, log_dir=log_dir, **kw)
+    return tiny_cfg(InferConfig, data_dir=dataset, log_dir=log_dir, **kw)
 
 
+def average_probs(models, loader, cfg, tta):
+    return probabilities(forward_predict(models, loader, cfg, torch.device("cpu"), tta)[1]).numpy()
+
+
+@pytest.mark.slow
 def test_submission_has_the_rows_and_order_of_info(trained_run, dataset, tmp_path):
     log_dir, name = trained_run
     out = predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "sub.csv"))
@@ -32,6 +43,7 @@ def test_submission_has_the_rows_and_order_of_info(trained_run, dataset, tmp_pat
     assert (tmp_path / "eval_preview.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_infer_cli_default_paths(trained_run, dataset):
     log_dir, name = trained_run
     run_py("infer.py", "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--checkpoint", "last",
@@ -57,7 +69,7 @@ def test_fold_average_is_the_mean_of_softmaxes():
     cfg = tiny_cfg(channels_last="false")
     a, b = np.random.default_rng(0).normal(size=(2, 18)) * 3
     images = [np.zeros((64, 48, 3), np.uint8)] * 3
-    got = predict.average_probs([Constant(a), Constant(b)], image_loader(images, cfg), cfg, torch.device("cpu"), "none")
+    got = average_probs([Constant(a), Constant(b)], image_loader(images, cfg), cfg, "none")
     want = (F.softmax(torch.tensor(a), 0) + F.softmax(torch.tensor(b), 0)) / 2
     assert np.allclose(got, want.numpy()[None].repeat(3, 0), atol=1e-6)
 
@@ -76,7 +88,7 @@ def test_flip_tta_feeds_the_flipped_image():
     img = np.zeros((64, 48, 3), np.uint8)
     img[:, :24] = 200  # bright left half
     model = LeftRight()
-    got = predict.average_probs([model], image_loader([img], cfg), cfg, torch.device("cpu"), "flip")
+    got = average_probs([model], image_loader([img], cfg), cfg, "flip")
     x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None]
     assert torch.equal(model.seen[1:], x.flip(3))
     want = (F.softmax(LeftRight()(x), 1) + F.softmax(LeftRight()(x.flip(3)), 1)) / 2
@@ -84,6 +96,7 @@ def test_flip_tta_feeds_the_flipped_image():
     assert abs(got[0, 0] - got[0, 1]) < 1e-6  # the flip balances left and right exactly
 
 
+@pytest.mark.slow
 def test_runs_of_different_input_sizes_ensemble(trained_run, dataset, tmp_path):
     log_dir, name = trained_run
     other = tmp_path / "logs"
@@ -99,6 +112,7 @@ def test_runs_of_different_input_sizes_ensemble(trained_run, dataset, tmp_path):
     assert np.allclose(both, (singles[0] + singles[1]) / 2, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_missing_inputs_fail_before_any_model_loads(trained_run, dataset, tmp_path, monkeypatch):
     log_dir, name = trained_run
 
@@ -124,24 +138,26 @@ def test_missing_inputs_fail_before_any_model_loads(trained_run, dataset, tmp_pa
     assert proc.returncode == 1 and "best_acc.pt" in proc.stderr
 
 
+@pytest.mark.slow
 def test_pseudo_threshold_filters_and_pseudo_rows_never_validate(trained_run, dataset, tmp_path):
     log_dir, name = trained_run
     logs = tmp_path / "logs"
     shutil.copytree(log_dir / name, logs / name)
-    everything = predict.make_pseudo_labels(infer_cfg(dataset, logs, run=name, name="p0", pseudo_threshold=0))
+    def pseudo_cfg(**kw):
+        return tiny_cfg(PseudoConfig, data_dir=dataset, log_dir=logs, run=name, **kw)
+
+    everything = predict.make_pseudo_labels(pseudo_cfg(name="p0", pseudo_threshold=0), RunDir(logs, "p0"))
     all_rows = pd.read_csv(everything)
     assert len(all_rows) == 28 and list(all_rows.columns) == ["path", "label", "confidence"]
     cut = float(all_rows["confidence"].median())
-    kept = pd.read_csv(predict.make_pseudo_labels(
-        infer_cfg(dataset, logs, run=name, name="p1", pseudo_threshold=cut)))
+    kept = pd.read_csv(predict.make_pseudo_labels(pseudo_cfg(name="p1", pseudo_threshold=cut), RunDir(logs, "p1")))
     assert (kept["confidence"] >= cut).all() and len(kept) == (all_rows["confidence"] >= cut).sum()
 
-    cfg = infer_cfg(dataset, logs, name="p0", pseudo_csv=everything)
-    table = engine.load_train(dataset, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
-    pseudo = engine.load_pseudo(cfg)
-    ctx = engine.RunContext(cfg, engine.dist_mod.Dist(), logs / "p0", table, FileImages(table["path"]),
-                            pseudo=pseudo, pseudo_images=FileImages(pseudo["path"]))
-    train_ds, train_labels, val_ds, val_rows = engine.fold_datasets(ctx, 0)
+    cfg = tiny_cfg(data_dir=dataset)
+    table = load_train(dataset, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
+    pseudo = load_pseudo(str(everything))
+    train_ds, train_labels, val_ds, val_rows = trainer.fold_datasets(
+        cfg, table, FileImages(table["path"]), 0, pseudo=pseudo, pseudo_images=FileImages(pseudo["path"]))
     assert len(train_ds) == (table["fold"] != 0).sum() + 28 and len(train_labels) == len(train_ds)
     assert not set(table["path"].iloc[val_rows]) & set(all_rows["path"])
 
@@ -151,13 +167,28 @@ def test_pseudo_threshold_filters_and_pseudo_rows_never_validate(trained_run, da
     oof = pd.read_csv(logs / "round2" / "fold0" / "oof.csv")
     assert not set(oof["path"]) & set(all_rows["path"]) and len(oof) == (table["fold"] == 0).sum()
     saved = (logs / "round2" / "config.yaml").read_text()
-    assert f"run: {name}" in saved and "round2/pseudo_labels.csv" in saved
+    assert "round2/pseudo_labels.csv" in saved and "\nrun:" not in saved  # training keys only
+    assert f"run: {name}" in (logs / "round2" / "pseudo_labels.yaml").read_text()  # who taught it
+
+    # a second round taught by round2 loads round2's config.yaml, whose pseudo_csv names round2's labels:
+    # it must make fresh labels with round2, not reuse them
+    env = {"PYTHON": sys.executable, "DATA_DIR": str(dataset), "LOG_DIR": str(logs), "RUN": "round2",
+           "NAME": "round3"}
+    proc = subprocess.run(["bash", "pseudo_train.sh", "--pseudo_threshold", "0"], cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "round2/pseudo_labels.csv replaced by the fresh labels" in proc.stderr
+    round3 = RunDir(logs, "round3")
+    assert "run: round2" in round3.pseudo_settings.read_text()
+    assert f"pseudo_csv: {round3.pseudo_labels}" in round3.config.read_text()
+    assert len(pd.read_csv(round3.pseudo_labels)) == 28  # threshold 0 keeps every image, round2 kept fewer
 
 
+@pytest.mark.slow
 def test_short_uda_run_logs_both_losses(dataset, tmp_path):
     cfg = tiny_cfg(data_dir=dataset, log_dir=tmp_path, name="uda", fold=0, epochs=1, uda="true", uda_ratio=0.5,
                    uda_threshold=0.1, uda_temperature=0.5)
-    cv = engine.train(cfg)
+    cv = trainer.train(cfg)
     metrics = pd.read_csv(tmp_path / "uda" / "metrics.csv")
     assert np.isfinite(metrics[["train_sup_loss", "train_uda_loss"]].to_numpy()).all()
     assert (metrics["train_uda_loss"] >= 0).all() and 0 <= cv["cv_f1"] <= 1

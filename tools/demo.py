@@ -30,21 +30,24 @@ def main():
     if not (a.data_dir / "train" / "train.csv").is_file():
         step("generate", [sys.executable, "tools/make_synthetic_data.py", "--out", a.data_dir, "--train_people",
                           a.train_people, "--eval_people", a.eval_people, "--seed", "0"])
-    env = {"DATA_DIR": str(a.data_dir), "NAME": a.name, "RUN": a.name}
+    env = {"DATA_DIR": str(a.data_dir), "NAME": a.name, "RUN": a.name, "PYTHON": sys.executable}
     step("train", ["bash", "experiments/quick.sh", "--overwrite", "true"], env)
     step("infer", ["bash", "infer.sh"], env)
 
     import pandas as pd
 
+    from src.labels import PROB_COLUMNS
     from src.metrics import evaluate
+    from src.rundir import RunDir, prediction_files
 
-    run = ROOT / "logs" / a.name
+    run = RunDir(ROOT / "logs", a.name)
+    files = prediction_files(run.submission)
     answers = pd.read_csv(a.data_dir / "eval_answers.csv")
-    probs = pd.read_csv(run / "eval_probs.csv")
-    submission = pd.read_csv(run / "submission.csv")
+    probs = pd.read_csv(files["probs"])
+    submission = pd.read_csv(files["submission"])
     assert (probs["ImageID"] == answers["ImageID"]).all() and (submission["ImageID"] == answers["ImageID"]).all()
-    scores = evaluate(answers["ans"], probs[[f"p{k}" for k in range(18)]].to_numpy())
-    cv = json.loads((run / "cv.json").read_text())
+    scores = evaluate(answers["ans"], probs[PROB_COLUMNS].to_numpy())
+    cv = json.loads(run.cv.read_text())
     minutes = (time.perf_counter() - t0) / 60
     print("\n| what | value |\n|---|---|")
     print(f"| CV macro-F1 (out-of-fold) | {cv['cv_f1']:.4f} |")
@@ -53,9 +56,9 @@ def main():
           f"{scores['f1_age']:.3f} |")
     print(f"| eval accuracy | {scores['acc']:.4f} |")
     print(f"| wall time | {minutes:.1f} min |")
-    print(f"| run folder | {run.relative_to(ROOT)} |")
-    print(f"| submission | {(run / 'submission.csv').relative_to(ROOT)} |")
-    print(f"| preview | {(run / 'eval_preview.png').relative_to(ROOT)} |")
+    print(f"| run folder | {run.root.relative_to(ROOT)} |")
+    print(f"| submission | {files['submission'].relative_to(ROOT)} |")
+    print(f"| preview | {files['preview'].relative_to(ROOT)} |")
 
 
 if __name__ == "__main__":

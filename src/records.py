@@ -1,0 +1,102 @@
+"""What a training run writes besides checkpoints: train.log, metrics.csv, TensorBoard, confusion
+matrices, out-of-fold predictions and cv.json. Paths come from RunDir."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from src.atomic import replace_with, save_csv, save_text
+from src.labels import PROB_COLUMNS
+from src.metrics import confusion_figure, confusion_text, evaluate
+from src.rundir import RunDir
+
+log = logging.getLogger("maskcls")
+
+
+def setup_logging(log_file: Path | None = None, main: bool = True):
+    """Console lines through tqdm (bars stay intact); with `log_file`, timestamped lines there too."""
+    log.handlers.clear()
+    log.setLevel(logging.INFO if main else logging.WARNING)
+    log.propagate = False
+
+    class TqdmHandler(logging.StreamHandler):
+        def emit(self, record):
+            tqdm.write(self.format(record), file=sys.stderr)
+
+    console = TqdmHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    if log_file is not None and main:
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(fh)
+
+
+def save_figure(fig, path: Path):
+    import matplotlib.pyplot as plt
+
+    replace_with(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    plt.close(fig)
+
+
+class RunRecords:
+    """Rank 0's writers for one training run: a metrics.csv row, TensorBoard scalars and a confusion
+    matrix per epoch; the out-of-fold predictions and confusion image of each fold's best-F1 epoch."""
+
+    def __init__(self, run: RunDir):
+        from torch.utils.tensorboard import SummaryWriter  # imported here: inference and benchmarks skip it
+
+        self.run = run
+        self.writer = SummaryWriter(str(run.tensorboard))
+        self.rows = pd.read_csv(run.metrics).to_dict("records") if run.metrics.is_file() else []
+
+    def start_fold(self, k: int, start_epoch: int):
+        """Rows of epochs that will run (again) are dropped, so a kill between writes never duplicates one."""
+        self.rows = [r for r in self.rows if not (r["fold"] == k and r["epoch"] >= start_epoch)]
+
+    def epoch(self, row: dict, cm: np.ndarray):
+        self.rows.append(row)
+        save_csv(pd.DataFrame(self.rows), self.run.metrics, float_format="%.6g")
+        k, epoch = row["fold"], row["epoch"]
+        for key, value in row.items():
+            if key not in ("fold", "epoch", "best_f1"):
+                self.writer.add_scalar(f"fold{k}/{key}", value, epoch)
+        self.writer.add_figure(f"fold{k}/confusion", confusion_figure(cm, f"fold {k} epoch {epoch}"), epoch)
+        self.writer.flush()
+        log.info("fold %d epoch %d  lr %.2e  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f  "
+                 "(mask %.3f gender %.3f age %.3f)  %.0fs", k, epoch, row["lr"], row["train_loss"], row["val_loss"],
+                 row["val_acc"], row["val_f1"], row["val_f1_mask"], row["val_f1_gender"], row["val_f1_age"],
+                 row["time_s"])
+        log.info("confusion matrix (rows true, columns predicted):\n%s", confusion_text(cm))
+
+    def best_f1(self, k: int, epoch: int, table: pd.DataFrame, rows, probs: np.ndarray, cm: np.ndarray):
+        """oof.csv (path, label, fold, pred, p0..p17) and confusion.png of fold k's best-F1 epoch."""
+        df = pd.DataFrame({"path": table["path"].to_numpy()[rows], "label": table["label"].to_numpy()[rows],
+                           "fold": k, "pred": probs.argmax(1)})
+        df = pd.concat([df, pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
+        save_csv(df, self.run.oof(k), float_format="%.6f")
+        f1 = evaluate(df["label"], probs)["f1"]
+        save_figure(confusion_figure(cm, f"fold {k} epoch {epoch} F1 {f1:.4f}"), self.run.confusion(k))
+
+    def close(self):
+        self.writer.close()
+
+
+def write_cv(run: RunDir, n_folds: int) -> dict:
+    """cv.json: macro-F1 of each finished fold's OOF rows and of all OOF rows together."""
+    parts = [pd.read_csv(run.oof(k)) for k in range(n_folds) if run.oof(k).is_file()]
+    if not parts:
+        return {}
+    oof = pd.concat(parts, ignore_index=True)
+    whole = evaluate(oof["label"], oof[PROB_COLUMNS].to_numpy())
+    folds = {int(k): evaluate(g["label"], g[PROB_COLUMNS].to_numpy())["f1"] for k, g in oof.groupby("fold")}
+    cv = dict(cv_f1=whole["f1"], fold_f1=folds, **{f"cv_{k}": v for k, v in whole.items() if k != "f1"},
+              oof_rows=len(oof))
+    save_text(json.dumps(cv, indent=2), run.cv)
+    return cv

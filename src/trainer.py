@@ -1,0 +1,289 @@
+"""The K-fold trainer: one straight train/validate loop per fold, with early stopping, atomic checkpoints,
+resume from last.pt, whole-set metrics, out-of-fold predictions and DDP via torchrun."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import ConcatDataset, Subset
+from tqdm import tqdm
+
+from src import config as config_mod
+from src import dist as dist_mod
+from src.atomic import save_text
+from src.cache import image_source
+from src.checkpoint import FoldState, rng_state, save_best, set_rng_state
+from src.data import FaceDataset, Take, load_pseudo, load_train, load_unlabeled
+from src.forward import predict
+from src.labels import NUM_CLASSES
+from src.loaders import default_workers, forever, make_loader, set_epoch
+from src.losses import Criterion, class_weights
+from src.metrics import confusion, evaluate, macro_f1
+from src.model import build_model
+from src.optim import build_optimizer, build_scheduler
+from src.records import RunRecords, setup_logging, write_cv
+from src.rundir import BEST_BY_METRIC, RunDir
+from src.samplers import train_sampler
+from src.step import TrainStep
+from src.stopping import EarlyStopping
+from src.transforms import eval_transform, train_transform, uda_transform, work_size
+
+log = logging.getLogger("maskcls")
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def seed_everything(seed: int, deterministic: bool):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+@dataclass
+class RunInputs:
+    """What every fold of a run shares: its data, image sources and writers."""
+    cfg: object
+    dist: dist_mod.Dist
+    run: RunDir
+    table: pd.DataFrame
+    images: object
+    pseudo: pd.DataFrame | None = None
+    pseudo_images: object = None
+    unlabeled_images: object = None
+    records: RunRecords | None = None  # rank 0 only
+
+
+def fold_datasets(cfg, table: pd.DataFrame, images, k: int, rank: int = 0, pseudo=None, pseudo_images=None):
+    """(train dataset, its labels, validation dataset, validation rows of `table`) of fold k.
+    Pseudo-labelled rows only ever join the training side."""
+    seed = cfg.seed + rank
+    folds = table["fold"].to_numpy()
+    tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+    train_labels = table["train_label"].to_numpy()[tr]
+    train_ds = FaceDataset(Take(images, tr), train_labels, train_transform(cfg), seed=seed)
+    if pseudo is not None and len(pseudo):
+        pseudo_ds = FaceDataset(pseudo_images, pseudo["label"].to_numpy(), train_transform(cfg), seed=seed + 1)
+        train_labels = np.concatenate([train_labels, pseudo["label"].to_numpy()])
+        train_ds = ConcatDataset([train_ds, pseudo_ds])
+    val_ds = FaceDataset(Take(images, va), table["label"].to_numpy()[va], eval_transform(cfg))
+    return train_ds, train_labels, val_ds, va
+
+
+def shared_image_sources(cfg, dist, table, pseudo, unlabeled):
+    """Training, pseudo and unlabelled images at work size, cached as configured. Under torchrun rank 0
+    builds a disk cache first and the other ranks then read it."""
+    if dist.enabled and not dist.main:
+        dist_mod.barrier(dist)
+    workers, size = default_workers(cfg.num_workers), work_size(cfg)
+    sources = [image_source(cfg, frame["path"], size, workers) if frame is not None else None
+               for frame in (table, pseudo if pseudo is not None and len(pseudo) else None, unlabeled)]
+    if dist.enabled and dist.main:
+        dist_mod.barrier(dist)
+    return sources
+
+
+def check_finite(loss_sum: torch.Tensor, k: int, epoch: int, step: int):
+    if not torch.isfinite(loss_sum):
+        raise NonFiniteLoss(f"fold {k} epoch {epoch}: the training loss became {loss_sum.item()} by step {step}; "
+                            f"the fold stopped and its earlier checkpoints are intact. "
+                            f"Try a lower --lr, --grad_clip 1, or --amp none.")
+
+
+def train_epoch(step: TrainStep, loader, k: int, epoch: int, batch_scheduler, uda_iter, show: bool) -> dict:
+    """One pass over the training loader; losses and F1 over the whole epoch."""
+    step.model.train()
+    sums = torch.zeros(3, device=step.device)  # total, supervised, consistency
+    preds, targets = [], []
+    n = 0
+    bar = tqdm(loader, desc=f"fold {k} epoch {epoch}", disable=not show, mininterval=1, leave=False)
+    for i, (x, y, _) in enumerate(bar):
+        loss, sup, cons, logits = step(x, y, next(uda_iter)[0] if uda_iter is not None else None)
+        if batch_scheduler is not None:
+            batch_scheduler.step()
+        sums += torch.stack([loss, sup, cons]).float() * len(x)
+        n += len(x)
+        preds.append(logits.argmax(1).cpu())
+        targets.append(y)
+        if i % 10 == 0 or i == len(loader) - 1:
+            check_finite(sums[0], k, epoch, i)
+            bar.set_postfix(loss=f"{sums[0].item() / n:.4f}", f1=f"{macro_f1(torch.cat(targets), torch.cat(preds)):.3f}",
+                            lr=f"{step.optimizer.param_groups[0]['lr']:.2e}")
+    check_finite(sums[0], k, epoch, len(loader))
+    total, sup, cons = (sums / max(n, 1)).tolist()
+    out = dict(train_loss=total, train_f1=macro_f1(torch.cat(targets), torch.cat(preds)) if n else 0.0)
+    if uda_iter is not None:
+        out.update(train_sup_loss=sup, train_uda_loss=cons)
+    return out
+
+
+def validate(model, loader, labels: torch.Tensor, criterion, cfg, dist) -> tuple:
+    """(positions in the validation set, probabilities, metrics) over the whole set, every rank's shard."""
+    idx, logits = predict([model], loader, cfg, dist.device)
+    idx, logits = dist_mod.gather_rows(dist, idx, logits[0])
+    y = labels[idx]
+    with torch.no_grad():
+        val_loss = float(criterion(logits.to(dist.device), y.to(dist.device)))
+    probs = F.softmax(logits, dim=1).numpy()
+    m = evaluate(y.numpy(), probs)
+    return idx.numpy(), probs, dict(val_loss=val_loss, val_acc=m["acc"], val_f1=m["f1"], val_f1_mask=m["f1_mask"],
+                                    val_f1_gender=m["f1_gender"], val_f1_age=m["f1_age"])
+
+
+def fit_fold(ins: RunInputs, k: int):
+    """Build, restore, loop (train, validate, record, save), stop."""
+    cfg, dist, device, run = ins.cfg, ins.dist, ins.dist.device, ins.run
+    state = FoldState.load(run.last(k)) if run.last(k).is_file() else None
+    if state is not None and state.finished:
+        log.info("fold %d: finished earlier, skipped", k)
+        return
+    if dist.main:
+        run.fold(k).mkdir(parents=True, exist_ok=True)
+
+    # build
+    train_ds, train_labels, val_ds, val_rows = fold_datasets(cfg, ins.table, ins.images, k, dist.rank, ins.pseudo,
+                                                             ins.pseudo_images)
+    sampler = train_sampler(cfg.sampler, train_labels, dist.world, dist.rank, cfg.seed)
+    train_loader = make_loader(train_ds, cfg, device, cfg.batch_size, sampler, drop_last=len(train_ds) > cfg.batch_size)
+    val_loader = make_loader(Subset(val_ds, range(dist.rank, len(val_ds), dist.world)), cfg, device,
+                             cfg.infer_batch_size)
+    val_labels = torch.as_tensor(val_ds.labels)
+    uda_iter = None
+    if cfg.uda:
+        unl_ds = FaceDataset(ins.unlabeled_images, None, uda_transform(cfg), seed=cfg.seed + 7 + dist.rank)
+        unl_sampler = train_sampler("none", np.zeros(len(unl_ds), int), dist.world, dist.rank, cfg.seed + 7)
+        unl_bs = max(1, round(cfg.batch_size * cfg.uda_ratio))
+        uda_iter = forever(make_loader(unl_ds, cfg, device, unl_bs, unl_sampler, drop_last=len(unl_ds) > unl_bs),
+                           unl_sampler)
+    model = build_model(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = Criterion(cfg, class_weights(train_labels) if cfg.class_weights else None).to(device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler, sched_when = build_scheduler(cfg, optimizer, len(train_loader))
+    stopper = EarlyStopping(cfg.early_stop_monitor, cfg.early_stop_mode, cfg.early_stop_patience,
+                            cfg.early_stop_min_delta)
+    best = {"val_loss": math.inf, "val_f1": -math.inf, "val_acc": -math.inf}
+    forward_model = torch.compile(model) if cfg.compile else model
+    step = TrainStep(DistributedDataParallel(forward_model, device_ids=[device.index] if device.type == "cuda" else None)
+                     if dist.enabled else forward_model, criterion, optimizer, cfg, device)
+
+    # restore
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        if scheduler is not None:
+            scheduler.load_state_dict(state.scheduler)
+        step.scaler.load_state_dict(state.scaler)
+        stopper.load_state_dict(state.early_stopping)
+        best = dict(state.best)
+        set_rng_state(state.rng)
+        start_epoch = state.epoch + 1
+        log.info("fold %d: resumed from %s after epoch %d", k, run.last(k), state.epoch)
+    if ins.records is not None:
+        ins.records.start_fold(k, start_epoch)
+
+    # loop
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        set_epoch(train_ds, epoch)
+        train_stats = train_epoch(step, train_loader, k, epoch, scheduler if sched_when == "batch" else None,
+                                  uda_iter, dist.main)
+        dist_mod.sync_buffers(dist, model)
+        idx, probs, metrics = validate(forward_model, val_loader, val_labels, criterion, cfg, dist)
+        lr = optimizer.param_groups[0]["lr"]
+        if sched_when == "epoch":
+            scheduler.step()
+        elif sched_when == "val_loss":
+            scheduler.step(metrics["val_loss"])
+        improved = {key: (metrics[key] < best[key]) if key == "val_loss" else (metrics[key] > best[key])
+                    for key in best}
+        stopper.step(metrics[cfg.early_stop_monitor])
+        stop = dist_mod.broadcast(dist, stopper.should_stop)
+        if dist.main:
+            for key in (key for key, better in improved.items() if better):
+                best[key] = metrics[key]
+                save_best(run.checkpoint(k, BEST_BY_METRIC[key]), model.state_dict(), epoch, metrics, key)
+            cm = confusion(val_labels[idx].numpy(), probs.argmax(1))
+            if improved["val_f1"]:
+                ins.records.best_f1(k, epoch, ins.table, val_rows[idx], probs, cm)
+            ins.records.epoch(dict(fold=k, epoch=epoch, lr=lr, **train_stats, **metrics,
+                                   time_s=time.perf_counter() - t0, best_f1=improved["val_f1"]), cm)
+            FoldState(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                      scheduler=scheduler.state_dict() if scheduler is not None else None,
+                      scaler=step.scaler.state_dict(), early_stopping=stopper.state_dict(), best=best, epoch=epoch,
+                      rng=rng_state(), finished=stop or epoch == cfg.epochs - 1).save(run.last(k))
+        dist_mod.barrier(dist)
+        # stop
+        if stop:
+            log.info("fold %d: early stop after epoch %d (%s did not improve for %d epochs)", k, epoch,
+                     cfg.early_stop_monitor, stopper.wait)
+            break
+
+
+def open_run(cfg, dist) -> RunDir:
+    """Claim the run name (RunDir's rule), write the resolved settings of a new run, note changes on resume."""
+    run = RunDir(cfg.log_dir, cfg.name)
+    if dist.main:
+        run.claim(cfg.resume, cfg.overwrite)
+        if not run.exists:
+            save_text(config_mod.dump(cfg, config_mod.TrainConfig), run.config)
+        else:
+            saved = config_mod.settings(config_mod.from_saved(run.config))
+            now = config_mod.settings(cfg, config_mod.TrainConfig)
+            diff = {k: (saved[k], now[k]) for k in now if saved[k] != now[k]}
+            if diff:
+                log.warning("resume: settings differ from the saved config.yaml (saved, now): %s", diff)
+    dist_mod.barrier(dist)
+    return run
+
+
+def train(cfg) -> dict:
+    """Train the configured folds into <log_dir>/<name>/; returns the cv.json contents."""
+    dist = dist_mod.setup(cfg.dist_backend)
+    try:
+        setup_logging(None, dist.main)
+        table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
+        pseudo = load_pseudo(cfg.pseudo_csv, cfg.pseudo_threshold)
+        unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.uda else None
+        run = open_run(cfg, dist)
+        setup_logging(run.train_log, dist.main)
+        seed_everything(cfg.seed + dist.rank, cfg.deterministic)
+        log.info("run %s  commit %s  device %s  world %d\n%s", run.root, config_mod.git_commit()[0], dist.device,
+                 dist.world, config_mod.dump(cfg, config_mod.TrainConfig))
+        if dist.device.type != "cuda" and cfg.amp != "none":
+            log.info("amp=%s applies on CUDA only; this run uses fp32 on %s", cfg.amp, dist.device)
+        log.info("data: %d images of %d people; class counts (training labels) %s", len(table),
+                 table["person_id"].nunique(), np.bincount(table["train_label"], minlength=NUM_CLASSES).tolist())
+        images, pseudo_images, unlabeled_images = shared_image_sources(cfg, dist, table, pseudo, unlabeled)
+        ins = RunInputs(cfg, dist, run, table, images, pseudo, pseudo_images, unlabeled_images,
+                        RunRecords(run) if dist.main else None)
+        for k in range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]:
+            fit_fold(ins, k)
+        cv = write_cv(run, cfg.n_folds) if dist.main else {}
+        if cv:
+            log.info("CV macro-F1 %.4f over %d out-of-fold images; per fold %s", cv["cv_f1"], cv["oof_rows"],
+                     {k: round(v, 4) for k, v in cv["fold_f1"].items()})
+        if ins.records is not None:
+            ins.records.close()
+        return cv
+    finally:
+        dist_mod.cleanup()
