@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import errno
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from src.atomic import save_text
-from src.data import FileImages
+from src.atomic import NoSpace, remove_stale_tmp, save_text
+from src.data import MAX_IMAGE_PIXELS, FileImages
 
 log = logging.getLogger("maskcls")
 
@@ -48,19 +50,37 @@ class ArrayImages:
         return np.asarray(self.array[i])
 
 
-def _decode_all(paths, size, out, num_workers: int, desc: str):
-    loader = DataLoader(FileImages(paths, size), batch_size=None, num_workers=num_workers)
+def _decode_all(paths, size, out, num_workers: int, desc: str, max_pixels: int):
+    loader = DataLoader(FileImages(paths, size, max_pixels), batch_size=None, num_workers=num_workers)
     for i, img in enumerate(tqdm(loader, total=len(paths), desc=desc, mininterval=1)):
         out[i] = img.numpy() if isinstance(img, torch.Tensor) else img
 
 
-def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int = 0) -> ArrayImages:
+def reserve(path: Path, nbytes: int):
+    """Claim the disk blocks of a memory-mapped file up front: a full disk is then a clear error now,
+    not a SIGBUS in the middle of writing through the map."""
+    free = shutil.disk_usage(path.parent).free
+    if free < nbytes:
+        raise NoSpace(f"no space left on device for the disk cache {path.parent}: need {nbytes / 1e9:.2f} GB, "
+                      f"have {free / 1e9:.2f} GB; free some space, or use --cache ram or --cache none")
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise NoSpace(f"no space left on device while reserving the disk cache {path}: need "
+                      f"{nbytes / 1e9:.2f} GB; use --cache ram or --cache none") from None
+
+
+def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int = 0,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> ArrayImages:
     """The cached images for `paths` at `size` (H, W); built on first use with a progress bar."""
     paths = [str(p) for p in paths]
     shape = (len(paths), size[0], size[1], 3)
     if kind == "ram":
         tensor = torch.empty(shape, dtype=torch.uint8).share_memory_()
-        _decode_all(paths, size, tensor.numpy(), num_workers, "cache (ram)")
+        _decode_all(paths, size, tensor.numpy(), num_workers, "cache (ram)", max_pixels)
         return ArrayImages(tensor.numpy())
     key = cache_key(paths, size, corrections)
     target = Path(cache_dir) / f"{key}.npy"
@@ -68,12 +88,17 @@ def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_w
         log.info("cache hit %s", target)
         return ArrayImages(np.load(target, mmap_mode="r"))
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(target.parent)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-    _decode_all(paths, size, array, num_workers, "cache (disk)")
-    array.flush()
-    del array
-    os.replace(tmp, target)
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        reserve(tmp, array.offset + array.nbytes)
+        _decode_all(paths, size, array, num_workers, "cache (disk)", max_pixels)
+        array.flush()
+        del array
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     save_text(json.dumps({"size": list(size), "images": len(paths), "corrections": corrections}),
               target.with_suffix(".json"))
     log.info("cache built %s (%.1f MB)", target, target.stat().st_size / 2**20)
@@ -83,5 +108,6 @@ def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_w
 def image_source(cfg, paths, size, num_workers: int = 0):
     """Cached images when cfg.cache is on, else files decoded per access; both at `size`."""
     if cfg.cache == "none":
-        return FileImages(paths, size)
-    return build_cache(cfg.cache, paths, size, cfg.corrections, Path(cfg.log_dir) / "cache", num_workers)
+        return FileImages(paths, size, cfg.max_image_pixels)
+    return build_cache(cfg.cache, paths, size, cfg.corrections, Path(cfg.log_dir) / "cache", num_workers,
+                       cfg.max_image_pixels)

@@ -5,14 +5,39 @@ written atomically. Training, resume and inference all go through these function
 """
 from __future__ import annotations
 
+import pickle
 import random
-from dataclasses import asdict, dataclass
+import zipfile
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from src.atomic import save_torch
+
+FOR_RESUME = "delete it to restart the fold from scratch (its best_*.pt stay usable by infer)"
+FOR_INFER = "choose another --checkpoint (best_f1, best_loss, best_acc or last)"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def read(path: Path, what_to_do: str, mmap: bool = False) -> dict:
+    """torch.load restricted to tensors and plain values; a bad file is one line: the file, what is wrong,
+    and what to do."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: holds objects other than tensors and plain values, so it was not loaded, "
+                              f"for safety; {what_to_do}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({reason}); {what_to_do}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a maskcls checkpoint (no model weights); {what_to_do}")
+    return state
 
 
 def rng_state() -> dict:
@@ -49,7 +74,11 @@ class FoldState:
 
     @classmethod
     def load(cls, path: Path) -> FoldState:
-        return cls(**torch.load(path, map_location="cpu", weights_only=True))
+        state = read(path, FOR_RESUME)
+        missing = [f.name for f in fields(cls) if f.name not in state]
+        if missing:
+            raise CheckpointError(f"{path}: not a resumable last.pt (missing {', '.join(missing)}); {FOR_RESUME}")
+        return cls(**{f.name: state[f.name] for f in fields(cls)})
 
 
 def save_best(path: Path, model_state: dict, epoch: int, metrics: dict, monitor: str):
@@ -59,10 +88,9 @@ def save_best(path: Path, model_state: dict, epoch: int, metrics: dict, monitor:
 
 def load_weights(path: Path) -> dict:
     """The model state dict of any checkpoint kind."""
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+    return read(path, FOR_INFER)["model"]
 
 
 def is_finished(last_path: Path) -> bool:
     """Whether a fold's last.pt marks it finished; mmap reads the flag without the optimizer state."""
-    return last_path.is_file() and bool(torch.load(last_path, map_location="cpu", weights_only=True,
-                                                   mmap=True)["finished"])
+    return last_path.is_file() and bool(read(last_path, FOR_RESUME, mmap=True).get("finished"))

@@ -5,17 +5,23 @@ import sys
 
 @contextlib.contextmanager
 def fail_cleanly():
+    from src.atomic import NoSpace
+    from src.checkpoint import CheckpointError
     from src.config import ConfigError
     from src.data import DataError
-    from src.model import PretrainedError
-    from src.rundir import RunExists
-    from src.trainer import NonFiniteLoss
+    from src.forward import NonFinite
+    from src.model import ModelError
+    from src.rundir import RunBusy, RunExists
 
     try:
         yield
     except DataError as e:
-        print(f"error: bad input data:\n{e}", file=sys.stderr)
+        if len(e.problems) == 1:
+            print(f"error: bad input data: {e.problems[0]}", file=sys.stderr)
+        else:
+            print(f"error: bad input data ({len(e.problems)} problems):\n{e}", file=sys.stderr)
         raise SystemExit(1)
-    except (ConfigError, RunExists, PretrainedError, NonFiniteLoss, FileNotFoundError) as e:
+    except (ConfigError, RunExists, RunBusy, ModelError, NonFinite, CheckpointError, NoSpace,
+            FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2 if isinstance(e, ConfigError) else 1)

@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 import yaml
 
-from src.rundir import CHECKPOINT_KINDS
+from src.rundir import CHECKPOINT_KINDS, NAME_RULE, NAME_RULE_TEXT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +50,19 @@ class Range:
         return self.hi is None or v <= self.hi
 
 
+@dataclass(frozen=True)
+class Name:
+    """Allowed values of a text field that names a run folder (each entry, for a list); `optional`: may be empty."""
+    optional: bool = False
+
+    def __str__(self) -> str:
+        return NAME_RULE_TEXT
+
+    def allows(self, v) -> bool:
+        return all((self.optional and not s) or NAME_RULE.fullmatch(s) for s in (v if isinstance(v, list) else [v]))
+
+
+RunName = Annotated[str, Name()]
 Count = Annotated[int, Range(1)]  # at least one
 NonNegInt = Annotated[int, Range(0)]
 Positive = Annotated[float, Range(0, open_lo=True)]
@@ -70,6 +83,7 @@ class Loading:
     num_workers: Annotated[int, Range(-1)] = -1  # loader processes; -1 = usable cores (half when training on CPU), at most 16
     prefetch_factor: Count = 4  # batches each worker prepares ahead
     infer_batch_size: Count = 64  # images per validation and inference batch
+    max_image_pixels: Count = 50_000_000  # larger images are refused from their header, before decoding
 
 
 @dataclass
@@ -82,7 +96,7 @@ class Precision:
 @dataclass
 class RunSwitches:
     """the run this command writes"""
-    name: str = "exp"  # run folder: <log_dir>/<name>/
+    name: RunName = "exp"  # run folder: <log_dir>/<name>/
     resume: bool = False  # continue an existing run from each unfinished fold's last.pt
     overwrite: bool = False  # delete an existing run folder of the same name first
     check_data: bool = False  # validate and summarise the dataset as JSON, then exit
@@ -113,6 +127,7 @@ class Model:
     neck_dim: Count = 512  # embedding size after the neck
     neck_dropout: Fraction = 0.2  # dropout of the prelu_dropout neck
     head: Literal["arcface", "linear"] = "arcface"  # cosine to class centres (margin in the loss) or linear
+    heads: Literal["joint", "per_task"] = "joint"  # one 18-way head, or mask/gender/age heads whose softmaxes multiply into the 18
     msd_count: NonNegInt = 16  # multi-sample dropout heads averaged in training; 0 turns it off
     msd_p: Fraction = 0.2  # dropout probability of each multi-sample head
     arc_s: Positive = 45.0  # ArcFace scale: logits are s * cosine
@@ -127,6 +142,7 @@ class Loss:
     focal_alpha: Positive = 0.25  # focal scale factor
     label_smoothing: Annotated[float, Range(0, 0.99)] = 0.0  # for loss=ce, through torch.nn.CrossEntropyLoss
     class_weights: bool = True  # weight classes by 1/log1p(count), normalised to sum to 18
+    task_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # heads=per_task: weights of the mask, gender and age losses
 
 
 @dataclass
@@ -140,6 +156,10 @@ class Augmentation:
     gridshuffle_p: Fraction = 0.5  # RandomGridShuffle probability for gridshuffle_classes; 0 disables
     gridshuffle_grid: Count = 2  # grid x grid tiles
     gridshuffle_classes: list[int] = field(default_factory=lambda: list(range(12, 18)))  # default: mask not worn
+    mix_prob: Fraction = 0.0  # share of training batches mixed by mix_mode; 0 disables
+    mix_mode: Literal["cutmix", "mixup", "halves"] = "cutmix"  # a random box, a blend, or left half of one face + right half of another
+    cutmix_alpha: Positive = 1.0  # CutMix kept area ~ Beta(alpha, alpha)
+    mixup_alpha: Positive = 0.2  # MixUp blend weight ~ Beta(alpha, alpha)
 
 
 @dataclass
@@ -190,8 +210,8 @@ class SemiSupervised:
 @dataclass
 class Prediction:
     """which runs predict, and how"""
-    run: str = ""  # the run to predict with
-    runs: list[str] = field(default_factory=list)  # several runs to ensemble (any backbones and sizes)
+    run: Annotated[str, Name(optional=True)] = ""  # the run to predict with
+    runs: Annotated[list[str], Name()] = field(default_factory=list)  # several runs to ensemble (any backbones and sizes)
     checkpoint: Literal[CHECKPOINT_KINDS] = "best_f1"  # which checkpoint of each fold
     tta: Literal["none", "flip"] = "flip"  # average with the horizontal flip
 
@@ -222,7 +242,12 @@ class PseudoConfig(Prediction, TrainConfig):
 ENTRY_POINTS = {TrainConfig: "train.py", InferConfig: "infer.py", PseudoConfig: "pseudo_train.py"}
 # Switches of one invocation, not settings of a run: left out of the saved config.yaml.
 SWITCHES = tuple(f.name for f in dataclasses.fields(RunSwitches) if f.name != "name")
-SAVED_EXTRA = ("git_commit", "git_dirty")  # written beside the settings, ignored when read back
+# Settings a resumed (or joined) run may change: the rest must match its config.yaml. The fold assignment
+# comes from the run's folds.csv, so a new seed changes no fold.
+MAY_CHANGE_ON_RESUME = ("data_dir", "log_dir", "seed", "fold", "epochs", "num_workers", "prefetch_factor",
+                        "infer_batch_size", "max_image_pixels", "cache", "compile", "dist_backend",
+                        "early_stop_patience")
+SAVED_EXTRA = ("git_commit", "git_dirty", "recipes")  # written beside the settings, ignored when read back
 
 
 class ConfigError(ValueError):
@@ -236,12 +261,12 @@ def fields_of(cls) -> dict[str, dataclasses.Field]:
 
 @functools.cache
 def field_type(cls, key: str):
-    """(base type, Literal choices or None, Range or None) of a field."""
+    """(base type, Literal choices or None, rule (a Range or Name) or None) of a field."""
     typ = typing.get_type_hints(cls, include_extras=True)[key]
     rng = None
     if typing.get_origin(typ) is Annotated:
         typ, *extras = typing.get_args(typ)
-        rng = next((e for e in extras if isinstance(e, Range)), None)
+        rng = next((e for e in extras if isinstance(e, (Range, Name))), None)
     if typing.get_origin(typ) is Literal:
         return str, typing.get_args(typ), rng
     return typ, None, rng
@@ -336,7 +361,9 @@ def validate(cfg):
         value = getattr(cfg, key)
         if allowed is not None and value not in allowed:
             raise ConfigError(f"--{key} {value!r} is not supported; choose one of: {', '.join(allowed)}")
-        if rng is not None and not rng.allows(value):
+        if isinstance(rng, Name) and not rng.allows(value):
+            raise ConfigError(f"--{key} {value!r} is not a run name: use {rng}")
+        if isinstance(rng, Range) and not rng.allows(value):
             raise ConfigError(f"--{key} must be {rng}, got {value}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"--{key} must be a finite number, got {value}")
@@ -347,6 +374,9 @@ def validate(cfg):
             raise ConfigError("--label_smoothing applies to --loss ce only; set --loss ce or --label_smoothing 0")
         if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
             raise ConfigError("--mean and --std take three values each (R G B), std positive")
+        if len(cfg.task_weights) != 3 or min(cfg.task_weights) < 0 or sum(cfg.task_weights) <= 0:
+            raise ConfigError(f"--task_weights takes three weights >= 0 (mask gender age), not all 0, "
+                              f"got {cfg.task_weights}")
         if any(not 0 <= c < 18 for c in cfg.gridshuffle_classes):
             raise ConfigError(f"--gridshuffle_classes must be class ids in 0..17, got {cfg.gridshuffle_classes}")
     return cfg
@@ -427,7 +457,8 @@ def parse(argv: list[str] | None = None, cls=TrainConfig):
         print(parser.format_help())
         raise SystemExit(0)
     cfg = cls()
-    for path in given.pop("config", []):
+    cfg.recipes = given.pop("config", [])  # not a setting: which files made it, for changes() and config.yaml
+    for path in cfg.recipes:
         apply(cfg, load_file(path), f"--config {path}")
     apply(cfg, given, "command line")
     return validate(cfg)
@@ -461,7 +492,33 @@ def settings(cfg, cls=None) -> dict:
 def dump(cfg, cls=None) -> str:
     """The resolved settings plus the git commit: what a run (or an inference output) saves."""
     commit, dirty = git_commit()
-    return yaml.safe_dump({**settings(cfg, cls), "git_commit": commit, "git_dirty": dirty}, sort_keys=False)
+    return yaml.safe_dump({**settings(cfg, cls), "git_commit": commit, "git_dirty": dirty,
+                           "recipes": list(getattr(cfg, "recipes", []))}, sort_keys=False)
+
+
+def changes(cfg, recipe_files=()) -> list[str]:
+    """Lines naming each key whose value differs from the defaults and, when recipe files are given, from
+    the defaults plus those recipes (what the command line changed on top), as `key: base -> value`.
+    Lost runs come from a forgotten override; these lines open every train.log and the report."""
+    cls, now = type(cfg), settings(cfg)
+    bases = [("the defaults", settings(cls()))]
+    if recipe_files:
+        recipe = cls()
+        for path in recipe_files:
+            apply(recipe, load_file(str(path)), f"--config {path}")
+        bases.append((" + ".join(["the defaults", *map(str, recipe_files)]), settings(recipe)))
+    lines = []
+    for source, base in bases:
+        diff = [k for k in now if now[k] != base[k]]
+        lines.append(f"differs from {source}: {len(diff)} key(s)")
+        lines += [f"  {k}: {base[k]} -> {now[k]}" for k in diff]
+    return lines
+
+
+def resume_conflicts(saved, cfg) -> dict:
+    """{key: (saved value, new value)} of the settings that a resume may not change."""
+    old, new = settings(saved, TrainConfig), settings(cfg, TrainConfig)
+    return {k: (old[k], new[k]) for k in new if old[k] != new[k] and k not in MAY_CHANGE_ON_RESUME}
 
 
 def from_saved(path: Path) -> TrainConfig:

@@ -11,6 +11,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 
+class NonFinite(RuntimeError):
+    """A NaN or infinity where a result was expected: never written as a result."""
+
+
 def autocast(cfg, device: torch.device):
     """bf16/fp16 autocast on CUDA; on CPU AMP is off (it is slower there)."""
     if device.type == "cuda" and cfg.amp != "none":
@@ -18,9 +22,9 @@ def autocast(cfg, device: torch.device):
     return contextlib.nullcontext()
 
 
-def to_device(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+def to_device(x: torch.Tensor, device) -> torch.Tensor:
+    """The model picks its own memory format (channels_last for conv nets), so batches move as they are."""
+    return x.to(device, non_blocking=True)
 
 
 def views(x: torch.Tensor, tta: str) -> torch.Tensor:
@@ -31,7 +35,7 @@ def views(x: torch.Tensor, tta: str) -> torch.Tensor:
 @torch.no_grad()
 def forward_views(models, x: torch.Tensor, cfg, device, tta: str) -> torch.Tensor:
     """fp32 logits of shape (models x views, batch, classes); each model sees all views as one batch."""
-    x = views(to_device(x, device, cfg.channels_last), tta)
+    x = views(to_device(x, device), tta)
     out = []
     for model in models:
         with autocast(cfg, device):

@@ -25,13 +25,17 @@ def lower_priority(_worker_id: int):
     os.nice(10)
 
 
-def make_loader(dataset, cfg, device, batch_size: int, sampler=None, drop_last=False, workers=None) -> DataLoader:
+def make_loader(dataset, cfg, device, batch_size: int, sampler=None, drop_last=False, workers=None,
+                seed: int = 0) -> DataLoader:
+    """Its own generator seeds the workers, so starting a loader never draws from the global RNG (which the
+    model's dropout uses): a resumed run then replays an uninterrupted one with any worker count."""
     workers = default_workers(cfg.num_workers if workers is None else workers, device)
     extra = dict(persistent_workers=True, prefetch_factor=cfg.prefetch_factor) if workers > 0 else {}
     if workers > 0 and device.type == "cpu":
         extra["worker_init_fn"] = lower_priority
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                      pin_memory=device.type == "cuda", drop_last=drop_last, **extra)
+                      pin_memory=device.type == "cuda", drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(seed), **extra)
 
 
 def set_epoch(dataset, epoch: int):

@@ -13,7 +13,7 @@ from src import config as config_mod
 from src.atomic import replace_with, save_csv, save_text
 from src.checkpoint import is_finished, load_weights
 from src.data import FaceDataset, FileImages, load_eval, load_unlabeled
-from src.forward import predict, probabilities
+from src.forward import NonFinite, predict, probabilities
 from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
 from src.loaders import make_loader
 from src.model import build_model
@@ -45,8 +45,7 @@ def load_models(run_cfg, checkpoints, device) -> list[torch.nn.Module]:
     for path in checkpoints:
         model = build_model(run_cfg)
         model.load_state_dict(load_weights(path))
-        model = model.to(device).eval()
-        models.append(model.to(memory_format=torch.channels_last) if run_cfg.channels_last else model)
+        models.append(model.to(device).eval())  # the model keeps its own memory format (channels_last for conv nets)
     return models
 
 
@@ -68,11 +67,17 @@ def predict_runs(cfg, runs: list[str], paths) -> np.ndarray:
     for name, checkpoints, run_cfg in plans:
         run_cfg.amp = cfg.amp if device.type == "cuda" else "none"
         models = load_models(run_cfg, checkpoints, device)
-        ds = FaceDataset(FileImages(paths, work_size(run_cfg)), None, eval_transform(run_cfg))
+        ds = FaceDataset(FileImages(paths, work_size(run_cfg), cfg.max_image_pixels), None, eval_transform(run_cfg))
         loader = make_loader(ds, cfg, device, cfg.infer_batch_size)
         log.info("run %s: %d fold model(s) from %s, %dx%d, tta=%s", name, len(models), cfg.checkpoint,
                  run_cfg.img_height, run_cfg.img_width, cfg.tta)
         _, logits = predict(models, loader, run_cfg, device, cfg.tta, desc=f"predict {name}")
+        finite = torch.isfinite(logits).reshape(len(models), -1).all(1)
+        if not finite.all():
+            folds = [checkpoints[i].parent.name.removeprefix("fold") for i in (~finite).nonzero().flatten().tolist()]
+            raise NonFinite(f"run {name} fold {', '.join(folds)}: non-finite probabilities from "
+                            f"{cfg.checkpoint}.pt; nothing was written. Retrain that fold or choose another "
+                            f"--checkpoint")
         total += probabilities(logits).numpy()
     return total / len(plans)
 
@@ -104,7 +109,7 @@ def infer(cfg) -> Path:
     runs = chosen_runs(cfg)
     info = load_eval(cfg.data_dir)
     probs = predict_runs(cfg, runs, info["path"])  # checks every run and checkpoint before loading a model
-    default = RunDir(cfg.log_dir, runs[0] if len(runs) == 1 else "ensemble_" + "+".join(runs)).submission
+    default = RunDir(cfg.log_dir, runs[0] if len(runs) == 1 else "ensemble_" + "-".join(runs)).submission
     files = prediction_files(Path(cfg.out) if cfg.out else default)
     save_csv(pd.DataFrame({"ImageID": info["ImageID"], "ans": probs.argmax(1).astype(int)}), files["submission"])
     probs_df = pd.concat([info[["ImageID"]], pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)

@@ -46,23 +46,36 @@ def save_figure(fig, path: Path):
 
 
 class RunRecords:
-    """Rank 0's writers for one training run: a metrics.csv row, TensorBoard scalars and a confusion
-    matrix per epoch; the out-of-fold predictions and confusion image of each fold's best-F1 epoch."""
+    """Rank 0's writers for one training run: a fold metrics.csv row, TensorBoard scalars and a confusion
+    matrix per epoch; the out-of-fold predictions and confusion image of each fold's best-F1 epoch.
+
+    Each fold's own files hold its state; the run-level metrics.csv and cv.json are rebuilt from them under
+    the run's lock, so processes training different folds side by side never overwrite each other's rows."""
 
     def __init__(self, run: RunDir):
         from torch.utils.tensorboard import SummaryWriter  # imported here: inference and benchmarks skip it
 
         self.run = run
         self.writer = SummaryWriter(str(run.tensorboard))
-        self.rows = pd.read_csv(run.metrics).to_dict("records") if run.metrics.is_file() else []
+        self.rows: list[dict] = []
 
     def start_fold(self, k: int, start_epoch: int):
         """Rows of epochs that will run (again) are dropped, so a kill between writes never duplicates one."""
-        self.rows = [r for r in self.rows if not (r["fold"] == k and r["epoch"] >= start_epoch)]
+        path = self.run.fold_metrics(k)
+        rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+        self.rows = [r for r in rows if r["epoch"] < start_epoch]
+
+    def rebuild_metrics(self):
+        parts = [pd.read_csv(self.run.fold_metrics(k)) for k in self.run.folds() if self.run.fold_metrics(k).is_file()]
+        if parts:
+            save_csv(pd.concat(parts, ignore_index=True).sort_values(["fold", "epoch"]), self.run.metrics,
+                     float_format="%.6g")
 
     def epoch(self, row: dict, cm: np.ndarray):
         self.rows.append(row)
-        save_csv(pd.DataFrame(self.rows), self.run.metrics, float_format="%.6g")
+        save_csv(pd.DataFrame(self.rows), self.run.fold_metrics(row["fold"]), float_format="%.6g")
+        with self.run.lock():
+            self.rebuild_metrics()
         k, epoch = row["fold"], row["epoch"]
         for key, value in row.items():
             if key not in ("fold", "epoch", "best_f1"):
@@ -84,12 +97,22 @@ class RunRecords:
         f1 = evaluate(df["label"], probs)["f1"]
         save_figure(confusion_figure(cm, f"fold {k} epoch {epoch} F1 {f1:.4f}"), self.run.confusion(k))
 
+    def hparams(self, settings: dict, cv: dict):
+        """TensorBoard's HParams tab: the run's settings against its CV scores, for comparing runs there."""
+        values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()}
+        self.writer.add_hparams(values, {f"hparams/{k}": v for k, v in cv.items() if isinstance(v, float)},
+                                run_name="hparams")
+
     def close(self):
         self.writer.close()
 
+    def write_cv(self, n_folds: int) -> dict:
+        with self.run.lock():
+            return write_cv(self.run, n_folds)
+
 
 def write_cv(run: RunDir, n_folds: int) -> dict:
-    """cv.json: macro-F1 of each finished fold's OOF rows and of all OOF rows together."""
+    """cv.json: macro-F1 of each fold's OOF rows and of all OOF rows together."""
     parts = [pd.read_csv(run.oof(k)) for k in range(n_folds) if run.oof(k).is_file()]
     if not parts:
         return {}

@@ -2,25 +2,38 @@
 
 Nothing else spells a file name of a run. Layout (README "What goes where in logs/"):
 
-    <log_dir>/<name>/config.yaml  train.log  metrics.csv  cv.json  tb/  pseudo_labels.csv (+ .yaml)
-                     fold<k>/last.pt  best_f1.pt  best_loss.pt  best_acc.pt  oof.csv  confusion.png
+    <log_dir>/<name>/config.yaml  folds.csv  train.log  metrics.csv  cv.json  tb/  pseudo_labels.csv (+ .yaml)
+                     fold<k>/last.pt  best_f1.pt  best_loss.pt  best_acc.pt  oof.csv  confusion.png  metrics.csv
+    <log_dir>/.<name>.lock   the run's lock (creation, run-level files); fold<k>/.lock: the fold's trainer
                      submission.csv  eval_probs.csv  eval_preview.png  inference.yaml   (written by infer)
+                     errors.png   (tools/report.py)   label_issues.csv  label_issues.png   (tools/find_label_issues.py)
+    <log_dir>/report.html   the comparison of runs (tools/report.py)
 
     python -m src.rundir latest [LOG_DIR]     prints the most recently written run's name (for shell scripts)
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
+
+from src.atomic import remove_stale_tmp
 
 # checkpoint kind -> the validation metric whose best epoch it keeps (last: every epoch, plus resume state)
 CHECKPOINT_KINDS = ("best_f1", "best_loss", "best_acc", "last")
 BEST_BY_METRIC = {"val_f1": "best_f1", "val_loss": "best_loss", "val_acc": "best_acc"}
 
-CONFIG, TRAIN_LOG, METRICS, CV, TENSORBOARD = "config.yaml", "train.log", "metrics.csv", "cv.json", "tb"
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one folder name: no '/', no '..', never empty
+NAME_RULE_TEXT = "letters, digits, '.', '_' or '-', starting with a letter or digit (no '/', no '..', not empty)"
+CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, TENSORBOARD = ("config.yaml", "folds.csv", "train.log", "metrics.csv",
+                                                     "cv.json", "tb")
 PSEUDO_LABELS, PSEUDO_SETTINGS = "pseudo_labels.csv", "pseudo_labels.yaml"
 OOF, CONFUSION = "oof.csv", "confusion.png"
+ERRORS, LABEL_ISSUES, LABEL_ISSUES_GALLERY, REPORT = "errors.png", "label_issues.csv", "label_issues.png", "report.html"
 SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS = ("submission.csv", "eval_probs.csv", "eval_preview.png",
                                                             "inference.yaml")
 
@@ -29,10 +42,48 @@ class RunExists(RuntimeError):
     pass
 
 
+class RunBusy(RuntimeError):
+    pass
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a run folder's name, or None."""
+    return None if NAME_RULE.fullmatch(name) else f"run name {name!r} is not allowed: use {NAME_RULE_TEXT}"
+
+
+def holder(lock_file: Path) -> str:
+    try:
+        return f"process {lock_file.read_text().strip() or '?'}"
+    except OSError:
+        return "another process"
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, wait: bool, busy: str):
+    """An fcntl lock on lock_file, held for the block; the file records the holder's pid. Without `wait`,
+    a held lock raises RunBusy naming its holder."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise RunBusy(f"{busy} is held by {holder(lock_file)} ({lock_file}); wait for it or stop it") from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class RunDir:
-    """Paths of the run `name` under `log_dir`."""
+    """Paths of the run `name` under `log_dir`; `name` must be one safe folder name."""
 
     def __init__(self, log_dir, name: str):
+        problem = name_problem(name)
+        if problem:
+            raise ValueError(problem)
         self.log_dir, self.name = Path(log_dir), name
         self.root = self.log_dir / name
 
@@ -40,6 +91,7 @@ class RunDir:
         return f"RunDir({str(self.root)!r})"
 
     config = property(lambda self: self.root / CONFIG)
+    folds_csv = property(lambda self: self.root / FOLDS)
     train_log = property(lambda self: self.root / TRAIN_LOG)
     metrics = property(lambda self: self.root / METRICS)
     cv = property(lambda self: self.root / CV)
@@ -47,6 +99,9 @@ class RunDir:
     pseudo_labels = property(lambda self: self.root / PSEUDO_LABELS)
     pseudo_settings = property(lambda self: self.root / PSEUDO_SETTINGS)
     submission = property(lambda self: self.root / SUBMISSION)
+    errors = property(lambda self: self.root / ERRORS)
+    label_issues = property(lambda self: self.root / LABEL_ISSUES)
+    label_issues_gallery = property(lambda self: self.root / LABEL_ISSUES_GALLERY)
 
     def fold(self, k: int) -> Path:
         return self.root / f"fold{k}"
@@ -65,6 +120,17 @@ class RunDir:
     def confusion(self, k: int) -> Path:
         return self.fold(k) / CONFUSION
 
+    def fold_metrics(self, k: int) -> Path:
+        return self.fold(k) / METRICS
+
+    def lock(self):
+        """The run's lock: creating the run and rebuilding its run-level files happen under it."""
+        return exclusive(self.log_dir / f".{self.name}.lock", wait=True, busy=f"run {self.name}")
+
+    def fold_lock(self, k: int):
+        """Held while fold k trains: a second trainer of the same fold is refused at once."""
+        return exclusive(self.fold(k) / ".lock", wait=False, busy=f"fold {k} of run {self.name}")
+
     def folds(self) -> list[int]:
         """Indices of the fold folders present, in order."""
         found = [p.name[4:] for p in self.root.glob("fold*") if p.is_dir()]
@@ -77,15 +143,20 @@ class RunDir:
 
     def claim(self, resume: bool, overwrite: bool) -> str:
         """The one rule for a run name: 'new' when free; an existing run is continued with resume
-        ('resumed'), replaced with overwrite ('replaced'), and refused otherwise."""
+        ('resumed'), replaced with overwrite ('replaced'), and refused otherwise. Overwrite deletes only a
+        real folder directly inside log_dir that holds config.yaml. Temp files of killed writers go."""
         if self.exists:
             if overwrite:
+                if self.root.is_symlink() or self.root.resolve().parent != self.log_dir.resolve():
+                    raise RunExists(f"{self.root} is not a run folder directly inside {self.log_dir}; not deleted")
                 shutil.rmtree(self.root)
                 self.root.mkdir(parents=True)
                 return "replaced"
             if not resume:
                 raise RunExists(f"{self.root} already exists; use --resume to continue it or --overwrite to "
                                 f"replace it")
+            for folder in [self.root, *(self.fold(k) for k in self.folds())]:
+                remove_stale_tmp(folder)
             return "resumed"
         self.root.mkdir(parents=True, exist_ok=True)
         return "new"
@@ -96,6 +167,11 @@ def prediction_files(submission: Path) -> dict[str, Path]:
     folder = submission.parent
     return dict(submission=submission, probs=folder / EVAL_PROBS, preview=folder / EVAL_PREVIEW,
                 settings=folder / INFERENCE_SETTINGS)
+
+
+def report_file(log_dir) -> Path:
+    """The default place of tools/report.py's comparison of the runs in log_dir."""
+    return Path(log_dir) / REPORT
 
 
 def latest(log_dir) -> str | None:

@@ -2,6 +2,7 @@
 resume from last.pt, whole-set metrics, out-of-fold predictions and DDP via torchrun."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -19,18 +20,18 @@ from tqdm import tqdm
 
 from src import config as config_mod
 from src import dist as dist_mod
-from src.atomic import save_text
+from src.atomic import save_csv, save_text
 from src.cache import image_source
 from src.checkpoint import FoldState, rng_state, save_best, set_rng_state
-from src.data import FaceDataset, Take, load_pseudo, load_train, load_unlabeled
-from src.forward import predict
+from src.data import FaceDataset, Take, load_pseudo, load_train, load_unlabeled, with_saved_folds
+from src.forward import NonFinite, predict
 from src.labels import NUM_CLASSES
 from src.loaders import default_workers, forever, make_loader, set_epoch
-from src.losses import Criterion, class_weights
+from src.losses import Criterion
 from src.metrics import confusion, evaluate, macro_f1
-from src.model import build_model
+from src.model import build_model, check_weights
 from src.optim import build_optimizer, build_scheduler
-from src.records import RunRecords, setup_logging, write_cv
+from src.records import RunRecords, setup_logging
 from src.rundir import BEST_BY_METRIC, RunDir
 from src.samplers import train_sampler
 from src.step import TrainStep
@@ -40,7 +41,7 @@ from src.transforms import eval_transform, train_transform, uda_transform, work_
 log = logging.getLogger("maskcls")
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(NonFinite):
     pass
 
 
@@ -70,16 +71,21 @@ class RunInputs:
     records: RunRecords | None = None  # rank 0 only
 
 
+def fold_seed(cfg, k: int, rank: int) -> int:
+    """The augmentation and loader seed of fold k on one rank: the same whether or not the run was interrupted."""
+    return cfg.seed + 7919 * k + 104729 * rank
+
+
 def fold_datasets(cfg, table: pd.DataFrame, images, k: int, rank: int = 0, pseudo=None, pseudo_images=None):
     """(train dataset, its labels, validation dataset, validation rows of `table`) of fold k.
     Pseudo-labelled rows only ever join the training side."""
-    seed = cfg.seed + rank
+    seed = fold_seed(cfg, k, rank)
     folds = table["fold"].to_numpy()
     tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
     train_labels = table["train_label"].to_numpy()[tr]
     train_ds = FaceDataset(Take(images, tr), train_labels, train_transform(cfg), seed=seed)
     if pseudo is not None and len(pseudo):
-        pseudo_ds = FaceDataset(pseudo_images, pseudo["label"].to_numpy(), train_transform(cfg), seed=seed + 1)
+        pseudo_ds = FaceDataset(pseudo_images, pseudo["label"].to_numpy(), train_transform(cfg), seed=seed + 1_000_033)
         train_labels = np.concatenate([train_labels, pseudo["label"].to_numpy()])
         train_ds = ConcatDataset([train_ds, pseudo_ds])
     val_ds = FaceDataset(Take(images, va), table["label"].to_numpy()[va], eval_transform(cfg))
@@ -133,14 +139,20 @@ def train_epoch(step: TrainStep, loader, k: int, epoch: int, batch_scheduler, ud
     return out
 
 
-def validate(model, loader, labels: torch.Tensor, criterion, cfg, dist) -> tuple:
-    """(positions in the validation set, probabilities, metrics) over the whole set, every rank's shard."""
+def validate(model, loader, labels: torch.Tensor, criterion, cfg, dist, k: int, epoch: int) -> tuple:
+    """(positions in the validation set, probabilities, metrics) over the whole set, every rank's shard.
+    Non-finite results stop the fold before anything of the epoch is saved."""
     idx, logits = predict([model], loader, cfg, dist.device)
     idx, logits = dist_mod.gather_rows(dist, idx, logits[0])
     y = labels[idx]
     with torch.no_grad():
         val_loss = float(criterion(logits.to(dist.device), y.to(dist.device)))
     probs = F.softmax(logits, dim=1).numpy()
+    if not (math.isfinite(val_loss) and np.isfinite(probs).all()):
+        raise NonFiniteLoss(f"fold {k} epoch {epoch}: the validation loss is {val_loss} and "
+                            f"{int((~np.isfinite(probs)).any(1).sum())} of {len(probs)} images have non-finite "
+                            f"probabilities; the fold stopped unfinished, nothing of this epoch was saved. "
+                            f"Try a lower --lr, --grad_clip 1, or --amp none.")
     m = evaluate(y.numpy(), probs)
     return idx.numpy(), probs, dict(val_loss=val_loss, val_acc=m["acc"], val_f1=m["f1"], val_f1_mask=m["f1_mask"],
                                     val_f1_gender=m["f1_gender"], val_f1_age=m["f1_age"])
@@ -159,22 +171,22 @@ def fit_fold(ins: RunInputs, k: int):
     # build
     train_ds, train_labels, val_ds, val_rows = fold_datasets(cfg, ins.table, ins.images, k, dist.rank, ins.pseudo,
                                                              ins.pseudo_images)
+    seed = fold_seed(cfg, k, dist.rank)
     sampler = train_sampler(cfg.sampler, train_labels, dist.world, dist.rank, cfg.seed)
-    train_loader = make_loader(train_ds, cfg, device, cfg.batch_size, sampler, drop_last=len(train_ds) > cfg.batch_size)
+    train_loader = make_loader(train_ds, cfg, device, cfg.batch_size, sampler, drop_last=len(train_ds) > cfg.batch_size,
+                               seed=seed)
     val_loader = make_loader(Subset(val_ds, range(dist.rank, len(val_ds), dist.world)), cfg, device,
-                             cfg.infer_batch_size)
+                             cfg.infer_batch_size, seed=seed)
     val_labels = torch.as_tensor(val_ds.labels)
     uda_iter = None
     if cfg.uda:
         unl_ds = FaceDataset(ins.unlabeled_images, None, uda_transform(cfg), seed=cfg.seed + 7 + dist.rank)
         unl_sampler = train_sampler("none", np.zeros(len(unl_ds), int), dist.world, dist.rank, cfg.seed + 7)
         unl_bs = max(1, round(cfg.batch_size * cfg.uda_ratio))
-        uda_iter = forever(make_loader(unl_ds, cfg, device, unl_bs, unl_sampler, drop_last=len(unl_ds) > unl_bs),
-                           unl_sampler)
+        uda_iter = forever(make_loader(unl_ds, cfg, device, unl_bs, unl_sampler, drop_last=len(unl_ds) > unl_bs,
+                                       seed=seed), unl_sampler)
     model = build_model(cfg).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    criterion = Criterion(cfg, class_weights(train_labels) if cfg.class_weights else None).to(device)
+    criterion = Criterion(cfg, train_labels).to(device)
     optimizer = build_optimizer(cfg, model)
     scheduler, sched_when = build_scheduler(cfg, optimizer, len(train_loader))
     stopper = EarlyStopping(cfg.early_stop_monitor, cfg.early_stop_mode, cfg.early_stop_patience,
@@ -208,7 +220,7 @@ def fit_fold(ins: RunInputs, k: int):
         train_stats = train_epoch(step, train_loader, k, epoch, scheduler if sched_when == "batch" else None,
                                   uda_iter, dist.main)
         dist_mod.sync_buffers(dist, model)
-        idx, probs, metrics = validate(forward_model, val_loader, val_labels, criterion, cfg, dist)
+        idx, probs, metrics = validate(forward_model, val_loader, val_labels, criterion, cfg, dist, k, epoch)
         lr = optimizer.param_groups[0]["lr"]
         if sched_when == "epoch":
             scheduler.step()
@@ -239,21 +251,29 @@ def fit_fold(ins: RunInputs, k: int):
             break
 
 
-def open_run(cfg, dist) -> RunDir:
-    """Claim the run name (RunDir's rule), write the resolved settings of a new run, note changes on resume."""
+def open_run(cfg, dist, table: pd.DataFrame) -> tuple[RunDir, pd.DataFrame]:
+    """Claim the run name under the run's lock (RunDir's rule). A new run saves its fold assignment and
+    settings; a resumed run, or a process joining a run that another just created, must have the same
+    settings (MAY_CHANGE_ON_RESUME aside) and takes the saved folds. Returns the run and the table with them."""
     run = RunDir(cfg.log_dir, cfg.name)
     if dist.main:
-        run.claim(cfg.resume, cfg.overwrite)
-        if not run.exists:
-            save_text(config_mod.dump(cfg, config_mod.TrainConfig), run.config)
-        else:
-            saved = config_mod.settings(config_mod.from_saved(run.config))
-            now = config_mod.settings(cfg, config_mod.TrainConfig)
-            diff = {k: (saved[k], now[k]) for k in now if saved[k] != now[k]}
-            if diff:
-                log.warning("resume: settings differ from the saved config.yaml (saved, now): %s", diff)
+        with run.lock():
+            run.claim(cfg.resume, cfg.overwrite)
+            if run.exists:
+                conflicts = config_mod.resume_conflicts(config_mod.from_saved(run.config), cfg)
+                if conflicts:
+                    raise config_mod.ConfigError(
+                        f"{run.config}: this run was made with other settings, which --resume may not change: "
+                        + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in conflicts.items())
+                        + "; use the saved values, or train a new run with another --name")
+            if not run.folds_csv.is_file():
+                people = table.groupby("person_id", sort=False)["fold"].first().reset_index()
+                save_csv(people, run.folds_csv)
+            if not run.exists:
+                save_text(config_mod.dump(cfg, config_mod.TrainConfig), run.config)
     dist_mod.barrier(dist)
-    return run
+    folds = pd.read_csv(run.folds_csv, dtype={"person_id": str})
+    return run, with_saved_folds(table, folds, run.folds_csv)
 
 
 def train(cfg) -> dict:
@@ -264,11 +284,13 @@ def train(cfg) -> dict:
         table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
         pseudo = load_pseudo(cfg.pseudo_csv, cfg.pseudo_threshold)
         unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.uda else None
-        run = open_run(cfg, dist)
+        check_weights(cfg)  # everything checkable is checked before --overwrite may delete a run
+        run, table = open_run(cfg, dist, table)
         setup_logging(run.train_log, dist.main)
         seed_everything(cfg.seed + dist.rank, cfg.deterministic)
         log.info("run %s  commit %s  device %s  world %d\n%s", run.root, config_mod.git_commit()[0], dist.device,
                  dist.world, config_mod.dump(cfg, config_mod.TrainConfig))
+        log.info("%s", "\n".join(config_mod.changes(cfg, getattr(cfg, "recipes", []))))
         if dist.device.type != "cuda" and cfg.amp != "none":
             log.info("amp=%s applies on CUDA only; this run uses fp32 on %s", cfg.amp, dist.device)
         log.info("data: %d images of %d people; class counts (training labels) %s", len(table),
@@ -277,12 +299,15 @@ def train(cfg) -> dict:
         ins = RunInputs(cfg, dist, run, table, images, pseudo, pseudo_images, unlabeled_images,
                         RunRecords(run) if dist.main else None)
         for k in range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]:
-            fit_fold(ins, k)
-        cv = write_cv(run, cfg.n_folds) if dist.main else {}
+            with run.fold_lock(k) if dist.main else contextlib.nullcontext():
+                fit_fold(ins, k)
+        cv = ins.records.write_cv(cfg.n_folds) if dist.main else {}
         if cv:
             log.info("CV macro-F1 %.4f over %d out-of-fold images; per fold %s", cv["cv_f1"], cv["oof_rows"],
                      {k: round(v, 4) for k, v in cv["fold_f1"].items()})
         if ins.records is not None:
+            if cv:
+                ins.records.hparams(config_mod.settings(cfg, config_mod.TrainConfig), cv)
             ins.records.close()
         return cv
     finally:

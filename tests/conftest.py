@@ -17,7 +17,7 @@ TINY = ["--model", "test_efficientnet", "--pretrained", "false", "--img_height",
         "--infer_batch_size", "16"]
 
 
-def make_data(out: Path, train_people=24, eval_people=4, seed=3, size="96x128"):
+def make_data(out: Path, train_people=24, eval_people=4, seed=6, size="96x128"):
     from tools.make_synthetic_data import main
 
     main(["--out", str(out), "--train_people", str(train_people), "--eval_people", str(eval_people),

@@ -36,7 +36,7 @@ def test_unknown_fix_in_corrections_file_is_refused(dataset, tmp_path):
 
 
 def test_folds_group_persons_and_balance_strata(tmp_path):
-    data = make_data(tmp_path / "d", train_people=80, eval_people=1, size="32x40")
+    data = make_data(tmp_path / "d", train_people=200, eval_people=1, size="32x40")
     table = load_train(data, CORRECTIONS, 59, 4, seed=1)
     assert (table.groupby("person_id")["fold"].nunique() == 1).all()
     assert set(table["fold"]) == {0, 1, 2, 3}

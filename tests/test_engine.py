@@ -12,6 +12,7 @@ import torch
 
 from conftest import ROOT, TINY, run_py, tiny_cfg
 from src import trainer
+from src import atomic
 from src.atomic import save_torch
 from src.config import ConfigError, TrainConfig, choices, parse
 from src.data import load_train
@@ -138,10 +139,14 @@ def test_overwrite_replaces_a_run(dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_an_uninterrupted_run(dataset, tmp_path):
-    """Tolerance: 1e-5 absolute on losses and F1 (deterministic mode, CPU, same thread count)."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(dataset, tmp_path, workers):
+    """Tolerance: 1e-5 absolute on losses and F1 (deterministic mode, CPU, same thread count), with loader
+    workers too: augmentation is reseeded from (seed, fold, epoch, worker) and loaders never draw from the
+    global RNG that dropout uses."""
     args = [sys.executable, "train.py", "--data_dir", str(dataset), "--log_dir", str(tmp_path), *TINY,
-            "--fold", "0", "--epochs", "2", "--deterministic", "true", "--msd_count", "2"]
+            "--fold", "0", "--epochs", "2", "--deterministic", "true", "--msd_count", "2", "--aug", "original",
+            "--num_workers", str(workers)]
     run_py(*args[1:], "--name", "straight")
     proc = subprocess.Popen(args + ["--name", "killed"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -166,12 +171,12 @@ def test_crash_during_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch
     path = tmp_path / "last.pt"
     save_torch({"epoch": 1, "w": torch.ones(3)}, path)
 
-    def dies_halfway(obj, f):
+    def dies_halfway(data, f):
         with open(f, "wb") as fh:
             fh.write(b"PK\x03\x04partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", dies_halfway)
+    monkeypatch.setattr(atomic, "write_bytes", dies_halfway)
     with pytest.raises(OSError, match="disk full"):
         save_torch({"epoch": 2, "w": torch.zeros(3)}, path)
     monkeypatch.undo()
@@ -209,6 +214,9 @@ def test_nan_loss_stops_the_fold_with_a_message(dataset, tmp_path, monkeypatch):
     dict(grad_clip=0.5, grad_clip_mode="norm", scheduler="plateau", cache="ram", aug="original", num_workers=2),
     dict(grad_clip=0.01, grad_clip_mode="value", optimizer="sgd", scheduler="cosine", pretrained="false"),
     dict(early_stop_monitor="val_f1", early_stop_patience=0, epochs=3, channels_last="false", age_filter=58),
+    dict(heads="per_task", head="arcface", loss="focal", task_weights="1,0.5,2", mix_prob=1.0, mix_mode="halves"),
+    dict(heads="per_task", head="linear", loss="ce", label_smoothing=0.1, mix_prob=0.5, mix_mode="cutmix"),
+    dict(heads="joint", head="arcface", loss="ce", mix_prob=1.0, mix_mode="mixup", uda="true"),
 ])
 @pytest.mark.slow
 def test_option_combinations_train_end_to_end(dataset, tmp_path, overrides):

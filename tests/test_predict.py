@@ -108,7 +108,7 @@ def test_runs_of_different_input_sizes_ensemble(trained_run, dataset, tmp_path):
         predict.infer(infer_cfg(dataset, other, run=run))
         singles.append(pd.read_csv(other / run / "eval_probs.csv")[PROBS].to_numpy())
     predict.infer(infer_cfg(dataset, other, runs=f"{name},small"))
-    both = pd.read_csv(other / f"ensemble_{name}+small" / "eval_probs.csv")[PROBS].to_numpy()
+    both = pd.read_csv(other / f"ensemble_{name}-small" / "eval_probs.csv")[PROBS].to_numpy()
     assert np.allclose(both, (singles[0] + singles[1]) / 2, atol=2e-5)
 
 

@@ -58,7 +58,7 @@ def test_recipe_scripts_run_without_a_venv_from_python_on_path(dataset, tmp_path
     (shims / "python").chmod(0o755)
     base = {k: v for k, v in os.environ.items() if k != "PYTHON"}
     for env in ({"PYTHON": sys.executable}, {"PATH": f"{shims}:{os.environ['PATH']}"}):
-        proc = subprocess.run(["bash", "experiments/quick.sh", "--check_data"], cwd=checkout, capture_output=True,
+        proc = subprocess.run(["bash", "experiments/quick.sh", "--check_data", "--n_folds", "2"], cwd=checkout, capture_output=True,
                               text=True, env={**base, **env, "DATA_DIR": str(dataset), "NAME": "n"}, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert '"folds_disjoint": true' in proc.stdout
