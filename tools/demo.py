@@ -1,4 +1,5 @@
-"""`make demo`: generate data (if absent), train the quick recipe, infer, and score against the truth.
+"""`make demo`: generate data (if absent), train the quick recipe, infer, score against the truth, and write
+the run comparison logs/report.html.
 
     python tools/demo.py --data_dir data/synthetic [--name demo]
 """
@@ -38,7 +39,7 @@ def main():
 
     from src.labels import PROB_COLUMNS
     from src.metrics import evaluate
-    from src.rundir import RunDir, prediction_files
+    from src.rundir import RunDir, prediction_files, report_file
 
     run = RunDir(ROOT / "logs", a.name)
     files = prediction_files(run.submission)
@@ -59,6 +60,9 @@ def main():
     print(f"| run folder | {run.root.relative_to(ROOT)} |")
     print(f"| submission | {files['submission'].relative_to(ROOT)} |")
     print(f"| preview | {files['preview'].relative_to(ROOT)} |")
+    step("report", [sys.executable, "tools/report.py", "--log_dir", ROOT / "logs", "--answers",
+                    a.data_dir / "eval_answers.csv"])
+    print(f"\nThe report is {report_file(ROOT / 'logs')}: open it in a browser.")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@
 Writes train/train.csv, train/images/<id>_<gender>_Asian_<age>/{mask1..5,incorrect_mask,normal}.<ext>,
 eval/info.csv (ans=0), eval/images/<sha1>.jpg, and the eval truth to <out>/eval_answers.csv.
 Each person is drawn from its own RNG (seed, index), so output is deterministic for a seed.
+
+--label_noise P writes wrong labels for a share P of the train people (never the eval set), one kind each in
+turn: gender flipped, age moved across a band boundary, or incorrect_mask/normal photos swapped. The photos
+show the truth; <out>/label_noise.csv (id, kind, given, true) lists every flip so label finders can be scored.
 """
 import argparse
 import csv
@@ -25,6 +29,7 @@ from src.labels import PHOTO_MASK, PHOTO_NAMES, age_band, encode_label  # noqa: 
 TRULY_MALE_LABELLED_FEMALE = ["006359", "006360", "006361", "006362", "006363", "006364"]
 TRULY_FEMALE_LABELLED_MALE = ["001498-1", "004432"]
 SWAPPED_INCORRECT_NORMAL = ["000020", "004418", "005227"]
+NOISE_KINDS = ("gender", "age", "swap")  # injected in turn by --label_noise
 
 SKIN = [(241, 204, 178), (226, 185, 152), (205, 160, 125), (250, 215, 190), (190, 145, 110)]
 HAIR = [(20, 18, 18), (45, 32, 25), (70, 50, 35), (35, 30, 30), (95, 70, 45)]
@@ -172,10 +177,32 @@ def make_ids(n: int, rng) -> list[str]:
     return known + pool[: n - len(known)]
 
 
-def make_train(out: Path, people: int, seed: int, size) -> int:
+def pick_noise(ids: list[str], share: float, seed: int) -> dict[str, str]:
+    """person id -> injected error kind for round(share * people) people; the known-error ids keep their own.
+    A separate RNG stream, so the photos are the same with and without noise."""
+    rng = np.random.default_rng([seed, 4])
+    known = set(TRULY_MALE_LABELLED_FEMALE + TRULY_FEMALE_LABELLED_MALE + SWAPPED_INCORRECT_NORMAL)
+    pool = [pid for pid in ids if pid not in known]
+    chosen = rng.permutation(pool)[: min(round(share * len(ids)), len(pool))]
+    return {str(pid): NOISE_KINDS[j % len(NOISE_KINDS)] for j, pid in enumerate(chosen)}
+
+
+def wrong_age(age: int, rng) -> int:
+    """An age in a neighbouring band, far enough from the boundary to be a plain mistake."""
+    band = age_band(age)
+    if band == 0:
+        return int(rng.integers(36, 50))
+    if band == 2:
+        return int(rng.integers(40, 53))
+    return int(rng.integers(18, 25)) if age < 45 else 60
+
+
+def make_train(out: Path, people: int, seed: int, size, label_noise: float = 0.0) -> int:
     rng = np.random.default_rng([seed, 0])
     ids = make_ids(people, rng)
-    rows, n = [], 0
+    noise = pick_noise(ids, label_noise, seed)
+    noise_rng = np.random.default_rng([seed, 5])
+    rows, truth, n = [], [], 0
     img_root = out / "train" / "images"
     img_root.mkdir(parents=True, exist_ok=True)
     (img_root / ".DS_Store").write_bytes(b"\0Bud1junk")
@@ -187,9 +214,18 @@ def make_train(out: Path, people: int, seed: int, size) -> int:
         if pid in TRULY_FEMALE_LABELLED_MALE:
             gender = 1
         written_gender = 1 - gender if pid in TRULY_MALE_LABELLED_FEMALE + TRULY_FEMALE_LABELLED_MALE else gender
+        kind = noise.get(pid)
+        written_gender = 1 - written_gender if kind == "gender" else written_gender
+        written_age = wrong_age(age, noise_rng) if kind == "age" else age
         gname = "female" if written_gender else "male"
-        folder = f"{pid}_{gname}_Asian_{age}"
-        rows.append(dict(id=pid, gender=gname, race="Asian", age=age, path=folder))
+        if kind == "gender":
+            truth.append(dict(id=pid, kind=kind, given=gname, true="female" if gender else "male"))
+        elif kind == "age":
+            truth.append(dict(id=pid, kind=kind, given=written_age, true=age))
+        elif kind == "swap":
+            truth.append(dict(id=pid, kind=kind, given="incorrect_mask", true="normal"))
+        folder = f"{pid}_{gname}_Asian_{written_age}"
+        rows.append(dict(id=pid, gender=gname, race="Asian", age=written_age, path=folder))
         pdir = img_root / folder
         pdir.mkdir(exist_ok=True)
         style = person_style(prng, gender, age)
@@ -197,7 +233,7 @@ def make_train(out: Path, people: int, seed: int, size) -> int:
         mixed = prng.random() < 0.1
         for name in PHOTO_NAMES:
             state = PHOTO_MASK[name]
-            if pid in SWAPPED_INCORRECT_NORMAL and state in (1, 2):
+            if (pid in SWAPPED_INCORRECT_NORMAL or kind == "swap") and state in (1, 2):
                 state = 3 - state
             ext = prng.choice([".jpg", ".jpeg", ".png"]) if mixed else exts
             save(draw_photo(prng, style, state, size), pdir / f"{name}{ext}")
@@ -205,6 +241,8 @@ def make_train(out: Path, people: int, seed: int, size) -> int:
         if prng.random() < 0.08:
             (pdir / f"._mask1{exts}").write_bytes(b"\x00\x05\x16\x07 Mac OS X resource fork")
     write_csv(out / "train" / "train.csv", ["id", "gender", "race", "age", "path"], rows)
+    if label_noise > 0:
+        write_csv(out / "label_noise.csv", ["id", "kind", "given", "true"], truth)
     return n
 
 
@@ -252,11 +290,15 @@ def main(argv=None):
     p.add_argument("--eval_people", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=parse_size, default=(384, 512), help="WxH, default 384x512")
+    p.add_argument("--label_noise", type=float, default=0.0,
+                   help="share of train people given a wrong label (truth in <out>/label_noise.csv); default 0")
     a = p.parse_args(argv)
+    if not 0 <= a.label_noise <= 1:
+        p.error(f"--label_noise must be from 0 to 1, got {a.label_noise}")
     if (a.out / "train").exists() or (a.out / "eval").exists():
         p.error(f"{a.out} already holds a dataset; pick a new --out")
     t0 = time.perf_counter()
-    n_train = make_train(a.out, a.train_people, a.seed, a.size)
+    n_train = make_train(a.out, a.train_people, a.seed, a.size, a.label_noise)
     n_eval = make_eval(a.out, a.eval_people, a.seed, a.size)
     dt = time.perf_counter() - t0
     print(f"wrote {n_train} train and {n_eval} eval images to {a.out} in {dt:.1f}s "

@@ -1,0 +1,134 @@
+"""tools/report.py: one self-contained HTML page comparing runs; never a crash on unfinished runs."""
+import re
+import shutil
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY, run_py, tiny_cfg
+from src import config
+from src.labels import PROB_COLUMNS
+from src.rundir import RunDir, report_file
+
+
+class Page(HTMLParser):
+    """Collects the text, the image sources and the tags left open."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text, self.images, self.open = [], [], []
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        elif tag not in ("meta", "br"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, f"</{tag}> closes <{self.open[-1] if self.open else None}>"
+        self.open.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def cv_of(run: RunDir) -> float:
+    oof = pd.concat([pd.read_csv(run.oof(k)) for k in run.folds() if run.oof(k).is_file()])
+    from src.metrics import scores
+
+    return scores(oof["label"], oof[PROB_COLUMNS].to_numpy().argmax(1))["f1"]
+
+
+def fake_run(log_dir, name, lr, folds_done, with_metrics=True):
+    """A run folder written by hand: config.yaml, a finished last.pt and oof.csv per fold done, metrics.csv;
+    the OOF paths point at no image."""
+    run = RunDir(log_dir, name)
+    run.root.mkdir(parents=True)
+    run.config.write_text(config.dump(tiny_cfg(lr=lr, name=name)))
+    rng = np.random.default_rng(len(name))
+    rows = []
+    for k in folds_done:
+        run.fold(k).mkdir()
+        torch.save({"model": {}, "finished": True}, run.last(k))
+        labels = rng.integers(0, 18, 40)
+        probs = rng.dirichlet(np.ones(18), 40)
+        probs[np.arange(40), labels] += 2 * (rng.random(40) < 0.6)  # about 60% right
+        probs /= probs.sum(1, keepdims=True)
+        oof = pd.DataFrame({"path": [f"/nowhere/{k}_{i}_x_Asian_30/mask1.jpg" for i in range(40)], "label": labels,
+                            "fold": k, "pred": probs.argmax(1)})
+        pd.concat([oof, pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1).to_csv(run.oof(k), index=False)
+        rows += [dict(fold=k, epoch=e, lr=lr, train_loss=2 - e / 2, val_loss=2.2 - e / 3, val_f1=0.3 + e / 10,
+                      val_f1_mask=0.5, val_f1_gender=0.6, val_f1_age=0.4, time_s=30.0) for e in range(3)]
+    if with_metrics:
+        pd.DataFrame(rows).to_csv(run.metrics, index=False)
+    return run
+
+
+def test_report_of_hand_made_runs_with_missing_files(tmp_path):
+    a = fake_run(tmp_path, "alpha", 0.01, [0, 1])
+    b = fake_run(tmp_path, "beta", 0.002, [0], with_metrics=False)  # fold 1 missing, no metrics.csv
+    (b.fold(1)).mkdir()  # a fold that started but has nothing yet
+    (tmp_path / "cache").mkdir()  # not a run: no config.yaml
+    proc = run_py("tools/report.py", "--log_dir", tmp_path)
+    html = report_file(tmp_path).read_text()
+    page = Page(html)
+    text = " ".join(page.text)
+    assert page.open == [] and "report:" in proc.stdout
+    rows = re.findall(r"<tr><td><a href=\"#run-(\w+)\">", html)
+    assert rows == sorted(["alpha", "beta"], key=lambda n: -cv_of(RunDir(tmp_path, n)))  # sorted by CV
+    assert f"{cv_of(a):.4f}" in text and f"{cv_of(b):.4f}" in text
+    assert "lr: 0.01" in text and "lr: 0.002" in text and "name:" not in text.split("Settings changed")[0]
+    assert "2/2" in text and "1/2" in text and "no metrics.csv yet" in text
+    assert "stopped: 1 fold(s) unfinished" in text
+    assert "differs from the defaults" in text and "  lr: 0.002 -> 0.01" in text
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert len(page.images) == 1 + 2 + 2  # curves of alpha only; confusion and errors of both
+    assert a.errors.is_file() and b.errors.is_file()
+    assert "http" not in html.replace("http-equiv", "")  # nothing fetched from the network
+
+
+def test_report_refuses_unknown_sort_and_absent_runs(tmp_path):
+    fake_run(tmp_path, "alpha", 0.01, [0])
+    proc = run_py("tools/report.py", "--log_dir", tmp_path, "--sort", "f1", check=False)
+    assert proc.returncode == 2 and "choose one of: cv, name, start" in proc.stderr
+    proc = run_py("tools/report.py", "--log_dir", tmp_path, "--runs", "alpha", "ghost", check=False)
+    assert proc.returncode == 1 and "ghost" in proc.stderr
+
+
+@pytest.mark.slow
+def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(trained_run, dataset, tmp_path):
+    log_dir, name = trained_run
+    logs = tmp_path / "logs"
+    shutil.copytree(log_dir / name, logs / name)
+    recipe = tmp_path / "wide.yaml"
+    recipe.write_text("neck_dim: 48\n")
+    run_py("train.py", "--data_dir", dataset, "--name", "wide", "--log_dir", logs, *TINY, "--config", recipe,
+           "--lr", "3e-3")
+    shutil.copytree(logs / name, logs / "half")
+    shutil.rmtree(RunDir(logs, "half").fold(1))
+    answers = tmp_path / "answers.csv"
+    shutil.copy(dataset / "eval_answers.csv", answers)
+    run_py("infer.py", "--data_dir", dataset, "--run", "wide", "--log_dir", logs, "--tta", "none",
+           "--num_workers", "0")
+
+    proc = run_py("tools/report.py", "--log_dir", logs, "--answers", answers)
+    html = report_file(logs).read_text()
+    page = Page(html)
+    text = " ".join(page.text)
+    assert page.open == []
+    for run in ("tiny", "wide", "half"):
+        assert f'id="run-{run}"' in html and f"{cv_of(RunDir(logs, run)):.4f}" in text
+    assert "neck_dim: 32" in text and "neck_dim: 48" in text and "lr: 0.003" in text  # the differing keys
+    assert "1/2" in text and "stopped: 1 fold(s) unfinished" in text
+    assert "differs from the defaults + " in text and "  lr: 0.002 -> 0.003" in text  # on top of the recipe
+    assert len(page.images) == 3 * 3 and all(s.startswith("data:image/png;base64,") for s in page.images)
+    assert "eval F1" in text and "no submission to score" in text  # wide was inferred, the others not
+    wide_log = RunDir(logs, "wide").train_log.read_text()
+    assert "differs from the defaults: " in wide_log and "  neck_dim: 512 -> 48" in wide_log
+    assert "report:" in proc.stdout
+    assert list((RunDir(logs, "wide").tensorboard / "hparams").glob("events.*"))  # the HParams tab's data

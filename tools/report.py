@@ -1,0 +1,63 @@
+"""Compare runs in one static HTML page:  python tools/report.py [--log_dir logs] [--out FILE]
+                                              [--runs A B | --glob 'b3*'] [--answers eval_answers.csv] [--sort cv]
+
+Writes <log_dir>/report.html (self-contained: images inline, opens from disk) and each run's errors.png.
+The runs table has the settings that differ among the runs shown, CV and per-task F1 over all out-of-fold
+rows, per-fold F1, and with --answers the eval score of each run's submission. Runs still training or with
+missing files are shown as such.
+"""
+import argparse
+import fnmatch
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from src.atomic import save_text  # noqa: E402
+from src.report import SORTS, build_html, sort_runs, summarize  # noqa: E402
+from src.rundir import RunDir, report_file  # noqa: E402
+
+
+def chosen_runs(log_dir: Path, names, pattern: str) -> list[RunDir]:
+    """The named runs (each must exist), else every run in log_dir whose name matches the glob."""
+    if names:
+        runs = [RunDir(log_dir, n) for n in names]
+        missing = [str(r.root) for r in runs if not r.exists]
+        if missing:
+            raise SystemExit(f"error: not a run (no config.yaml): {', '.join(missing)}")
+        return runs
+    found = sorted(p.parent.name for p in log_dir.glob("*/config.yaml"))
+    return [RunDir(log_dir, n) for n in found if fnmatch.fnmatch(n, pattern)]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log_dir", type=Path, default=Path("logs"))
+    p.add_argument("--out", type=Path, help="default <log_dir>/report.html")
+    p.add_argument("--runs", nargs="+", metavar="NAME", help="these runs (default: every run in log_dir)")
+    p.add_argument("--glob", default="*", help="runs whose name matches this pattern (default *)")
+    p.add_argument("--answers", type=Path, help="eval truth (ImageID,ans) to score each run's submission")
+    p.add_argument("--sort", default="cv", help=f"row order: one of {', '.join(SORTS)} (default cv)")
+    a = p.parse_args(argv)
+    if a.sort not in SORTS:
+        p.error(f"--sort {a.sort!r} is not supported; choose one of: {', '.join(SORTS)}")
+    if a.answers and not a.answers.is_file():
+        p.error(f"--answers {a.answers}: file not found")
+    runs = chosen_runs(a.log_dir, a.runs, a.glob)
+    if not runs:
+        raise SystemExit(f"error: no runs in {a.log_dir} match {a.glob!r}")
+    answers = pd.read_csv(a.answers) if a.answers else None
+    summaries = sort_runs([summarize(r, answers) for r in runs], a.sort)
+    out = a.out or report_file(a.log_dir)
+    save_text(build_html(summaries, a.log_dir, answers is not None), out)
+    for s in summaries:
+        cv = f"{s.cv['f1']:.4f}" if s.cv else "—"
+        print(f"{s.run.name:<24} CV {cv}  {s.status}" + "".join(f"\n    note: {n}" for n in s.notes))
+    print(f"report: {out.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
