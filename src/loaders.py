@@ -44,9 +44,9 @@ def set_epoch(dataset, epoch: int):
         ds.set_epoch(epoch)
 
 
-def forever(loader, sampler):
-    """Batches without end, epoch after epoch (UDA's unlabelled stream, the benchmark)."""
-    epoch = 0
+def forever(loader, sampler, first_epoch: int = 0):
+    """Batches without end, epoch after epoch from `first_epoch` (UDA's unlabelled stream, the benchmark)."""
+    epoch = first_epoch
     while True:
         sampler.set_epoch(epoch)
         set_epoch(loader.dataset, epoch)

@@ -178,13 +178,12 @@ def fit_fold(ins: RunInputs, k: int):
     val_loader = make_loader(Subset(val_ds, range(dist.rank, len(val_ds), dist.world)), cfg, device,
                              cfg.infer_batch_size, seed=seed)
     val_labels = torch.as_tensor(val_ds.labels)
-    uda_iter = None
+    unl_loader = None
     if cfg.uda:
         unl_ds = FaceDataset(ins.unlabeled_images, None, uda_transform(cfg), seed=cfg.seed + 7 + dist.rank)
         unl_sampler = train_sampler("none", np.zeros(len(unl_ds), int), dist.world, dist.rank, cfg.seed + 7)
         unl_bs = max(1, round(cfg.batch_size * cfg.uda_ratio))
-        uda_iter = forever(make_loader(unl_ds, cfg, device, unl_bs, unl_sampler, drop_last=len(unl_ds) > unl_bs,
-                                       seed=seed), unl_sampler)
+        unl_loader = make_loader(unl_ds, cfg, device, unl_bs, unl_sampler, drop_last=len(unl_ds) > unl_bs, seed=seed)
     model = build_model(cfg).to(device)
     criterion = Criterion(cfg, train_labels).to(device)
     optimizer = build_optimizer(cfg, model)
@@ -217,6 +216,8 @@ def fit_fold(ins: RunInputs, k: int):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
         set_epoch(train_ds, epoch)
+        # the unlabelled stream of each epoch starts afresh from the epoch number, so a resume replays it
+        uda_iter = forever(unl_loader, unl_sampler, epoch * 100_000) if unl_loader is not None else None
         train_stats = train_epoch(step, train_loader, k, epoch, scheduler if sched_when == "batch" else None,
                                   uda_iter, dist.main)
         dist_mod.sync_buffers(dist, model)

@@ -139,14 +139,14 @@ def test_overwrite_replaces_a_run(dataset, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_after_sigkill_matches_an_uninterrupted_run(dataset, tmp_path, workers):
+@pytest.mark.parametrize("workers, extra", [(0, []), (2, []), (2, ["--uda", "true", "--uda_ratio", "0.5"])])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(dataset, tmp_path, workers, extra):
     """Tolerance: 1e-5 absolute on losses and F1 (deterministic mode, CPU, same thread count), with loader
     workers too: augmentation is reseeded from (seed, fold, epoch, worker) and loaders never draw from the
     global RNG that dropout uses."""
     args = [sys.executable, "train.py", "--data_dir", str(dataset), "--log_dir", str(tmp_path), *TINY,
             "--fold", "0", "--epochs", "2", "--deterministic", "true", "--msd_count", "2", "--aug", "original",
-            "--num_workers", str(workers)]
+            "--num_workers", str(workers), *extra]
     run_py(*args[1:], "--name", "straight")
     proc = subprocess.Popen(args + ["--name", "killed"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
