@@ -88,8 +88,6 @@ class Trainer:
     def __init__(self, cfg, device):
         self.cfg, self.device = cfg, device
         self.model = build_model(cfg).to(device).train()
-        if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         self.train_step = TrainStep(self.model, Criterion(cfg).to(device), build_optimizer(cfg, self.model), cfg,
                                     device)
 

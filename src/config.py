@@ -127,7 +127,7 @@ class Model:
     neck_dim: Count = 512  # embedding size after the neck
     neck_dropout: Fraction = 0.2  # dropout of the prelu_dropout neck
     head: Literal["arcface", "linear"] = "arcface"  # cosine to class centres (margin in the loss) or linear
-    heads: Literal["joint", "per_task"] = "joint"  # one 18-way head, or mask/gender/age heads whose softmaxes multiply into the 18
+    heads: Literal["joint", "per_task"] = "joint"  # one 18-way head, or mask, gender and age heads (product)
     msd_count: NonNegInt = 16  # multi-sample dropout heads averaged in training; 0 turns it off
     msd_p: Fraction = 0.2  # dropout probability of each multi-sample head
     arc_s: Positive = 45.0  # ArcFace scale: logits are s * cosine
@@ -142,7 +142,7 @@ class Loss:
     focal_alpha: Positive = 0.25  # focal scale factor
     label_smoothing: Annotated[float, Range(0, 0.99)] = 0.0  # for loss=ce, through torch.nn.CrossEntropyLoss
     class_weights: bool = True  # weight classes by 1/log1p(count), normalised to sum to 18
-    task_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # heads=per_task: weights of the mask, gender and age losses
+    task_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # per_task: mask, gender, age loss weights
 
 
 @dataclass
@@ -157,7 +157,7 @@ class Augmentation:
     gridshuffle_grid: Count = 2  # grid x grid tiles
     gridshuffle_classes: list[int] = field(default_factory=lambda: list(range(12, 18)))  # default: mask not worn
     mix_prob: Fraction = 0.0  # share of training batches mixed by mix_mode; 0 disables
-    mix_mode: Literal["cutmix", "mixup", "halves"] = "cutmix"  # a random box, a blend, or left half of one face + right half of another
+    mix_mode: Literal["cutmix", "mixup", "halves"] = "cutmix"  # a box, a blend, or left/right halves of two faces
     cutmix_alpha: Positive = 1.0  # CutMix kept area ~ Beta(alpha, alpha)
     mixup_alpha: Positive = 0.2  # MixUp blend weight ~ Beta(alpha, alpha)
 
@@ -179,6 +179,8 @@ class Optimisation:
     plateau_factor: Annotated[float, Range(0, 1, open_lo=True)] = 0.5  # plateau lr multiplier
     plateau_patience: NonNegInt = 2  # plateau epochs without val_loss improvement
     sampler: Literal["none", "weighted"] = "none"  # shuffled, or WeightedRandomSampler by inverse class frequency
+    ema: bool = False  # keep an exponential moving average of the weights (timm ModelEmaV3); it validates, is saved and predicts
+    ema_decay: Annotated[float, Range(0, 1)] = 0.998  # EMA decay, reached after timm's warmup (1 - (1 + step)^-2/3)
     grad_clip: NonNeg = 0.0  # clip threshold; 0 disables
     grad_clip_mode: Literal["norm", "value", "agc"] = "norm"  # timm dispatch_clip_grad: global norm, value, or adaptive (NFNets)
     compile: bool = False  # torch.compile the model

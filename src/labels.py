@@ -8,6 +8,8 @@ GENDER_NAMES = ("male", "female")
 AGE_NAMES = ("<30", "30-59", "60+")
 NUM_CLASSES = 18
 CLASS_NAMES = [f"{m}/{g}/{a}" for m in MASK_NAMES for g in GENDER_NAMES for a in AGE_NAMES]
+# The per-task heads, in decode_label's order: (name, classes).
+TASKS = (("mask", len(MASK_NAMES)), ("gender", len(GENDER_NAMES)), ("age", len(AGE_NAMES)))
 
 
 def encode_label(mask, gender, band):

@@ -1,4 +1,5 @@
-"""Losses: ArcFace margin around an inner CE or focal loss, class weights, and the UDA consistency term.
+"""Losses: ArcFace margin around an inner CE or focal loss, joint or per-task, class weights, and the UDA
+consistency term.
 
 Nothing here names a device: weights are buffers and follow the module's `.to()`.
 """
@@ -11,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from src.labels import NUM_CLASSES
+from src.labels import NUM_CLASSES, TASKS, decode_label
 
 
 def class_weights(labels, num_classes: int = NUM_CLASSES) -> torch.Tensor:
@@ -61,8 +62,8 @@ class ArcMargin(nn.Module):
         return self.s * torch.where(one_hot, phi, cos)
 
 
-class Criterion(nn.Module):
-    """The training loss of a config: optional ArcFace margin, then CE (with label smoothing) or focal."""
+class HeadLoss(nn.Module):
+    """The loss of one head: optional ArcFace margin, then CE (with label smoothing) or focal."""
 
     def __init__(self, cfg, weight: torch.Tensor | None = None):
         super().__init__()
@@ -72,10 +73,51 @@ class Criterion(nn.Module):
         else:
             self.inner = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
-    def forward(self, logits, target):
-        if self.margin is not None:
+    def forward(self, logits, target, margin: bool = True):
+        if self.margin is not None and margin:
             logits = self.margin(logits, target)
         return self.inner(logits.float(), target)
+
+
+class Criterion(nn.Module):
+    """The training loss of a config: one HeadLoss for the joint head, or task_weights x (mask, gender, age)
+    losses for per-task heads, each with class weights from its own training labels.
+
+    The target is always the 18-class training label; per-task heads decode it, so the age filter (already in
+    the training labels) reaches the age head only. The output is the model's `per_head=True` tuple in training.
+    Given 18-class logits instead (validation), a per-task criterion takes each task's log-probabilities by
+    marginalising, which is exact for the probabilities but has lost each head's raw cosines: there the
+    ArcFace margin is left out, so a per-task val_loss is the inner loss of the predicted probabilities.
+    """
+
+    def __init__(self, cfg, train_labels=None):
+        super().__init__()
+        self.per_task = cfg.heads == "per_task"
+        sizes = [n for _, n in TASKS] if self.per_task else [NUM_CLASSES]
+        targets = decode_label(np.asarray(train_labels)) if self.per_task and train_labels is not None \
+            else [train_labels] * len(sizes)
+        self.losses = nn.ModuleList(
+            HeadLoss(cfg, class_weights(t, n) if cfg.class_weights and train_labels is not None else None)
+            for t, n in zip(targets, sizes))
+        self.task_weights = list(cfg.task_weights) if self.per_task else [1.0]
+
+    def forward(self, out, target):
+        if isinstance(out, torch.Tensor):  # 18-class logits
+            if not self.per_task:
+                return self.losses[0](out, target)
+            return self.weighted(task_log_probs(out), target, margin=False)
+        return self.weighted(out, target, margin=True)
+
+    def weighted(self, head_logits, target, margin: bool):
+        targets = decode_label(target) if self.per_task else (target,)
+        terms = zip(self.task_weights, self.losses, head_logits, targets)
+        return sum(w * loss(z, t, margin) for w, loss, z, t in terms)
+
+
+def task_log_probs(logits: torch.Tensor) -> tuple:
+    """log p(mask), log p(gender), log p(age) of 18-class logits, by marginalising the others out."""
+    logp = F.log_softmax(logits.float(), dim=1).view(-1, *(n for _, n in TASKS))
+    return logp.logsumexp((2, 3)), logp.logsumexp((1, 3)), logp.logsumexp((1, 2))
 
 
 def uda_consistency(logits_weak, logits_strong, temperature: float = 1.0, threshold: float = 0.0):

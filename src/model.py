@@ -133,7 +133,7 @@ class MaskClassifier(nn.Module):
         try:
             self.layout, dim, unused = probe_features(self.backbone, cfg.img_height, cfg.img_width)
         except Exception as e:  # timm reports a size it cannot take in many ways (asserts, shape errors)
-            raise ModelError(size_error(cfg, e)) from None
+            raise ModelError(size_error(cfg.model, (cfg.img_height, cfg.img_width), e)) from None
         # Parameters that never see a gradient would stall DDP's reduction; frozen, DDP and the optimizer skip them.
         for name in unused:
             self.backbone.get_parameter(name).requires_grad_(False)
@@ -142,8 +142,10 @@ class MaskClassifier(nn.Module):
                      f"and frozen")
         if self.layout == "pooled":
             self.pool = None
+            own = getattr(self.backbone, "global_pool", None)
             log_once(f"{cfg.model} gives no spatial map at {cfg.img_height}x{cfg.img_width}: pooling={cfg.pooling} "
-                     f"does not apply; its own pooling (forward_head) makes the features")
+                     f"does not apply; its own pooling makes the features (forward_head"
+                     f"{f', global_pool={own!r}' if isinstance(own, str) and own else ''})")
         else:
             self.pool = GeM(cfg.gem_p) if cfg.pooling == "gem" else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.neck = make_neck(cfg.neck, dim, cfg.neck_dim, cfg.neck_dropout)
@@ -190,22 +192,14 @@ def input_size_kwargs(model_name: str, size: tuple[int, int]) -> dict:
     return {}
 
 
-def timm_backbone(model_name: str, size: tuple[int, int], **kwargs) -> nn.Module:
+def architecture(model_name: str, size: tuple[int, int], **kwargs) -> nn.Module:
     """The timm model without its classifier (num_classes=0; its pooling stays, some models cannot drop it)."""
-    size_kwargs = input_size_kwargs(model_name, size)
-    try:
-        return timm.create_model(model_name, num_classes=0, **size_kwargs, **kwargs)
-    except TypeError as e:
-        if not size_kwargs or "img_size" not in str(e):
-            raise
-        default = timm.models.get_pretrained_cfg(model_name).input_size[1:]
-        raise ModelError(f"{model_name} is built for {default[0]}x{default[1]} input and cannot be resized; "
-                         f"set --img_height {default[0]} --img_width {default[1]}") from None
+    return timm.create_model(model_name, num_classes=0, **input_size_kwargs(model_name, size), **kwargs)
 
 
 def takes_size(model_name: str, size: tuple[int, int]) -> bool:
     try:
-        probe_features(timm_backbone(model_name, size, pretrained=False), *size)
+        probe_features(architecture(model_name, size), *size)
         return True
     except Exception:  # any failure means no
         return False
@@ -214,25 +208,25 @@ def takes_size(model_name: str, size: tuple[int, int]) -> bool:
 def feature_stride(model_name: str) -> int:
     """The reduction of the last feature map (timm's feature_info); 32 where a model does not say."""
     try:
-        return int(timm.create_model(model_name, pretrained=False, num_classes=0).feature_info[-1]["reduction"])
+        return int(timm.create_model(model_name, num_classes=0).feature_info[-1]["reduction"])
     except (AttributeError, IndexError, KeyError, TypeError):
         return 32
 
 
-def size_error(cfg, error: Exception) -> str:
+def size_error(model_name: str, size: tuple[int, int], error: Exception) -> str:
     """What went wrong at this size, the architecture's stride, and the sizes near it that it takes."""
-    size = (cfg.img_height, cfg.img_width)
     what = f"{type(error).__name__}: {error}".strip().rstrip(":")
-    message = f"{cfg.model} cannot take {size[0]}x{size[1]} input ({what})"
-    if not timm.is_model(cfg.model):
+    message = f"{model_name} cannot take {size[0]}x{size[1]} input ({what})"
+    if not timm.is_model(model_name):
         return message
-    stride = feature_stride(cfg.model)
+    stride = feature_stride(model_name)
     near = sorted({(f(size[0] / stride) * stride, g(size[1] / stride) * stride)
                    for f in (math.floor, math.ceil) for g in (math.floor, math.ceil)} - {size})
-    default = tuple(timm.models.get_pretrained_cfg(cfg.model).input_size[1:])
-    fits = [s for s in [*near, default] if min(s) > 0 and takes_size(cfg.model, s)]
+    default = tuple(timm.models.get_pretrained_cfg(model_name).input_size[1:])
+    candidates = [s for s in dict.fromkeys([*near, default]) if min(s) > 0]
+    fits = [s for s in candidates if takes_size(model_name, s)]
     advice = f"sizes it takes: {', '.join(f'{h}x{w}' for h, w in fits)}" if fits \
-        else f"none of {', '.join(f'{h}x{w}' for h, w in [*near, default])} works either"
+        else f"none of {', '.join(f'{h}x{w}' for h, w in candidates)} works either"
     return (f"{message}. Its feature stride is {stride}, and its windows or position grid must fit the feature "
             f"maps at every stage; {advice}. Set --img_height and --img_width accordingly.")
 
@@ -242,14 +236,21 @@ def create_backbone(cfg) -> nn.Module:
     if not timm.is_model(cfg.model):
         raise ModelError(f"unknown timm model {cfg.model!r}; timm.list_models() lists the valid names")
     size = (cfg.img_height, cfg.img_width)
-    if cfg.pretrained and cfg.pretrained_path not in ("", "package"):
-        return backbone_from_file(cfg.model, size, Path(cfg.pretrained_path))
+    weights_file = Path(cfg.pretrained_path) if cfg.pretrained and cfg.pretrained_path not in ("", "package") else None
     use_timm_weights = cfg.pretrained and not cfg.pretrained_path
     try:
-        backbone = timm_backbone(cfg.model, size, pretrained=use_timm_weights)
+        if weights_file is not None:
+            return backbone_from_file(cfg.model, size, weights_file)
+        backbone = architecture(cfg.model, size, pretrained=use_timm_weights)
     except ModelError:
         raise
-    except Exception as e:  # hub and network failures come in many types
+    except Exception as e:  # a size the architecture refuses, a file that does not fit, or no network
+        if not takes_size(cfg.model, size):
+            raise ModelError(size_error(cfg.model, size, e)) from None
+        if weights_file is not None:
+            lines = str(e).strip().splitlines()
+            raise PretrainedError(f"pretrained_path {weights_file} does not fit {cfg.model}: "
+                                  f"{' '.join(lines[:3]) if lines else type(e).__name__}") from None
         if not use_timm_weights:
             raise
         raise PretrainedError(f"could not fetch ImageNet weights for {cfg.model} ({type(e).__name__}); "
@@ -321,14 +322,7 @@ def backbone_from_file(model_name: str, size: tuple[int, int], path: Path) -> nn
     """timm loads the file as the model's pretrained weights, so its own checkpoint filter adapts position
     embeddings to the input size and drops the ImageNet classifier; every other tensor must be in the file."""
     state = read_weights_file(path)
-    try:
-        backbone = timm_backbone(model_name, size, pretrained=True, pretrained_cfg_overlay=dict(state_dict=dict(state)))
-    except ModelError:
-        raise
-    except Exception as e:  # load_state_dict's shape mismatches, or a filter that cannot read the file
-        first = str(e).strip().splitlines()
-        raise PretrainedError(f"pretrained_path {path} does not fit {model_name}: "
-                              f"{' '.join(first[:3]) if first else type(e).__name__}") from None
+    backbone = architecture(model_name, size, pretrained=True, pretrained_cfg_overlay=dict(state_dict=dict(state)))
     missing = [k for k in backbone.state_dict() if k not in state]
     if missing:
         raise PretrainedError(f"pretrained_path {path} does not fit {model_name}: {len(missing)} missing tensors "

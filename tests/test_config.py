@@ -44,6 +44,12 @@ def test_override_forms_and_types():
     (["--msd_p", "1.5"], "--msd_p must be >= 0 and <= 1"),
     (["--n_folds", "1"], "--n_folds must be >= 2"),
     (["--mean", "0.5", "0.5"], "--mean and --std take three values"),
+    (["--task_weights", "1", "1"], "--task_weights takes three weights"),
+    (["--task_weights", "1,-1,1"], "--task_weights takes three weights"),
+    (["--heads", "mask"], "choose one of: joint, per_task"),
+    (["--mix_mode", "halfs"], "choose one of: cutmix, mixup, halves"),
+    (["--mix_prob", "1.5"], "--mix_prob must be >= 0 and <= 1"),
+    (["--cutmix_alpha", "0"], "--cutmix_alpha must be > 0"),
 ])
 def test_errors_name_the_problem(argv, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -59,7 +65,7 @@ def test_unknown_key_lists_valid_options():
 @pytest.mark.parametrize("cls", [TrainConfig, InferConfig, PseudoConfig])
 def test_every_choice_is_accepted_and_others_refused(cls):
     declared = {k: choices(cls, k) for k in fields_of(cls) if choices(cls, k)}
-    assert len(declared) == {TrainConfig: 14, InferConfig: 3, PseudoConfig: 16}[cls]
+    assert len(declared) == {TrainConfig: 16, InferConfig: 3, PseudoConfig: 18}[cls]
     for key, allowed in declared.items():
         for value in allowed:
             assert getattr(parse([f"--{key}", value], cls), key) == value

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -65,3 +66,62 @@ def test_uda_consistency():
     w = a.clone().requires_grad_(True)
     uda_consistency(w, b).backward()
     assert w.grad is None and b.grad is not None  # the weak view is a detached target
+
+
+def per_task_cfg(**overrides):
+    return Config(**{"heads": "per_task", "head": "linear", "loss": "ce", "class_weights": False, **overrides})
+
+
+def test_per_task_loss_matches_a_hand_computation():
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 5, 7, 12, 17, 9])  # 6*mask + 3*gender + age
+    m, g, a = labels // 6, (labels // 3) % 2, labels % 3
+    heads = (torch.randn(6, 3) * 3, torch.randn(6, 2) * 3, torch.randn(6, 3) * 3)
+    train = [0, 0, 1, 3, 3, 3, 5, 8, 12, 13, 17, 17]
+    crit = Criterion(per_task_cfg(task_weights=[0.5, 2.0, 1.0], class_weights=True, label_smoothing=0.1), train)
+    w = [class_weights([t // 6 for t in train], 3), class_weights([(t // 3) % 2 for t in train], 2),
+         class_weights([t % 3 for t in train], 3)]
+    hand = sum(k * F.cross_entropy(z, t, weight=wt, label_smoothing=0.1)
+               for k, z, t, wt in zip([0.5, 2.0, 1.0], heads, (m, g, a), w))
+    assert torch.allclose(crit(heads, labels), hand, atol=1e-6)
+
+    # ArcFace heads: each head's target cosine gets its own margin before the focal loss
+    s, margin = 30.0, 0.4
+    cos = tuple(torch.rand(6, n) * 2 - 1 for n in (3, 2, 3))
+    arc = Criterion(per_task_cfg(head="arcface", loss="focal", arc_s=s, arc_m=margin, focal_gamma=2.0,
+                                 focal_alpha=0.25))
+    hand = 0
+    for c, t in zip(cos, (m, g, a)):
+        z = s * c.clone()
+        theta = torch.acos(c[torch.arange(6), t])
+        z[torch.arange(6), t] = torch.where(theta + margin < math.pi, s * torch.cos(theta + margin),
+                                            s * (c[torch.arange(6), t] - math.sin(math.pi - margin) * margin))
+        p_t = F.softmax(z, 1)[torch.arange(6), t]
+        hand = hand + (-0.25 * (1 - p_t) ** 2 * p_t.log()).mean()
+    assert torch.allclose(arc(tuple(s * c for c in cos), labels), hand, atol=1e-5)
+
+
+def test_per_task_loss_on_18_class_logits_marginalises_exactly():
+    from src.model import joint_logits
+
+    heads = (torch.randn(5, 3) * 4, torch.randn(5, 2) * 4, torch.randn(5, 3) * 4)
+    labels = torch.tensor([1, 6, 11, 14, 16])
+    crit = Criterion(per_task_cfg(task_weights=[1.0, 0.3, 2.0]))
+    assert torch.allclose(crit(joint_logits(heads), labels), crit(heads, labels), atol=1e-5)
+
+
+def test_the_age_filter_reaches_only_the_age_head():
+    # two people aged 59: true band 30-59 (1), filtered band 60+ (2); the same masks and genders
+    true_labels = np.array([1, 4, 7, 10, 13, 16, 0, 3])
+    filtered = true_labels.copy()
+    filtered[:6] += 1
+    crit_true, crit_filtered = Criterion(per_task_cfg(class_weights=True), true_labels), \
+        Criterion(per_task_cfg(class_weights=True), filtered)
+    for task in (0, 1):  # mask and gender heads: same class weights
+        assert torch.equal(crit_true.losses[task].inner.weight, crit_filtered.losses[task].inner.weight)
+    assert not torch.equal(crit_true.losses[2].inner.weight, crit_filtered.losses[2].inner.weight)
+    heads = (torch.randn(8, 3), torch.randn(8, 2), torch.randn(8, 3))
+    only = {task: Criterion(per_task_cfg(task_weights=[float(i == task) for i in range(3)])) for task in range(3)}
+    for task in (0, 1):
+        assert torch.equal(only[task](heads, torch.tensor(true_labels)), only[task](heads, torch.tensor(filtered)))
+    assert not torch.allclose(only[2](heads, torch.tensor(true_labels)), only[2](heads, torch.tensor(filtered)))

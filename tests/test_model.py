@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_cfg
-from src.model import GeM, MaskClassifier, PretrainedError, build_model, convert_lite_weights, create_backbone
+from src.model import (GeM, MaskClassifier, ModelError, PretrainedError, build_model, convert_lite_weights,
+                       create_backbone)
 
 
 def test_gem_with_p_1_is_average_pooling():
@@ -38,9 +39,7 @@ def test_multi_sample_dropout_can_be_turned_off():
 
 def test_model_normalises_uint8_with_dataset_statistics():
     class Recorder(torch.nn.Module):
-        num_features = 3
-
-        def forward(self, x):
+        def forward_features(self, x):
             self.seen = x
             return x
 
@@ -100,5 +99,81 @@ def test_unfetchable_weights_give_one_clear_line(monkeypatch):
     with pytest.raises(PretrainedError) as e:
         create_backbone(tiny_cfg(model="resnet18", pretrained="true"))
     assert "resnet18" in str(e.value) and "pretrained=false" in str(e.value) and "\n" not in str(e.value)
-    with pytest.raises(PretrainedError, match="unknown timm model"):
+    with pytest.raises(ModelError, match="unknown timm model"):
         create_backbone(tiny_cfg(model="resnet_nonexistent"))
+
+
+# (model, input height, width, layout of its features): one of each family at a non-square size.
+FAMILIES = [
+    ("resnet18", 128, 96, "NCHW"),  # CNN
+    ("convnext_atto", 128, 96, "NCHW"),  # CNN whose head norm comes after timm's pooling (left unused)
+    ("tf_efficientnetv2_b0", 128, 96, "NCHW"),
+    ("vit_tiny_patch16_224", 128, 96, "pooled"),  # tokens with a class token; built with img_size=(128, 96)
+    ("deit_tiny_patch16_224", 128, 96, "pooled"),
+    ("swin_tiny_patch4_window7_224", 128, 96, "NHWC"),  # an NHWC map, GeM after a permute
+    ("efficientvit_b0", 128, 96, "NCHW"),  # hybrid whose head cannot drop its pooling
+    ("nf_resnet26", 128, 96, "NCHW"),  # NFNet (no BatchNorm)
+]
+
+
+@pytest.mark.parametrize("name, height, width, layout", FAMILIES)
+def test_every_family_trains_at_a_non_square_size(name, height, width, layout):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(model=name, img_height=height, img_width=width, pooling="gem")).train()
+    assert model.layout == layout
+    assert isinstance(model.pool, GeM) == (layout != "pooled")  # GeM wherever there is a spatial map
+    conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == (layout == "NCHW")
+    x = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8)
+    logits = model(x)
+    assert logits.shape == (2, 18) and torch.isfinite(logits).all()
+    F.cross_entropy(logits, torch.tensor([0, 17])).backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert [n for n, p in trainable if p.grad is None] == []  # DDP needs a gradient for every trainable tensor
+    assert sum(p.grad.abs().sum() for n, p in trainable if n.startswith("backbone.")) > 0
+    assert model.eval()(x).shape == (2, 18)
+
+
+def test_a_size_the_architecture_cannot_take_is_a_clear_error():
+    # CoAtNet partitions its stage maps into fixed windows: 130x98 does not tile, 128x96 does.
+    with pytest.raises(ModelError) as e:
+        build_model(tiny_cfg(model="coatnet_nano_rw_224", img_height=130, img_width=98))
+    message = str(e.value)
+    assert "coatnet_nano_rw_224 cannot take 130x98 input" in message and "stride is 32" in message
+    assert "sizes it takes: 128x96" in message
+
+
+def test_model_errors_end_the_command_with_one_line():
+    from src.cli import fail_cleanly
+
+    with pytest.raises(SystemExit) as e, fail_cleanly():
+        raise ModelError("coatnet cannot take 130x98 input")
+    assert e.value.code == 1
+
+
+def test_weights_file_at_another_size_is_resampled_by_timm(tmp_path):
+    source = create_backbone(tiny_cfg(model="vit_tiny_patch16_224", img_height=224, img_width=224))
+    path = tmp_path / "vit.pt"
+    torch.save(source.state_dict(), path)
+    loaded = create_backbone(tiny_cfg(model="vit_tiny_patch16_224", img_height=128, img_width=96, pretrained="true",
+                                      pretrained_path=path))
+    assert loaded.pos_embed.shape == (1, 1 + 8 * 6, 192)  # class token + an 8x6 patch grid
+    assert torch.equal(loaded.pos_embed[:, 0], source.pos_embed[:, 0])
+    assert torch.equal(loaded.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+@pytest.mark.parametrize("head", ["arcface", "linear"])
+def test_per_task_softmax_is_the_product_of_the_task_softmaxes(head):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(heads="per_task", head=head)).eval()
+    x = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8)
+    mask, gender, age = (F.softmax(z, 1) for z in model(x, per_head=True))
+    assert [mask.shape[1], gender.shape[1], age.shape[1]] == [3, 2, 3]
+    product = (mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]).reshape(4, 18)
+    probs = F.softmax(model(x), 1)
+    assert torch.allclose(probs, product, atol=1e-5)
+    from src.labels import decode_label, encode_label
+
+    m, g, a = decode_label(torch.arange(18))  # class 6*mask + 3*gender + age gets exactly that product
+    assert torch.allclose(probs, mask[:, m] * gender[:, g] * age[:, a], atol=1e-5)
+    assert torch.equal(probs.argmax(1), encode_label(mask.argmax(1), gender.argmax(1), age.argmax(1)))
