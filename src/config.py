@@ -90,7 +90,7 @@ class Loading:
 class Precision:
     """numerics"""
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # autocast dtype; runs on CUDA only
-    channels_last: bool = True  # NHWC memory format: faster convolutions on CPU and GPU
+    channels_last: bool = True  # NHWC memory format for models with NCHW feature maps: faster convolutions
 
 
 @dataclass

@@ -13,17 +13,21 @@ def test_gem_with_p_1_is_average_pooling():
     assert GeM(p=3.0)(x).shape == (2, 5)
 
 
+@pytest.mark.parametrize("heads", ["joint", "per_task"])
 @pytest.mark.parametrize("head", ["arcface", "linear"])
 @pytest.mark.parametrize("neck", ["prelu", "prelu_dropout", "bn"])
 @pytest.mark.parametrize("pooling", ["gem", "avg"])
-def test_output_shape_for_every_head_neck_and_pooling(head, neck, pooling):
-    model = build_model(tiny_cfg(head=head, neck=neck, pooling=pooling, msd_count=3)).train()
+def test_output_shape_for_every_head_neck_and_pooling(heads, head, neck, pooling):
+    model = build_model(tiny_cfg(heads=heads, head=head, neck=neck, pooling=pooling, msd_count=3)).train()
     x = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8)
     assert model(x).shape == (4, 18)
     model.eval()
     out = model(x)
     assert out.shape == (4, 18)
-    if head == "arcface":
+    if heads == "per_task":  # log p(mask) + log p(gender) + log p(age)
+        assert torch.allclose(out.exp().sum(1), torch.ones(4), atol=1e-5)
+        assert [z.shape[1] for z in model(x, per_head=True)] == [3, 2, 3]
+    elif head == "arcface":
         assert out.abs().max() <= 45.0 + 1e-3  # s * cosine
     assert isinstance(model.neck[-1], {"prelu": torch.nn.PReLU, "prelu_dropout": torch.nn.Dropout,
                                        "bn": torch.nn.BatchNorm1d}[neck])
