@@ -8,7 +8,7 @@ from __future__ import annotations
 import pickle
 import random
 import zipfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,7 @@ class FoldState:
     epoch: int  # the last completed epoch
     rng: dict
     finished: bool
+    ema: dict | None = None  # the weight average's state when cfg.ema is on
 
     def save(self, path: Path):
         save_torch(asdict(self), path)
@@ -75,10 +76,10 @@ class FoldState:
     @classmethod
     def load(cls, path: Path) -> FoldState:
         state = read(path, FOR_RESUME)
-        missing = [f.name for f in fields(cls) if f.name not in state]
+        missing = [f.name for f in fields(cls) if f.name not in state and f.default is MISSING]
         if missing:
             raise CheckpointError(f"{path}: not a resumable last.pt (missing {', '.join(missing)}); {FOR_RESUME}")
-        return cls(**{f.name: state[f.name] for f in fields(cls)})
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
 
 def save_best(path: Path, model_state: dict, epoch: int, metrics: dict, monitor: str):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, Subset
 from tqdm import tqdm
@@ -192,8 +193,11 @@ def fit_fold(ins: RunInputs, k: int):
                             cfg.early_stop_min_delta)
     best = {"val_loss": math.inf, "val_f1": -math.inf, "val_acc": -math.inf}
     forward_model = torch.compile(model) if cfg.compile else model
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
     step = TrainStep(DistributedDataParallel(forward_model, device_ids=[device.index] if device.type == "cuda" else None)
-                     if dist.enabled else forward_model, criterion, optimizer, cfg, device)
+                     if dist.enabled else forward_model, criterion, optimizer, cfg, device, ema, model)
+    # the weights that validate, are saved as best_* and predict: the average when there is one
+    eval_model, kept_model = (ema.module, ema.module) if ema is not None else (forward_model, model)
 
     # restore
     start_epoch = 0
@@ -207,6 +211,9 @@ def fit_fold(ins: RunInputs, k: int):
         best = dict(state.best)
         set_rng_state(state.rng)
         start_epoch = state.epoch + 1
+        step.steps = start_epoch * len(train_loader)
+        if ema is not None:
+            ema.load_state_dict(state.ema)
         log.info("fold %d: resumed from %s after epoch %d", k, run.last(k), state.epoch)
     if ins.records is not None:
         ins.records.start_fold(k, start_epoch)
@@ -221,7 +228,9 @@ def fit_fold(ins: RunInputs, k: int):
         train_stats = train_epoch(step, train_loader, k, epoch, scheduler if sched_when == "batch" else None,
                                   uda_iter, dist.main)
         dist_mod.sync_buffers(dist, model)
-        idx, probs, metrics = validate(forward_model, val_loader, val_labels, criterion, cfg, dist, k, epoch)
+        if ema is not None:
+            dist_mod.sync_buffers(dist, ema.module)
+        idx, probs, metrics = validate(eval_model, val_loader, val_labels, criterion, cfg, dist, k, epoch)
         lr = optimizer.param_groups[0]["lr"]
         if sched_when == "epoch":
             scheduler.step()
@@ -234,7 +243,7 @@ def fit_fold(ins: RunInputs, k: int):
         if dist.main:
             for key in (key for key, better in improved.items() if better):
                 best[key] = metrics[key]
-                save_best(run.checkpoint(k, BEST_BY_METRIC[key]), model.state_dict(), epoch, metrics, key)
+                save_best(run.checkpoint(k, BEST_BY_METRIC[key]), kept_model.state_dict(), epoch, metrics, key)
             cm = confusion(val_labels[idx].numpy(), probs.argmax(1))
             if improved["val_f1"]:
                 ins.records.best_f1(k, epoch, ins.table, val_rows[idx], probs, cm)
@@ -243,7 +252,8 @@ def fit_fold(ins: RunInputs, k: int):
             FoldState(model=model.state_dict(), optimizer=optimizer.state_dict(),
                       scheduler=scheduler.state_dict() if scheduler is not None else None,
                       scaler=step.scaler.state_dict(), early_stopping=stopper.state_dict(), best=best, epoch=epoch,
-                      rng=rng_state(), finished=stop or epoch == cfg.epochs - 1).save(run.last(k))
+                      rng=rng_state(), finished=stop or epoch == cfg.epochs - 1,
+                      ema=ema.state_dict() if ema is not None else None).save(run.last(k))
         dist_mod.barrier(dist)
         # stop
         if stop:

@@ -139,7 +139,9 @@ def test_overwrite_replaces_a_run(dataset, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers, extra", [(0, []), (2, []), (2, ["--uda", "true", "--uda_ratio", "0.5"])])
+@pytest.mark.parametrize("workers, extra", [(0, []), (2, []), (2, ["--uda", "true", "--uda_ratio", "0.5"]),
+                                            (0, ["--ema", "true", "--ema_decay", "0.9"])],
+                         ids=["workers0", "workers2", "workers2-uda", "workers0-ema"])
 def test_resume_after_sigkill_matches_an_uninterrupted_run(dataset, tmp_path, workers, extra):
     """Tolerance: 1e-5 absolute on losses and F1 (deterministic mode, CPU, same thread count), with loader
     workers too: augmentation is reseeded from (seed, fold, epoch, worker) and loaders never draw from the
