@@ -432,3 +432,15 @@ def test_generated_data_for_these_tests_has_three_people_in_its_smallest_stratum
     d = make_data(tmp_path / "d")
     assert len(load_train(d, n_folds=3)) == 168
     assert np.isin(load_train(d, n_folds=3)["fold"], [0, 1, 2]).all()
+
+
+def test_decompression_bomb_warning_is_a_problem_in_check_data(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from src.data import verify_image
+
+    path = tmp_path / "wide.png"
+    Image.new("L", (400, 300)).save(path)
+    assert verify_image(path) is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # PIL warns above this, errors above twice it
+    assert "too many pixels to decode safely" in verify_image(path)

@@ -1,0 +1,73 @@
+"""Compare recipes end to end on one dataset with known eval answers: train, infer, score, time.
+
+    python bench/recipes.py --data_dir /tmp/d --log_dir /tmp/cmp --recipe experiments/cpu15.yaml \
+        --variant "base|" --variant "joint|--heads joint" --variant "pseudo||--pseudo_threshold 0.9"
+
+A variant is "name|extra train arguments|extra pseudo arguments". With a third part (even empty), a
+pseudo-labelling round follows: the trained run labels the eval images, a student with the same recipe
+(plus those arguments) trains on them, and the student is scored; the wall time covers both.
+Prints one table row per variant: CV macro-F1 over all out-of-fold rows, eval macro-F1, per-task eval F1,
+CV - eval, and the wall time of train + infer. Runs one at a time: never time two things at once.
+"""
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from src.labels import PROB_COLUMNS  # noqa: E402
+from src.metrics import evaluate  # noqa: E402
+from src.rundir import RunDir, prediction_files  # noqa: E402
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"failed: {' '.join(map(str, args))}\n{proc.stderr[-3000:]}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", type=Path, required=True, help="generated data (eval_answers.csv beside eval/)")
+    p.add_argument("--log_dir", type=Path, required=True)
+    p.add_argument("--recipe", required=True, help="the recipe every variant starts from")
+    p.add_argument("--variant", action="append", required=True, help="name|train args[|pseudo args]")
+    a = p.parse_args(argv)
+    answers = pd.read_csv(a.data_dir / "eval_answers.csv")
+    print(f"setup: {datetime.date.today()}  cores={len(os.sched_getaffinity(0))}  recipe={a.recipe}  "
+          f"data={a.data_dir}  log_dir={a.log_dir}", flush=True)
+    print("| variant | extra arguments | CV macro-F1 (OOF rows) | eval macro-F1 | eval mask / gender / age | "
+          "CV - eval | train + infer |\n|---|---|---|---|---|---|---|", flush=True)
+    for spec in a.variant:
+        name, train_args, *pseudo = spec.split("|")
+        common = ["--config", a.recipe, "--data_dir", a.data_dir, "--log_dir", a.log_dir, *shlex.split(train_args)]
+        t0 = time.perf_counter()
+        run("train.py", *common, "--name", name, "--overwrite")
+        scored = name
+        if pseudo:
+            scored = f"{name}_pseudo"
+            run("pseudo_train.py", *common, "--name", scored, "--run", name, "--overwrite", *shlex.split(pseudo[0]))
+        run("infer.py", "--data_dir", a.data_dir, "--log_dir", a.log_dir, "--run", scored)
+        minutes = (time.perf_counter() - t0) / 60
+        run_dir = RunDir(a.log_dir, scored)
+        probs = pd.read_csv(prediction_files(run_dir.submission)["probs"])
+        assert (probs["ImageID"] == answers["ImageID"]).all()
+        s = evaluate(answers["ans"], probs[PROB_COLUMNS].to_numpy())
+        cv = json.loads(run_dir.cv.read_text())
+        extra = train_args + (f" + pseudo {pseudo[0]}".rstrip() if pseudo else "")
+        print(f"| {name} | {extra or '(recipe)'} | {cv['cv_f1']:.4f} ({cv['oof_rows']}) | {s['f1']:.4f} | "
+              f"{s['f1_mask']:.3f} / {s['f1_gender']:.3f} / {s['f1_age']:.3f} | {cv['cv_f1'] - s['f1']:+.3f} | "
+              f"{minutes:.1f} min |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
