@@ -16,7 +16,7 @@ from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 
 from src.insight import TASKS, task_labels, task_probs
-from src.labels import PROB_COLUMNS
+from src.labels import PHOTO_MASK, PROB_COLUMNS
 
 ISSUE_COLUMNS = ["id", "file", "issue", "given", "suggested", "score"]
 ISSUE_KINDS = ("gender", "age", "mask", "swap")
@@ -58,9 +58,10 @@ def person_issues(images: pd.DataFrame, probs: dict, labels: dict, task: str) ->
     return pd.DataFrame(rows, columns=ISSUE_COLUMNS)
 
 
-def swap_scores(images: pd.DataFrame, mask_probs: np.ndarray, mask_labels: np.ndarray) -> pd.Series:
-    """Per person, the posterior that the incorrect_mask and normal photos carry each other's label:
-    p(a shows b's label) p(b shows a's label) against p(a shows its own) p(b shows its own)."""
+def swap_scores(images: pd.DataFrame, mask_probs: np.ndarray, mask_labels: np.ndarray) -> pd.DataFrame:
+    """Per person: `score`, the posterior that the incorrect_mask and normal photos carry each other's label
+    (p(a shows b's label) p(b shows a's label) against p(a shows its own) p(b shows its own)), and `named`,
+    whether the labels follow the file names (False: corrections.csv swapped them already)."""
     at = {photo: images.index[images["photo"].to_numpy() == photo] for photo in SWAP_PHOTOS}
     pos = pd.Series(np.arange(len(images)), index=images.index)
     a = images.loc[at["incorrect_mask"]].set_index("person_id").assign(i=pos[at["incorrect_mask"]].to_numpy())
@@ -70,7 +71,8 @@ def swap_scores(images: pd.DataFrame, mask_probs: np.ndarray, mask_labels: np.nd
     li, lj = mask_labels[i], mask_labels[j]
     swapped = mask_probs[i, lj] * mask_probs[j, li]
     kept = mask_probs[i, li] * mask_probs[j, lj]
-    return pd.Series(np.where(li != lj, swapped / np.maximum(swapped + kept, 1e-12), 0.0), index=pairs.index)
+    return pd.DataFrame(dict(score=np.where(li != lj, swapped / np.maximum(swapped + kept, 1e-12), 0.0),
+                             named=li == PHOTO_MASK["incorrect_mask"]), index=pairs.index)
 
 
 def find_issues(images: pd.DataFrame) -> pd.DataFrame:
@@ -84,9 +86,12 @@ def find_issues(images: pd.DataFrame) -> pd.DataFrame:
     flagged, score = cleanlab_flags(labels["mask"], probs["mask"])
     swap = swap_scores(images, probs["mask"], labels["mask"])
     pair_flagged = pd.Series(flagged).groupby(images["person_id"].where(images["photo"].isin(SWAP_PHOTOS))).any()
-    swapped = swap[(swap > 0.5) & pair_flagged.reindex(swap.index, fill_value=False)]
-    parts.append(pd.DataFrame(dict(id=swapped.index, file="", issue="swap", given="as named", suggested="swapped",
-                                   score=swapped.to_numpy()), columns=ISSUE_COLUMNS))
+    swapped = swap[(swap["score"] > 0.5) & pair_flagged.reindex(swap.index, fill_value=False)]
+    # a pair corrections.csv swapped already and that looks swapped back: the correction itself is suspect
+    parts.append(pd.DataFrame(dict(id=swapped.index, file="", issue="swap",
+                                   given=np.where(swapped["named"], "as named", "swapped"),
+                                   suggested=np.where(swapped["named"], "swapped", "as named"),
+                                   score=swapped["score"].to_numpy()), columns=ISSUE_COLUMNS))
     explained = images["person_id"].isin(swapped.index) & images["photo"].isin(SWAP_PHOTOS)
     single = np.flatnonzero(flagged & ~explained.to_numpy())
     suggested = suggestion(probs["mask"], labels["mask"])

@@ -19,11 +19,12 @@ def task_dist(true: int, n: int, p: float) -> np.ndarray:
 
 
 def hand_made_images():
-    """12 people x 7 photos. Clean photos give the given value of each task probability 0.8. Injected:
+    """13 people x 7 photos. Clean photos give the given value of each task probability 0.8. Injected:
     'gA' labelled female but looks male (0.97); 'aB' labelled <30 but looks 30-59 (0.92); 'sC' with the
-    incorrect_mask and normal photos showing each other's state (0.95); 'mD' whose mask1 looks not worn (0.9)."""
+    incorrect_mask and normal photos showing each other's state (0.95); 'mD' whose mask1 looks not worn (0.9);
+    'cE' whose pair a (wrong) correction swapped, while the photos look as named (0.9)."""
     people = [(f"p{i:02d}", i % 2, age) for i, age in enumerate([22, 25, 41, 47, 60, 24, 35, 60])]
-    people += [("gA", 1, 33), ("aB", 0, 26), ("sC", 1, 44), ("mD", 0, 50)]
+    people += [("gA", 1, 33), ("aB", 0, 26), ("sC", 1, 44), ("mD", 0, 50), ("cE", 1, 38)]
     rows = []
     for pid, gender, age in people:
         for photo in PHOTO_NAMES:
@@ -37,6 +38,8 @@ def hand_made_images():
                 pm = task_dist(3 - mask, 3, 0.95)
             if pid == "mD" and photo == "mask1":
                 pm = task_dist(2, 3, 0.9)
+            if pid == "cE" and photo in ("incorrect_mask", "normal"):
+                pm, mask = task_dist(mask, 3, 0.9), 3 - mask
             probs = np.einsum("m,g,a->mga", pm, pg, pa).reshape(-1)
             rows.append(dict(path=f"/d/train/images/{pid}_x_Asian_{age}/{photo}.jpg", person_id=pid, photo=photo,
                              age=age, label=encode_label(mask, gender, band), **dict(zip(PROB_COLUMNS, probs))))
@@ -45,20 +48,23 @@ def hand_made_images():
 
 def test_hand_made_oof_ranking_and_swap_are_exact():
     issues = find_issues(hand_made_images())
-    assert list(zip(issues["id"], issues["issue"])) == [("sC", "swap"), ("gA", "gender"), ("aB", "age"), ("mD", "mask")]
-    # scores: the mass against the given label (1 - 0.03, 1 - 0.04, 1 - 0.05); the swap posterior
-    assert issues["score"].round(3).tolist() == [round(0.95**2 / (0.95**2 + 0.025**2), 3), 0.97, 0.96, 0.95]
-    assert issues["given"].tolist() == ["as named", "female", "<30 (age 26)", "wear"]
-    assert issues["suggested"].tolist() == ["swapped", "male", "30-59", "not_wear"]
-    assert issues["file"].tolist() == ["", "", "", "/d/train/images/mD_x_Asian_50/mask1.jpg"]
-    fixes, by_hand = corrections_rows(issues, top=4)
+    assert list(zip(issues["id"], issues["issue"])) == [("sC", "swap"), ("cE", "swap"), ("gA", "gender"),
+                                                        ("aB", "age"), ("mD", "mask")]
+    # scores: the swap posteriors; then the mass against the given label (1 - 0.03, 1 - 0.04, 1 - 0.05)
+    swap = [round(p**2 / (p**2 + ((1 - p) / 2) ** 2), 3) for p in (0.95, 0.9)]
+    assert issues["score"].round(3).tolist() == [*swap, 0.97, 0.96, 0.95]
+    assert issues["given"].tolist() == ["as named", "swapped", "female", "<30 (age 26)", "wear"]
+    assert issues["suggested"].tolist() == ["swapped", "as named", "male", "30-59", "not_wear"]
+    assert issues["file"].tolist() == ["", "", "", "", "/d/train/images/mD_x_Asian_50/mask1.jpg"]
+    fixes, by_hand = corrections_rows(issues, top=5)
     assert fixes[["id", "fix"]].values.tolist() == [["sC", "swap_incorrect_normal"], ["gA", "gender_male"]]
-    assert by_hand["issue"].tolist() == ["age", "mask"]
+    assert fixes["note"].iloc[1].startswith("find_label_issues rank 3: gender female -> male")
+    assert by_hand["id"].tolist() == ["cE", "aB", "mD"]  # undoing a correction, age and one photo: by hand
 
 
 def test_a_clean_table_has_no_issues():
     images = hand_made_images()
-    clean = images[~images["person_id"].isin(["gA", "aB", "sC", "mD"])]
+    clean = images[~images["person_id"].isin(["gA", "aB", "sC", "mD", "cE"])]
     assert find_issues(clean).empty
 
 

@@ -106,7 +106,7 @@ def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(trained_run, d
     logs = tmp_path / "logs"
     shutil.copytree(log_dir / name, logs / name)
     recipe = tmp_path / "wide.yaml"
-    recipe.write_text("neck_dim: 48\n")
+    recipe.write_text("neck: bn\n")
     run_py("train.py", "--data_dir", dataset, "--name", "wide", "--log_dir", logs, *TINY, "--config", recipe,
            "--lr", "3e-3")
     shutil.copytree(logs / name, logs / "half")
@@ -123,12 +123,15 @@ def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(trained_run, d
     assert page.open == []
     for run in ("tiny", "wide", "half"):
         assert f'id="run-{run}"' in html and f"{cv_of(RunDir(logs, run)):.4f}" in text
-    assert "neck_dim: 32" in text and "neck_dim: 48" in text and "lr: 0.003" in text  # the differing keys
+    differs = dict(zip(re.findall(r'<tr><td><a href="#run-(\w+)">', html),
+                       re.findall(r'<span class="diff">(.*?)</span>', html, re.S)))  # the runs table's last column
+    assert "neck: bn" in differs["wide"] and "lr: 0.003" in differs["wide"]
+    assert "neck: prelu" in differs["tiny"] and "lr: 0.001" in differs["tiny"]
     assert "1/2" in text and "stopped: 1 fold(s) unfinished" in text
     assert "differs from the defaults + " in text and "  lr: 0.002 -> 0.003" in text  # on top of the recipe
     assert len(page.images) == 3 * 3 and all(s.startswith("data:image/png;base64,") for s in page.images)
     assert "eval F1" in text and "no submission to score" in text  # wide was inferred, the others not
     wide_log = RunDir(logs, "wide").train_log.read_text()
-    assert "differs from the defaults: " in wide_log and "  neck_dim: 512 -> 48" in wide_log
+    assert "differs from the defaults: " in wide_log and "  neck: prelu -> bn" in wide_log
     assert "report:" in proc.stdout
     assert list((RunDir(logs, "wide").tensorboard / "hparams").glob("events.*"))  # the HParams tab's data

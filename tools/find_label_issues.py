@@ -121,8 +121,9 @@ def main(argv=None) -> int:
             print(f"suggested corrections: {a.suggest} ({len(rows)} rows; review them, then append the ones you "
                   f"accept to corrections.csv)")
             if len(by_hand):
-                print(f"not in {a.suggest}: {len(by_hand)} top suspects corrections.csv has no fix for "
-                      f"({', '.join(sorted(set(by_hand['issue'])))}); fix those in train.csv or the photos by hand")
+                print(f"not in {a.suggest}: {len(by_hand)} top suspects corrections.csv cannot express "
+                      f"({', '.join(sorted(set(by_hand['issue'])))}); review them in {run.label_issues.name} and fix "
+                      f"by hand (an age in train.csv, a photo's name, or a corrections.csv row to remove)")
         if a.truth:
             score_against(issues, pd.read_csv(a.truth, dtype={"id": str}))
     return 0
