@@ -197,12 +197,13 @@ def architecture(model_name: str, size: tuple[int, int], **kwargs) -> nn.Module:
     return timm.create_model(model_name, num_classes=0, **input_size_kwargs(model_name, size), **kwargs)
 
 
-def takes_size(model_name: str, size: tuple[int, int]) -> bool:
+def size_refusal(model_name: str, size: tuple[int, int]) -> Exception | None:
+    """The error the architecture (without weights) raises at this size, or None where it takes it."""
     try:
         probe_features(architecture(model_name, size), *size)
-        return True
-    except Exception:  # any failure means no
-        return False
+    except Exception as e:  # timm says no in many ways (asserts, shape errors)
+        return e
+    return None
 
 
 def feature_stride(model_name: str) -> int:
@@ -224,7 +225,7 @@ def size_error(model_name: str, size: tuple[int, int], error: Exception) -> str:
                    for f in (math.floor, math.ceil) for g in (math.floor, math.ceil)} - {size})
     default = tuple(timm.models.get_pretrained_cfg(model_name).input_size[1:])
     candidates = [s for s in dict.fromkeys([*near, default]) if min(s) > 0]
-    fits = [s for s in candidates if takes_size(model_name, s)]
+    fits = [s for s in candidates if size_refusal(model_name, s) is None]
     advice = f"sizes it takes: {', '.join(f'{h}x{w}' for h, w in fits)}" if fits \
         else f"none of {', '.join(f'{h}x{w}' for h, w in candidates)} works either"
     return (f"{message}. Its feature stride is {stride}, and its windows or position grid must fit the feature "
@@ -245,7 +246,7 @@ def create_backbone(cfg) -> nn.Module:
     except ModelError:
         raise
     except Exception as e:  # a size the architecture refuses, a file that does not fit, or no network
-        if not takes_size(cfg.model, size):
+        if size_refusal(cfg.model, size) is not None:
             raise ModelError(size_error(cfg.model, size, e)) from None
         if weights_file is not None:
             lines = str(e).strip().splitlines()
@@ -292,14 +293,18 @@ def convert_lite_weights(source: dict, target: dict) -> dict:
 
 
 def check_weights(cfg):
-    """The configured weights can be had: checked before a run folder is touched, so a typo costs no run.
-    (Hub downloads are only tried when the model is built.)"""
+    """The configured weights can be had and the architecture takes the input size: checked before a run folder
+    is touched or images are cached, so a typo costs no run. (Hub downloads are only tried when the model is built.)"""
     if not timm.is_model(cfg.model):
         raise PretrainedError(f"unknown timm model {cfg.model!r}; timm.list_models() lists the valid names")
     if cfg.pretrained and cfg.pretrained_path == "package":
         lite_package_file(cfg.model)
     elif cfg.pretrained and cfg.pretrained_path and not Path(cfg.pretrained_path).is_file():
         raise PretrainedError(f"pretrained_path {cfg.pretrained_path}: file not found")
+    size = (cfg.img_height, cfg.img_width)
+    refusal = size_refusal(cfg.model, size)
+    if refusal is not None:
+        raise ModelError(size_error(cfg.model, size, refusal))
 
 
 def load_lite_package(backbone: nn.Module, model_name: str):

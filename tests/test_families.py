@@ -1,4 +1,5 @@
-"""Token and NHWC backbones end to end: train.py then infer.py, and a joint run ensembled with a per-task one."""
+"""Token, NHWC and hybrid backbones end to end: train.py then infer.py, a joint run ensembled with a per-task one,
+DDP with a frozen head stage, and a size an architecture refuses."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,3 +43,11 @@ def test_ddp_trains_a_model_whose_head_stage_is_unused(dataset, tmp_path):
                   env={"OMP_NUM_THREADS": "1"})
     assert "world 2" in proc.stderr and "unused and frozen" in proc.stderr
     assert (tmp_path / "ddp" / "fold0" / "oof.csv").is_file()
+
+
+def test_a_size_the_architecture_refuses_stops_train_py_before_the_run_starts(dataset, tmp_path):
+    proc = run_py("train.py", "--data_dir", dataset, "--log_dir", tmp_path, "--name", "bad", *TINY,
+                  "--model", "coatnet_nano_rw_224", "--img_height", "130", "--img_width", "98", check=False)
+    assert proc.returncode == 1
+    assert "error: coatnet_nano_rw_224 cannot take 130x98 input" in proc.stderr and "128x96" in proc.stderr
+    assert not (tmp_path / "bad").exists()  # no run folder, no cache

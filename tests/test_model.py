@@ -147,14 +147,6 @@ def test_a_size_the_architecture_cannot_take_is_a_clear_error():
     assert "sizes it takes: 128x96" in message
 
 
-def test_model_errors_end_the_command_with_one_line():
-    from src.cli import fail_cleanly
-
-    with pytest.raises(SystemExit) as e, fail_cleanly():
-        raise ModelError("coatnet cannot take 130x98 input")
-    assert e.value.code == 1
-
-
 def test_weights_file_at_another_size_is_resampled_by_timm(tmp_path):
     source = create_backbone(tiny_cfg(model="vit_tiny_patch16_224", img_height=224, img_width=224))
     path = tmp_path / "vit.pt"
