@@ -35,8 +35,9 @@ def test_clipping_bounds_the_update(mode, measure):
     assert measure(delta) >= 0.009  # clipped to the bound, not zeroed
 
 
-def test_uda_term_joins_the_loss_with_its_weight():
-    cfg = tiny_cfg(uda="true", uda_weight=3.0, channels_last="false", msd_count=0)
+@pytest.mark.parametrize("heads", ["joint", "per_task"])
+def test_uda_term_joins_the_loss_with_its_weight(heads):
+    cfg = tiny_cfg(uda="true", uda_weight=3.0, channels_last="false", msd_count=0, heads=heads)
     model = build_model(cfg)
     step = TrainStep(model, Criterion(cfg), build_optimizer(cfg, model), cfg, torch.device("cpu"))
     x = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8)
