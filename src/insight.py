@@ -38,16 +38,21 @@ def image_key(path) -> str:
 
 def confident_errors(oof: pd.DataFrame, per_task: int) -> pd.DataFrame:
     """The `per_task` most confident wrong predictions of each task (a row per image and task):
-    path, task, label, pred (names), prob of the prediction; most confident first within a task."""
+    path, task, label, pred (names), prob of the prediction; most confident first within a task.
+    Gender and age belong to a person, so those keep one photo per person: more people, fewer repeats."""
     if oof.empty:
         return pd.DataFrame(columns=["path", "task", "label", "pred", "prob"])
     probs, labels = task_probs(oof[PROB_COLUMNS].to_numpy()), task_labels(oof["label"])
+    folders = oof["path"].map(lambda p: image_key(p).split("/")[0]).to_numpy()  # one per person
     rows = []
     for task, names in TASKS.items():
         pred = probs[task].argmax(1)
         conf = probs[task].max(1)
         wrong = np.flatnonzero(pred != labels[task])
-        for i in wrong[np.argsort(-conf[wrong], kind="stable")][:per_task]:
+        ranked = wrong[np.argsort(-conf[wrong], kind="stable")]
+        if task != "mask":
+            ranked = ranked[~pd.Series(folders[ranked]).duplicated().to_numpy()]
+        for i in ranked[:per_task]:
             rows.append(dict(path=oof["path"].iloc[i], task=task, label=names[labels[task][i]], pred=names[pred[i]],
                              prob=float(conf[i])))
     return pd.DataFrame(rows, columns=["path", "task", "label", "pred", "prob"])

@@ -198,6 +198,7 @@ def curves_figure(metrics: pd.DataFrame):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = [("loss (train dashed)", ["val_loss", "train_loss"]), ("val macro-F1", ["val_f1"]),
               ("val F1 mask", ["val_f1_mask"]), ("val F1 gender", ["val_f1_gender"]), ("val F1 age", ["val_f1_age"])]
@@ -211,6 +212,7 @@ def curves_figure(metrics: pd.DataFrame):
                             else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
     axes[0].legend(fontsize=7)
     return fig
@@ -241,7 +243,7 @@ def f3(v) -> str:
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.2em;color:#222}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;vertical-align:top;text-align:left}th{background:#eef}
-.num{text-align:right;font-variant-numeric:tabular-nums}.diff{font-family:monospace;font-size:12px;white-space:pre}
+.num{text-align:right;font-variant-numeric:tabular-nums}.diff{font-family:monospace;font-size:12px;white-space:pre-wrap}
 .note{color:#a40}.run{border-top:3px solid #99c;margin-top:2em}.row{display:flex;gap:1.5em;align-items:flex-start}
 pre{background:#f6f6f6;padding:.5em;font-size:12px}img{max-width:100%}"""
 

@@ -135,3 +135,28 @@ def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(trained_run, d
     assert "differs from the defaults: " in wide_log and "  neck: prelu -> bn" in wide_log
     assert "report:" in proc.stdout
     assert list((RunDir(logs, "wide").tensorboard / "hparams").glob("events.*"))  # the HParams tab's data
+
+
+def test_error_gallery_rows_are_the_most_confident_mistakes_one_photo_per_person_for_gender():
+    from src.insight import confident_errors
+    from src.labels import PHOTO_NAMES, encode_label
+
+    rows = []
+    for person, gender, said_gender, conf in [("A", 1, 0, [0.90, 0.91, 0.96, 0.92, 0.93, 0.94, 0.95]),
+                                              ("B", 0, 1, [0.8] + [0.2] * 6), ("C", 0, 0, [0.9] * 7)]:
+        for photo, c in zip(PHOTO_NAMES, conf):
+            mask = {"incorrect_mask": 1, "normal": 2}.get(photo, 0)
+            said_mask = 2 if (person, photo) == ("C", "mask1") else mask
+            probs = np.zeros(18)
+            probs[encode_label(said_mask, said_gender, 1)] = c
+            probs[encode_label(said_mask, 1 - said_gender, 1)] = 1 - c
+            rows.append(dict(path=f"/d/{person}_x_Asian_40/{photo}.jpg", label=encode_label(mask, gender, 1),
+                             **dict(zip(PROB_COLUMNS, probs))))
+    errors = confident_errors(pd.DataFrame(rows), per_task=5)
+    gender = errors[errors["task"] == "gender"]
+    assert gender["path"].tolist() == ["/d/A_x_Asian_40/mask3.jpg", "/d/B_x_Asian_40/mask1.jpg"]
+    assert gender[["label", "pred"]].values.tolist() == [["female", "male"], ["male", "female"]]
+    assert gender["prob"].round(2).tolist() == [0.96, 0.8]
+    mask = errors[errors["task"] == "mask"]
+    assert mask[["path", "label", "pred"]].values.tolist() == [["/d/C_x_Asian_40/mask1.jpg", "wear", "not_wear"]]
+    assert not (errors["task"] == "age").any()

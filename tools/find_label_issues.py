@@ -25,6 +25,7 @@ from src.cli import fail_cleanly  # noqa: E402
 from src.data import DataError, load_train  # noqa: E402
 from src.gallery import save_gallery  # noqa: E402
 from src.insight import image_key, read_oof  # noqa: E402
+from src.labels import CLASS_NAMES  # noqa: E402
 from src.label_issues import ISSUE_KINDS, corrections_rows, find_issues  # noqa: E402
 from src.rundir import RunDir  # noqa: E402
 
@@ -61,8 +62,8 @@ def gallery_rows(issues: pd.DataFrame, images: pd.DataFrame) -> list:
             tiles = [(r.file, Path(r.file).stem)]
         else:
             person = photos.get_group(r.id)
-            tiles = [(p, f"{photo}\nlabel {label}") for p, photo, label in zip(person["path"], person["photo"],
-                                                                                person["label"])]
+            tiles = [(p, f"{photo}\n{CLASS_NAMES[label]}") for p, photo, label in zip(person["path"], person["photo"],
+                                                                                      person["label"])]
         rows.append((heading, tiles))
     return rows
 
