@@ -188,13 +188,13 @@ def pick_noise(ids: list[str], share: float, seed: int) -> dict[str, str]:
 
 
 def wrong_age(age: int, rng) -> int:
-    """An age in a neighbouring band, far enough from the boundary to be a plain mistake."""
+    """An age in a neighbouring band, at least 6 years off: a plain mistake, not a 59 written as 60."""
     band = age_band(age)
     if band == 0:
         return int(rng.integers(36, 50))
     if band == 2:
         return int(rng.integers(40, 53))
-    return int(rng.integers(18, 25)) if age < 45 else 60
+    return 60 if 45 <= age <= 54 else int(rng.integers(18, 25))
 
 
 def make_train(out: Path, people: int, seed: int, size, label_noise: float = 0.0) -> int:
