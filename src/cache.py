@@ -26,9 +26,9 @@ from src.data import MAX_IMAGE_PIXELS, FileImages
 log = logging.getLogger("maskcls")
 
 
-def cache_key(paths, size, corrections: str) -> str:
+def cache_key(paths, size, corrections: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str:
     h = hashlib.sha1()
-    h.update(f"{size[0]}x{size[1]}".encode())
+    h.update(f"{size[0]}x{size[1]}:{max_pixels}".encode())  # a lower limit must re-check every image
     corr = Path(corrections)
     h.update(corr.read_bytes() if corrections.lower() != "none" and corr.is_file() else b"none")
     for p in paths:
@@ -82,7 +82,7 @@ def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_w
         tensor = torch.empty(shape, dtype=torch.uint8).share_memory_()
         _decode_all(paths, size, tensor.numpy(), num_workers, "cache (ram)", max_pixels)
         return ArrayImages(tensor.numpy())
-    key = cache_key(paths, size, corrections)
+    key = cache_key(paths, size, corrections, max_pixels)
     target = Path(cache_dir) / f"{key}.npy"
     if target.is_file():
         log.info("cache hit %s", target)

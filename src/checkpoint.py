@@ -66,7 +66,7 @@ class FoldState:
     early_stopping: dict
     best: dict  # best value so far of each monitored metric
     epoch: int  # the last completed epoch
-    rng: dict
+    rng: dict | list  # RNG states; under torchrun a list, one per rank
     finished: bool
     ema: dict | None = None  # the weight average's state when cfg.ema is on
 
@@ -88,8 +88,12 @@ def save_best(path: Path, model_state: dict, epoch: int, metrics: dict, monitor:
 
 
 def load_weights(path: Path) -> dict:
-    """The model state dict of any checkpoint kind."""
-    return read(path, FOR_INFER)["model"]
+    """The model state dict of any checkpoint kind: the weight average's for a last.pt of an EMA run (best_*
+    files hold the average already)."""
+    state = read(path, FOR_INFER)
+    if state.get("ema"):
+        return {k.removeprefix("module."): v for k, v in state["ema"].items()}
+    return state["model"]
 
 
 def is_finished(last_path: Path) -> bool:

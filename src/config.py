@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 import yaml
 
-from src.rundir import CHECKPOINT_KINDS, NAME_RULE, NAME_RULE_TEXT
+from src.rundir import CHECKPOINT_KINDS, NAME_RULE, NAME_RULE_TEXT, RESERVED
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,8 @@ class Name:
         return NAME_RULE_TEXT
 
     def allows(self, v) -> bool:
-        return all((self.optional and not s) or NAME_RULE.fullmatch(s) for s in (v if isinstance(v, list) else [v]))
+        return all((self.optional and not s) or (NAME_RULE.fullmatch(s) and s not in RESERVED)
+                   for s in (v if isinstance(v, list) else [v]))
 
 
 RunName = Annotated[str, Name()]
@@ -244,8 +245,9 @@ class PseudoConfig(Prediction, TrainConfig):
 ENTRY_POINTS = {TrainConfig: "train.py", InferConfig: "infer.py", PseudoConfig: "pseudo_train.py"}
 # Switches of one invocation, not settings of a run: left out of the saved config.yaml.
 SWITCHES = tuple(f.name for f in dataclasses.fields(RunSwitches) if f.name != "name")
-# Settings a resumed (or joined) run may change: the rest must match its config.yaml. The fold assignment
-# comes from the run's folds.csv, so a new seed changes no fold.
+# Settings a resumed (or joined) run may give differently: the rest must match its config.yaml. A different
+# seed is overruled by the run's own (folds.csv, weights and augmentation all follow it); onecycle's epochs
+# are fixed (resume_conflicts); finished folds are never extended.
 MAY_CHANGE_ON_RESUME = ("data_dir", "log_dir", "seed", "fold", "epochs", "num_workers", "prefetch_factor",
                         "infer_batch_size", "max_image_pixels", "cache", "compile", "dist_backend",
                         "early_stop_patience")
@@ -520,7 +522,10 @@ def changes(cfg, recipe_files=()) -> list[str]:
 def resume_conflicts(saved, cfg) -> dict:
     """{key: (saved value, new value)} of the settings that a resume may not change."""
     old, new = settings(saved, TrainConfig), settings(cfg, TrainConfig)
-    return {k: (old[k], new[k]) for k in new if old[k] != new[k] and k not in MAY_CHANGE_ON_RESUME}
+    conflicts = {k: (old[k], new[k]) for k in new if old[k] != new[k] and k not in MAY_CHANGE_ON_RESUME}
+    if new["scheduler"] == "onecycle" and old["epochs"] != new["epochs"]:
+        conflicts["epochs"] = (old["epochs"], new["epochs"])  # onecycle's schedule is fixed by its length
+    return conflicts
 
 
 def from_saved(path: Path) -> TrainConfig:

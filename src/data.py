@@ -71,7 +71,7 @@ def image_header(data: bytes, path, max_pixels: int) -> str | None:
                 f"{max_pixels:,}; refused before decoding")
     if width < 8 or height < 8:
         return f"{path}: image is only {width}x{height}"
-    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-65536:]:  # phones may append data after the marker
         return f"{path}: truncated JPEG (no end-of-image marker)"
     return None
 
@@ -113,6 +113,8 @@ def relative_name_problem(name: str) -> str | None:
     parts = re.split(r"[\\/]", name)
     if not name or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
         return "must be a relative name, not absolute or empty"
+    if "\x00" in name:
+        return "must not contain a NUL character"
     if any(p in ("", ".", "..") for p in parts):
         return "must not contain '..', '.' or an empty part"
     return None
@@ -380,6 +382,14 @@ def load_unlabeled(data_dir, unlabeled_dir: str = "") -> pd.DataFrame:
     return pd.DataFrame({"ImageID": [str(f.relative_to(folder)) for f in files], "path": [str(f) for f in files]})
 
 
+def number(text: str) -> float:
+    """The float in text, or NaN (which fails every range check)."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
 def load_pseudo(path: str, threshold: float = 0.0) -> pd.DataFrame | None:
     """Pseudo-labelled rows (path, label, confidence) at or above `threshold`; None without a file."""
     if not path:
@@ -387,13 +397,18 @@ def load_pseudo(path: str, threshold: float = 0.0) -> pd.DataFrame | None:
     path = Path(path)
     if not path.is_file():
         raise DataError([f"{path}: pseudo_csv not found"])
-    df = pd.read_csv(path)
-    missing = [c for c in ("path", "label", "confidence") if c not in df.columns]
-    if missing:
-        raise DataError([f"{path}: missing column(s) {', '.join(missing)}; expected path,label,confidence"])
-    bad = df[~df["label"].between(0, NUM_CLASSES - 1)]
-    if len(bad):
-        raise DataError([f"{path} row {i + 2}: label {v} is not a class 0..17" for i, v in bad["label"].items()])
+    problems: list[str] = []
+    df = read_csv_checked(path, ("path", "label", "confidence"), problems)
+    if df is None:
+        raise DataError(problems)
+    for i, (label, conf) in enumerate(zip(df["label"], df["confidence"])):
+        if not re.fullmatch(r"[0-9]+", label.strip()) or not 0 <= int(label) < NUM_CLASSES:
+            problems.append(f"{path} row {i + 2}: label {label!r} is not a class 0..17")
+        if not 0 <= number(conf) <= 1:
+            problems.append(f"{path} row {i + 2}: confidence {conf!r} is not a number in [0, 1]")
+    if problems:
+        raise DataError(problems)
+    df = df.assign(label=df["label"].astype(int), confidence=df["confidence"].astype(float))
     absent = [f"{path} row {i + 2}: image {p} not found" for i, p in df["path"].items() if not Path(p).is_file()]
     if absent:
         raise DataError(absent)

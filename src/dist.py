@@ -51,6 +51,15 @@ def broadcast(dist: Dist, obj):
     return box[0]
 
 
+def gather_objects(dist: Dist, obj) -> list:
+    """[rank 0's obj, rank 1's, ...] on every rank."""
+    if not dist.enabled:
+        return [obj]
+    out = [None] * dist.world
+    td.all_gather_object(out, obj)
+    return out
+
+
 def gather_rows(dist: Dist, index: torch.Tensor, rows: torch.Tensor):
     """All ranks' (index, rows), concatenated and sorted by index, on every rank."""
     if dist.enabled:

@@ -305,6 +305,8 @@ def check_weights(cfg):
     refusal = size_refusal(cfg.model, size)
     if refusal is not None:
         raise ModelError(size_error(cfg.model, size, refusal))
+    if cfg.pretrained and cfg.pretrained_path and cfg.pretrained_path != "package":
+        build_model(cfg)  # loads the file: a file of another architecture is refused now, not after a deletion
 
 
 def load_lite_package(backbone: nn.Module, model_name: str):

@@ -2,6 +2,7 @@
 eval_probs.csv, a preview grid, and pseudo labels for unlabelled images."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -109,7 +110,10 @@ def infer(cfg) -> Path:
     runs = chosen_runs(cfg)
     info = load_eval(cfg.data_dir)
     probs = predict_runs(cfg, runs, info["path"])  # checks every run and checkpoint before loading a model
-    default = RunDir(cfg.log_dir, runs[0] if len(runs) == 1 else "ensemble_" + "-".join(runs)).submission
+    name = runs[0] if len(runs) == 1 else "ensemble_" + "-".join(runs)
+    if len(name) > 120:  # file names stop at 255 bytes: many runs get a digest instead
+        name = "ensemble_" + hashlib.sha1("-".join(runs).encode()).hexdigest()[:12]
+    default = RunDir(cfg.log_dir, name).submission
     files = prediction_files(Path(cfg.out) if cfg.out else default)
     save_csv(pd.DataFrame({"ImageID": info["ImageID"], "ans": probs.argmax(1).astype(int)}), files["submission"])
     probs_df = pd.concat([info[["ImageID"]], pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)

@@ -4,8 +4,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from src import dist as dist_mod
 from src.config import ConfigError
-from src.predict import check_runs, make_pseudo_labels
+from src.data import load_train, load_unlabeled
+from src.model import check_weights
+from src.predict import check_runs, chosen_runs, make_pseudo_labels
 from src.records import setup_logging
 from src.rundir import RunDir
 from src.trainer import train
@@ -14,18 +17,27 @@ log = logging.getLogger("maskcls")
 
 
 def pseudo_train(cfg) -> dict:
-    """With --run/--runs: check the teachers, claim the run, make fresh labels into it, train.
-    Fresh labels replace a pseudo_csv inherited from a recipe or a previous round's config.yaml.
-    Without a teacher: train on --pseudo_csv as given."""
+    """With --run/--runs: check everything (teachers, data, weights) before the run name is claimed, label
+    on rank 0, then train. Fresh labels replace a pseudo_csv inherited from a recipe or a previous round's
+    config.yaml. Without a teacher: train on --pseudo_csv as given."""
     setup_logging()
     if cfg.run or cfg.runs:
+        if cfg.name in chosen_runs(cfg):
+            raise ConfigError(f"--name {cfg.name} is also a teacher run; the student needs a new name")
         check_runs(cfg)
+        load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
+        load_unlabeled(cfg.data_dir, cfg.unlabeled_dir)
+        check_weights(cfg)
+        dist = dist_mod.setup(cfg.dist_backend)
         run = RunDir(cfg.log_dir, cfg.name)
-        run.claim(cfg.resume, cfg.overwrite)
-        fresh = make_pseudo_labels(cfg, run)
-        if cfg.pseudo_csv and Path(cfg.pseudo_csv).resolve() != fresh.resolve():
-            log.info("pseudo_csv %s replaced by the fresh labels %s", cfg.pseudo_csv, fresh)
-        cfg.pseudo_csv = str(fresh)
+        if dist.main:
+            with run.lock():
+                run.claim(cfg.resume, cfg.overwrite)
+            make_pseudo_labels(cfg, run)
+        dist_mod.barrier(dist)
+        if cfg.pseudo_csv and Path(cfg.pseudo_csv).resolve() != run.pseudo_labels.resolve():
+            log.info("pseudo_csv %s replaced by the fresh labels %s", cfg.pseudo_csv, run.pseudo_labels)
+        cfg.pseudo_csv = str(run.pseudo_labels)
     elif not cfg.pseudo_csv:
         raise ConfigError("pseudo_train.py needs a teacher (--run NAME or --runs A B) or --pseudo_csv FILE")
     return train(cfg)

@@ -4,7 +4,7 @@ Nothing else spells a file name of a run. Layout (README "What goes where in log
 
     <log_dir>/<name>/config.yaml  folds.csv  train.log  metrics.csv  cv.json  tb/  pseudo_labels.csv (+ .yaml)
                      fold<k>/last.pt  best_f1.pt  best_loss.pt  best_acc.pt  oof.csv  confusion.png  metrics.csv
-    <log_dir>/.<name>.lock   the run's lock (creation, run-level files); fold<k>/.lock: the fold's trainer
+    <log_dir>/.<name>.lock   the run's lock (creation, run-level files); .<name>.fold<k>.lock: fold k's trainer
                      submission.csv  eval_probs.csv  eval_preview.png  inference.yaml   (written by infer)
                      errors.png   (tools/report.py)   label_issues.csv  label_issues.png   (tools/find_label_issues.py)
     <log_dir>/report.html   the comparison of runs (tools/report.py)
@@ -46,8 +46,13 @@ class RunBusy(RuntimeError):
     pass
 
 
+RESERVED = ("cache",)  # folders of log_dir that are not runs
+
+
 def name_problem(name: str) -> str | None:
     """Why `name` cannot be a run folder's name, or None."""
+    if name in RESERVED:
+        return f"run name {name!r} is reserved (log_dir/{name} is not a run)"
     return None if NAME_RULE.fullmatch(name) else f"run name {name!r} is not allowed: use {NAME_RULE_TEXT}"
 
 
@@ -60,13 +65,14 @@ def holder(lock_file: Path) -> str:
 
 @contextlib.contextmanager
 def exclusive(lock_file: Path, wait: bool, busy: str):
-    """An fcntl lock on lock_file, held for the block; the file records the holder's pid. Without `wait`,
-    a held lock raises RunBusy naming its holder."""
+    """A POSIX record lock (fcntl.lockf) on lock_file, held for the block; the file records the holder's pid.
+    Record locks belong to the process: forked loader workers do not inherit them, and a killed trainer's lock
+    is gone at once. Without `wait`, a held lock raises RunBusy naming its holder."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
+            fcntl.lockf(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
             raise RunBusy(f"{busy} is held by {holder(lock_file)} ({lock_file}); wait for it or stop it") from None
         f.truncate(0)
         f.write(f"{os.getpid()}\n")
@@ -74,7 +80,7 @@ def exclusive(lock_file: Path, wait: bool, busy: str):
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.lockf(f, fcntl.LOCK_UN)
 
 
 class RunDir:
@@ -128,8 +134,9 @@ class RunDir:
         return exclusive(self.log_dir / f".{self.name}.lock", wait=True, busy=f"run {self.name}")
 
     def fold_lock(self, k: int):
-        """Held while fold k trains: a second trainer of the same fold is refused at once."""
-        return exclusive(self.fold(k) / ".lock", wait=False, busy=f"fold {k} of run {self.name}")
+        """Held while fold k trains: a second trainer of the same fold is refused at once. It lives beside the
+        run folder, so --overwrite can see a trainer at work before it deletes anything."""
+        return exclusive(self.log_dir / f".{self.name}.fold{k}.lock", wait=False, busy=f"fold {k} of run {self.name}")
 
     def folds(self) -> list[int]:
         """Indices of the fold folders present, in order."""
@@ -149,6 +156,9 @@ class RunDir:
             if overwrite:
                 if self.root.is_symlink() or self.root.resolve().parent != self.log_dir.resolve():
                     raise RunExists(f"{self.root} is not a run folder directly inside {self.log_dir}; not deleted")
+                for k in self.folds():
+                    with self.fold_lock(k):  # refused while a trainer holds it
+                        pass
                 shutil.rmtree(self.root)
                 self.root.mkdir(parents=True)
                 return "replaced"
@@ -174,10 +184,16 @@ def report_file(log_dir) -> Path:
     return Path(log_dir) / REPORT
 
 
+def list_runs(log_dir) -> list[RunDir]:
+    """The runs in log_dir (folders holding config.yaml whose names are run names), oldest config first."""
+    configs = sorted(Path(log_dir).glob(f"*/{CONFIG}"), key=lambda p: p.stat().st_mtime)
+    return [RunDir(log_dir, c.parent.name) for c in configs if name_problem(c.parent.name) is None]
+
+
 def latest(log_dir) -> str | None:
     """The run whose config.yaml was written last, or None."""
-    configs = sorted(Path(log_dir).glob(f"*/{CONFIG}"), key=lambda p: p.stat().st_mtime)
-    return configs[-1].parent.name if configs else None
+    runs = list_runs(log_dir)
+    return runs[-1].name if runs else None
 
 
 if __name__ == "__main__":

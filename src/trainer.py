@@ -168,6 +168,8 @@ def fit_fold(ins: RunInputs, k: int):
         return
     if dist.main:
         run.fold(k).mkdir(parents=True, exist_ok=True)
+    # each fold starts from its own seed: the same weights whether it trains alone, after other folds, or again
+    seed_everything(fold_seed(cfg, k, dist.rank), cfg.deterministic)
 
     # build
     train_ds, train_labels, val_ds, val_rows = fold_datasets(cfg, ins.table, ins.images, k, dist.rank, ins.pseudo,
@@ -209,7 +211,8 @@ def fit_fold(ins: RunInputs, k: int):
         step.scaler.load_state_dict(state.scaler)
         stopper.load_state_dict(state.early_stopping)
         best = dict(state.best)
-        set_rng_state(state.rng)
+        set_rng_state(state.rng[dist.rank] if isinstance(state.rng, list) and len(state.rng) == dist.world
+                      else state.rng[0] if isinstance(state.rng, list) else state.rng)
         start_epoch = state.epoch + 1
         step.steps = start_epoch * len(train_loader)
         if ema is not None:
@@ -217,6 +220,12 @@ def fit_fold(ins: RunInputs, k: int):
         log.info("fold %d: resumed from %s after epoch %d", k, run.last(k), state.epoch)
     if ins.records is not None:
         ins.records.start_fold(k, start_epoch)
+    if state is not None and start_epoch >= cfg.epochs:  # resumed with fewer epochs than it already ran
+        if dist.main:
+            state.finished = True
+            state.save(run.last(k))
+        log.info("fold %d: already ran %d of the %d epochs asked; marked finished", k, start_epoch, cfg.epochs)
+        return
 
     # loop
     for epoch in range(start_epoch, cfg.epochs):
@@ -240,6 +249,7 @@ def fit_fold(ins: RunInputs, k: int):
                     for key in best}
         stopper.step(metrics[cfg.early_stop_monitor])
         stop = dist_mod.broadcast(dist, stopper.should_stop)
+        rngs = dist_mod.gather_objects(dist, rng_state())  # every rank's, so a DDP resume is exact too
         if dist.main:
             for key in (key for key, better in improved.items() if better):
                 best[key] = metrics[key]
@@ -252,7 +262,7 @@ def fit_fold(ins: RunInputs, k: int):
             FoldState(model=model.state_dict(), optimizer=optimizer.state_dict(),
                       scheduler=scheduler.state_dict() if scheduler is not None else None,
                       scaler=step.scaler.state_dict(), early_stopping=stopper.state_dict(), best=best, epoch=epoch,
-                      rng=rng_state(), finished=stop or epoch == cfg.epochs - 1,
+                      rng=rngs if dist.enabled else rngs[0], finished=stop or epoch == cfg.epochs - 1,
                       ema=ema.state_dict() if ema is not None else None).save(run.last(k))
         dist_mod.barrier(dist)
         # stop
@@ -283,6 +293,10 @@ def open_run(cfg, dist, table: pd.DataFrame) -> tuple[RunDir, pd.DataFrame]:
             if not run.exists:
                 save_text(config_mod.dump(cfg, config_mod.TrainConfig), run.config)
     dist_mod.barrier(dist)
+    saved_seed = config_mod.from_saved(run.config).seed
+    if saved_seed != cfg.seed:
+        log.warning("resume: --seed %d ignored; run %s keeps its seed %d", cfg.seed, run.name, saved_seed)
+        cfg.seed = saved_seed
     folds = pd.read_csv(run.folds_csv, dtype={"person_id": str})
     return run, with_saved_folds(table, folds, run.folds_csv)
 

@@ -361,20 +361,24 @@ def test_folds_trained_at_once_on_a_new_run_keep_every_row(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_a_second_trainer_of_the_same_fold_is_refused_naming_the_first(dataset, tmp_path):
-    args = ["--data_dir", dataset, "--log_dir", tmp_path, "--name", "same", *TINY, "--epochs", "30", "--fold", "0",
+    args = ["--data_dir", dataset, "--log_dir", tmp_path, "--name", "same", *TINY, "--epochs", "500", "--early_stop_patience", "500", "--fold", "0",
             "--resume"]
     first = start(args, tmp_path / "first.log")
-    lock = tmp_path / "same" / "fold0" / ".lock"
+    lock = tmp_path / ".same.fold0.lock"
     deadline = time.time() + 120
     while not (lock.exists() and lock.read_text().strip()) and time.time() < deadline:
         time.sleep(0.05)
     try:
         proc = subprocess.run([sys.executable, "train.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)
+        wipe = subprocess.run([sys.executable, "train.py", *map(str, args[:-1]), "--overwrite"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
     finally:
         first.kill()
         first.wait()
     assert proc.returncode == 1 and f"fold 0 of run same is held by process {first.pid}" in proc.stderr
+    assert wipe.returncode == 1 and "is held by process" in wipe.stderr  # --overwrite waits for no trainer
+    assert (tmp_path / "same" / "config.yaml").is_file()
 
 
 # --- the folds belong to the run ------------------------------------------------------------------------------
@@ -444,3 +448,73 @@ def test_decompression_bomb_warning_is_a_problem_in_check_data(tmp_path, monkeyp
     assert verify_image(path) is None
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # PIL warns above this, errors above twice it
     assert "too many pixels to decode safely" in verify_image(path)
+
+
+@pytest.mark.slow
+def test_pseudo_round_checks_before_it_claims_and_never_overwrites_its_teacher(trained_run, dataset, tmp_path,
+                                                                                capsys):
+    log_dir, name = trained_run
+    logs = tmp_path / "logs"
+    shutil.copytree(log_dir / name, logs / name)
+    args = ["--data_dir", dataset, "--log_dir", logs, *TINY, "--run", name]
+    code, err = cli(pseudo_train.main, *args, "--name", name, "--overwrite", capsys=capsys)
+    assert code == 2 and "is also a teacher run" in one_line(err) and RunDir(logs, name).exists
+    RunDir(logs, "student").claim(False, False)
+    RunDir(logs, "student").config.write_text("lr: 0.001\n")
+    code, err = cli(pseudo_train.main, *args[2:], "--data_dir", tmp_path / "typo", "--name", "student", "--overwrite",
+                    capsys=capsys)
+    assert code == 1 and "data_dir not found" in one_line(err) and RunDir(logs, "student").config.is_file()
+
+
+@pytest.mark.slow
+def test_a_fold_gets_the_same_weights_alone_or_after_other_folds(dataset, tmp_path, capsys):
+    base = ["--data_dir", dataset, *TINY, "--epochs", "1"]
+    assert cli(train.main, *base, "--log_dir", tmp_path / "a", "--name", "all", capsys=capsys)[0] == 0
+    assert cli(train.main, *base, "--log_dir", tmp_path / "b", "--name", "one", "--fold", "1", capsys=capsys)[0] == 0
+    together = pd.read_csv(RunDir(tmp_path / "a", "all").oof(1))
+    alone = pd.read_csv(RunDir(tmp_path / "b", "one").oof(1))
+    from src.labels import PROB_COLUMNS
+
+    assert np.allclose(together[PROB_COLUMNS].to_numpy(), alone[PROB_COLUMNS].to_numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_resume_with_fewer_epochs_finishes_and_onecycle_length_is_fixed(dataset, tmp_path, capsys):
+    args = ["--data_dir", dataset, "--log_dir", tmp_path, "--name", "r", *TINY, "--fold", "0"]
+    assert cli(train.main, *args, capsys=capsys)[0] == 0  # 2 epochs
+    from src.checkpoint import FoldState
+
+    state = FoldState.load(RunDir(tmp_path, "r").last(0))
+    state.finished = False
+    state.save(RunDir(tmp_path, "r").last(0))
+    assert cli(train.main, *args, "--epochs", "1", "--resume", capsys=capsys)[0] == 0
+    assert FoldState.load(RunDir(tmp_path, "r").last(0)).finished
+    one = ["--data_dir", dataset, "--log_dir", tmp_path, "--name", "oc", *TINY, "--fold", "0", "--scheduler",
+           "onecycle", "--epochs", "1"]
+    assert cli(train.main, *one, capsys=capsys)[0] == 0
+    code, err = cli(train.main, *one[:-2], "--epochs", "3", "--resume", capsys=capsys)
+    assert code == 2 and "epochs (saved 1, now 3)" in one_line(err)
+
+
+def test_odd_names_and_jpeg_trailers(tmp_path):
+    from src.data import image_header, relative_name_problem
+
+    assert "NUL" in relative_name_problem("a\x00b")
+    import cv2
+
+    ok, jpg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    data = jpg.tobytes()
+    assert image_header(data + b"SAMSUNG-TRAILER" * 100, "x.jpg", 10**8) is None  # data after the end marker
+    assert "truncated JPEG" in image_header(data[: len(data) // 2], "x.jpg", 10**8)
+
+
+def test_pseudo_csv_rows_are_checked(tmp_path, dataset):
+    from src.data import load_pseudo
+
+    img = first_eval_image(dataset)
+    bad = tmp_path / "p.csv"
+    bad.write_text(f"path,label,confidence\n{img},3.5,0.9\n{img},4,1.5\n")
+    with pytest.raises(DataError) as e:
+        load_pseudo(str(bad))
+    assert e.value.problems == [f"{bad} row 2: label '3.5' is not a class 0..17",
+                                f"{bad} row 3: confidence '1.5' is not a number in [0, 1]"]

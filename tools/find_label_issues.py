@@ -106,6 +106,9 @@ def main(argv=None) -> int:
             raise FileNotFoundError(f"run {run.root}: fold(s) {', '.join(map(str, missing))} of {cfg.n_folds} not "
                                     f"finished; the finder needs out-of-fold probabilities for every training image. "
                                     f"Train them: python train.py --name {a.run} --fold K --resume (or --fold all)")
+        if a.suggest and cfg.corrections != "none" and a.suggest.resolve() == Path(cfg.corrections).resolve():
+            raise config_mod.ConfigError(f"--suggest {a.suggest} is the corrections file itself, which the finder "
+                                         f"never edits: write the suggestions elsewhere, then append what you accept")
         images = training_images(a.data_dir, run, cfg)
         issues = find_issues(images)
         save_csv(issues, run.label_issues, float_format="%.4f")

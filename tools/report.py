@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from src.atomic import save_text  # noqa: E402
 from src.report import SORTS, build_html, sort_runs, summarize  # noqa: E402
-from src.rundir import RunDir, report_file  # noqa: E402
+from src.rundir import RunDir, list_runs, report_file  # noqa: E402
 
 
 def chosen_runs(log_dir: Path, names, pattern: str) -> list[RunDir]:
@@ -28,8 +28,7 @@ def chosen_runs(log_dir: Path, names, pattern: str) -> list[RunDir]:
         if missing:
             raise SystemExit(f"error: not a run (no config.yaml): {', '.join(missing)}")
         return runs
-    found = sorted(p.parent.name for p in log_dir.glob("*/config.yaml"))
-    return [RunDir(log_dir, n) for n in found if fnmatch.fnmatch(n, pattern)]
+    return sorted((r for r in list_runs(log_dir) if fnmatch.fnmatch(r.name, pattern)), key=lambda r: r.name)
 
 
 def main(argv=None) -> int:
