@@ -120,8 +120,9 @@ def test_label_noise_writes_wrong_labels_and_their_truth(tmp_path):
 
 @pytest.mark.slow
 def test_injected_noise_ranks_above_chance(tmp_path):
-    run_py("tools/make_synthetic_data.py", "--out", tmp_path / "n2", "--train_people", 48, "--eval_people", 1,
-           "--seed", 29, "--size", "96x128", "--label_noise", 0.25)
+    # 100 people: every gender x age-band stratum has people for both folds, and 50 per fold to learn from
+    run_py("tools/make_synthetic_data.py", "--out", tmp_path / "n2", "--train_people", 100, "--eval_people", 1,
+           "--seed", 47, "--size", "96x128", "--label_noise", 0.12)
     truth = pd.read_csv(tmp_path / "n2" / "label_noise.csv", dtype={"id": str})
     assert len(truth) == 12
 
@@ -129,18 +130,18 @@ def test_injected_noise_ranks_above_chance(tmp_path):
     # the packaged ImageNet lite0 (offline), as in the quick recipe: a short run that sees masks and faces
     run_py("train.py", "--data_dir", tmp_path / "n2", "--name", "r", "--log_dir", log_dir, *TINY,
            "--model", "tf_efficientnet_lite0", "--pretrained", "true", "--pretrained_path", "package",
-           "--head", "linear", "--loss", "ce", "--lr", "2e-3", "--epochs", "4", "--img_height", "128",
-           "--img_width", "96")
+           "--head", "linear", "--loss", "ce", "--lr", "2e-3", "--scheduler", "onecycle", "--batch_size", "16",
+           "--epochs", "10", "--img_height", "128", "--img_width", "96")
     out = run_py("tools/find_label_issues.py", "--data_dir", tmp_path / "n2", "--run", "r", "--log_dir", log_dir,
                  "--suggest", tmp_path / "suggest.csv", "--truth", tmp_path / "n2" / "label_noise.csv")
     run = RunDir(log_dir, "r")
     issues = pd.read_csv(run.label_issues, dtype={"id": str}, keep_default_na=False)
     assert list(issues.columns) == ["id", "file", "issue", "given", "suggested", "score"]
     assert issues["score"].is_monotonic_decreasing and run.label_issues_gallery.stat().st_size > 10_000
-    # chance: a random ranking of the 48 people puts injected people in the top rows at their share, 12/48
+    # chance: a random ranking of the 100 people puts injected people in the top rows at their share, 12/100
     top = issues.head(2 * len(truth))
     share = top["id"].isin(truth["id"]).mean()
-    assert share > 0.25 + 0.15, (share, out.stdout)
+    assert share > 0.12 + 0.15, (share, out.stdout)
     suggest = pd.read_csv(tmp_path / "suggest.csv", dtype=str)
     assert list(suggest.columns) == ["id", "fix", "note"]
     assert set(suggest["fix"]) <= {"gender_male", "gender_female", "swap_incorrect_normal"}
