@@ -11,7 +11,7 @@ import torch
 from conftest import TINY, run_py, tiny_cfg
 from src import config
 from src.labels import PROB_COLUMNS
-from src.rundir import RunDir, report_file
+from src.rundir import RunDir, prediction_files, report_file
 
 
 class Page(HTMLParser):
@@ -105,6 +105,8 @@ def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(trained_run, d
     log_dir, name = trained_run
     logs = tmp_path / "logs"
     shutil.copytree(log_dir / name, logs / name)
+    for f in prediction_files(RunDir(logs, name).submission).values():  # other tests may have inferred the fixture
+        f.unlink(missing_ok=True)
     recipe = tmp_path / "wide.yaml"
     recipe.write_text("neck: bn\n")
     run_py("train.py", "--data_dir", dataset, "--name", "wide", "--log_dir", logs, *TINY, "--config", recipe,
