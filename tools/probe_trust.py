@@ -60,6 +60,7 @@ def main():
     victim = a.work / "outside" / "victim"
     victim.mkdir(parents=True)
     (victim / "secret.txt").write_text("not yours")
+    (victim / "listing_canary.txt").write_text("named nowhere: it shows only if the folder is listed")
     trav = copy(data, a.work / "trav")
     people = pd.read_csv(trav / "train" / "train.csv", dtype=str)
     people.loc[0, "path"] = "../../../outside/victim"
@@ -69,7 +70,7 @@ def main():
     info.to_csv(trav / "eval" / "info.csv", index=False)
     proc, err = run("train.py", "--data_dir", trav, "--check_data")
     report("train.csv path ../../../outside/victim (check_data)", proc, err,
-           proc.returncode == 1 and "row 2" in proc.stderr and "secret" not in proc.stdout)
+           proc.returncode == 1 and "row 2" in proc.stderr and "listing_canary" not in proc.stdout + proc.stderr)
     proc, err = run("infer.py", "--data_dir", trav, "--log_dir", logs, "--run", "ref", "--out", a.work / "s.csv")
     report("absolute ImageID (infer)", proc, err, proc.returncode == 1 and len(err) == 1 and "row 2" in err[0])
 
