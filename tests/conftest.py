@@ -59,3 +59,10 @@ def tiny_cfg(cls=None, **overrides):
     for k, v in overrides.items():
         args += [f"--{k}", str(v)]
     return parse(args, cls)
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses the trained run trains a model (once per session): it is slow by definition."""
+    for item in items:
+        if "trained_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -124,6 +124,7 @@ def test_missing_data_dir(tmp_path):
     assert "data_dir not found" in check(tmp_path / "nowhere")["problems"][0]
 
 
+@pytest.mark.slow  # subprocesses or a real image decode: seconds each
 def test_check_data_cli_summary_and_failure(dataset, tmp_path):
     ok = run_py("train.py", "--data_dir", dataset, "--check_data", "--n_folds", "2")
     report = json.loads(ok.stdout)

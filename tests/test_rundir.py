@@ -44,6 +44,7 @@ def test_latest_run(tmp_path):
     assert latest(tmp_path) == "b"
 
 
+@pytest.mark.slow  # subprocesses or a real image decode: seconds each
 def test_recipe_scripts_run_without_a_venv_from_python_on_path(dataset, tmp_path):
     """A checkout with no .venv: the launcher takes $PYTHON, else `python` on PATH."""
     checkout = tmp_path / "checkout"

@@ -327,6 +327,7 @@ def test_atomic_writes_fsync_and_report_a_full_disk(tmp_path, monkeypatch):
     assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["w"], torch.ones(2))
 
 
+@pytest.mark.slow  # subprocesses or a real image decode: seconds each
 def test_disk_cache_checks_free_space_first(dataset, tmp_path, monkeypatch):
     paths = list(load_train(dataset)["path"][:4])
     monkeypatch.setattr(cache.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
