@@ -26,7 +26,6 @@ from src.metrics import confusion, confusion_figure, scores
 from src.rundir import RunDir, prediction_files
 
 ERRORS_PER_TASK = 8
-RECENT_S = 600  # a run whose train.log changed this recently and has unfinished folds counts as training
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 SORTS = ("cv", "name", "start")
 
@@ -104,13 +103,13 @@ def read_changes(s: RunSummary):
 
 
 def read_status(s: RunSummary):
+    """finished, training (from the fold locks live trainers hold), or stopped with folds left."""
     if s.planned and len(s.finished) == s.planned:
         s.status = "finished"
         return
-    recent = s.run.train_log.is_file() and time.time() - s.run.train_log.stat().st_mtime < RECENT_S
-    todo = sorted(set(s.run.folds()) - set(s.finished))
-    s.status = (f"training (fold {', '.join(map(str, todo))})" if recent and todo else
-                f"stopped: {s.planned - len(s.finished)} fold(s) unfinished" + ("" if recent else ", log idle"))
+    busy = s.run.training_folds(s.n_folds)
+    s.status = (f"training (fold {', '.join(map(str, busy))})" if busy else
+                f"stopped: {s.planned - len(s.finished)} fold(s) unfinished")
 
 
 def read_metrics(s: RunSummary):

@@ -63,6 +63,20 @@ def holder(lock_file: Path) -> str:
         return "another process"
 
 
+def is_held(lock_file: Path) -> bool:
+    """Whether another process holds lock_file now. Only for processes that hold no lock on it themselves:
+    closing this probe's descriptor would drop the caller's own record locks on the file."""
+    if not lock_file.is_file():
+        return False
+    with open(lock_file, "a+") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(f, fcntl.LOCK_UN)
+    return False
+
+
 @contextlib.contextmanager
 def exclusive(lock_file: Path, wait: bool, busy: str):
     """A POSIX record lock (fcntl.lockf) on lock_file, held for the block; the file records the holder's pid.
@@ -136,7 +150,14 @@ class RunDir:
     def fold_lock(self, k: int):
         """Held while fold k trains: a second trainer of the same fold is refused at once. It lives beside the
         run folder, so --overwrite can see a trainer at work before it deletes anything."""
-        return exclusive(self.log_dir / f".{self.name}.fold{k}.lock", wait=False, busy=f"fold {k} of run {self.name}")
+        return exclusive(self.fold_lock_file(k), wait=False, busy=f"fold {k} of run {self.name}")
+
+    def fold_lock_file(self, k: int) -> Path:
+        return self.log_dir / f".{self.name}.fold{k}.lock"
+
+    def training_folds(self, n_folds: int) -> list[int]:
+        """Folds whose lock a live trainer holds now (a killed trainer's lock is gone at once)."""
+        return [k for k in range(n_folds) if is_held(self.fold_lock_file(k))]
 
     def folds(self) -> list[int]:
         """Indices of the fold folders present, in order."""

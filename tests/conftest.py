@@ -1,5 +1,6 @@
 """Shared fixtures: a small generated dataset and one tiny trained run, built once per session."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,20 @@ def trained_run(dataset, tmp_path_factory):
     return log_dir, "tiny"
 
 
+@pytest.fixture
+def own_run(trained_run, tmp_path):
+    """(log_dir, name): this test's own copy of the trained run, as training left it (other tests may have
+    inferred the shared one), so the test may damage or extend it."""
+    from src.rundir import RunDir, prediction_files
+
+    log_dir, name = trained_run
+    logs = tmp_path / "logs"
+    shutil.copytree(log_dir / name, logs / name)
+    for f in prediction_files(RunDir(logs, name).submission).values():
+        f.unlink(missing_ok=True)
+    return logs, name
+
+
 def tiny_cfg(cls=None, **overrides):
     """A config of `cls` (default TrainConfig) with the TINY settings it takes, then `overrides`."""
     from src.config import TrainConfig, fields_of, parse
@@ -64,5 +79,5 @@ def tiny_cfg(cls=None, **overrides):
 def pytest_collection_modifyitems(items):
     """A test that uses the trained run trains a model (once per session): it is slow by definition."""
     for item in items:
-        if "trained_run" in getattr(item, "fixturenames", ()):
+        if "trained_run" in getattr(item, "fixturenames", ()):  # own_run included: the closure counts
             item.add_marker(pytest.mark.slow)

@@ -139,10 +139,8 @@ def test_missing_inputs_fail_before_any_model_loads(trained_run, dataset, tmp_pa
 
 
 @pytest.mark.slow
-def test_pseudo_threshold_filters_and_pseudo_rows_never_validate(trained_run, dataset, tmp_path):
-    log_dir, name = trained_run
-    logs = tmp_path / "logs"
-    shutil.copytree(log_dir / name, logs / name)
+def test_pseudo_threshold_filters_and_pseudo_rows_never_validate(own_run, dataset, tmp_path):
+    logs, name = own_run
     def pseudo_cfg(**kw):
         return tiny_cfg(PseudoConfig, data_dir=dataset, log_dir=logs, run=name, **kw)
 

@@ -1,6 +1,8 @@
 """tools/report.py: one self-contained HTML page comparing runs; never a crash on unfinished runs."""
 import re
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 import numpy as np
@@ -8,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, run_py, tiny_cfg
+from conftest import ROOT, TINY, run_py, tiny_cfg
 from src import config
 from src.labels import PROB_COLUMNS
-from src.rundir import RunDir, prediction_files, report_file
+from src.rundir import RunDir, report_file
 
 
 class Page(HTMLParser):
@@ -92,6 +94,24 @@ def test_report_of_hand_made_runs_with_missing_files(tmp_path):
     assert "http" not in html.replace("http-equiv", "")  # nothing fetched from the network
 
 
+def test_status_is_training_only_while_a_live_trainer_holds_a_fold_lock(tmp_path):
+    from src.report import summarize
+
+    run = fake_run(tmp_path, "gamma", 0.01, [0])  # fold 1 of 2 unfinished
+    hold = ("import sys, time\nfrom src.rundir import RunDir\n"
+            "with RunDir(sys.argv[1], 'gamma').fold_lock(1):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    trainer = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        assert trainer.stdout.readline().strip() == "held"
+        assert summarize(run).status == "training (fold 1)"
+    finally:
+        trainer.kill()  # like kill -9: the lock goes with the process
+        trainer.wait()
+    assert run.fold_lock_file(1).is_file()  # the file stays; only a held lock means training
+    assert summarize(run).status == "stopped: 1 fold(s) unfinished"
+
+
 def test_report_refuses_unknown_sort_and_absent_runs(tmp_path):
     fake_run(tmp_path, "alpha", 0.01, [0])
     proc = run_py("tools/report.py", "--log_dir", tmp_path, "--sort", "f1", check=False)
@@ -101,12 +121,8 @@ def test_report_refuses_unknown_sort_and_absent_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(trained_run, dataset, tmp_path):
-    log_dir, name = trained_run
-    logs = tmp_path / "logs"
-    shutil.copytree(log_dir / name, logs / name)
-    for f in prediction_files(RunDir(logs, name).submission).values():  # other tests may have inferred the fixture
-        f.unlink(missing_ok=True)
+def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(own_run, dataset, tmp_path):
+    logs, name = own_run
     recipe = tmp_path / "wide.yaml"
     recipe.write_text("neck: bn\n")
     run_py("train.py", "--data_dir", dataset, "--name", "wide", "--log_dir", logs, *TINY, "--config", recipe,

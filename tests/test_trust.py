@@ -258,10 +258,8 @@ def test_huge_image_is_refused_from_its_header(tmp_path, capsys):
 # --- checkpoints -----------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_damaged_checkpoints_give_one_line_with_what_to_do(trained_run, dataset, tmp_path, capsys):
-    log_dir, name = trained_run
-    logs = tmp_path / "logs"
-    shutil.copytree(log_dir / name, logs / name)
+def test_damaged_checkpoints_give_one_line_with_what_to_do(own_run, dataset, tmp_path, capsys):
+    logs, name = own_run
     run = RunDir(logs, name)
     blob = run.checkpoint(0, "best_f1").read_bytes()
     run.checkpoint(0, "best_f1").write_bytes(blob[: len(blob) // 3])
@@ -288,10 +286,8 @@ def test_damaged_checkpoints_give_one_line_with_what_to_do(trained_run, dataset,
 
 
 @pytest.mark.slow
-def test_stale_temp_files_of_a_killed_writer_are_removed_on_resume(trained_run, dataset, tmp_path, capsys):
-    log_dir, name = trained_run
-    logs = tmp_path / "logs"
-    shutil.copytree(log_dir / name, logs / name)
+def test_stale_temp_files_of_a_killed_writer_are_removed_on_resume(own_run, dataset, tmp_path, capsys):
+    logs, name = own_run
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     stale = RunDir(logs, name).fold(0) / f".last.pt.{dead}.tmp"
@@ -452,11 +448,8 @@ def test_decompression_bomb_warning_is_a_problem_in_check_data(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_pseudo_round_checks_before_it_claims_and_never_overwrites_its_teacher(trained_run, dataset, tmp_path,
-                                                                                capsys):
-    log_dir, name = trained_run
-    logs = tmp_path / "logs"
-    shutil.copytree(log_dir / name, logs / name)
+def test_pseudo_round_checks_before_it_claims_and_never_overwrites_its_teacher(own_run, dataset, tmp_path, capsys):
+    logs, name = own_run
     args = ["--data_dir", dataset, "--log_dir", logs, *TINY, "--run", name]
     code, err = cli(pseudo_train.main, *args, "--name", name, "--overwrite", capsys=capsys)
     assert code == 2 and "is also a teacher run" in one_line(err) and RunDir(logs, name).exists
