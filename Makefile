@@ -21,7 +21,7 @@ test-fast: venv
 	  echo "test-fast: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 demo: venv
-	$(PYTHON) tools/demo.py --data_dir $(DEMO_DATA)
+	$(PYTHON) -m tools.demo --data_dir $(DEMO_DATA)
 
 clean-demo:
 	rm -rf $(DEMO_DATA) logs/demo

@@ -5,14 +5,15 @@
 """
 import sys
 
-from src import config
-from src.cli import fail_cleanly
+from src.config.parsing import parse_or_exit
+from src.config.schema import InferConfig
+from src.errors import fail_cleanly
 
 
 def main(argv=None) -> int:
-    cfg = config.parse_or_exit(argv, config.InferConfig)
+    cfg = parse_or_exit(argv, InferConfig)
     with fail_cleanly():
-        from src.predict import infer
+        from src.predict.infer import infer
 
         infer(cfg)
     return 0

@@ -6,14 +6,15 @@
 """
 import sys
 
-from src import config
-from src.cli import fail_cleanly
+from src.config.parsing import parse_or_exit
+from src.config.schema import PseudoConfig
+from src.errors import fail_cleanly
 
 
 def main(argv=None) -> int:
-    cfg = config.parse_or_exit(argv, config.PseudoConfig)
+    cfg = parse_or_exit(argv, PseudoConfig)
     with fail_cleanly():
-        from src.pseudo import pseudo_train
+        from src.predict.pseudo import pseudo_train
 
         pseudo_train(cfg)
     return 0

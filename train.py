@@ -1,22 +1,24 @@
 """Train the K folds of a run:  python train.py --data_dir D --name N [--fold k|all] [--key value ...]
 
 `--check_data` validates the dataset (decoding every image) and prints a JSON summary instead.
-Every option lives in src/config.py; `python train.py --help` lists them.
+Every option lives in src/config/schema.py; `python train.py --help` lists them.
 """
 import sys
 
-from src import config
-from src.cli import fail_cleanly
+from src.config.parsing import parse_or_exit
+from src.config.schema import TrainConfig
+from src.errors import fail_cleanly
 
 
 def main(argv=None) -> int:
-    cfg = config.parse_or_exit(argv, config.TrainConfig)
+    cfg = parse_or_exit(argv, TrainConfig)
     with fail_cleanly():
         if cfg.check_data:
-            from src.data import print_check_data
+            from src.data.check import print_check_data
 
-            return print_check_data(cfg)
-        from src.trainer import train
+            return print_check_data(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed,
+                                    cfg.max_image_pixels)
+        from src.engine.trainer import train
 
         train(cfg)
     return 0

@@ -26,7 +26,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch, timm, albumentations; print('torch', torch.__version__, 'timm', timm.__version__, 'albumentations', albumentations.__version__)"
 DATA=/tmp/maskcls_gpu_data
-[ -f "$DATA/train/train.csv" ] || python3 tools/make_synthetic_data.py --out "$DATA" --train_people 200 --eval_people 1 --seed 0
-PYTHONUNBUFFERED=1 python3 bench/throughput.py --data_dir "$DATA" --model tf_efficientnet_b3_ns \
+[ -f "$DATA/train/train.csv" ] || python3 -m tools.make_synthetic_data --out "$DATA" --train_people 200 --eval_people 1 --seed 0
+PYTHONUNBUFFERED=1 python3 -m bench.throughput --data_dir "$DATA" --model tf_efficientnet_b3_ns \
   --img_height 384 --img_width 288 --batch_size 64 --amp bf16 --channels_last true --aug original \
   --workers 0 8 16 "$@"

@@ -1,6 +1,6 @@
 """Compare recipes end to end on one dataset with known eval answers: train, infer, score, time.
 
-    python bench/recipes.py --data_dir /tmp/d --log_dir /tmp/cmp --recipe experiments/cpu15.yaml \
+    python -m bench.recipes --data_dir /tmp/d --log_dir /tmp/cmp --recipe experiments/cpu15.yaml \
         --variant "base|" --variant "joint|--heads joint" --variant "pseudo||--pseudo_threshold 0.9"
 
 A variant is "name|extra train arguments|extra pseudo arguments". With a third part (even empty), a
@@ -22,11 +22,10 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from src.labels import PROB_COLUMNS  # noqa: E402
-from src.metrics import evaluate  # noqa: E402
-from src.rundir import RunDir, prediction_files  # noqa: E402
+from src.labels import PROB_COLUMNS
+from src.metrics import evaluate
+from src.run.rundir import RunDir, prediction_files
 
 
 def run(*args):

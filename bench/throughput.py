@@ -1,8 +1,8 @@
 """Training-pipeline throughput against the model-only limit, every row measured in one run.
 
-    python bench/throughput.py                       # the quick recipe on generated data (a few minutes on CPU)
-    python bench/throughput.py --quick               # under 2 minutes
-    python bench/throughput.py --data_dir D --model tf_efficientnet_b3_ns --img_height 384 --img_width 288 \
+    python -m bench.throughput                       # the quick recipe on generated data (a few minutes on CPU)
+    python -m bench.throughput --quick               # under 2 minutes
+    python -m bench.throughput --data_dir D --model tf_efficientnet_b3_ns --img_height 384 --img_width 288 \
         --batch_size 64 --amp bf16 --workers 0 8 16
 
 Rows (images/s, median of timed windows after warm-up):
@@ -26,20 +26,16 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from src.cache import build_cache  # noqa: E402
-from src.config import TrainConfig  # noqa: E402
-from src.data import FaceDataset, FileImages, load_train  # noqa: E402
-from src.forward import forward_views  # noqa: E402
-from src.loaders import default_workers, forever, make_loader  # noqa: E402
-from src.losses import Criterion  # noqa: E402
-from src.model import build_model  # noqa: E402
-from src.optim import build_optimizer  # noqa: E402
-from src.samplers import train_sampler  # noqa: E402
-from src.step import TrainStep  # noqa: E402
-from src.transforms import train_transform, work_size  # noqa: E402
+from src.config.schema import TrainConfig
+from src.data.cache import build_cache
+from src.data.dataset import FaceDataset
+from src.data.images import FileImages
+from src.data.loaders import default_workers, forever, make_loader
+from src.data.samplers import train_sampler
+from src.data.tables import load_train
+from src.engine import builders
+from src.engine.forward import forward_views
+from src.engine.optim import build_optimizer
 
 
 def parse(argv=None):
@@ -50,7 +46,7 @@ def parse(argv=None):
     p.add_argument("--img_width", type=int, default=96)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--workers", type=int, nargs="+", default=[-1],
-                   help="loader workers; -1 = the training default (src.loaders.default_workers)")
+                   help="loader workers; -1 = the training default (src.data.loaders.default_workers)")
     p.add_argument("--aug", default="light", help="augmentation preset of the measured pipeline")
     p.add_argument("--amp", default="bf16", help="bf16, fp16 or none (CUDA only)")
     p.add_argument("--channels_last", default="true", choices=["true", "false"])
@@ -83,13 +79,13 @@ def median_rate(step, warmup: int, windows: int, steps: int) -> float:
 
 
 class Trainer:
-    """One model + loss + optimizer around the trainer's own TrainStep (src/step.py)."""
+    """One model + loss + optimizer around the trainer's own TrainStep (src/engine/step.py)."""
 
     def __init__(self, cfg, device):
         self.cfg, self.device = cfg, device
-        self.model = build_model(cfg).to(device).train()
-        self.train_step = TrainStep(self.model, Criterion(cfg).to(device), build_optimizer(cfg, self.model), cfg,
-                                    device)
+        self.model = builders.model(cfg).to(device).train()
+        self.train_step = builders.train_step(cfg, self.model, builders.criterion(cfg).to(device),
+                                              build_optimizer(cfg, self.model), device)
 
     def step(self, x, y) -> int:
         self.train_step(x, y)
@@ -97,9 +93,9 @@ class Trainer:
 
 
 def pipeline_rates(trainer, images, labels, cfg, aug, workers, a, warmup=2) -> list[float]:
-    ds = FaceDataset(images, labels, train_transform(cfg, aug), seed=0)
+    ds = FaceDataset(images, labels, builders.train_transform(cfg, aug), seed=0)
     sampler = train_sampler("none", labels, 1, 0, 0)
-    loader = make_loader(ds, cfg, trainer.device, cfg.batch_size, sampler, drop_last=True, workers=workers)
+    loader = make_loader(ds, trainer.device, cfg.batch_size, workers, cfg.prefetch_factor, sampler, drop_last=True)
     batches = forever(loader, sampler)
     rates = window_rates(lambda: trainer.step(*next(batches)[:2]), warmup, a.windows, a.steps)
     batches.close()
@@ -108,9 +104,10 @@ def pipeline_rates(trainer, images, labels, cfg, aug, workers, a, warmup=2) -> l
 
 
 def loader_rate(images, labels, cfg, aug, workers, a) -> float:
-    ds = FaceDataset(images, labels, train_transform(cfg, aug), seed=0)
+    ds = FaceDataset(images, labels, builders.train_transform(cfg, aug), seed=0)
     sampler = train_sampler("none", labels, 1, 0, 0)
-    loader = make_loader(ds, cfg, torch.device("cpu"), cfg.batch_size, sampler, drop_last=True, workers=workers)
+    loader = make_loader(ds, torch.device("cpu"), cfg.batch_size, workers, cfg.prefetch_factor, sampler,
+                         drop_last=True)
     batches = forever(loader, sampler)
     rate = median_rate(lambda: len(next(batches)[0]), 2, a.windows, a.steps * 4)
     batches.close()
@@ -132,7 +129,7 @@ def main(argv=None):
         make_data(["--out", str(data_dir), "--train_people", "40", "--eval_people", "1", "--seed", "0"])
     table = load_train(data_dir, "none")
     labels = table["label"].to_numpy()
-    size = work_size(cfg)
+    size = builders.work_size(cfg)
     t0 = time.perf_counter()
     cached = build_cache("ram", table["path"], size, "none", Path(), num_workers=default_workers(-1))
     cache_s = time.perf_counter() - t0
@@ -174,7 +171,7 @@ def main(argv=None):
     xb = x[: cfg.infer_batch_size]
 
     def infer_step():
-        forward_views([trainer.model], xb, cfg, device, "flip")
+        forward_views([trainer.model], xb, device, "flip", cfg.amp)
         return len(xb)
 
     rows.append(("d", "inference, flip TTA (doubled batch)", median_rate(infer_step, 2, a.windows, a.steps)))

@@ -17,7 +17,7 @@ if [ $# -gt 0 ] && [[ $1 == *.yaml ]]; then
 elif [ "$entry" != infer.py ]; then
   args+=(--name "${NAME:?set NAME to the run to create}")
 fi
-if [ "$entry" = infer.py ] && [ -z "${RUN:-}" ]; then RUN=$("$PY" -m src.rundir latest "${LOG_DIR:-logs}"); fi
+if [ "$entry" = infer.py ] && [ -z "${RUN:-}" ]; then RUN=$("$PY" -m src.run.rundir latest "${LOG_DIR:-logs}"); fi
 [ "$entry" = train.py ] || [ -z "${RUN:-}" ] || args+=(--run "$RUN")
 if [ "${GPUS:-1}" -gt 1 ]; then
   exec "$PY" -m torch.distributed.run --standalone --nproc_per_node="$GPUS" "$entry" "${args[@]}" "$@"

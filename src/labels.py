@@ -8,8 +8,9 @@ GENDER_NAMES = ("male", "female")
 AGE_NAMES = ("<30", "30-59", "60+")
 NUM_CLASSES = 18
 CLASS_NAMES = [f"{m}/{g}/{a}" for m in MASK_NAMES for g in GENDER_NAMES for a in AGE_NAMES]
-# The per-task heads, in decode_label's order: (name, classes).
-TASKS = (("mask", len(MASK_NAMES)), ("gender", len(GENDER_NAMES)), ("age", len(AGE_NAMES)))
+# The three tasks in decode_label's order, each with its class names (per-task heads, per-task views).
+TASK_NAMES = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
+TASK_SIZES = tuple(len(names) for names in TASK_NAMES.values())
 
 
 def encode_label(mask, gender, band):
@@ -28,4 +29,6 @@ def age_band(age, old_from: int = 60):
         age = np.asarray(age)
         return np.where(age < 30, 0, np.where(age < old_from, 1, 2))
     return 0 if age < 30 else (1 if age < old_from else 2)
+
+
 PROB_COLUMNS = [f"p{k}" for k in range(NUM_CLASSES)]  # probability columns of oof.csv and eval_probs.csv

@@ -32,23 +32,3 @@ def confusion_text(cm: np.ndarray) -> str:
     head = "true \\ predicted".ljust(24) + "".join(f"{k:>5d}" for k in range(NUM_CLASSES))
     rows = [f"{k:>2d} {CLASS_NAMES[k]:<21}" + "".join(f"{v:>5d}" for v in row) for k, row in enumerate(cm)]
     return "\n".join([head, *rows])
-
-
-def confusion_figure(cm: np.ndarray, title: str):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(11, 10))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(NUM_CLASSES), CLASS_NAMES, rotation=90, fontsize=7)
-    ax.set_yticks(range(NUM_CLASSES), CLASS_NAMES, fontsize=7)
-    for (i, j), v in np.ndenumerate(cm):
-        if v:
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
-                    color="white" if v > cm.max() / 2 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig

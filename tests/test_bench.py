@@ -1,12 +1,12 @@
 import pytest
 
-from conftest import run_py
+from tests.helpers import run_py
 
 pytestmark = pytest.mark.slow  # trains or benchmarks for real
 
 
 def test_throughput_quick_prints_every_row(dataset):
-    proc = run_py("bench/throughput.py", "--quick", "--data_dir", dataset, "--model", "test_efficientnet",
+    proc = run_py("-m", "bench.throughput", "--quick", "--data_dir", dataset, "--model", "test_efficientnet",
                   "--img_height", "64", "--img_width", "48", "--batch_size", "8", "--workers", "0", "--steps", "1",
                   "--windows", "2")
     out = proc.stdout

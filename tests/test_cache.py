@@ -1,8 +1,10 @@
 import numpy as np
 
-from conftest import ROOT, tiny_cfg
-from src.cache import build_cache, cache_key, image_source
-from src.data import FileImages, load_train
+from tests.helpers import ROOT, tiny_cfg
+from src.data.cache import build_cache, cache_key, image_source
+from src.data.images import FileImages
+from src.data.tables import load_train
+from src.engine import builders
 
 
 def test_cache_returns_the_same_pixels_as_files(dataset, tmp_path):
@@ -36,6 +38,6 @@ def test_size_or_corrections_change_invalidate_the_cache(dataset, tmp_path):
 
 def test_image_source_follows_the_cache_option(dataset, tmp_path):
     paths = list(load_train(dataset)["path"][:2])
-    assert isinstance(image_source(tiny_cfg(cache="none"), paths, (64, 48)), FileImages)
-    cached = image_source(tiny_cfg(cache="disk", log_dir=tmp_path), paths, (64, 48))
+    assert isinstance(builders.images(tiny_cfg(cache="none"), paths, (64, 48)), FileImages)
+    cached = builders.images(tiny_cfg(cache="disk", log_dir=tmp_path), paths, (64, 48))
     assert cached[0].shape == (64, 48, 3) and list((tmp_path / "cache").glob("*.npy"))

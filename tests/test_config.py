@@ -1,11 +1,13 @@
 import pytest
 import yaml
 
-from conftest import run_py
+from tests.helpers import run_py
 import dataclasses
 
-from src.config import (InferConfig, PseudoConfig, TrainConfig, ConfigError, choices, dump, fields_of, from_saved,
-                        parse)
+from src.config.schema import InferConfig, PseudoConfig, TrainConfig
+from src.errors import ConfigError
+from src.config.parsing import NOT_OPTIONS, choices, fields_of, parse
+from src.config.policy import dump, from_saved
 
 Config = TrainConfig
 
@@ -74,7 +76,8 @@ def test_every_choice_is_accepted_and_others_refused(cls):
 
 
 def test_checkpoint_choices_are_the_run_folders_checkpoint_kinds():
-    from src.rundir import CHECKPOINT_KINDS, RunDir
+    from src.config.schema import CHECKPOINT_KINDS
+    from src.run.rundir import RunDir
 
     assert choices(InferConfig, "checkpoint") == CHECKPOINT_KINDS
     assert [RunDir("l", "r").checkpoint(0, k).name for k in CHECKPOINT_KINDS] == [
@@ -149,6 +152,7 @@ def test_help_lists_every_option_with_its_comment():
     assert "--early_stop_patience" in proc.stdout and "epochs without improvement" in proc.stdout
     assert "[default: 5]" in proc.stdout and "{cosine|onecycle|plateau|none}" in proc.stdout
     for key in fields_of(TrainConfig):
-        assert f"--{key} " in proc.stdout, key
+        assert f"--{key} " in proc.stdout or key in NOT_OPTIONS, key
+    assert "--config FILE" in proc.stdout and "--recipes" not in proc.stdout  # recipes records --config
     infer_help = run_py("infer.py", "--help").stdout
     assert "--checkpoint" in infer_help and "--lr " not in infer_help

@@ -5,9 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, make_data, run_py
-from src.data import DataError, FaceDataset, FileImages, check_data, load_eval, load_train
-from src.config import TrainConfig as Config
+from tests.helpers import ROOT, make_data, run_py
+from src.errors import DataError
+from src.data.dataset import FaceDataset
+from src.data.images import FileImages
+from src.data.check import check_data
+from src.data.tables import load_eval, load_train
+from src.config.schema import TrainConfig as Config
 
 CORRECTIONS = str(ROOT / "corrections.csv")
 
@@ -78,7 +82,7 @@ def broken_copy(dataset, tmp_path):
 
 
 def check(data) -> dict:
-    return check_data(Config(data_dir=str(data), corrections=CORRECTIONS, n_folds=2))
+    return check_data(data, CORRECTIONS, age_filter=59, n_folds=2, seed=42, max_pixels=Config().max_image_pixels)
 
 
 def first_person(data):

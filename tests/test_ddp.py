@@ -3,13 +3,15 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, run_py, tiny_cfg
-from src.data import FaceDataset, FileImages, load_train
-from src.forward import predict, probabilities
-from src.loaders import make_loader
+from tests.helpers import TINY, run_py, tiny_cfg
+from src.data.dataset import FaceDataset
+from src.data.images import FileImages
+from src.data.tables import load_train
+from src.engine.forward import predict_loader, probabilities
+from src.data.loaders import make_loader
 from src.metrics import evaluate
-from src.model import build_model
-from src.transforms import eval_transform, work_size
+from src.engine import builders
+from src.engine.builders import eval_transform, work_size
 
 pytestmark = pytest.mark.slow  # trains or benchmarks for real
 
@@ -28,11 +30,11 @@ def test_two_process_gloo_run_covers_each_validation_image_once(dataset, tmp_pat
     assert len(oof) == len(val) and oof["path"].is_unique and set(oof["path"]) == set(val["path"])
 
     # single-process evaluation of the same checkpoint gives the same probabilities and metrics
-    model = build_model(cfg)
+    model = builders.model(cfg)
     model.load_state_dict(torch.load(tmp_path / "ddp" / "fold0" / "best_f1.pt", weights_only=True)["model"])
     model.eval()
     ds = FaceDataset(FileImages(oof["path"], work_size(cfg)), None, eval_transform(cfg))
-    _, logits = predict([model], make_loader(ds, cfg, torch.device("cpu"), 16, workers=0), cfg, torch.device("cpu"))
+    _, logits = predict_loader([model], make_loader(ds, torch.device("cpu"), 16, 0), torch.device("cpu"))
     probs = probabilities(logits).numpy()
     assert np.allclose(probs, oof[PROBS].to_numpy(), atol=1e-4)
     single = evaluate(oof["label"], probs)

@@ -3,19 +3,18 @@ import pytest
 import torch
 from timm.utils import ModelEmaV3
 
-from conftest import TINY, run_py, tiny_cfg
-from src.losses import Criterion
-from src.model import build_model
-from src.optim import build_optimizer
-from src.step import TrainStep
+from tests.helpers import TINY, run_py, tiny_cfg
+from src.engine import builders
+from src.engine.optim import build_optimizer
+from src.engine.step import TrainStep
 
 
 def test_ema_after_k_steps_is_the_hand_computed_average():
     cfg = tiny_cfg(ema="true", ema_decay=0.9, channels_last="false", msd_count=0)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = builders.model(cfg)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True)
-    step = TrainStep(model, Criterion(cfg, [0, 1, 2]), build_optimizer(cfg, model), cfg, torch.device("cpu"), ema,
+    step = builders.train_step(cfg, model, builders.criterion(cfg, [0, 1, 2]), build_optimizer(cfg, model), torch.device("cpu"), ema,
                      model)
     name = next(n for n, p in model.named_parameters() if p.dim() == 4)
     hand = dict(model.named_parameters())[name].detach().clone()

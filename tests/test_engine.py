@@ -10,17 +10,19 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, TINY, run_py, tiny_cfg
-from src import trainer
-from src import atomic
-from src.atomic import save_torch
-from src.config import ConfigError, TrainConfig, choices, parse
-from src.data import load_train
-from src.losses import Criterion
-from src.model import build_model
-from src.optim import build_optimizer, build_scheduler
-from src.samplers import DistributedWeightedSampler, train_sampler
-from src.stopping import EarlyStopping
+from tests.helpers import ROOT, TINY, run_py, tiny_cfg
+from src.engine import trainer
+from src.run import atomic
+from src.run.atomic import save_torch
+from src.errors import ConfigError
+from src.config.schema import TrainConfig
+from src.config.parsing import choices, parse
+from src.data.tables import load_train
+from src.model.losses import Criterion
+from src.engine import builders
+from src.engine.optim import build_optimizer, build_scheduler
+from src.data.samplers import DistributedWeightedSampler, train_sampler
+from src.engine.stopping import EarlyStopping
 
 
 def test_early_stopping_min_mode_with_patience_and_min_delta():
@@ -50,7 +52,7 @@ def test_early_stopping_max_mode_resets_on_improvement():
 @pytest.mark.parametrize("scheduler", choices(TrainConfig, "scheduler"))
 def test_every_optimizer_and_scheduler_runs_a_step(optimizer, scheduler):
     cfg = tiny_cfg(optimizer=optimizer, scheduler=scheduler)
-    model = build_model(cfg)
+    model = builders.model(cfg)
     opt = build_optimizer(cfg, model)
     sched, when = build_scheduler(cfg, opt, steps_per_epoch=4)
     before = [p.detach().clone() for p in model.parameters()]
@@ -70,8 +72,8 @@ def test_unknown_optimizer_or_scheduler_is_refused():
         parse(["--optimizer", "lamb"])
     cfg = tiny_cfg()
     cfg.scheduler = "step"
-    with pytest.raises(ValueError, match="cosine"):
-        build_scheduler(cfg, build_optimizer(cfg, build_model(cfg)), 1)
+    with pytest.raises(ConfigError, match="cosine"):
+        build_scheduler(cfg, build_optimizer(cfg, builders.model(cfg)), 1)
 
 
 def test_weighted_sampler_draws_rare_classes_as_often_as_common_ones():

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY, run_py
+from tests.helpers import TINY, run_py
 
 pytestmark = pytest.mark.slow  # trains for real
 

@@ -2,7 +2,7 @@ import hashlib
 
 import pandas as pd
 
-from conftest import make_data
+from tests.helpers import make_data
 from src.labels import PHOTO_NAMES
 from tools.make_synthetic_data import SWAPPED_INCORRECT_NORMAL, TRULY_FEMALE_LABELLED_MALE, TRULY_MALE_LABELLED_FEMALE
 

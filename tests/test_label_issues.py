@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, make_data, run_py, tiny_cfg
-from src import config
+from tests.helpers import TINY, make_data, run_py, tiny_cfg
+from src.config import parsing, policy
 from src.labels import PHOTO_MASK, PHOTO_NAMES, PROB_COLUMNS, age_band, encode_label
-from src.label_issues import corrections_rows, find_issues
-from src.rundir import RunDir
+from src.insight.label_issues import corrections_rows, find_issues
+from src.run.rundir import RunDir
 
 
 def task_dist(true: int, n: int, p: float) -> np.ndarray:
@@ -72,7 +72,7 @@ def fake_run(log_dir, finished_folds, n_folds=2):
     """A run folder whose listed folds are finished with an oof.csv; nothing trained."""
     run = RunDir(log_dir, "partial")
     run.root.mkdir(parents=True)
-    run.config.write_text(config.dump(tiny_cfg(n_folds=n_folds)))
+    run.config.write_text(policy.dump(tiny_cfg(n_folds=n_folds)))
     for k in finished_folds:
         run.fold(k).mkdir()
         torch.save({"model": {}, "finished": True}, run.last(k))
@@ -82,7 +82,7 @@ def fake_run(log_dir, finished_folds, n_folds=2):
 
 def test_refuses_a_run_with_a_missing_fold(tmp_path, dataset):
     run = fake_run(tmp_path, finished_folds=[0], n_folds=3)
-    proc = run_py("tools/find_label_issues.py", "--data_dir", dataset, "--run", "partial", "--log_dir", tmp_path,
+    proc = run_py("-m", "tools.find_label_issues", "--data_dir", dataset, "--run", "partial", "--log_dir", tmp_path,
                   check=False)
     assert proc.returncode == 1
     assert "fold(s) 1, 2 of 3 not finished" in proc.stderr
@@ -91,7 +91,7 @@ def test_refuses_a_run_with_a_missing_fold(tmp_path, dataset):
 
 def test_label_noise_writes_wrong_labels_and_their_truth(tmp_path):
     clean = make_data(tmp_path / "clean", train_people=30, eval_people=1, seed=5, size="48x64")
-    proc = run_py("tools/make_synthetic_data.py", "--out", tmp_path / "noisy", "--train_people", 30,
+    proc = run_py("-m", "tools.make_synthetic_data", "--out", tmp_path / "noisy", "--train_people", 30,
                   "--eval_people", 1, "--seed", 5, "--size", "48x64", "--label_noise", 0.2)
     assert "wrote 210 train" in proc.stdout and not (clean / "label_noise.csv").exists()
     truth = pd.read_csv(tmp_path / "noisy" / "label_noise.csv", dtype=str).set_index("id")
@@ -114,14 +114,14 @@ def test_label_noise_writes_wrong_labels_and_their_truth(tmp_path):
     # a separate random stream: everyone else is drawn exactly as without noise
     assert all((clean / "train" / "images" / p).read_bytes() == (noisy / "train" / "images" / p).read_bytes()
                for p in photos)
-    bad = run_py("tools/make_synthetic_data.py", "--out", tmp_path / "x", "--label_noise", 1.5, check=False)
+    bad = run_py("-m", "tools.make_synthetic_data", "--out", tmp_path / "x", "--label_noise", 1.5, check=False)
     assert bad.returncode == 2 and "--label_noise must be from 0 to 1" in bad.stderr
 
 
 @pytest.mark.slow
 def test_injected_noise_ranks_above_chance(tmp_path):
     # 100 people: every gender x age-band stratum has people for both folds, and 50 per fold to learn from
-    run_py("tools/make_synthetic_data.py", "--out", tmp_path / "n2", "--train_people", 100, "--eval_people", 1,
+    run_py("-m", "tools.make_synthetic_data", "--out", tmp_path / "n2", "--train_people", 100, "--eval_people", 1,
            "--seed", 47, "--size", "96x128", "--label_noise", 0.12)
     truth = pd.read_csv(tmp_path / "n2" / "label_noise.csv", dtype={"id": str})
     assert len(truth) == 12
@@ -132,7 +132,7 @@ def test_injected_noise_ranks_above_chance(tmp_path):
            "--model", "tf_efficientnet_lite0", "--pretrained", "true", "--pretrained_path", "package",
            "--head", "linear", "--loss", "ce", "--lr", "2e-3", "--scheduler", "onecycle", "--batch_size", "16",
            "--epochs", "10", "--img_height", "128", "--img_width", "96")
-    out = run_py("tools/find_label_issues.py", "--data_dir", tmp_path / "n2", "--run", "r", "--log_dir", log_dir,
+    out = run_py("-m", "tools.find_label_issues", "--data_dir", tmp_path / "n2", "--run", "r", "--log_dir", log_dir,
                  "--suggest", tmp_path / "suggest.csv", "--truth", tmp_path / "n2" / "label_noise.csv")
     run = RunDir(log_dir, "r")
     issues = pd.read_csv(run.label_issues, dtype={"id": str}, keep_default_na=False)

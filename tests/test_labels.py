@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from src.data import add_labels
+from src.data.tables import add_labels
 from src.labels import CLASS_NAMES, age_band, decode_label, encode_label
 
 

@@ -4,8 +4,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src.config import TrainConfig as Config
-from src.losses import ArcMargin, Criterion, FocalLoss, class_weights, uda_consistency
+from src.config.schema import TrainConfig as Config
+from src.model.losses import ArcMargin, Criterion, FocalLoss, class_weights, uda_consistency
+from src.engine import builders
 
 
 def test_arcface_margin_against_hand_computation():
@@ -40,9 +41,9 @@ def test_class_weights_on_known_counts():
 
 def test_criterion_composes_margin_and_inner_loss():
     logits, target = torch.randn(8, 18) * 10, torch.randint(0, 18, (8,))
-    ce = Criterion(Config(head="linear", loss="ce", label_smoothing=0.1))
+    ce = builders.criterion(Config(head="linear", loss="ce", label_smoothing=0.1))
     assert torch.allclose(ce(logits, target), F.cross_entropy(logits, target, label_smoothing=0.1))
-    arc = Criterion(Config(head="arcface", loss="ce", arc_s=45, arc_m=0.5))
+    arc = builders.criterion(Config(head="arcface", loss="ce", arc_s=45, arc_m=0.5))
     assert torch.allclose(arc(logits, target), F.cross_entropy(ArcMargin(45, 0.5)(logits, target), target))
     s, m = 45.0, 0.5
     hand = logits.clone()
@@ -51,7 +52,7 @@ def test_criterion_composes_margin_and_inner_loss():
         theta = math.acos(c)
         hand[i, t] = s * math.cos(theta + m) if theta + m < math.pi else s * (c - math.sin(math.pi - m) * m)
     assert torch.allclose(arc(logits, target), F.cross_entropy(hand, target), atol=1e-5)
-    no_margin = Criterion(Config(head="arcface", loss="ce", arc_s=45, arc_m=0.0))
+    no_margin = builders.criterion(Config(head="arcface", loss="ce", arc_s=45, arc_m=0.0))
     assert torch.allclose(no_margin(logits, target), F.cross_entropy(logits, target))
     assert arc(logits, target) > no_margin(logits, target)  # the margin only ever lowers the target logit
 
@@ -78,7 +79,7 @@ def test_per_task_loss_matches_a_hand_computation():
     m, g, a = labels // 6, (labels // 3) % 2, labels % 3
     heads = (torch.randn(6, 3) * 3, torch.randn(6, 2) * 3, torch.randn(6, 3) * 3)
     train = [0, 0, 1, 3, 3, 3, 5, 8, 12, 13, 17, 17]
-    crit = Criterion(per_task_cfg(task_weights=[0.5, 2.0, 1.0], class_weights=True, label_smoothing=0.1), train)
+    crit = builders.criterion(per_task_cfg(task_weights=[0.5, 2.0, 1.0], class_weights=True, label_smoothing=0.1), train)
     w = [class_weights([t // 6 for t in train], 3), class_weights([(t // 3) % 2 for t in train], 2),
          class_weights([t % 3 for t in train], 3)]
     hand = sum(k * F.cross_entropy(z, t, weight=wt, label_smoothing=0.1)
@@ -88,7 +89,7 @@ def test_per_task_loss_matches_a_hand_computation():
     # ArcFace heads: each head's target cosine gets its own margin before the focal loss
     s, margin = 30.0, 0.4
     cos = tuple(torch.rand(6, n) * 2 - 1 for n in (3, 2, 3))
-    arc = Criterion(per_task_cfg(head="arcface", loss="focal", arc_s=s, arc_m=margin, focal_gamma=2.0,
+    arc = builders.criterion(per_task_cfg(head="arcface", loss="focal", arc_s=s, arc_m=margin, focal_gamma=2.0,
                                  focal_alpha=0.25))
     hand = 0
     for c, t in zip(cos, (m, g, a)):
@@ -102,11 +103,11 @@ def test_per_task_loss_matches_a_hand_computation():
 
 
 def test_per_task_loss_on_18_class_logits_marginalises_exactly():
-    from src.model import joint_logits
+    from src.model.network import joint_logits
 
     heads = (torch.randn(5, 3) * 4, torch.randn(5, 2) * 4, torch.randn(5, 3) * 4)
     labels = torch.tensor([1, 6, 11, 14, 16])
-    crit = Criterion(per_task_cfg(task_weights=[1.0, 0.3, 2.0]))
+    crit = builders.criterion(per_task_cfg(task_weights=[1.0, 0.3, 2.0]))
     assert torch.allclose(crit(joint_logits(heads), labels), crit(heads, labels), atol=1e-5)
 
 
@@ -115,13 +116,13 @@ def test_the_age_filter_reaches_only_the_age_head():
     true_labels = np.array([1, 4, 7, 10, 13, 16, 0, 3])
     filtered = true_labels.copy()
     filtered[:6] += 1
-    crit_true, crit_filtered = Criterion(per_task_cfg(class_weights=True), true_labels), \
-        Criterion(per_task_cfg(class_weights=True), filtered)
+    crit_true, crit_filtered = builders.criterion(per_task_cfg(class_weights=True), true_labels), \
+        builders.criterion(per_task_cfg(class_weights=True), filtered)
     for task in (0, 1):  # mask and gender heads: same class weights
         assert torch.equal(crit_true.losses[task].inner.weight, crit_filtered.losses[task].inner.weight)
     assert not torch.equal(crit_true.losses[2].inner.weight, crit_filtered.losses[2].inner.weight)
     heads = (torch.randn(8, 3), torch.randn(8, 2), torch.randn(8, 3))
-    only = {task: Criterion(per_task_cfg(task_weights=[float(i == task) for i in range(3)])) for task in range(3)}
+    only = {task: builders.criterion(per_task_cfg(task_weights=[float(i == task) for i in range(3)])) for task in range(3)}
     for task in (0, 1):
         assert torch.equal(only[task](heads, torch.tensor(true_labels)), only[task](heads, torch.tensor(filtered)))
     assert not torch.allclose(only[2](heads, torch.tensor(true_labels)), only[2](heads, torch.tensor(filtered)))

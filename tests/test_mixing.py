@@ -3,12 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_cfg
-from src.losses import Criterion
-from src.mixing import mix_batch
-from src.model import build_model
-from src.optim import build_optimizer
-from src.step import TrainStep
+from tests.helpers import tiny_cfg
+from src.engine.mixing import BatchMixer
+from src.engine import builders
+from src.engine.optim import build_optimizer
+from src.engine.step import TrainStep
 
 
 def constant_batch(n=4, height=8, width=6):
@@ -19,18 +18,18 @@ def constant_batch(n=4, height=8, width=6):
 def test_halves_put_the_left_half_of_one_face_beside_the_right_half_of_another():
     x, y = constant_batch(width=6), torch.tensor([0, 7, 12, 17])
     np.random.seed(0)
-    mixed = mix_batch(x, y, tiny_cfg(mix_prob=1.0, mix_mode="halves"))
+    mixed = BatchMixer(1.0, "halves")(x, y)
     assert torch.equal(mixed.x[..., :3], x[..., :3])  # left half: the image itself
     assert torch.equal(mixed.x[..., 3:], x.flip(0)[..., 3:])  # right half: its partner's
     assert torch.equal(mixed.y_b, torch.tensor([17, 12, 7, 0])) and mixed.lam == 0.5
-    odd = mix_batch(constant_batch(width=7), y, tiny_cfg(mix_prob=1.0, mix_mode="halves"))
+    odd = BatchMixer(1.0, "halves")(constant_batch(width=7), y)
     assert odd.lam == pytest.approx(3 / 7)  # the share of the width that stays
 
 
 def test_cutmix_pastes_one_box_and_lam_is_the_area_kept():
     x, y = constant_batch(height=32, width=24), torch.tensor([1, 2, 3, 4])
     np.random.seed(3)
-    mixed = mix_batch(x, y, tiny_cfg(mix_prob=1.0, mix_mode="cutmix", cutmix_alpha=1.0))
+    mixed = BatchMixer(1.0, "cutmix", cutmix_alpha=1.0)(x, y)
     from_partner = mixed.x == x.flip(0)
     assert (from_partner | (mixed.x == x)).all()  # every pixel from one of the two
     box = from_partner[0, 0]
@@ -44,7 +43,7 @@ def test_cutmix_pastes_one_box_and_lam_is_the_area_kept():
 def test_mixup_blends_every_pixel_with_lam():
     x, y = constant_batch(), torch.tensor([1, 2, 3, 4])
     np.random.seed(1)
-    mixed = mix_batch(x, y, tiny_cfg(mix_prob=1.0, mix_mode="mixup", mixup_alpha=0.4))
+    mixed = BatchMixer(1.0, "mixup", mixup_alpha=0.4)(x, y)
     assert 0 < mixed.lam < 1 and mixed.x.dtype == torch.uint8
     want = (mixed.lam * x.float() + (1 - mixed.lam) * x.flip(0).float()).round()
     assert torch.equal(mixed.x.float(), want)
@@ -52,9 +51,9 @@ def test_mixup_blends_every_pixel_with_lam():
 
 def test_mix_prob_is_the_share_of_mixed_batches():
     x, y = constant_batch(), torch.tensor([1, 2, 3, 4])
-    assert mix_batch(x, y, tiny_cfg(mix_prob=0.0)) is None
+    assert BatchMixer(0.0)(x, y) is None
     np.random.seed(0)
-    mixed = sum(mix_batch(x, y, tiny_cfg(mix_prob=0.3, mix_mode="halves")) is not None for _ in range(400))
+    mixed = sum(BatchMixer(0.3, "halves")(x, y) is not None for _ in range(400))
     assert 80 < mixed < 160
 
 
@@ -65,19 +64,19 @@ def test_mixed_loss_is_the_lam_weighted_pair_of_losses(mode, heads, head, loss):
     cfg = tiny_cfg(mix_prob=1.0, mix_mode=mode, heads=heads, head=head, loss=loss, msd_count=0, neck="bn",
                    channels_last="false")
     torch.manual_seed(0)
-    model = build_model(cfg).train()
+    model = builders.model(cfg).train()
     labels = np.arange(18).repeat(2)
-    criterion = Criterion(cfg, labels)
+    criterion = builders.criterion(cfg, labels)
     x = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8)
     y = torch.tensor([0, 7, 12, 17])
     np.random.seed(5)
-    mixed = mix_batch(x, y, cfg)
+    mixed = builders.mixer(cfg)(x, y)
     with torch.no_grad():
         out = model(mixed.x, per_head=True)
         want = mixed.lam * criterion(out, y) + (1 - mixed.lam) * criterion(out, mixed.y_b)
         assert not torch.allclose(want, criterion(out, y))  # the second source changes the loss
     np.random.seed(5)  # the step draws the same mix
-    step = TrainStep(model, criterion, build_optimizer(cfg, model), cfg, torch.device("cpu"))
+    step = builders.train_step(cfg, model, criterion, build_optimizer(cfg, model), torch.device("cpu"))
     loss_value, sup, _, logits = step(x, y)
     assert sup.item() == pytest.approx(want.item(), rel=1e-5) and loss_value.item() == pytest.approx(sup.item())
     assert logits.shape == (4, 18)

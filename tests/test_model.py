@@ -2,9 +2,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_cfg
-from src.model import (GeM, MaskClassifier, ModelError, PretrainedError, build_model, convert_lite_weights,
-                       create_backbone)
+from tests.helpers import tiny_cfg
+from src.model.network import GeM, MaskClassifier
+from src.errors import ModelError, PretrainedError
+from src.engine import builders
+from src.model.backbones import convert_lite_weights, create_backbone, lite_package_file
+
+
+def backbone_of(cfg):
+    return create_backbone(cfg.model, (cfg.img_height, cfg.img_width), cfg.pretrained, cfg.pretrained_path)
 
 
 def test_gem_with_p_1_is_average_pooling():
@@ -18,7 +24,7 @@ def test_gem_with_p_1_is_average_pooling():
 @pytest.mark.parametrize("neck", ["prelu", "prelu_dropout", "bn"])
 @pytest.mark.parametrize("pooling", ["gem", "avg"])
 def test_output_shape_for_every_head_neck_and_pooling(heads, head, neck, pooling):
-    model = build_model(tiny_cfg(heads=heads, head=head, neck=neck, pooling=pooling, msd_count=3)).train()
+    model = builders.model(tiny_cfg(heads=heads, head=head, neck=neck, pooling=pooling, msd_count=3)).train()
     x = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8)
     assert model(x).shape == (4, 18)
     model.eval()
@@ -34,8 +40,8 @@ def test_output_shape_for_every_head_neck_and_pooling(heads, head, neck, pooling
 
 
 def test_multi_sample_dropout_can_be_turned_off():
-    assert len(build_model(tiny_cfg(msd_count=0)).dropouts) == 0
-    model = build_model(tiny_cfg(msd_count=4, msd_p=0.5)).train()
+    assert len(builders.model(tiny_cfg(msd_count=0)).dropouts) == 0
+    model = builders.model(tiny_cfg(msd_count=4, msd_p=0.5)).train()
     x = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8)
     torch.manual_seed(0)
     assert not torch.allclose(model(x), model(x))  # dropout active in training
@@ -48,7 +54,7 @@ def test_model_normalises_uint8_with_dataset_statistics():
             return x
 
     cfg = tiny_cfg()
-    model = MaskClassifier(cfg, backbone=Recorder()).eval()
+    model = MaskClassifier(Recorder(), "recorder", (4, 4), mean=cfg.mean, std=cfg.std).eval()
     x = (torch.tensor(cfg.mean) * 255).view(1, 3, 1, 1).expand(2, 3, 4, 4)
     model(x + torch.tensor(cfg.std).view(1, 3, 1, 1) * 255)
     assert torch.allclose(model.backbone.seen, torch.ones(2, 3, 4, 4), atol=1e-5)
@@ -57,13 +63,11 @@ def test_model_normalises_uint8_with_dataset_statistics():
 def test_packaged_lite0_weights_classify_imagenet_images():
     skimage_data = pytest.importorskip("skimage.data")
     cfg = tiny_cfg(model="tf_efficientnet_lite0", pretrained="true", pretrained_path="package")
-    backbone = create_backbone(cfg)
+    backbone = backbone_of(cfg)
     import timm
 
     full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     full.load_state_dict({**full.state_dict(), **{k: v for k, v in backbone.state_dict().items()}})
-    from src.model import lite_package_file
-
     fc = torch.load(lite_package_file("tf_efficientnet_lite0"), weights_only=True)
     full.classifier.load_state_dict({"weight": fc["_fc.weight"], "bias": fc["_fc.bias"]})
     full.eval()
@@ -81,30 +85,30 @@ def test_lite_weight_mismatch_is_refused():
     with pytest.raises(PretrainedError, match="2 tensors in the file, 1 expected"):
         convert_lite_weights({"a": torch.zeros(1), "b": torch.zeros(1)}, {"x": torch.zeros(1)})
     with pytest.raises(PretrainedError, match="weights for tf_efficientnet_lite0"):
-        create_backbone(tiny_cfg(model="resnet18", pretrained="true", pretrained_path="package"))
+        backbone_of(tiny_cfg(model="resnet18", pretrained="true", pretrained_path="package"))
 
 
 def test_local_weights_file_loads_and_mismatch_is_refused(tmp_path):
-    source = create_backbone(tiny_cfg())
+    source = backbone_of(tiny_cfg())
     path = tmp_path / "w.pt"
     torch.save(source.state_dict(), path)
-    loaded = create_backbone(tiny_cfg(pretrained="true", pretrained_path=path))
+    loaded = backbone_of(tiny_cfg(pretrained="true", pretrained_path=path))
     for (k, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), k
     torch.save({"conv_stem.weight": torch.zeros(1)}, path)
     with pytest.raises(PretrainedError, match="does not fit"):
-        create_backbone(tiny_cfg(pretrained="true", pretrained_path=path))
+        backbone_of(tiny_cfg(pretrained="true", pretrained_path=path))
     with pytest.raises(PretrainedError, match="file not found"):
-        create_backbone(tiny_cfg(pretrained="true", pretrained_path=tmp_path / "none.pt"))
+        backbone_of(tiny_cfg(pretrained="true", pretrained_path=tmp_path / "none.pt"))
 
 
 def test_unfetchable_weights_give_one_clear_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PretrainedError) as e:
-        create_backbone(tiny_cfg(model="resnet18", pretrained="true"))
+        backbone_of(tiny_cfg(model="resnet18", pretrained="true"))
     assert "resnet18" in str(e.value) and "pretrained=false" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ModelError, match="unknown timm model"):
-        create_backbone(tiny_cfg(model="resnet_nonexistent"))
+        backbone_of(tiny_cfg(model="resnet_nonexistent"))
 
 
 # (model, input height, width, layout of its features): one of each family at a non-square size.
@@ -123,7 +127,7 @@ FAMILIES = [
 @pytest.mark.parametrize("name, height, width, layout", FAMILIES)
 def test_every_family_trains_at_a_non_square_size(name, height, width, layout):
     torch.manual_seed(0)
-    model = build_model(tiny_cfg(model=name, img_height=height, img_width=width, pooling="gem")).train()
+    model = builders.model(tiny_cfg(model=name, img_height=height, img_width=width, pooling="gem")).train()
     assert model.layout == layout
     assert isinstance(model.pool, GeM) == (layout != "pooled")  # GeM wherever there is a spatial map
     conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
@@ -141,17 +145,17 @@ def test_every_family_trains_at_a_non_square_size(name, height, width, layout):
 def test_a_size_the_architecture_cannot_take_is_a_clear_error():
     # CoAtNet partitions its stage maps into fixed windows: 130x98 does not tile, 128x96 does.
     with pytest.raises(ModelError) as e:
-        build_model(tiny_cfg(model="coatnet_nano_rw_224", img_height=130, img_width=98))
+        builders.model(tiny_cfg(model="coatnet_nano_rw_224", img_height=130, img_width=98))
     message = str(e.value)
     assert "coatnet_nano_rw_224 cannot take 130x98 input" in message and "stride is 32" in message
     assert "sizes it takes: 128x96" in message
 
 
 def test_weights_file_at_another_size_is_resampled_by_timm(tmp_path):
-    source = create_backbone(tiny_cfg(model="vit_tiny_patch16_224", img_height=224, img_width=224))
+    source = backbone_of(tiny_cfg(model="vit_tiny_patch16_224", img_height=224, img_width=224))
     path = tmp_path / "vit.pt"
     torch.save(source.state_dict(), path)
-    loaded = create_backbone(tiny_cfg(model="vit_tiny_patch16_224", img_height=128, img_width=96, pretrained="true",
+    loaded = backbone_of(tiny_cfg(model="vit_tiny_patch16_224", img_height=128, img_width=96, pretrained="true",
                                       pretrained_path=path))
     assert loaded.pos_embed.shape == (1, 1 + 8 * 6, 192)  # class token + an 8x6 patch grid
     assert torch.equal(loaded.pos_embed[:, 0], source.pos_embed[:, 0])
@@ -161,7 +165,7 @@ def test_weights_file_at_another_size_is_resampled_by_timm(tmp_path):
 @pytest.mark.parametrize("head", ["arcface", "linear"])
 def test_per_task_softmax_is_the_product_of_the_task_softmaxes(head):
     torch.manual_seed(0)
-    model = build_model(tiny_cfg(heads="per_task", head=head)).eval()
+    model = builders.model(tiny_cfg(heads="per_task", head=head)).eval()
     x = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8)
     mask, gender, age = (F.softmax(z, 1) for z in model(x, per_head=True))
     assert [mask.shape[1], gender.shape[1], age.shape[1]] == [3, 2, 3]

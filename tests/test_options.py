@@ -5,33 +5,35 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_cfg
-from src import trainer
-from src.data import DataError, FaceDataset, load_unlabeled
-from src.forward import autocast
-from src.loaders import default_workers, make_loader
-from src.optim import build_optimizer, build_scheduler
-from src.model import build_model
-from src.transforms import work_size
+from tests.helpers import tiny_cfg
+from src.engine import trainer
+from src.errors import DataError
+from src.data.dataset import FaceDataset
+from src.data.tables import load_unlabeled
+from src.engine.forward import autocast
+from src.data.loaders import default_workers, make_loader
+from src.engine.optim import build_optimizer, build_scheduler
+from src.engine import builders
+from src.engine.builders import work_size
 
 
 def test_optimizer_hyperparameters_arrive():
     cfg = tiny_cfg(optimizer="sgd", lr=0.3, momentum=0.8, nesterov="false", weight_decay=0.01)
-    group = build_optimizer(cfg, build_model(cfg)).param_groups[0]
+    group = build_optimizer(cfg, builders.model(cfg)).param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.3, 0.8, False, 0.01)
-    group = build_optimizer(tiny_cfg(optimizer="adamw", weight_decay=0.05), build_model(cfg)).param_groups[0]
+    group = build_optimizer(tiny_cfg(optimizer="adamw", weight_decay=0.05), builders.model(cfg)).param_groups[0]
     assert group["weight_decay"] == 0.05
 
 
 def test_scheduler_hyperparameters_arrive():
     cfg = tiny_cfg(scheduler="cosine", cosine_t_max=7, eta_min=1e-5, lr=0.1)
-    sched, when = build_scheduler(cfg, build_optimizer(cfg, build_model(cfg)), 10)
+    sched, when = build_scheduler(cfg, build_optimizer(cfg, builders.model(cfg)), 10)
     assert (sched.T_max, sched.eta_min, when) == (7, 1e-5, "epoch")
     cfg = tiny_cfg(scheduler="onecycle", onecycle_pct_start=0.4, epochs=3, lr=0.1)
-    sched, when = build_scheduler(cfg, build_optimizer(cfg, build_model(cfg)), 10)
+    sched, when = build_scheduler(cfg, build_optimizer(cfg, builders.model(cfg)), 10)
     assert sched.total_steps == 30 and when == "batch"
     cfg = tiny_cfg(scheduler="plateau", plateau_factor=0.3, plateau_patience=4)
-    sched, when = build_scheduler(cfg, build_optimizer(cfg, build_model(cfg)), 10)
+    sched, when = build_scheduler(cfg, build_optimizer(cfg, builders.model(cfg)), 10)
     assert (sched.factor, sched.patience, when) == (0.3, 4, "val_loss")
 
 
@@ -42,17 +44,17 @@ def test_loader_settings():
     assert default_workers(3) == 3 and default_workers(-1) == min(cores, 16)
     assert default_workers(-1, torch.device("cpu")) == max(min(cores, 16) // 2, 1)
     ds = FaceDataset([None] * 4)
-    loader = make_loader(ds, tiny_cfg(prefetch_factor=3), torch.device("cpu"), 2, workers=1)
+    loader = make_loader(ds, torch.device("cpu"), 2, num_workers=1, prefetch_factor=3)
     assert loader.prefetch_factor == 3 and loader.persistent_workers and loader.num_workers == 1
-    assert make_loader(ds, tiny_cfg(), torch.device("cpu"), 2, workers=0).num_workers == 0
+    assert make_loader(ds, torch.device("cpu"), 2, num_workers=0).num_workers == 0
 
 
 def test_amp_is_autocast_on_cuda_only():
-    assert isinstance(autocast(tiny_cfg(amp="bf16"), torch.device("cpu")), contextlib.nullcontext)
+    assert isinstance(autocast("bf16", torch.device("cpu")), contextlib.nullcontext)
     with pytest.warns(UserWarning) if not torch.cuda.is_available() else contextlib.nullcontext():
-        ctx = autocast(tiny_cfg(amp="fp16"), torch.device("cuda"))
+        ctx = autocast("fp16", torch.device("cuda"))
     assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.float16
-    assert isinstance(autocast(tiny_cfg(amp="none"), torch.device("cuda")), contextlib.nullcontext)
+    assert isinstance(autocast("none", torch.device("cuda")), contextlib.nullcontext)
 
 
 def test_cache_margin_sets_the_work_size():
@@ -60,7 +62,7 @@ def test_cache_margin_sets_the_work_size():
 
 
 def test_model_options_arrive():
-    model = build_model(tiny_cfg(gem_p=2.5, neck="prelu_dropout", neck_dropout=0.3, neck_dim=24, msd_p=0.4,
+    model = builders.model(tiny_cfg(gem_p=2.5, neck="prelu_dropout", neck_dropout=0.3, neck_dim=24, msd_p=0.4,
                                  msd_count=3))
     assert model.pool.p.item() == pytest.approx(2.5) and model.neck[-1].p == 0.3
     assert model.neck[0].out_features == 24 and [d.p for d in model.dropouts] == [0.4] * 3

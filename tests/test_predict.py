@@ -9,16 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT, TINY, run_py, tiny_cfg
-from src import predict, trainer
-from src.config import InferConfig, PseudoConfig
-from src.data import DataError, FaceDataset, FileImages, load_pseudo, load_train
-from src.forward import predict as forward_predict
-from src.forward import probabilities
+from tests.helpers import ROOT, TINY, run_py, tiny_cfg
+from src.predict import infer as predict
+from src.engine import trainer
+from src.config.schema import InferConfig, PseudoConfig
+from src.errors import DataError
+from src.data.dataset import FaceDataset
+from src.data.images import FileImages
+from src.data.tables import load_pseudo, load_train
+from src.engine.forward import predict_loader as forward_predict
+from src.engine.forward import probabilities
 from src.labels import PROB_COLUMNS as PROBS
-from src.loaders import make_loader
-from src.rundir import RunDir
-from src.transforms import eval_transform
+from src.data.loaders import make_loader
+from src.run.rundir import RunDir
+from src.engine.builders import eval_transform
 
 
 def infer_cfg(dataset, log_dir, **kw):
@@ -26,7 +30,7 @@ def infer_cfg(dataset, log_dir, **kw):
 
 
 def average_probs(models, loader, cfg, tta):
-    return probabilities(forward_predict(models, loader, cfg, torch.device("cpu"), tta)[1]).numpy()
+    return probabilities(forward_predict(models, loader, torch.device("cpu"), tta)[1]).numpy()
 
 
 @pytest.mark.slow
@@ -62,7 +66,7 @@ class Constant(torch.nn.Module):
 
 def image_loader(images, cfg):
     ds = FaceDataset(images, None, eval_transform(cfg))
-    return make_loader(ds, cfg, torch.device("cpu"), 2, workers=0)
+    return make_loader(ds, torch.device("cpu"), 2, 0)
 
 
 def test_fold_average_is_the_mean_of_softmaxes():
@@ -199,9 +203,9 @@ def test_score_tool_matches_the_metrics_module(tmp_path):
     sub = pd.DataFrame({"ImageID": ["d", "c", "b", "a"], "ans": [7, 17, 8, 0]})
     truth.to_csv(tmp_path / "t.csv", index=False)
     sub.to_csv(tmp_path / "s.csv", index=False)
-    out = run_py("tools/score.py", tmp_path / "s.csv", tmp_path / "t.csv").stdout
+    out = run_py("-m", "tools.score", tmp_path / "s.csv", tmp_path / "t.csv").stdout
     from src.metrics import macro_f1
 
     assert f"macro_f1={macro_f1([0, 7, 17, 7], [0, 8, 17, 7]):.4f}" in out and "acc=0.7500" in out
     sub.iloc[:2].to_csv(tmp_path / "s.csv", index=False)
-    assert "lacks 2 ImageIDs" in run_py("tools/score.py", tmp_path / "s.csv", tmp_path / "t.csv", check=False).stderr
+    assert "lacks 2 ImageIDs" in run_py("-m", "tools.score", tmp_path / "s.csv", tmp_path / "t.csv", check=False).stderr

@@ -1,4 +1,4 @@
-"""tools/report.py: one self-contained HTML page comparing runs; never a crash on unfinished runs."""
+"""python -m tools.report: one self-contained HTML page comparing runs; never a crash on unfinished runs."""
 import re
 import shutil
 import subprocess
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, TINY, run_py, tiny_cfg
-from src import config
+from tests.helpers import ROOT, TINY, run_py, tiny_cfg
+from src.config import parsing, policy
 from src.labels import PROB_COLUMNS
-from src.rundir import RunDir, report_file
+from src.run.rundir import RunDir, report_file
 
 
 class Page(HTMLParser):
@@ -51,7 +51,7 @@ def fake_run(log_dir, name, lr, folds_done, with_metrics=True):
     the OOF paths point at no image."""
     run = RunDir(log_dir, name)
     run.root.mkdir(parents=True)
-    run.config.write_text(config.dump(tiny_cfg(lr=lr, name=name)))
+    run.config.write_text(policy.dump(tiny_cfg(lr=lr, name=name)))
     rng = np.random.default_rng(len(name))
     rows = []
     for k in folds_done:
@@ -76,7 +76,7 @@ def test_report_of_hand_made_runs_with_missing_files(tmp_path):
     b = fake_run(tmp_path, "beta", 0.002, [0], with_metrics=False)  # fold 1 missing, no metrics.csv
     (b.fold(1)).mkdir()  # a fold that started but has nothing yet
     (tmp_path / "cache").mkdir()  # not a run: no config.yaml
-    proc = run_py("tools/report.py", "--log_dir", tmp_path)
+    proc = run_py("-m", "tools.report", "--log_dir", tmp_path)
     html = report_file(tmp_path).read_text()
     page = Page(html)
     text = " ".join(page.text)
@@ -95,10 +95,10 @@ def test_report_of_hand_made_runs_with_missing_files(tmp_path):
 
 
 def test_status_is_training_only_while_a_live_trainer_holds_a_fold_lock(tmp_path):
-    from src.report import summarize
+    from src.insight.comparison import summarize
 
     run = fake_run(tmp_path, "gamma", 0.01, [0])  # fold 1 of 2 unfinished
-    hold = ("import sys, time\nfrom src.rundir import RunDir\n"
+    hold = ("import sys, time\nfrom src.run.rundir import RunDir\n"
             "with RunDir(sys.argv[1], 'gamma').fold_lock(1):\n    print('held', flush=True)\n    time.sleep(60)\n")
     trainer = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                                text=True)
@@ -114,9 +114,9 @@ def test_status_is_training_only_while_a_live_trainer_holds_a_fold_lock(tmp_path
 
 def test_report_refuses_unknown_sort_and_absent_runs(tmp_path):
     fake_run(tmp_path, "alpha", 0.01, [0])
-    proc = run_py("tools/report.py", "--log_dir", tmp_path, "--sort", "f1", check=False)
+    proc = run_py("-m", "tools.report", "--log_dir", tmp_path, "--sort", "f1", check=False)
     assert proc.returncode == 2 and "choose one of: cv, name, start" in proc.stderr
-    proc = run_py("tools/report.py", "--log_dir", tmp_path, "--runs", "alpha", "ghost", check=False)
+    proc = run_py("-m", "tools.report", "--log_dir", tmp_path, "--runs", "alpha", "ghost", check=False)
     assert proc.returncode == 1 and "ghost" in proc.stderr
 
 
@@ -134,7 +134,7 @@ def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(own_run, datas
     run_py("infer.py", "--data_dir", dataset, "--run", "wide", "--log_dir", logs, "--tta", "none",
            "--num_workers", "0")
 
-    proc = run_py("tools/report.py", "--log_dir", logs, "--answers", answers)
+    proc = run_py("-m", "tools.report", "--log_dir", logs, "--answers", answers)
     html = report_file(logs).read_text()
     page = Page(html)
     text = " ".join(page.text)
@@ -156,7 +156,7 @@ def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(own_run, datas
 
 
 def test_error_gallery_rows_are_the_most_confident_mistakes_one_photo_per_person_for_gender():
-    from src.insight import confident_errors
+    from src.insight.oof import confident_errors
     from src.labels import PHOTO_NAMES, encode_label
 
     rows = []

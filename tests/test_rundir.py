@@ -6,8 +6,10 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-from src.rundir import CHECKPOINT_KINDS, RunDir, RunExists, latest, prediction_files
+from tests.helpers import ROOT
+from src.config.schema import CHECKPOINT_KINDS
+from src.run.rundir import RunDir, latest, prediction_files
+from src.errors import ConfigError, RunExists
 
 
 def test_paths_of_a_run(tmp_path):
@@ -16,7 +18,7 @@ def test_paths_of_a_run(tmp_path):
     assert run.last(2) == tmp_path / "r" / "fold2" / "last.pt" and run.oof(0).name == "oof.csv"
     assert [run.checkpoint(1, k).name for k in CHECKPOINT_KINDS] == ["best_f1.pt", "best_loss.pt", "best_acc.pt",
                                                                       "last.pt"]
-    with pytest.raises(ValueError, match="choose one of: best_f1, best_loss, best_acc, last"):
+    with pytest.raises(ConfigError, match="choose one of: best_f1, best_loss, best_acc, last"):
         run.checkpoint(0, "best")
     files = prediction_files(tmp_path / "subs" / "x.csv")
     assert files["probs"] == tmp_path / "subs" / "eval_probs.csv" and files["settings"].name == "inference.yaml"

@@ -2,20 +2,19 @@
 import pytest
 import torch
 
-from conftest import tiny_cfg
-from src.losses import Criterion
-from src.model import build_model
-from src.optim import build_optimizer
-from src.step import TrainStep
+from tests.helpers import tiny_cfg
+from src.engine import builders
+from src.engine.optim import build_optimizer
+from src.engine.step import TrainStep
 
 
 def one_step(**overrides):
     cfg = tiny_cfg(optimizer="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, channels_last="false", msd_count=0,
                    head="linear", loss="ce", **overrides)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = builders.model(cfg)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-    step = TrainStep(model, Criterion(cfg), build_optimizer(cfg, model), cfg, torch.device("cpu"))
+    step = builders.train_step(cfg, model, builders.criterion(cfg), build_optimizer(cfg, model), torch.device("cpu"))
     x = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8)
     out = step(x, torch.tensor([0, 5, 12, 17]))
     delta = torch.cat([p.detach().flatten() for p in model.parameters()]) - before
@@ -38,8 +37,8 @@ def test_clipping_bounds_the_update(mode, measure):
 @pytest.mark.parametrize("heads", ["joint", "per_task"])
 def test_uda_term_joins_the_loss_with_its_weight(heads):
     cfg = tiny_cfg(uda="true", uda_weight=3.0, channels_last="false", msd_count=0, heads=heads)
-    model = build_model(cfg)
-    step = TrainStep(model, Criterion(cfg), build_optimizer(cfg, model), cfg, torch.device("cpu"))
+    model = builders.model(cfg)
+    step = builders.train_step(cfg, model, builders.criterion(cfg), build_optimizer(cfg, model), torch.device("cpu"))
     x = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8)
     u = torch.randint(0, 256, (4, 2, 3, 64, 48), dtype=torch.uint8)
     loss, sup, cons, logits = step(x, torch.tensor([0, 1, 2, 3]), u)

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_cfg
-from src.transforms import PRESETS, eval_transform, train_transform, uda_transform
+from tests.helpers import tiny_cfg
+from src.data.transforms import PRESETS
+from src.engine.builders import eval_transform, train_transform, uda_transform
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

@@ -16,11 +16,15 @@ import torch
 import infer
 import pseudo_train
 import train
-from conftest import ROOT, TINY, make_data
-from src import atomic, cache
-from src.data import DataError, FaceDataset, FileImages, load_train
-from src.loaders import make_loader
-from src.rundir import RunDir
+from tests.helpers import ROOT, TINY, make_data
+from src.run import atomic
+from src.data import cache
+from src.errors import DataError
+from src.data.dataset import FaceDataset
+from src.data.images import FileImages
+from src.data.tables import load_train
+from src.data.loaders import make_loader
+from src.run.rundir import RunDir
 
 
 def cli(main, *args, capsys):
@@ -106,7 +110,7 @@ def test_absolute_or_escaping_image_id_is_refused_everywhere(trained_run, datase
 
 
 def test_unlabeled_dir_entries_that_resolve_outside_it_are_refused(tmp_path):
-    from src.data import load_unlabeled
+    from src.data.tables import load_unlabeled
 
     (tmp_path / "unl").mkdir()
     (tmp_path / "secret.jpg").write_bytes(b"x")
@@ -205,7 +209,7 @@ def test_data_error_survives_pickling_and_a_worker(tmp_path):
     assert e.problems == ["a.jpg: bad", "b.jpg: worse"]
     (tmp_path / "empty.jpg").write_bytes(b"")
     ds = FaceDataset(FileImages([tmp_path / "empty.jpg"] * 4))
-    loader = make_loader(ds, type("C", (), {"prefetch_factor": 2, "num_workers": 2})(), torch.device("cpu"), 1)
+    loader = make_loader(ds, torch.device("cpu"), 1, num_workers=2, prefetch_factor=2)
     with pytest.raises(DataError) as caught:
         list(loader)
     assert len(caught.value.problems) == 1 and "empty.jpg: unreadable or corrupt image" in caught.value.problems[0]
@@ -250,7 +254,7 @@ def test_huge_image_is_refused_from_its_header(tmp_path, capsys):
     with pytest.raises(DataError, match="9000x9000 is 81,000,000 pixels, more than max_image_pixels 50,000,000"):
         FileImages([path])[0]
     assert FileImages([path], max_pixels=10**8)[0].shape == (9000, 9000, 3)  # the limit is configurable
-    from src.data import verify_image
+    from src.data.images import verify_image
 
     assert "refused" in verify_image(path) or "too many pixels" in verify_image(path)
 
@@ -402,7 +406,7 @@ def test_resume_reuses_the_saved_folds_whatever_the_seed_says(dataset, tmp_path,
 
 @pytest.mark.slow
 def test_non_finite_validation_fails_the_fold_and_infer_refuses_nan(dataset, tmp_path, capsys, monkeypatch):
-    from src import trainer
+    from src.engine import trainer
 
     real = trainer.predict
 
@@ -438,7 +442,7 @@ def test_generated_data_for_these_tests_has_three_people_in_its_smallest_stratum
 def test_decompression_bomb_warning_is_a_problem_in_check_data(tmp_path, monkeypatch):
     from PIL import Image
 
-    from src.data import verify_image
+    from src.data.images import verify_image
 
     path = tmp_path / "wide.png"
     Image.new("L", (400, 300)).save(path)
@@ -491,7 +495,7 @@ def test_resume_with_fewer_epochs_finishes_and_onecycle_length_is_fixed(dataset,
 
 
 def test_odd_names_and_jpeg_trailers(tmp_path):
-    from src.data import image_header, relative_name_problem
+    from src.data.images import image_header, relative_name_problem
 
     assert "NUL" in relative_name_problem("a\x00b")
     import cv2
@@ -503,7 +507,7 @@ def test_odd_names_and_jpeg_trailers(tmp_path):
 
 
 def test_pseudo_csv_rows_are_checked(tmp_path, dataset):
-    from src.data import load_pseudo
+    from src.data.tables import load_pseudo
 
     img = first_eval_image(dataset)
     bad = tmp_path / "p.csv"

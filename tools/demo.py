@@ -1,7 +1,7 @@
 """`make demo`: generate data (if absent), train the quick recipe, infer, score against the truth, and write
 the run comparison logs/report.html.
 
-    python tools/demo.py --data_dir data/synthetic [--name demo]
+    python -m tools.demo --data_dir data/synthetic [--name demo]
 """
 import argparse
 import json
@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def step(title, cmd, env=None):
@@ -29,7 +28,7 @@ def main():
     a = p.parse_args()
     t0 = time.perf_counter()
     if not (a.data_dir / "train" / "train.csv").is_file():
-        step("generate", [sys.executable, "tools/make_synthetic_data.py", "--out", a.data_dir, "--train_people",
+        step("generate", [sys.executable, "-m", "tools.make_synthetic_data", "--out", a.data_dir, "--train_people",
                           a.train_people, "--eval_people", a.eval_people, "--seed", "0"])
     env = {"DATA_DIR": str(a.data_dir), "NAME": a.name, "RUN": a.name, "PYTHON": sys.executable}
     step("train", ["bash", "experiments/quick.sh", "--overwrite", "true"], env)
@@ -39,7 +38,7 @@ def main():
 
     from src.labels import PROB_COLUMNS
     from src.metrics import evaluate
-    from src.rundir import RunDir, prediction_files, report_file
+    from src.run.rundir import RunDir, prediction_files, report_file
 
     run = RunDir(ROOT / "logs", a.name)
     files = prediction_files(run.submission)
@@ -60,7 +59,7 @@ def main():
     print(f"| run folder | {run.root.relative_to(ROOT)} |")
     print(f"| submission | {files['submission'].relative_to(ROOT)} |")
     print(f"| preview | {files['preview'].relative_to(ROOT)} |")
-    step("report", [sys.executable, "tools/report.py", "--log_dir", ROOT / "logs", "--answers",
+    step("report", [sys.executable, "-m", "tools.report", "--log_dir", ROOT / "logs", "--answers",
                     a.data_dir / "eval_answers.csv"])
     print(f"\nThe report is {report_file(ROOT / 'logs')}: open it in a browser.")
 

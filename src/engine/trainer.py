@@ -1,0 +1,310 @@
+"""The K-fold trainer: one straight train/validate loop per fold, with early stopping, atomic checkpoints,
+resume from last.pt, whole-set metrics, out-of-fold predictions and DDP via torchrun."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import ConcatDataset, Subset
+from tqdm import tqdm
+
+from src import seeds
+from src.config import policy
+from src.config.schema import TrainConfig
+from src.data.dataset import FaceDataset, Take
+from src.data.loaders import default_workers, forever, set_epoch
+from src.data.samplers import train_sampler
+from src.data.tables import load_pseudo, load_train, load_unlabeled, with_saved_folds
+from src.engine import builders
+from src.engine import dist as dist_mod
+from src.engine.checkpointer import FoldCheckpointer
+from src.engine.forward import predict_loader
+from src.engine.optim import build_optimizer, build_scheduler
+from src.engine.step import TrainStep
+from src.engine.stopping import EarlyStopping
+from src.errors import ConfigError, NonFinite
+from src.labels import NUM_CLASSES
+from src.metrics import confusion, evaluate, macro_f1
+from src.run.atomic import save_csv, save_text
+from src.run.checkpoint import FoldState, rng_state
+from src.run.logging import setup_logging
+from src.run.records import RunRecords
+from src.run.rundir import RunDir
+
+log = logging.getLogger("maskcls")
+
+
+@dataclass
+class RunInputs:
+    """What every fold of a run shares: its data, image sources and writers."""
+    cfg: TrainConfig
+    dist: dist_mod.Dist
+    run: RunDir
+    table: pd.DataFrame
+    images: object
+    pseudo: pd.DataFrame | None = None
+    pseudo_images: object = None
+    unlabeled_images: object = None
+    records: RunRecords | None = None  # rank 0 only
+
+
+def fold_datasets(cfg: TrainConfig, table: pd.DataFrame, images, k: int, rank: int = 0, pseudo=None,
+                  pseudo_images=None):
+    """(train dataset, its labels, validation dataset, validation rows of `table`) of fold k.
+    Pseudo-labelled rows only ever join the training side."""
+    seed = seeds.fold_seed(cfg.seed, k, rank)
+    folds = table["fold"].to_numpy()
+    tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+    train_labels = table["train_label"].to_numpy()[tr]
+    train_ds = FaceDataset(Take(images, tr), train_labels, builders.train_transform(cfg), seed=seed)
+    if pseudo is not None and len(pseudo):
+        pseudo_ds = FaceDataset(pseudo_images, pseudo["label"].to_numpy(), builders.train_transform(cfg),
+                                seed=seeds.pseudo_seed(seed))
+        train_labels = np.concatenate([train_labels, pseudo["label"].to_numpy()])
+        train_ds = ConcatDataset([train_ds, pseudo_ds])
+    val_ds = FaceDataset(Take(images, va), table["label"].to_numpy()[va], builders.eval_transform(cfg))
+    return train_ds, train_labels, val_ds, va
+
+
+def shared_image_sources(cfg: TrainConfig, dist, table, pseudo, unlabeled):
+    """Training, pseudo and unlabelled images at work size, cached as configured. Under torchrun rank 0
+    builds a disk cache first and the other ranks then read it."""
+    if dist.enabled and not dist.main:
+        dist_mod.barrier(dist)
+    workers, size = default_workers(cfg.num_workers), builders.work_size(cfg)
+    sources = [builders.images(cfg, frame["path"], size, workers) if frame is not None else None
+               for frame in (table, pseudo if pseudo is not None and len(pseudo) else None, unlabeled)]
+    if dist.enabled and dist.main:
+        dist_mod.barrier(dist)
+    return sources
+
+
+def check_finite(loss_sum: torch.Tensor, k: int, epoch: int, step: int):
+    if not torch.isfinite(loss_sum):
+        raise NonFinite(f"fold {k} epoch {epoch}: the training loss became {loss_sum.item()} by step {step}; "
+                            f"the fold stopped and its earlier checkpoints are intact. "
+                            f"Try a lower --lr, --grad_clip 1, or --amp none.")
+
+
+def train_epoch(step: TrainStep, loader, k: int, epoch: int, batch_scheduler, uda_iter, show: bool) -> dict:
+    """One pass over the training loader; losses and F1 over the whole epoch."""
+    step.model.train()
+    sums = torch.zeros(3, device=step.device)  # total, supervised, consistency
+    preds, targets = [], []
+    n = 0
+    bar = tqdm(loader, desc=f"fold {k} epoch {epoch}", disable=not show, mininterval=1, leave=False)
+    for i, (x, y, _) in enumerate(bar):
+        loss, sup, cons, logits = step(x, y, next(uda_iter)[0] if uda_iter is not None else None)
+        if batch_scheduler is not None:
+            batch_scheduler.step()
+        sums += torch.stack([loss, sup, cons]).float() * len(x)
+        n += len(x)
+        preds.append(logits.argmax(1).cpu())
+        targets.append(y)
+        if i % 10 == 0 or i == len(loader) - 1:
+            check_finite(sums[0], k, epoch, i)
+            bar.set_postfix(loss=f"{sums[0].item() / n:.4f}", f1=f"{macro_f1(torch.cat(targets), torch.cat(preds)):.3f}",
+                            lr=f"{step.optimizer.param_groups[0]['lr']:.2e}")
+    check_finite(sums[0], k, epoch, len(loader))
+    total, sup, cons = (sums / max(n, 1)).tolist()
+    out = dict(train_loss=total, train_f1=macro_f1(torch.cat(targets), torch.cat(preds)) if n else 0.0)
+    if uda_iter is not None:
+        out.update(train_sup_loss=sup, train_uda_loss=cons)
+    return out
+
+
+def validation_pass(model, loader, labels: torch.Tensor, criterion, amp: str, dist, k: int, epoch: int) -> tuple:
+    """(positions in the validation set, probabilities, metrics) over the whole set, every rank's shard.
+    Non-finite results stop the fold before anything of the epoch is saved."""
+    idx, logits = predict_loader([model], loader, dist.device, amp=amp)
+    idx, logits = dist_mod.gather_rows(dist, idx, logits[0])
+    y = labels[idx]
+    with torch.no_grad():
+        val_loss = float(criterion(logits.to(dist.device), y.to(dist.device)))
+    probs = F.softmax(logits, dim=1).numpy()
+    if not (math.isfinite(val_loss) and np.isfinite(probs).all()):
+        raise NonFinite(f"fold {k} epoch {epoch}: the validation loss is {val_loss} and "
+                            f"{int((~np.isfinite(probs)).any(1).sum())} of {len(probs)} images have non-finite "
+                            f"probabilities; the fold stopped unfinished, nothing of this epoch was saved. "
+                            f"Try a lower --lr, --grad_clip 1, or --amp none.")
+    m = evaluate(y.numpy(), probs)
+    return idx.numpy(), probs, dict(val_loss=val_loss, val_acc=m["acc"], val_f1=m["f1"], val_f1_mask=m["f1_mask"],
+                                    val_f1_gender=m["f1_gender"], val_f1_age=m["f1_age"])
+
+
+def fit_fold(ins: RunInputs, k: int):
+    """Build, restore, loop (train, validate, record, save), stop."""
+    cfg, dist, device, run = ins.cfg, ins.dist, ins.dist.device, ins.run
+    state = FoldState.load(run.last(k)) if run.last(k).is_file() else None
+    if state is not None and state.finished:
+        log.info("fold %d: finished earlier, skipped", k)
+        return
+    if dist.main:
+        run.fold(k).mkdir(parents=True, exist_ok=True)
+    # each fold starts from its own seed: the same weights whether it trains alone, after other folds, or again
+    seed = seeds.fold_seed(cfg.seed, k, dist.rank)
+    seeds.seed_everything(seed, cfg.deterministic)
+
+    # build
+    train_ds, train_labels, val_ds, val_rows = fold_datasets(cfg, ins.table, ins.images, k, dist.rank, ins.pseudo,
+                                                             ins.pseudo_images)
+    sampler = train_sampler(cfg.sampler, train_labels, dist.world, dist.rank, cfg.seed)
+    train_loader = builders.loader(train_ds, cfg, device, cfg.batch_size, sampler,
+                                   drop_last=len(train_ds) > cfg.batch_size, seed=seed)
+    val_loader = builders.loader(Subset(val_ds, range(dist.rank, len(val_ds), dist.world)), cfg, device,
+                                 cfg.infer_batch_size, seed=seed)
+    val_labels = torch.as_tensor(val_ds.labels)
+    unl_loader = None
+    if cfg.uda:
+        unl_seed = seeds.unlabeled_seed(cfg.seed)
+        unl_ds = FaceDataset(ins.unlabeled_images, None, builders.uda_transform(cfg),
+                             seed=seeds.unlabeled_seed(cfg.seed, dist.rank))
+        unl_sampler = train_sampler("none", np.zeros(len(unl_ds), int), dist.world, dist.rank, unl_seed)
+        unl_bs = max(1, round(cfg.batch_size * cfg.uda_ratio))
+        unl_loader = builders.loader(unl_ds, cfg, device, unl_bs, unl_sampler, drop_last=len(unl_ds) > unl_bs,
+                                     seed=seed)
+    model = builders.model(cfg).to(device)
+    criterion = builders.criterion(cfg, train_labels).to(device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler, sched_when = build_scheduler(cfg, optimizer, len(train_loader))
+    stopper = EarlyStopping(cfg.early_stop_monitor, cfg.early_stop_mode, cfg.early_stop_patience,
+                            cfg.early_stop_min_delta)
+    forward_model = torch.compile(model) if cfg.compile else model
+    ema = builders.ema(cfg, model)
+    step = builders.train_step(
+        cfg, DistributedDataParallel(forward_model, device_ids=[device.index] if device.type == "cuda" else None)
+        if dist.enabled else forward_model, criterion, optimizer, device, ema, model)
+    # the weights that validate, are saved as best_* and predict: the average when there is one
+    eval_model, kept_model = (ema.module, ema.module) if ema is not None else (forward_model, model)
+    checkpointer = FoldCheckpointer(run.last(k), lambda kind: run.checkpoint(k, kind), model, optimizer, scheduler,
+                                    step, stopper, ema, kept_model)
+
+    # restore
+    start_epoch = 0
+    if state is not None:
+        start_epoch = checkpointer.restore(state, dist.rank, dist.world, len(train_loader))
+        log.info("fold %d: resumed from %s after epoch %d", k, run.last(k), state.epoch)
+    if ins.records is not None:
+        ins.records.start_fold(k, start_epoch)
+    if state is not None and start_epoch >= cfg.epochs:  # resumed with fewer epochs than it already ran
+        if dist.main:
+            checkpointer.mark_finished(state)
+        log.info("fold %d: already ran %d of the %d epochs asked; marked finished", k, start_epoch, cfg.epochs)
+        return
+
+    # loop
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        set_epoch(train_ds, epoch)
+        # the unlabelled stream of each epoch starts afresh from the epoch number, so a resume replays it
+        uda_iter = forever(unl_loader, unl_sampler, seeds.unlabeled_epoch(epoch)) if unl_loader is not None else None
+        train_stats = train_epoch(step, train_loader, k, epoch, scheduler if sched_when == "batch" else None,
+                                  uda_iter, dist.main)
+        dist_mod.sync_buffers(dist, model)
+        if ema is not None:
+            dist_mod.sync_buffers(dist, ema.module)
+        idx, probs, metrics = validation_pass(eval_model, val_loader, val_labels, criterion, cfg.amp, dist, k, epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        if sched_when == "epoch":
+            scheduler.step()
+        elif sched_when == "val_loss":
+            scheduler.step(metrics["val_loss"])
+        improved = checkpointer.improved(metrics)
+        stopper.step(metrics[cfg.early_stop_monitor])
+        stop = dist_mod.broadcast(dist, stopper.should_stop)
+        rngs = dist_mod.gather_objects(dist, rng_state())  # every rank's, so a DDP resume is exact too
+        if dist.main:
+            checkpointer.save_epoch(epoch, metrics, improved, rngs, finished=stop or epoch == cfg.epochs - 1)
+            cm = confusion(val_labels[idx].numpy(), probs.argmax(1))
+            if improved["val_f1"]:
+                ins.records.best_f1(k, epoch, ins.table, val_rows[idx], probs, cm)
+            ins.records.epoch(dict(fold=k, epoch=epoch, lr=lr, **train_stats, **metrics,
+                                   time_s=time.perf_counter() - t0, best_f1=improved["val_f1"]), cm)
+        dist_mod.barrier(dist)
+        # stop
+        if stop:
+            log.info("fold %d: early stop after epoch %d (%s did not improve for %d epochs)", k, epoch,
+                     cfg.early_stop_monitor, stopper.wait)
+            break
+    if ins.records is not None:
+        ins.records.end_fold(k)
+
+
+def open_run(cfg: TrainConfig, dist, table: pd.DataFrame) -> tuple[RunDir, pd.DataFrame]:
+    """Claim the run name (RunDir's rule). A new run saves its fold assignment and settings; a resumed run, or a
+    process joining a run that another just created, must have the same settings (policy.MAY_CHANGE_ON_RESUME
+    aside) and takes the saved folds. Returns the run and the table with them."""
+    run = RunDir(cfg.log_dir, cfg.name)
+
+    def prepare(_how: str):
+        if run.exists:
+            conflicts = policy.resume_conflicts(policy.from_saved(run.config), cfg)
+            if conflicts:
+                raise ConfigError(
+                    f"{run.config}: this run was made with other settings, which --resume may not change: "
+                    + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in conflicts.items())
+                    + "; use the saved values, or train a new run with another --name")
+        if not run.folds_csv.is_file():
+            people = table.groupby("person_id", sort=False)["fold"].first().reset_index()
+            save_csv(people, run.folds_csv)
+        if not run.exists:
+            save_text(policy.dump(cfg, TrainConfig), run.config)
+
+    if dist.main:
+        run.claim(cfg.resume, cfg.overwrite, prepare)
+    dist_mod.barrier(dist)
+    saved_seed = policy.from_saved(run.config).seed
+    if saved_seed != cfg.seed:
+        log.warning("resume: --seed %d ignored; run %s keeps its seed %d", cfg.seed, run.name, saved_seed)
+        cfg.seed = saved_seed
+    folds = pd.read_csv(run.folds_csv, dtype={"person_id": str})
+    return run, with_saved_folds(table, folds, run.folds_csv)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train the configured folds into <log_dir>/<name>/; returns the cv.json contents."""
+    dist = dist_mod.setup(cfg.dist_backend)
+    try:
+        setup_logging(None, dist.main)
+        table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
+        pseudo = load_pseudo(cfg.pseudo_csv, cfg.pseudo_threshold)
+        unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.uda else None
+        builders.check_model_weights(cfg)  # everything checkable is checked before --overwrite may delete a run
+        run, table = open_run(cfg, dist, table)
+        setup_logging(run.train_log, dist.main)
+        seeds.seed_everything(cfg.seed + dist.rank, cfg.deterministic)
+        log.info("run %s  commit %s  device %s  world %d\n%s", run.root, policy.git_commit()[0], dist.device,
+                 dist.world, policy.dump(cfg, TrainConfig))
+        log.info("%s", "\n".join(policy.changes(cfg, cfg.recipes)))
+        for warning in policy.pointless(cfg):
+            log.warning("warning: %s", warning)
+        if dist.device.type != "cuda" and cfg.amp != "none":
+            log.info("amp=%s applies on CUDA only; this run uses fp32 on %s", cfg.amp, dist.device)
+        log.info("data: %d images of %d people; class counts (training labels) %s", len(table),
+                 table["person_id"].nunique(), np.bincount(table["train_label"], minlength=NUM_CLASSES).tolist())
+        images, pseudo_images, unlabeled_images = shared_image_sources(cfg, dist, table, pseudo, unlabeled)
+        ins = RunInputs(cfg, dist, run, table, images, pseudo, pseudo_images, unlabeled_images,
+                        RunRecords(run) if dist.main else None)
+        for k in range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]:
+            with run.fold_lock(k) if dist.main else contextlib.nullcontext():
+                fit_fold(ins, k)
+        cv = ins.records.write_cv(cfg.n_folds) if dist.main else {}
+        if cv:
+            log.info("CV macro-F1 %.4f over %d out-of-fold images; per fold %s", cv["cv_f1"], cv["oof_rows"],
+                     {k: round(v, 4) for k, v in cv["fold_f1"].items()})
+        if ins.records is not None:
+            if cv:
+                ins.records.hparams(policy.settings(cfg, TrainConfig), cv)
+            ins.records.close()
+        return cv
+    finally:
+        dist_mod.cleanup()

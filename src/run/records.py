@@ -1,0 +1,105 @@
+"""What a training run writes besides checkpoints: train.log lines, metrics.csv, TensorBoard, confusion
+matrices, out-of-fold predictions and cv.json. Paths come from RunDir.
+
+The console gets one line per epoch; the epoch's confusion matrix goes to train.log and TensorBoard, and the
+console sees the best epoch's matrix once, when the fold ends."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from src.labels import PROB_COLUMNS
+from src.metrics import confusion, confusion_text, evaluate
+from src.run.atomic import save_csv, save_text
+from src.run.figures import confusion_figure, save_png
+from src.run.logging import CONSOLE_ONLY, FILE_ONLY, log
+from src.run.rundir import RunDir
+
+
+class RunRecords:
+    """Rank 0's writers for one training run: a fold metrics.csv row, TensorBoard scalars and a confusion
+    matrix per epoch; the out-of-fold predictions and confusion image of each fold's best-F1 epoch.
+
+    Each fold's own files hold its state; the run-level metrics.csv and cv.json are rebuilt from them under
+    the run's lock, so processes training different folds side by side never overwrite each other's rows."""
+
+    def __init__(self, run: RunDir):
+        from torch.utils.tensorboard import SummaryWriter  # imported here: inference and benchmarks skip it
+
+        self.run = run
+        self.writer = SummaryWriter(str(run.tensorboard))
+        self.rows: list[dict] = []
+
+    def start_fold(self, k: int, start_epoch: int):
+        """Rows of epochs that will run (again) are dropped, so a kill between writes never duplicates one."""
+        path = self.run.fold_metrics(k)
+        rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+        self.rows = [r for r in rows if r["epoch"] < start_epoch]
+
+    def rebuild_metrics(self):
+        parts = [pd.read_csv(self.run.fold_metrics(k)) for k in self.run.folds() if self.run.fold_metrics(k).is_file()]
+        if parts:
+            save_csv(pd.concat(parts, ignore_index=True).sort_values(["fold", "epoch"]), self.run.metrics,
+                     float_format="%.6g")
+
+    def epoch(self, row: dict, cm: np.ndarray):
+        self.rows.append(row)
+        save_csv(pd.DataFrame(self.rows), self.run.fold_metrics(row["fold"]), float_format="%.6g")
+        with self.run.lock():
+            self.rebuild_metrics()
+        k, epoch = row["fold"], row["epoch"]
+        for key, value in row.items():
+            if key not in ("fold", "epoch", "best_f1"):
+                self.writer.add_scalar(f"fold{k}/{key}", value, epoch)
+        self.writer.add_figure(f"fold{k}/confusion", confusion_figure(cm, f"fold {k} epoch {epoch}"), epoch)
+        self.writer.flush()
+        log.info("fold %d epoch %d  lr %.2e  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f  "
+                 "(mask %.3f gender %.3f age %.3f)  %.0fs", k, epoch, row["lr"], row["train_loss"], row["val_loss"],
+                 row["val_acc"], row["val_f1"], row["val_f1_mask"], row["val_f1_gender"], row["val_f1_age"],
+                 row["time_s"])
+        log.info("confusion matrix (rows true, columns predicted):\n%s", confusion_text(cm), extra=FILE_ONLY)
+
+    def end_fold(self, k: int):
+        """The confusion matrix of fold k's best-F1 epoch (its oof.csv), once on the console."""
+        if self.run.oof(k).is_file():
+            oof = pd.read_csv(self.run.oof(k))
+            log.info("fold %d: confusion matrix of the best-F1 epoch (rows true, columns predicted):\n%s", k,
+                     confusion_text(confusion(oof["label"], oof["pred"])), extra=CONSOLE_ONLY)
+
+    def best_f1(self, k: int, epoch: int, table: pd.DataFrame, rows, probs: np.ndarray, cm: np.ndarray):
+        """oof.csv (path, label, fold, pred, p0..p17) and confusion.png of fold k's best-F1 epoch."""
+        df = pd.DataFrame({"path": table["path"].to_numpy()[rows], "label": table["label"].to_numpy()[rows],
+                           "fold": k, "pred": probs.argmax(1)})
+        df = pd.concat([df, pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
+        save_csv(df, self.run.oof(k), float_format="%.6f")
+        f1 = evaluate(df["label"], probs)["f1"]
+        save_png(confusion_figure(cm, f"fold {k} epoch {epoch} F1 {f1:.4f}"), self.run.confusion(k))
+
+    def hparams(self, settings: dict, cv: dict):
+        """TensorBoard's HParams tab: the run's settings against its CV scores, for comparing runs there."""
+        values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()}
+        self.writer.add_hparams(values, {f"hparams/{k}": v for k, v in cv.items() if isinstance(v, float)},
+                                run_name="hparams")
+
+    def close(self):
+        self.writer.close()
+
+    def write_cv(self, n_folds: int) -> dict:
+        with self.run.lock():
+            return write_cv(self.run, n_folds)
+
+
+def write_cv(run: RunDir, n_folds: int) -> dict:
+    """cv.json: macro-F1 of each fold's OOF rows and of all OOF rows together."""
+    parts = [pd.read_csv(run.oof(k)) for k in range(n_folds) if run.oof(k).is_file()]
+    if not parts:
+        return {}
+    oof = pd.concat(parts, ignore_index=True)
+    whole = evaluate(oof["label"], oof[PROB_COLUMNS].to_numpy())
+    folds = {int(k): evaluate(g["label"], g[PROB_COLUMNS].to_numpy())["f1"] for k, g in oof.groupby("fold")}
+    cv = dict(cv_f1=whole["f1"], fold_f1=folds, **{f"cv_{k}": v for k, v in whole.items() if k != "f1"},
+              oof_rows=len(oof))
+    save_text(json.dumps(cv, indent=2), run.cv)
+    return cv

@@ -1,0 +1,218 @@
+"""The run folder: every path of a run, the checkpoint kinds, and the one rule for claiming a name.
+
+Nothing else spells a file name of a run. Layout (README "What goes where in logs/"):
+
+    <log_dir>/<name>/config.yaml  folds.csv  train.log  metrics.csv  cv.json  tb/  pseudo_labels.csv (+ .yaml)
+                     fold<k>/last.pt  best_f1.pt  best_loss.pt  best_acc.pt  oof.csv  confusion.png  metrics.csv
+    <log_dir>/.<name>.lock   the run's lock (creation, run-level files); .<name>.fold<k>.lock: fold k's trainer
+                     submission.csv  eval_probs.csv  eval_preview.png  inference.yaml   (written by infer)
+                     errors.png   (tools.report)   label_issues.csv  label_issues.png   (tools.find_label_issues)
+    <log_dir>/report.html   the comparison of runs (python -m tools.report)
+
+    python -m src.run.rundir latest [LOG_DIR]     prints the most recently written run's name (for shell scripts)
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from src.config.schema import CHECKPOINT_KINDS, RESERVED_NAMES, RUN_NAME, RUN_NAME_TEXT
+from src.errors import ConfigError, RunBusy, RunExists
+from src.run.atomic import remove_stale_tmp
+
+CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, TENSORBOARD = ("config.yaml", "folds.csv", "train.log", "metrics.csv",
+                                                     "cv.json", "tb")
+PSEUDO_LABELS, PSEUDO_SETTINGS = "pseudo_labels.csv", "pseudo_labels.yaml"
+OOF, CONFUSION = "oof.csv", "confusion.png"
+ERRORS, LABEL_ISSUES, LABEL_ISSUES_GALLERY, REPORT = "errors.png", "label_issues.csv", "label_issues.png", "report.html"
+SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS = ("submission.csv", "eval_probs.csv", "eval_preview.png",
+                                                            "inference.yaml")
+
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a run folder's name, or None."""
+    if name in RESERVED_NAMES:
+        return f"run name {name!r} is reserved (log_dir/{name} is not a run)"
+    return None if RUN_NAME.fullmatch(name) else f"run name {name!r} is not allowed: use {RUN_NAME_TEXT}"
+
+
+def holder(lock_file: Path) -> str:
+    try:
+        return f"process {lock_file.read_text().strip() or '?'}"
+    except OSError:
+        return "another process"
+
+
+def is_held(lock_file: Path) -> bool:
+    """Whether another process holds lock_file now. Only for processes that hold no lock on it themselves:
+    closing this probe's descriptor would drop the caller's own record locks on the file."""
+    if not lock_file.is_file():
+        return False
+    with open(lock_file, "a+") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(f, fcntl.LOCK_UN)
+    return False
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, wait: bool, busy: str):
+    """A POSIX record lock (fcntl.lockf) on lock_file, held for the block; the file records the holder's pid.
+    Record locks belong to the process: forked loader workers do not inherit them, and a killed trainer's lock
+    is gone at once. Without `wait`, a held lock raises RunBusy naming its holder."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
+            raise RunBusy(f"{busy} is held by {holder(lock_file)} ({lock_file}); wait for it or stop it") from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.lockf(f, fcntl.LOCK_UN)
+
+
+class RunDir:
+    """Paths of the run `name` under `log_dir`; `name` must be one safe folder name."""
+
+    def __init__(self, log_dir, name: str):
+        problem = name_problem(name)
+        if problem:
+            raise ConfigError(problem)
+        self.log_dir, self.name = Path(log_dir), name
+        self.root = self.log_dir / name
+
+    def __repr__(self):
+        return f"RunDir({str(self.root)!r})"
+
+    config = property(lambda self: self.root / CONFIG)
+    folds_csv = property(lambda self: self.root / FOLDS)
+    train_log = property(lambda self: self.root / TRAIN_LOG)
+    metrics = property(lambda self: self.root / METRICS)
+    cv = property(lambda self: self.root / CV)
+    tensorboard = property(lambda self: self.root / TENSORBOARD)
+    pseudo_labels = property(lambda self: self.root / PSEUDO_LABELS)
+    pseudo_settings = property(lambda self: self.root / PSEUDO_SETTINGS)
+    submission = property(lambda self: self.root / SUBMISSION)
+    errors = property(lambda self: self.root / ERRORS)
+    label_issues = property(lambda self: self.root / LABEL_ISSUES)
+    label_issues_gallery = property(lambda self: self.root / LABEL_ISSUES_GALLERY)
+
+    def fold(self, k: int) -> Path:
+        return self.root / f"fold{k}"
+
+    def checkpoint(self, k: int, kind: str) -> Path:
+        if kind not in CHECKPOINT_KINDS:
+            raise ConfigError(f"checkpoint kind {kind!r}; choose one of: {', '.join(CHECKPOINT_KINDS)}")
+        return self.fold(k) / f"{kind}.pt"
+
+    def last(self, k: int) -> Path:
+        return self.checkpoint(k, "last")
+
+    def oof(self, k: int) -> Path:
+        return self.fold(k) / OOF
+
+    def confusion(self, k: int) -> Path:
+        return self.fold(k) / CONFUSION
+
+    def fold_metrics(self, k: int) -> Path:
+        return self.fold(k) / METRICS
+
+    def lock(self):
+        """The run's lock: creating the run and rebuilding its run-level files happen under it."""
+        return exclusive(self.log_dir / f".{self.name}.lock", wait=True, busy=f"run {self.name}")
+
+    def fold_lock(self, k: int):
+        """Held while fold k trains: a second trainer of the same fold is refused at once. It lives beside the
+        run folder, so --overwrite can see a trainer at work before it deletes anything."""
+        return exclusive(self.fold_lock_file(k), wait=False, busy=f"fold {k} of run {self.name}")
+
+    def fold_lock_file(self, k: int) -> Path:
+        return self.log_dir / f".{self.name}.fold{k}.lock"
+
+    def training_folds(self, n_folds: int) -> list[int]:
+        """Folds whose lock a live trainer holds now (a killed trainer's lock is gone at once)."""
+        return [k for k in range(n_folds) if is_held(self.fold_lock_file(k))]
+
+    def folds(self) -> list[int]:
+        """Indices of the fold folders present, in order."""
+        found = [p.name[4:] for p in self.root.glob("fold*") if p.is_dir()]
+        return sorted(int(k) for k in found if k.isdigit())
+
+    @property
+    def exists(self) -> bool:
+        """A run is a folder holding config.yaml."""
+        return self.config.is_file()
+
+    def claim(self, resume: bool, overwrite: bool, prepare=None) -> str:
+        """The one rule for a run name, under the run's lock: 'new' when free; an existing run is continued with
+        resume ('resumed'), replaced with overwrite ('replaced'), and refused otherwise. Overwrite deletes only a
+        real folder directly inside log_dir that holds config.yaml. Temp files of killed writers go.
+        `prepare(how)`, still under the lock, checks or writes what the run folder must hold."""
+        with self.lock():
+            how = self._claim(resume, overwrite)
+            if prepare is not None:
+                prepare(how)
+        return how
+
+    def _claim(self, resume: bool, overwrite: bool) -> str:
+        if self.exists:
+            if overwrite:
+                if self.root.is_symlink() or self.root.resolve().parent != self.log_dir.resolve():
+                    raise RunExists(f"{self.root} is not a run folder directly inside {self.log_dir}; not deleted")
+                for k in self.folds():
+                    with self.fold_lock(k):  # refused while a trainer holds it
+                        pass
+                shutil.rmtree(self.root)
+                self.root.mkdir(parents=True)
+                return "replaced"
+            if not resume:
+                raise RunExists(f"{self.root} already exists; use --resume to continue it or --overwrite to "
+                                f"replace it")
+            for folder in [self.root, *(self.fold(k) for k in self.folds())]:
+                remove_stale_tmp(folder)
+            return "resumed"
+        self.root.mkdir(parents=True, exist_ok=True)
+        return "new"
+
+def prediction_files(submission: Path) -> dict[str, Path]:
+    """What infer writes: the submission and, beside it, probabilities, a preview and the settings used."""
+    folder = submission.parent
+    return dict(submission=submission, probs=folder / EVAL_PROBS, preview=folder / EVAL_PREVIEW,
+                settings=folder / INFERENCE_SETTINGS)
+
+
+def report_file(log_dir) -> Path:
+    """The default place of tools/report.py's comparison of the runs in log_dir."""
+    return Path(log_dir) / REPORT
+
+
+def list_runs(log_dir) -> list[RunDir]:
+    """The runs in log_dir (folders holding config.yaml whose names are run names), oldest config first."""
+    configs = sorted(Path(log_dir).glob(f"*/{CONFIG}"), key=lambda p: p.stat().st_mtime)
+    return [RunDir(log_dir, c.parent.name) for c in configs if name_problem(c.parent.name) is None]
+
+
+def latest(log_dir) -> str | None:
+    """The run whose config.yaml was written last, or None."""
+    runs = list_runs(log_dir)
+    return runs[-1].name if runs else None
+
+
+if __name__ == "__main__":
+    if len(sys.argv) not in (2, 3) or sys.argv[1] != "latest":
+        raise SystemExit(__doc__)
+    name = latest(sys.argv[2] if len(sys.argv) == 3 else "logs")
+    if name is None:
+        raise SystemExit("error: no run found; set RUN=name")
+    print(name)
