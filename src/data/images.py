@@ -1,0 +1,111 @@
+"""Image files: decoding to RGB after header checks (size, truncation, decompression bombs), and the path
+rules that keep names from data files inside the data."""
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from src.config.schema import MAX_IMAGE_PIXELS
+from src.errors import DataError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+cv2.setNumThreads(1)  # loader workers parallelise across images; OpenCV threads would only contend
+
+
+def image_header(data: bytes, path, max_pixels: int) -> str | None:
+    """Problems visible without decoding: unreadable header, too many pixels, a JPEG cut short."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        return f"{path}: refused, too many pixels to decode safely ({e})"
+    except Exception as e:  # PIL raises many types for bad headers
+        return f"{path}: unreadable or corrupt image ({type(e).__name__}: {e})"
+    if width * height > max_pixels:
+        return (f"{path}: {width}x{height} is {width * height:,} pixels, more than max_image_pixels "
+                f"{max_pixels:,}; refused before decoding")
+    if width < 8 or height < 8:
+        return f"{path}: image is only {width}x{height}"
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-65536:]:  # phones may append data after the marker
+        return f"{path}: truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def read_rgb(path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an image file to RGB uint8 HxWx3 after checking its header, or raise DataError naming it."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError([f"{path}: cannot be read ({e.strerror})"]) from None
+    problem = image_header(data, path, max_pixels)
+    if problem:
+        raise DataError([problem])
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError([f"{path}: unreadable or corrupt image"])
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def verify_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """Header checks, then a full PIL decode (strict about truncation); a problem or None."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return f"{path}: cannot be read ({e.strerror})"
+    problem = image_header(data, path, max_pixels)
+    if problem:
+        return problem
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except Exception as e:  # PIL raises many types for bad files
+        return f"{path}: unreadable or corrupt image ({type(e).__name__}: {e})"
+    return None
+
+
+def relative_name_problem(name: str) -> str | None:
+    """Why a name from a data file is not a plain relative path (absolute, '..', empty part), or None."""
+    parts = re.split(r"[\\/]", name)
+    if not name or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "must be a relative name, not absolute or empty"
+    if "\x00" in name:
+        return "must not contain a NUL character"
+    if any(p in ("", ".", "..") for p in parts):
+        return "must not contain '..', '.' or an empty part"
+    return None
+
+
+def inside(root: Path, name: str) -> tuple[Path | None, str | None]:
+    """root/name if it is a plain relative name that resolves (symlinks followed) inside root."""
+    problem = relative_name_problem(name)
+    if problem:
+        return None, problem
+    path = root / name
+    if not path.resolve().is_relative_to(root.resolve()):
+        return None, f"resolves outside {root}"
+    return path, None
+
+
+class FileImages:
+    """Images decoded from disk on demand (header checked first), resized to `size` (H, W) when given."""
+
+    def __init__(self, paths, size: tuple[int, int] | None = None, max_pixels: int = MAX_IMAGE_PIXELS):
+        self.paths, self.size, self.max_pixels = list(paths), size, max_pixels
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i) -> np.ndarray:
+        img = read_rgb(self.paths[i], self.max_pixels)
+        if self.size is not None and img.shape[:2] != tuple(self.size):
+            img = cv2.resize(img, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+        return img
