@@ -81,6 +81,28 @@ class NonFinite(MaskclsError):
     """A NaN or infinity where a result was expected: never written as a result."""
 
 
+class FileSystemError(MaskclsError):
+    """A file or folder that cannot be read or written (read-only disk, no permission): the path and what to do."""
+
+
+def filesystem_error(error: OSError, path, doing: str) -> FileSystemError:
+    """One line for an OSError of the file system: what failed on which path, why, and what to do."""
+    reason = error.strerror or type(error).__name__
+    return FileSystemError(f"cannot {doing} {path} ({reason}); make that place writable, or choose another "
+                           f"--log_dir or --out")
+
+
+class Interrupted(MaskclsError):
+    """Ctrl-C or SIGTERM: training stopped at once; what was saved is intact."""
+
+    def __init__(self, message: str, signal_name: str = "SIGINT"):
+        super().__init__(message)
+        self.exit_code = 143 if signal_name == "SIGTERM" else 130
+
+    def lines(self) -> list[str]:
+        return [str(self)]
+
+
 @contextlib.contextmanager
 def fail_cleanly():
     """Entry points: a MaskclsError becomes its lines on stderr and its exit code; anything else propagates."""

@@ -1,12 +1,16 @@
-"""What tests share besides fixtures: the tiny model's settings, a generated dataset, subprocess runs of the
-entry points, and configs built as the command line builds them."""
+"""What tests share besides fixtures: the tiny model's settings, a generated dataset, subprocess and in-process
+runs of the entry points, and configs built as the command line builds them."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+CORRECTIONS = str(ROOT / "corrections.csv")
 
 # A tiny timm model at a small size: a whole fold takes seconds on 2 CPU cores.
 TINY = ["--model", "test_efficientnet", "--pretrained", "false", "--img_height", "64", "--img_width", "48",
@@ -31,6 +35,29 @@ def run_py(*args, cwd=ROOT, timeout=600, check=True, env=None):
         raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
                              f"stderr:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def cli(main, *args, capsys):
+    """(exit code, stderr) of an entry point's main() run in this process."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def copy_data(dataset, tmp_path):
+    return shutil.copytree(dataset, tmp_path / "d")
+
+
+def first_eval_image(data):
+    return data / "eval" / "images" / pd.read_csv(data / "eval" / "info.csv", dtype=str)["ImageID"][0]
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 def tiny_cfg(cls=None, **overrides):

@@ -14,7 +14,6 @@ import argparse
 import csv
 import hashlib
 import os
-import sys
 import time
 from pathlib import Path
 

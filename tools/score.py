@@ -3,7 +3,6 @@
 Both files are ImageID,ans; rows are matched by ImageID. Prints macro-F1, per-task F1 and accuracy.
 """
 import sys
-from pathlib import Path
 
 import pandas as pd
 

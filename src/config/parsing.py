@@ -22,7 +22,8 @@ from typing import Annotated, Literal
 import yaml
 
 from src.config.schema import ENTRY_POINTS, Name, Needs, Range, TrainConfig
-from src.errors import ConfigError
+from src.errors import ConfigError, fail_cleanly
+from src.files import irregular, read_regular
 
 EXTENDS = "extends"  # the recipe key naming a base recipe, relative to the recipe's own folder
 SAVED_EXTRA = ("git_commit", "git_dirty", "recipes")  # written beside the settings, ignored when read back
@@ -170,10 +171,11 @@ def check_settings(cfg):
 
 def read_mapping(path: Path, source: str) -> dict:
     """A YAML file's mapping of key: value; `source` names the file in errors."""
-    if not path.is_file():
-        raise ConfigError(f"{source}: file not found")
+    why = irregular(path)
+    if why:
+        raise ConfigError(f"{source}: {'file not found' if why == 'not found' else why}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_regular(path).decode("utf-8", errors="replace"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -283,8 +285,6 @@ def parse(argv: list[str] | None = None, cls=TrainConfig):
 
 
 def parse_or_exit(argv: list[str] | None = None, cls=TrainConfig):
-    try:
+    """parse(), with a bad setting as one line on stderr and exit code 2."""
+    with fail_cleanly():
         return parse(argv, cls)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)

@@ -22,8 +22,10 @@ from tqdm import tqdm
 
 from src.config.schema import MAX_IMAGE_PIXELS
 from src.data.images import FileImages
-from src.errors import NoSpace
+from src.errors import FileSystemError, NoSpace, filesystem_error
+from src.files import irregular, is_regular, read_regular
 from src.run.atomic import remove_stale_tmp, save_text
+from src.run.rundir import exclusive
 
 log = logging.getLogger("maskcls")
 
@@ -32,7 +34,7 @@ def cache_key(paths, size, corrections: str, max_pixels: int = MAX_IMAGE_PIXELS)
     h = hashlib.sha1()
     h.update(f"{size[0]}x{size[1]}:{max_pixels}".encode())  # a lower limit must re-check every image
     corr = Path(corrections)
-    h.update(corr.read_bytes() if corrections.lower() != "none" and corr.is_file() else b"none")
+    h.update(read_regular(corr) if corrections.lower() != "none" and is_regular(corr) else b"none")
     for p in paths:
         st = os.stat(p)
         h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -86,10 +88,57 @@ def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_w
         return ArrayImages(tensor.numpy())
     key = cache_key(paths, size, corrections, max_pixels)
     target = Path(cache_dir) / f"{key}.npy"
-    if target.is_file():
-        log.info("cache hit %s", target)
-        return ArrayImages(np.load(target, mmap_mode="r"))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise filesystem_error(e, target.parent, "create the cache folder") from None
+    # one builder per file: runs sharing the cache wait for it, then map what it wrote
+    with exclusive(target.with_name(f".{key}.lock"), wait=True, busy=f"the disk cache {target.name}"):
+        array, problem = mapped(target, shape)
+        if array is not None:
+            log.info("cache hit %s", target)
+            return ArrayImages(array)
+        if problem:
+            log.warning("cache file %s is damaged (%s); rebuilding it", target, problem)
+            try:
+                target.unlink()
+            except OSError as e:
+                raise FileSystemError(f"{target}: damaged cache file ({problem}) that cannot be removed "
+                                      f"({e.strerror}); delete it by hand") from None
+        build_disk(target, paths, size, shape, num_workers, max_pixels)
+        save_text(json.dumps({"size": list(size), "images": len(paths), "corrections": corrections}),
+                  target.with_suffix(".json"))
+    log.info("cache built %s (%.1f MB)", target, target.stat().st_size / 2**20)
+    return ArrayImages(np.load(target, mmap_mode="r"))
+
+
+def mapped(target: Path, shape: tuple) -> tuple[np.ndarray | None, str | None]:
+    """(the memory-mapped images, None) when target holds uint8 images of `shape` whose bytes are all there;
+    (None, what is wrong) when it does not; (None, None) when there is no file."""
+    if not target.exists():
+        return None, None
+    why = irregular(target)
+    if why:
+        return None, why
+    try:
+        with open(target, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                else np.lib.format.read_array_header_2_0
+            found_shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+    except Exception as e:  # numpy raises several types for a damaged header
+        return None, f"unreadable header: {e}"
+    if tuple(found_shape) != shape or dtype != np.uint8 or fortran:
+        return None, f"holds {dtype} {tuple(found_shape)}, expected uint8 {shape}"
+    size, expected = target.stat().st_size, offset + int(np.prod(shape))
+    if size != expected:
+        return None, f"{size:,} bytes, expected {expected:,} (truncated or padded)"
+    return np.load(target, mmap_mode="r"), None
+
+
+def build_disk(target: Path, paths, size, shape, num_workers: int, max_pixels: int):
+    """Decode every image into a temp .npy beside target, then move it into place."""
     remove_stale_tmp(target.parent)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     try:
@@ -99,12 +148,12 @@ def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_w
         array.flush()
         del array
         os.replace(tmp, target)
+    except OSError as e:
+        if isinstance(e, NoSpace):
+            raise
+        raise filesystem_error(e, tmp, "write the disk cache") from None
     finally:
         tmp.unlink(missing_ok=True)
-    save_text(json.dumps({"size": list(size), "images": len(paths), "corrections": corrections}),
-              target.with_suffix(".json"))
-    log.info("cache built %s (%.1f MB)", target, target.stat().st_size / 2**20)
-    return ArrayImages(np.load(target, mmap_mode="r"))
 
 
 def image_source(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int = 0,

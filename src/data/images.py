@@ -13,6 +13,7 @@ from PIL import Image
 
 from src.config.schema import MAX_IMAGE_PIXELS
 from src.errors import DataError
+from src.files import read_regular, shown
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
@@ -43,9 +44,11 @@ def image_header(data: bytes, path, max_pixels: int) -> str | None:
 def read_rgb(path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode an image file to RGB uint8 HxWx3 after checking its header, or raise DataError naming it."""
     try:
-        data = Path(path).read_bytes()
+        data = read_regular(path)
     except OSError as e:
-        raise DataError([f"{path}: cannot be read ({e.strerror})"]) from None
+        raise DataError([f"{shown(path)}: cannot be read ({e.strerror})"]) from None
+    except ValueError as e:
+        raise DataError([f"{shown(path)}: {e}"]) from None
     problem = image_header(data, path, max_pixels)
     if problem:
         raise DataError([problem])
@@ -58,9 +61,11 @@ def read_rgb(path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
 def verify_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
     """Header checks, then a full PIL decode (strict about truncation); a problem or None."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except OSError as e:
-        return f"{path}: cannot be read ({e.strerror})"
+        return f"{shown(path)}: cannot be read ({e.strerror})"
+    except ValueError as e:
+        return f"{shown(path)}: {e}"
     problem = image_header(data, path, max_pixels)
     if problem:
         return problem

@@ -2,6 +2,7 @@
 person-level folds, and the pseudo-labelled and unlabelled image lists. Every problem names its file and row."""
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections import Counter
@@ -13,6 +14,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from src.data.images import IMAGE_EXTS, inside
 from src.errors import DataError
+from src.files import irregular, read_regular, shown
 from src.labels import AGE_NAMES, GENDER_NAMES, NUM_CLASSES, PHOTO_MASK, PHOTO_NAMES, age_band, encode_label
 
 log = logging.getLogger("maskcls")
@@ -38,6 +40,10 @@ def list_person_photos(folder: Path, problems: list[str], junk: list[str]) -> di
         if stem in found:
             problems.append(f"{folder}: two files for {stem}: {found[stem].name} and {f.name}")
             continue
+        why = irregular(f)
+        if why:  # a named pipe or a device would block or never end when read
+            problems.append(f"{shown(f)}: {why}")
+            continue
         found[stem] = f
     missing = [n for n in PHOTO_NAMES if n not in found]
     if missing:
@@ -46,11 +52,12 @@ def list_person_photos(folder: Path, problems: list[str], junk: list[str]) -> di
 
 
 def read_csv_checked(path: Path, columns, problems: list[str]) -> pd.DataFrame | None:
-    if not path.is_file():
-        problems.append(f"{path}: file not found")
+    why = irregular(path)
+    if why:
+        problems.append(f"{path}: {'file not found' if why == 'not found' else why}")
         return None
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(io.BytesIO(read_regular(path)), dtype=str, keep_default_na=False)
     except Exception as e:
         problems.append(f"{path}: cannot be parsed as CSV ({e})")
         return None
@@ -243,8 +250,8 @@ def load_eval(data_dir) -> pd.DataFrame:
     img_dir, paths = data_dir / "eval" / "images", []
     for i, image_id in enumerate(info["ImageID"]):
         path, problem = inside(img_dir, image_id)
-        if problem is None and not path.is_file():
-            problem = f"image {path} not found"
+        if problem is None and irregular(path):
+            problem = f"image {shown(path)} {irregular(path)}"
         elif problem is not None:
             problem = f"ImageID {image_id!r} {problem}"
         if problem:
@@ -302,7 +309,7 @@ def load_pseudo(path: str, threshold: float = 0.0) -> pd.DataFrame | None:
     if problems:
         raise DataError(problems)
     df = df.assign(label=df["label"].astype(int), confidence=df["confidence"].astype(float))
-    absent = [f"{path} row {i + 2}: image {p} not found" for i, p in df["path"].items() if not Path(p).is_file()]
+    absent = [f"{path} row {i + 2}: image {shown(p)} {irregular(p)}" for i, p in df["path"].items() if irregular(p)]
     if absent:
         raise DataError(absent)
     kept = df[df["confidence"] >= threshold].reset_index(drop=True)

@@ -1,3 +1,4 @@
+"""bench/throughput.py: the quick benchmark prints every row."""
 import pytest
 
 from tests.helpers import run_py

@@ -1,78 +1,13 @@
+"""src/data/check.py: --check_data names every problem of a damaged dataset."""
 import json
 import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import ROOT, make_data, run_py
-from src.errors import DataError
-from src.data.dataset import FaceDataset
-from src.data.images import FileImages
-from src.data.check import check_data
-from src.data.tables import load_eval, load_train
 from src.config.schema import TrainConfig as Config
-
-CORRECTIONS = str(ROOT / "corrections.csv")
-
-
-def test_corrections_fix_exactly_the_listed_ids(dataset):
-    raw = load_train(dataset, "none", 60, 2, 0)
-    fixed = load_train(dataset, CORRECTIONS, 60, 2, 0)
-    listed = set(pd.read_csv(CORRECTIONS, dtype=str)["id"])
-    changed = set(raw.loc[(raw["label"] != fixed["label"]).to_numpy(), "person_id"])
-    present = listed & set(raw["person_id"])
-    assert changed == present and len(present) == 3
-    male = fixed[fixed["person_id"] == "006359"]
-    assert (male["gender"] == 0).all() and (raw.loc[male.index, "gender"] == 1).all()
-    swap = fixed[fixed["person_id"] == "000020"].set_index("photo")
-    raw_swap = raw[raw["person_id"] == "000020"].set_index("photo")
-    assert swap.loc["incorrect_mask", "mask"] == 2 and swap.loc["normal", "mask"] == 1
-    assert raw_swap.loc["incorrect_mask", "mask"] == 1 and raw_swap.loc["normal", "mask"] == 2
-    assert (swap.loc[[f"mask{i}" for i in range(1, 6)], "mask"] == 0).all()
-
-
-def test_unknown_fix_in_corrections_file_is_refused(dataset, tmp_path):
-    bad = tmp_path / "c.csv"
-    bad.write_text("id,fix\n000020,make_older\n")
-    with pytest.raises(DataError, match="make_older.*gender_male"):
-        load_train(dataset, str(bad))
-
-
-def test_folds_group_persons_and_balance_strata(tmp_path):
-    data = make_data(tmp_path / "d", train_people=200, eval_people=1, size="32x40")
-    table = load_train(data, CORRECTIONS, 59, 4, seed=1)
-    assert (table.groupby("person_id")["fold"].nunique() == 1).all()
-    assert set(table["fold"]) == {0, 1, 2, 3}
-    people = table.drop_duplicates("person_id")
-    sizes = people["fold"].value_counts()
-    assert sizes.max() - sizes.min() <= 3
-    female_share = people.groupby("fold")["gender"].mean()
-    assert female_share.max() - female_share.min() < 0.25
-    again = load_train(data, CORRECTIONS, 59, 4, seed=1)
-    assert (again["fold"] == table["fold"]).all()
-    other = load_train(data, CORRECTIONS, 59, 4, seed=2)
-    assert (other["fold"] != table["fold"]).any()
-
-
-def test_dataset_returns_rgb_uint8_label_and_index(dataset):
-    table = load_train(dataset, "none")
-    ds = FaceDataset(FileImages(table["path"][:3]), table["label"][:3])
-    img, label, idx = ds[2]
-    assert img.dtype == np.uint8 and img.shape == (128, 96, 3) and idx == 2 and label == table["label"][2]
-    red = np.zeros((8, 8, 3), np.uint8)
-    red[..., 0] = 255
-    path = dataset.parent / "red.png"
-    import cv2
-
-    cv2.imwrite(str(path), red[..., ::-1])
-    assert FileImages([path])[0][0, 0].tolist() == [255, 0, 0]
-
-
-def test_eval_table_keeps_info_order(dataset):
-    info = pd.read_csv(dataset / "eval" / "info.csv")
-    table = load_eval(dataset)
-    assert list(table["ImageID"]) == list(info["ImageID"])
+from src.data.check import check_data
+from tests.helpers import CORRECTIONS, run_py
 
 
 def broken_copy(dataset, tmp_path):

@@ -1,17 +1,18 @@
+"""src/engine/dist.py: a two-process gloo run matches single-process evaluation."""
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from tests.helpers import TINY, run_py, tiny_cfg
 from src.data.dataset import FaceDataset
 from src.data.images import FileImages
-from src.data.tables import load_train
-from src.engine.forward import predict_loader, probabilities
 from src.data.loaders import make_loader
-from src.metrics import evaluate
+from src.data.tables import load_train
 from src.engine import builders
 from src.engine.builders import eval_transform, work_size
+from src.engine.forward import predict_loader, probabilities
+from src.metrics import evaluate
+from tests.helpers import TINY, run_py, tiny_cfg
 
 pytestmark = pytest.mark.slow  # trains or benchmarks for real
 

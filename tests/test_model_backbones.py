@@ -1,63 +1,21 @@
+"""src/model/backbones.py: timm backbones of every family, their weights and the sizes they take."""
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.helpers import tiny_cfg
-from src.model.network import GeM, MaskClassifier
-from src.errors import ModelError, PretrainedError
 from src.engine import builders
+from src.errors import ModelError, PretrainedError
 from src.model.backbones import convert_lite_weights, create_backbone, lite_package_file
+from src.model.network import GeM
+from tests.helpers import TINY, run_py, tiny_cfg
+
+PROBS = [f"p{k}" for k in range(18)]
 
 
 def backbone_of(cfg):
     return create_backbone(cfg.model, (cfg.img_height, cfg.img_width), cfg.pretrained, cfg.pretrained_path)
-
-
-def test_gem_with_p_1_is_average_pooling():
-    x = torch.rand(2, 5, 4, 3)
-    assert torch.allclose(GeM(p=1.0)(x), x.mean((2, 3)), atol=1e-6)
-    assert GeM(p=3.0)(x).shape == (2, 5)
-
-
-@pytest.mark.parametrize("heads", ["joint", "per_task"])
-@pytest.mark.parametrize("head", ["arcface", "linear"])
-@pytest.mark.parametrize("neck", ["prelu", "prelu_dropout", "bn"])
-@pytest.mark.parametrize("pooling", ["gem", "avg"])
-def test_output_shape_for_every_head_neck_and_pooling(heads, head, neck, pooling):
-    model = builders.model(tiny_cfg(heads=heads, head=head, neck=neck, pooling=pooling, msd_count=3)).train()
-    x = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8)
-    assert model(x).shape == (4, 18)
-    model.eval()
-    out = model(x)
-    assert out.shape == (4, 18)
-    if heads == "per_task":  # log p(mask) + log p(gender) + log p(age)
-        assert torch.allclose(out.exp().sum(1), torch.ones(4), atol=1e-5)
-        assert [z.shape[1] for z in model(x, per_head=True)] == [3, 2, 3]
-    elif head == "arcface":
-        assert out.abs().max() <= 45.0 + 1e-3  # s * cosine
-    assert isinstance(model.neck[-1], {"prelu": torch.nn.PReLU, "prelu_dropout": torch.nn.Dropout,
-                                       "bn": torch.nn.BatchNorm1d}[neck])
-
-
-def test_multi_sample_dropout_can_be_turned_off():
-    assert len(builders.model(tiny_cfg(msd_count=0)).dropouts) == 0
-    model = builders.model(tiny_cfg(msd_count=4, msd_p=0.5)).train()
-    x = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8)
-    torch.manual_seed(0)
-    assert not torch.allclose(model(x), model(x))  # dropout active in training
-
-
-def test_model_normalises_uint8_with_dataset_statistics():
-    class Recorder(torch.nn.Module):
-        def forward_features(self, x):
-            self.seen = x
-            return x
-
-    cfg = tiny_cfg()
-    model = MaskClassifier(Recorder(), "recorder", (4, 4), mean=cfg.mean, std=cfg.std).eval()
-    x = (torch.tensor(cfg.mean) * 255).view(1, 3, 1, 1).expand(2, 3, 4, 4)
-    model(x + torch.tensor(cfg.std).view(1, 3, 1, 1) * 255)
-    assert torch.allclose(model.backbone.seen, torch.ones(2, 3, 4, 4), atol=1e-5)
 
 
 def test_packaged_lite0_weights_classify_imagenet_images():
@@ -111,6 +69,17 @@ def test_unfetchable_weights_give_one_clear_line(monkeypatch):
         backbone_of(tiny_cfg(model="resnet_nonexistent"))
 
 
+def test_weights_file_at_another_size_is_resampled_by_timm(tmp_path):
+    source = backbone_of(tiny_cfg(model="vit_tiny_patch16_224", img_height=224, img_width=224))
+    path = tmp_path / "vit.pt"
+    torch.save(source.state_dict(), path)
+    loaded = backbone_of(tiny_cfg(model="vit_tiny_patch16_224", img_height=128, img_width=96, pretrained="true",
+                                      pretrained_path=path))
+    assert loaded.pos_embed.shape == (1, 1 + 8 * 6, 192)  # class token + an 8x6 patch grid
+    assert torch.equal(loaded.pos_embed[:, 0], source.pos_embed[:, 0])
+    assert torch.equal(loaded.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
 # (model, input height, width, layout of its features): one of each family at a non-square size.
 FAMILIES = [
     ("resnet18", 128, 96, "NCHW"),  # CNN
@@ -151,29 +120,46 @@ def test_a_size_the_architecture_cannot_take_is_a_clear_error():
     assert "sizes it takes: 128x96" in message
 
 
-def test_weights_file_at_another_size_is_resampled_by_timm(tmp_path):
-    source = backbone_of(tiny_cfg(model="vit_tiny_patch16_224", img_height=224, img_width=224))
-    path = tmp_path / "vit.pt"
-    torch.save(source.state_dict(), path)
-    loaded = backbone_of(tiny_cfg(model="vit_tiny_patch16_224", img_height=128, img_width=96, pretrained="true",
-                                      pretrained_path=path))
-    assert loaded.pos_embed.shape == (1, 1 + 8 * 6, 192)  # class token + an 8x6 patch grid
-    assert torch.equal(loaded.pos_embed[:, 0], source.pos_embed[:, 0])
-    assert torch.equal(loaded.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+def train_and_infer(dataset, log_dir, name, *args):
+    proc = run_py("train.py", "--data_dir", dataset, "--log_dir", log_dir, "--name", name, *TINY, "--fold", "0",
+                  "--epochs", "1", *args)
+    run_py("infer.py", "--data_dir", dataset, "--log_dir", log_dir, "--run", name)
+    info = pd.read_csv(dataset / "eval" / "info.csv")
+    submission = pd.read_csv(log_dir / name / "submission.csv")
+    assert list(submission["ImageID"]) == list(info["ImageID"]) and submission["ans"].between(0, 17).all()
+    return proc
 
 
-@pytest.mark.parametrize("head", ["arcface", "linear"])
-def test_per_task_softmax_is_the_product_of_the_task_softmaxes(head):
-    torch.manual_seed(0)
-    model = builders.model(tiny_cfg(heads="per_task", head=head)).eval()
-    x = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8)
-    mask, gender, age = (F.softmax(z, 1) for z in model(x, per_head=True))
-    assert [mask.shape[1], gender.shape[1], age.shape[1]] == [3, 2, 3]
-    product = (mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]).reshape(4, 18)
-    probs = F.softmax(model(x), 1)
-    assert torch.allclose(probs, product, atol=1e-5)
-    from src.labels import decode_label, encode_label
+@pytest.mark.slow
+def test_vit_joint_and_swin_per_task_runs_train_infer_and_ensemble(dataset, tmp_path):
+    vit = train_and_infer(dataset, tmp_path, "vit", "--model", "vit_tiny_patch16_224", "--pooling", "gem")
+    assert "gives no spatial map at 64x48: pooling=gem does not apply" in vit.stderr
+    train_and_infer(dataset, tmp_path, "swin", "--model", "swin_tiny_patch4_window7_224", "--heads", "per_task",
+                    "--mix_prob", "1", "--mix_mode", "halves")
+    assert (tmp_path / "swin" / "fold0" / "oof.csv").is_file()
+    run_py("infer.py", "--data_dir", dataset, "--log_dir", tmp_path, "--runs", "vit", "swin")
+    singles = [pd.read_csv(tmp_path / run / "eval_probs.csv")[PROBS].to_numpy() for run in ("vit", "swin")]
+    both = pd.read_csv(tmp_path / "ensemble_vit-swin" / "eval_probs.csv")[PROBS].to_numpy()
+    assert np.allclose(singles[1].sum(1), 1, atol=1e-4)  # the per-task run's 18 classes are a distribution
+    assert np.allclose(both, (singles[0] + singles[1]) / 2, atol=2e-5)
 
-    m, g, a = decode_label(torch.arange(18))  # class 6*mask + 3*gender + age gets exactly that product
-    assert torch.allclose(probs, mask[:, m] * gender[:, g] * age[:, a], atol=1e-5)
-    assert torch.equal(probs.argmax(1), encode_label(mask.argmax(1), gender.argmax(1), age.argmax(1)))
+
+@pytest.mark.slow
+def test_ddp_trains_a_model_whose_head_stage_is_unused(dataset, tmp_path):
+    # efficientvit_b0's timm head (conv + pooling) sits after the map we pool: frozen, so DDP's reducer
+    # does not wait for gradients that never come.
+    proc = run_py("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+                  "--data_dir", dataset, "--log_dir", tmp_path, "--name", "ddp", *TINY, "--model", "efficientvit_b0",
+                  "--heads", "per_task", "--fold", "0", "--epochs", "1", "--dist_backend", "gloo",
+                  env={"OMP_NUM_THREADS": "1"})
+    assert "world 2" in proc.stderr and "unused and frozen" in proc.stderr
+    assert (tmp_path / "ddp" / "fold0" / "oof.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_size_the_architecture_refuses_stops_train_py_before_the_run_starts(dataset, tmp_path):
+    proc = run_py("train.py", "--data_dir", dataset, "--log_dir", tmp_path, "--name", "bad", *TINY,
+                  "--model", "coatnet_nano_rw_224", "--img_height", "130", "--img_width", "98", check=False)
+    assert proc.returncode == 1
+    assert "error: coatnet_nano_rw_224 cannot take 130x98 input" in proc.stderr and "128x96" in proc.stderr
+    assert not (tmp_path / "bad").exists()  # no run folder, no cache

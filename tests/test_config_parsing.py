@@ -1,13 +1,14 @@
+"""src/config/parsing.py and schema.py: defaults, parsing, choices, ranges, unknown keys, YAML files, --help."""
 import pytest
 import yaml
 
-from tests.helpers import run_py
-import dataclasses
-
+import infer
+import train
+from src.config.parsing import NOT_OPTIONS, choices, fields_of, parse
+from src.config.policy import changes, dump
 from src.config.schema import InferConfig, PseudoConfig, TrainConfig
 from src.errors import ConfigError
-from src.config.parsing import NOT_OPTIONS, choices, fields_of, parse
-from src.config.policy import dump, from_saved
+from tests.helpers import ROOT, TINY, cli, run_py
 
 Config = TrainConfig
 
@@ -117,23 +118,6 @@ def test_experiment_file_then_command_line(tmp_path):
         parse(["--config", str(tmp_path / "none.yaml")])
 
 
-def test_saved_config_round_trips_with_git_commit(tmp_path):
-    c = parse(["--lr", "0.3", "--resume", "--mean", "0.1", "0.2", "0.3", "--gridshuffle_classes", "1,2"])
-    text = dump(c)
-    data = yaml.safe_load(text)
-    assert "git_commit" in data and data["lr"] == 0.3
-    assert "resume" not in data and "overwrite" not in data and "check_data" not in data  # switches, not settings
-    (tmp_path / "config.yaml").write_text(text)
-    back = from_saved(tmp_path / "config.yaml")
-    assert dataclasses.replace(back, resume=True) == c
-
-
-def test_a_pseudo_runs_saved_config_holds_training_keys_only():
-    c = parse(["--run", "teacher", "--tta", "none", "--lr", "0.3"], PseudoConfig)
-    data = yaml.safe_load(dump(c, TrainConfig))
-    assert "run" not in data and "tta" not in data and data["lr"] == 0.3
-
-
 def test_invalid_yaml_names_file_line_and_column(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: 0.1\nepochs: [3\n")
@@ -156,3 +140,64 @@ def test_help_lists_every_option_with_its_comment():
     assert "--config FILE" in proc.stdout and "--recipes" not in proc.stdout  # recipes records --config
     infer_help = run_py("infer.py", "--help").stdout
     assert "--checkpoint" in infer_help and "--lr " not in infer_help
+
+
+@pytest.mark.parametrize("name", ["..", "", "a/b", "/tmp/x", ".hidden"])
+def test_unsafe_run_names_are_refused_and_delete_nothing(dataset, tmp_path, capsys, name):
+    logs = tmp_path / "logs"
+    (logs / "keep").mkdir(parents=True)
+    (logs / "keep" / "config.yaml").write_text("x: 1\n")
+    (tmp_path / "unrelated.txt").write_text("mine")
+    code, err = cli(train.main, "--data_dir", dataset, "--log_dir", logs, f"--name={name}", "--overwrite", *TINY,
+                    capsys=capsys)
+    assert code == 2 and "is not a run name: use letters, digits" in err
+    assert (logs / "keep" / "config.yaml").is_file() and (tmp_path / "unrelated.txt").is_file()
+    code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", logs, "--runs", "keep", name or "''",
+                    capsys=capsys)
+    assert code == 2
+
+
+def test_a_recipe_extends_its_base_and_the_diff_names_each_layer(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: tf_efficientnet_lite0\nepochs: 6\nlr: 0.01\n")
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text("extends: ../base.yaml\nepochs: 8\nheads: per_task\n")  # relative to the recipe's folder
+    cfg = parse(["--config", str(child), "--lr", "0.001"])
+    assert (cfg.model, cfg.epochs, cfg.heads, cfg.lr) == ("tf_efficientnet_lite0", 8, "per_task", 0.001)
+    assert cfg.recipes == [str(child)]
+    lines = changes(cfg, cfg.recipes)
+    base_at = lines.index(f"set by {child.parent / '../base.yaml'} (base of {child}): 3 key(s)")
+    child_at = lines.index(f"set by {child}: 2 key(s)")
+    line_at = lines.index("set by the command line: 1 key(s)")
+    assert base_at < child_at < line_at
+    assert lines[child_at + 1:line_at] == ["  heads: joint -> per_task", "  epochs: 6 -> 8"]
+    assert lines[line_at + 1:] == ["  lr: 0.01 -> 0.001"]
+    saved = yaml.safe_load(dump(cfg))  # config.yaml holds the resolved settings, not the extends chain
+    assert saved["epochs"] == 8 and saved["model"] == "tf_efficientnet_lite0" and "extends" not in saved
+
+
+def test_recipe_chains_that_loop_or_miss_their_base_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nepochs: 3\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="recipes extend each other in a loop"):
+        parse(["--config", str(tmp_path / "a.yaml")])
+    (tmp_path / "c.yaml").write_text("extends: gone.yaml\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: extends: .*gone\.yaml not found"):
+        parse(["--config", str(tmp_path / "c.yaml")])
+    (tmp_path / "d.yaml").write_text("extends: [a.yaml, b.yaml]\n")
+    with pytest.raises(ConfigError, match="extends must name one recipe file"):
+        parse(["--config", str(tmp_path / "d.yaml")])
+    (tmp_path / "e.yaml").write_text("extends: f.yaml\n")
+    (tmp_path / "f.yaml").write_text("lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"f\.yaml: unknown option --lrr\. Did you mean: lr"):
+        parse(["--config", str(tmp_path / "e.yaml")])
+
+
+def test_cpu15_holds_only_what_differs_from_quick():
+    quick = yaml.safe_load((ROOT / "experiments" / "quick.yaml").read_text())
+    cpu15 = yaml.safe_load((ROOT / "experiments" / "cpu15.yaml").read_text())
+    assert cpu15.pop("extends") == "quick.yaml"
+    assert all(quick.get(k) != v for k, v in cpu15.items())
+    cfg = parse(["--config", str(ROOT / "experiments" / "cpu15.yaml")])
+    assert (cfg.model, cfg.heads, cfg.fold, cfg.optimizer, cfg.scheduler) == ("tf_efficientnet_lite1", "per_task",
+                                                                               "all", "adamw", "onecycle")

@@ -1,4 +1,4 @@
-"""python -m tools.report: one self-contained HTML page comparing runs; never a crash on unfinished runs."""
+"""src/insight/comparison.py via python -m tools.report: one self-contained HTML page comparing runs."""
 import re
 import shutil
 import subprocess
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY, run_py, tiny_cfg
-from src.config import parsing, policy
+from src.config import policy
 from src.labels import PROB_COLUMNS
 from src.run.rundir import RunDir, report_file
+from tests.helpers import ROOT, TINY, run_py, tiny_cfg
 
 
 class Page(HTMLParser):

@@ -1,13 +1,12 @@
-"""Batch mixing (src/mixing.py) and its loss inside the one training step."""
+"""src/engine/mixing.py: batch mixing and its loss inside the one training step."""
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import tiny_cfg
-from src.engine.mixing import BatchMixer
 from src.engine import builders
+from src.engine.mixing import BatchMixer
 from src.engine.optim import build_optimizer
-from src.engine.step import TrainStep
+from tests.helpers import tiny_cfg
 
 
 def constant_batch(n=4, height=8, width=6):

@@ -1,3 +1,4 @@
+"""src/model/losses.py: ArcFace margin, focal loss, class weights, UDA consistency and per-task losses."""
 import math
 
 import numpy as np
@@ -5,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from src.config.schema import TrainConfig as Config
-from src.model.losses import ArcMargin, Criterion, FocalLoss, class_weights, uda_consistency
 from src.engine import builders
+from src.model.losses import ArcMargin, FocalLoss, class_weights, uda_consistency
 
 
 def test_arcface_margin_against_hand_computation():

@@ -1,10 +1,17 @@
-import numpy as np
+"""src/data/cache.py: the image cache, its key, its free-space check and the work size it holds."""
+import shutil
 
-from tests.helpers import ROOT, tiny_cfg
-from src.data.cache import build_cache, cache_key, image_source
+import numpy as np
+import pytest
+
+from src.data import cache
+from src.data.cache import build_cache, cache_key
 from src.data.images import FileImages
 from src.data.tables import load_train
 from src.engine import builders
+from src.engine.builders import work_size
+from src.run import atomic
+from tests.helpers import ROOT, tiny_cfg
 
 
 def test_cache_returns_the_same_pixels_as_files(dataset, tmp_path):
@@ -41,3 +48,16 @@ def test_image_source_follows_the_cache_option(dataset, tmp_path):
     assert isinstance(builders.images(tiny_cfg(cache="none"), paths, (64, 48)), FileImages)
     cached = builders.images(tiny_cfg(cache="disk", log_dir=tmp_path), paths, (64, 48))
     assert cached[0].shape == (64, 48, 3) and list((tmp_path / "cache").glob("*.npy"))
+
+
+def test_cache_margin_sets_the_work_size():
+    assert work_size(tiny_cfg(img_height=100, img_width=80, cache_margin=1.2)) == (120, 96)
+
+
+@pytest.mark.slow  # subprocesses or a real image decode: seconds each
+def test_disk_cache_checks_free_space_first(dataset, tmp_path, monkeypatch):
+    paths = list(load_train(dataset)["path"][:4])
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(atomic.NoSpace, match=r"need 0.00\d* GB, have 0.00 GB"):
+        cache.build_cache("disk", paths, (64, 48), "none", tmp_path / "cache")
+    assert not any((tmp_path / "cache").iterdir())

@@ -1,15 +1,12 @@
-"""The run folder's owner: paths, the claim rule, and the launcher scripts that ask it."""
+"""src/run/rundir.py: paths, the claim rule, and an existing run refused or replaced."""
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT
 from src.config.schema import CHECKPOINT_KINDS
-from src.run.rundir import RunDir, latest, prediction_files
 from src.errors import ConfigError, RunExists
+from src.run.rundir import RunDir, latest, prediction_files
+from tests.helpers import TINY, run_py
 
 
 def test_paths_of_a_run(tmp_path):
@@ -46,22 +43,21 @@ def test_latest_run(tmp_path):
     assert latest(tmp_path) == "b"
 
 
-@pytest.mark.slow  # subprocesses or a real image decode: seconds each
-def test_recipe_scripts_run_without_a_venv_from_python_on_path(dataset, tmp_path):
-    """A checkout with no .venv: the launcher takes $PYTHON, else `python` on PATH."""
-    checkout = tmp_path / "checkout"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        (checkout / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, checkout / f)
-    assert not (checkout / ".venv").exists()
-    shims = tmp_path / "bin"
-    shims.mkdir()
-    (shims / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # keeps the venv's packages
-    (shims / "python").chmod(0o755)
-    base = {k: v for k, v in os.environ.items() if k != "PYTHON"}
-    for env in ({"PYTHON": sys.executable}, {"PATH": f"{shims}:{os.environ['PATH']}"}):
-        proc = subprocess.run(["bash", "experiments/quick.sh", "--check_data", "--n_folds", "2"], cwd=checkout, capture_output=True,
-                              text=True, env={**base, **env, "DATA_DIR": str(dataset), "NAME": "n"}, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        assert '"folds_disjoint": true' in proc.stdout
+@pytest.mark.slow
+def test_existing_run_is_refused_without_resume_or_overwrite(trained_run, dataset):
+    log_dir, name = trained_run
+    proc = run_py("train.py", "--data_dir", dataset, "--name", name, "--log_dir", log_dir, *TINY, check=False)
+    assert proc.returncode == 1 and "--resume" in proc.stderr and "--overwrite" in proc.stderr
+    before = (log_dir / name / "metrics.csv").read_text()
+    proc = run_py("train.py", "--data_dir", dataset, "--name", name, "--log_dir", log_dir, *TINY, "--resume")
+    assert "finished earlier, skipped" in proc.stderr
+    assert (log_dir / name / "metrics.csv").read_text() == before
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_a_run(dataset, tmp_path):
+    args = ["--data_dir", dataset, "--name", "w", "--log_dir", tmp_path, *TINY, "--fold", "0", "--epochs", "1"]
+    run_py("train.py", *args)
+    (tmp_path / "w" / "marker").write_text("old")
+    run_py("train.py", *args, "--overwrite")
+    assert not (tmp_path / "w" / "marker").exists() and (tmp_path / "w" / "fold0" / "last.pt").is_file()

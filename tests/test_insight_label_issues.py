@@ -1,15 +1,14 @@
-"""The label-issue finder: exact ranking and swap detection on a hand-made OOF table, the refusal of an
-unfinished run, and (slow) injected noise found above chance after a short all-fold run."""
+"""src/insight/label_issues.py via python -m tools.find_label_issues: ranking, swaps, unfinished runs, noise."""
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from tests.helpers import TINY, make_data, run_py, tiny_cfg
-from src.config import parsing, policy
-from src.labels import PHOTO_MASK, PHOTO_NAMES, PROB_COLUMNS, age_band, encode_label
+from src.config import policy
 from src.insight.label_issues import corrections_rows, find_issues
+from src.labels import PHOTO_MASK, PHOTO_NAMES, PROB_COLUMNS, age_band, encode_label
 from src.run.rundir import RunDir
+from tests.helpers import TINY, run_py, tiny_cfg
 
 
 def task_dist(true: int, n: int, p: float) -> np.ndarray:
@@ -87,35 +86,6 @@ def test_refuses_a_run_with_a_missing_fold(tmp_path, dataset):
     assert proc.returncode == 1
     assert "fold(s) 1, 2 of 3 not finished" in proc.stderr
     assert not run.label_issues.exists()
-
-
-def test_label_noise_writes_wrong_labels_and_their_truth(tmp_path):
-    clean = make_data(tmp_path / "clean", train_people=30, eval_people=1, seed=5, size="48x64")
-    proc = run_py("-m", "tools.make_synthetic_data", "--out", tmp_path / "noisy", "--train_people", 30,
-                  "--eval_people", 1, "--seed", 5, "--size", "48x64", "--label_noise", 0.2)
-    assert "wrote 210 train" in proc.stdout and not (clean / "label_noise.csv").exists()
-    truth = pd.read_csv(tmp_path / "noisy" / "label_noise.csv", dtype=str).set_index("id")
-    assert truth["kind"].value_counts().to_dict() == {"gender": 2, "age": 2, "swap": 2}
-    noisy = tmp_path / "noisy"
-    before, after = (pd.read_csv(d / "train" / "train.csv", dtype=str).set_index("id") for d in (clean, noisy))
-    for pid, row in truth.iterrows():
-        if row["kind"] == "gender":
-            assert after.loc[pid, "gender"] == row["given"] != before.loc[pid, "gender"] == row["true"]
-        elif row["kind"] == "age":
-            given, true = int(row["given"]), int(row["true"])
-            assert after.loc[pid, "age"] == row["given"] and before.loc[pid, "age"] == row["true"]
-            assert age_band(given) != age_band(true) and abs(given - true) >= 6
-        else:  # the labels stay; the photos named incorrect_mask and normal show each other's state
-            assert (after.loc[pid] == before.loc[pid]).all()
-    untouched = after.index.difference(truth.index)
-    assert (after.loc[untouched] == before.loc[untouched]).all().all()
-    photos = [f"{folder}/{f.name}" for folder in after.loc[untouched, "path"]
-              for f in (clean / "train" / "images" / folder).iterdir()]
-    # a separate random stream: everyone else is drawn exactly as without noise
-    assert all((clean / "train" / "images" / p).read_bytes() == (noisy / "train" / "images" / p).read_bytes()
-               for p in photos)
-    bad = run_py("-m", "tools.make_synthetic_data", "--out", tmp_path / "x", "--label_noise", 1.5, check=False)
-    assert bad.returncode == 2 and "--label_noise must be from 0 to 1" in bad.stderr
 
 
 @pytest.mark.slow

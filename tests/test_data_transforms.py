@@ -1,11 +1,12 @@
+"""src/data/transforms.py: the augmentation presets, reseeding and GridShuffle."""
 import albumentations as A
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import tiny_cfg
 from src.data.transforms import PRESETS
 from src.engine.builders import eval_transform, train_transform, uda_transform
+from tests.helpers import tiny_cfg
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

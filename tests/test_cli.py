@@ -1,0 +1,30 @@
+"""The entry points' command line as a whole: the launcher scripts find a Python without a venv."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+@pytest.mark.slow  # subprocesses or a real image decode: seconds each
+def test_recipe_scripts_run_without_a_venv_from_python_on_path(dataset, tmp_path):
+    """A checkout with no .venv: the launcher takes $PYTHON, else `python` on PATH."""
+    checkout = tmp_path / "checkout"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        (checkout / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, checkout / f)
+    assert not (checkout / ".venv").exists()
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # keeps the venv's packages
+    (shims / "python").chmod(0o755)
+    base = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    for env in ({"PYTHON": sys.executable}, {"PATH": f"{shims}:{os.environ['PATH']}"}):
+        proc = subprocess.run(["bash", "experiments/quick.sh", "--check_data", "--n_folds", "2"], cwd=checkout, capture_output=True,
+                              text=True, env={**base, **env, "DATA_DIR": str(dataset), "NAME": "n"}, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert '"folds_disjoint": true' in proc.stdout

@@ -1,0 +1,70 @@
+"""src/run/atomic.py: atomic writes, full disks and the temp files of killed writers."""
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from src.run import atomic
+from src.run.atomic import save_torch
+from src.run.rundir import RunDir
+from tests.helpers import TINY, cli
+
+
+def test_crash_during_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_torch({"epoch": 1, "w": torch.ones(3)}, path)
+
+    def dies_halfway(data, f):
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic, "write_bytes", dies_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        save_torch({"epoch": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_atomic_writes_fsync_and_report_a_full_disk(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    atomic.save_text("one", tmp_path / "a.txt")
+    assert len(synced) == 2  # the file, then its folder
+
+    def full(data, tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"PK")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "write_bytes", full)
+    with pytest.raises(atomic.NoSpace, match=f"no space left on device while writing {tmp_path / 'last.pt'}; no "):
+        atomic.save_torch({"w": torch.ones(2)}, tmp_path / "last.pt")
+    monkeypatch.undo()
+    atomic.save_torch({"w": torch.ones(2)}, tmp_path / "last.pt")
+    monkeypatch.setattr(atomic, "write_bytes", full)
+    with pytest.raises(atomic.NoSpace, match="the previous last.pt is intact"):
+        atomic.save_torch({"w": torch.zeros(2)}, tmp_path / "last.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "last.pt"]
+    assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["w"], torch.ones(2))
+
+
+@pytest.mark.slow
+def test_stale_temp_files_of_a_killed_writer_are_removed_on_resume(own_run, dataset, tmp_path, capsys):
+    logs, name = own_run
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = RunDir(logs, name).fold(0) / f".last.pt.{dead}.tmp"
+    live = RunDir(logs, name).fold(0) / f".best_f1.pt.{os.getpid()}.tmp"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    assert cli(train.main, "--data_dir", dataset, "--log_dir", logs, "--name", name, *TINY, "--resume",
+               capsys=capsys)[0] == 0
+    assert not stale.exists() and live.exists()  # only the dead writer's file goes
