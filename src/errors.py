@@ -19,8 +19,12 @@ class MaskclsError(Exception):
 
 
 class ConfigError(MaskclsError):
-    """A setting, recipe or command line that cannot be used as given."""
+    """A setting, recipe or command line that cannot be used as given; `key` names the setting when one is at fault."""
     exit_code = 2
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class DataError(MaskclsError):

@@ -1,5 +1,6 @@
 """What tests share besides fixtures: the tiny model's settings, a generated dataset, subprocess and in-process
 runs of the entry points, and configs built as the command line builds them."""
+import contextlib
 import os
 import shutil
 import subprocess
@@ -70,3 +71,20 @@ def tiny_cfg(cls=None, **overrides):
     for k, v in overrides.items():
         args += [f"--{k}", str(v)]
     return parse(args, cls)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """`folder` as a read-only bind mount of itself for the block (root only; the test is skipped elsewhere)."""
+    import pytest
+
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
+    try:
+        remounted = subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True)
+        if remounted.returncode != 0:
+            pytest.skip(f"cannot remount read-only here: {remounted.stderr.decode().strip()}")
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

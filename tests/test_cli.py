@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import json
 
 import pytest
 
@@ -28,3 +29,17 @@ def test_recipe_scripts_run_without_a_venv_from_python_on_path(dataset, tmp_path
                               text=True, env={**base, **env, "DATA_DIR": str(dataset), "NAME": "n"}, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert '"folds_disjoint": true' in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_launcher_resolves_relative_paths_against_the_callers_folder(dataset, tmp_path):
+    caller = tmp_path / "here"
+    caller.mkdir()
+    (caller / "data").symlink_to(dataset)
+    (caller / "mine.yaml").write_text("n_folds: 2\n")
+    proc = subprocess.run(["bash", str(ROOT / "experiments" / "quick.sh"), "--check_data", "--config", "mine.yaml"],
+                          cwd=caller, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "DATA_DIR": "data", "LOG_DIR": "logs", "NAME": "n"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["data_dir"] == str(caller / "data") and len(report["folds"]) == 2  # mine.yaml was applied

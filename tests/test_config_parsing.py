@@ -189,7 +189,7 @@ def test_recipe_chains_that_loop_or_miss_their_base_are_refused(tmp_path):
         parse(["--config", str(tmp_path / "d.yaml")])
     (tmp_path / "e.yaml").write_text("extends: f.yaml\n")
     (tmp_path / "f.yaml").write_text("lrr: 0.1\n")
-    with pytest.raises(ConfigError, match=r"f\.yaml: unknown option --lrr\. Did you mean: lr"):
+    with pytest.raises(ConfigError, match=r"f\.yaml line 1: unknown option --lrr\. Did you mean: lr"):
         parse(["--config", str(tmp_path / "e.yaml")])
 
 

@@ -2,11 +2,13 @@
 import dataclasses
 
 import yaml
+import pytest
 
 from src.config import parsing, policy
 from src.config.parsing import parse
 from src.config.policy import dump, from_saved, pointless
 from src.config.schema import PseudoConfig, TrainConfig
+from src.errors import ConfigError
 
 
 def test_saved_config_round_trips_with_git_commit(tmp_path):
@@ -67,3 +69,16 @@ def test_a_setting_made_pointless_by_another_is_a_warning_naming_both():
                       "--arc_m 0.3 has no effect with --head linear (it applies with --head arcface)",
                       "--focal_gamma 2.0 has no effect with --loss ce (it applies with --loss focal)",
                       "--ema_decay 0.99 has no effect with --ema false (it applies with --ema true)"]
+
+
+def test_a_hand_edited_saved_config_is_named_with_its_key_and_line(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(dump(parse([])).replace("lr: 0.002", "lr: fast"))
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("lr:"))
+    with pytest.raises(ConfigError) as caught:
+        from_saved(path)
+    assert str(caught.value) == f"{path} line {line}: lr expects a number, got 'fast'"
+    path.write_text(dump(parse([])).replace("heads: joint", "heads: many"))
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("heads:"))
+    with pytest.raises(ConfigError, match=rf"config\.yaml line {line}: heads 'many' is not supported; choose one of"):
+        from_saved(path)

@@ -61,3 +61,32 @@ def test_disk_cache_checks_free_space_first(dataset, tmp_path, monkeypatch):
     with pytest.raises(atomic.NoSpace, match=r"need 0.00\d* GB, have 0.00 GB"):
         cache.build_cache("disk", paths, (64, 48), "none", tmp_path / "cache")
     assert not any((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "shape"])
+def test_a_damaged_disk_cache_file_is_rebuilt(dataset, tmp_path, damage):
+    table = load_train(dataset, "none")
+    paths = list(table["path"][:6])
+    good = build_cache("disk", paths, (40, 30), "none", tmp_path).array.copy()
+    (target,) = tmp_path.glob("*.npy")
+    if damage == "truncate":
+        with open(target, "r+b") as f:
+            f.truncate(target.stat().st_size // 2)
+    else:
+        np.save(target, np.zeros((6, 30, 40, 3), np.uint8))  # right size, wrong shape
+    rebuilt = build_cache("disk", paths, (40, 30), "none", tmp_path)
+    assert np.array_equal(rebuilt.array, good)
+    assert cache.mapped(target, (6, 40, 30, 3))[1] is None
+
+
+def test_a_cache_hit_checks_shape_dtype_and_size(tmp_path):
+    target = tmp_path / "c.npy"
+    assert cache.mapped(target, (2, 4, 4, 3)) == (None, None)
+    np.save(target, np.zeros((2, 4, 4, 3), np.float32))
+    assert "expected uint8 (2, 4, 4, 3)" in cache.mapped(target, (2, 4, 4, 3))[1]
+    np.save(target, np.zeros((2, 4, 4, 3), np.uint8))
+    with open(target, "ab") as f:
+        f.write(b"x")
+    assert "expected" in cache.mapped(target, (2, 4, 4, 3))[1] and "padded" in cache.mapped(target, (2, 4, 4, 3))[1]
+    target.write_bytes(b"not an npy file")
+    assert "unreadable header" in cache.mapped(target, (2, 4, 4, 3))[1]

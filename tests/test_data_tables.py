@@ -1,5 +1,7 @@
 """src/data/tables.py: the train, eval, unlabeled and pseudo tables: corrections, labels, folds, untrusted rows."""
 import shutil
+import os
+import time
 
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ import train
 from src.data.tables import add_labels, load_eval, load_train, load_unlabeled
 from src.errors import DataError
 from tests.helpers import CORRECTIONS, TINY, cli, copy_data, first_eval_image, make_data, one_line
+from src.data.images import read_rgb
 
 
 def test_corrections_fix_exactly_the_listed_ids(dataset):
@@ -193,3 +196,30 @@ def test_pseudo_csv_rows_are_checked(tmp_path, dataset):
         load_pseudo(str(bad))
     assert e.value.problems == [f"{bad} row 2: label '3.5' is not a class 0..17",
                                 f"{bad} row 3: confidence '1.5' is not a number in [0, 1]"]
+
+
+def test_a_named_pipe_as_a_photo_is_a_problem_not_a_hang(dataset, tmp_path, capsys):
+    data = copy_data(dataset, tmp_path)
+    folder = next((data / "train" / "images").iterdir())
+    photo = next(folder.glob("mask3.*"))
+    photo.unlink()
+    os.mkfifo(photo)
+    started = time.monotonic()
+    code, err = cli(train.main, "--data_dir", data, "--check_data", "--n_folds", "2", capsys=capsys)
+    assert code == 1 and f"problem: {photo}: is a named pipe, not a regular file" in err
+    code, err = cli(train.main, "--data_dir", data, "--log_dir", tmp_path / "logs", "--name", "p", *TINY,
+                    capsys=capsys)
+    assert code == 1 and f"{photo}: is a named pipe, not a regular file" in err
+    assert time.monotonic() - started < 120 and not (tmp_path / "logs" / "p").exists()
+    with pytest.raises(DataError, match="is a named pipe"):
+        read_rgb(photo)
+
+
+def test_an_image_id_with_hidden_whitespace_is_shown_quoted(dataset, tmp_path):
+    data = copy_data(dataset, tmp_path)
+    info = pd.read_csv(data / "eval" / "info.csv", dtype=str)
+    info.loc[0, "ImageID"] += " "
+    info.to_csv(data / "eval" / "info.csv", index=False)
+    with pytest.raises(DataError) as caught:
+        load_eval(data)
+    assert f"image '{data / 'eval' / 'images' / info.loc[0, 'ImageID']}' not found" in caught.value.problems[0]

@@ -14,6 +14,7 @@ import infer
 import train
 from src.data.tables import load_train
 from src.engine import trainer
+from src.errors import NonFinite
 from src.model.losses import Criterion
 from src.run.rundir import RunDir
 from tests.helpers import ROOT, TINY, cli, copy_data, one_line, run_py, tiny_cfg
@@ -242,7 +243,7 @@ def test_nan_loss_stops_the_fold_with_a_message(dataset, tmp_path, monkeypatch):
         return loss
 
     monkeypatch.setattr(Criterion, "forward", forward)
-    with pytest.raises(trainer.NonFiniteLoss, match="fold 0 epoch 1: the training loss became nan"):
+    with pytest.raises(NonFinite, match="fold 0 epoch 1: the training loss became nan"):
         trainer.train(cfg)
     best = torch.load(tmp_path / "nan" / "fold0" / "best_f1.pt", weights_only=True)
     assert best["epoch"] == 0 and all(torch.isfinite(v).all() for v in best["model"].values() if v.is_floating_point())
@@ -253,13 +254,13 @@ def test_nan_loss_stops_the_fold_with_a_message(dataset, tmp_path, monkeypatch):
 def test_non_finite_validation_fails_the_fold_and_infer_refuses_nan(dataset, tmp_path, capsys, monkeypatch):
     from src.engine import trainer
 
-    real = trainer.predict
+    real = trainer.predict_loader
 
     def nan_logits(*a, **k):
         idx, logits = real(*a, **k)
         return idx, logits * float("nan")
 
-    monkeypatch.setattr(trainer, "predict", nan_logits)
+    monkeypatch.setattr(trainer, "predict_loader", nan_logits)
     code, err = cli(train.main, "--data_dir", dataset, "--log_dir", tmp_path, "--name", "n", *TINY, "--fold", "0",
                     capsys=capsys)
     assert code == 1 and "fold 0 epoch 0: the validation loss is nan" in one_line(err)
@@ -276,3 +277,33 @@ def test_non_finite_validation_fails_the_fold_and_infer_refuses_nan(dataset, tmp
     code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", tmp_path, "--run", "ok", capsys=capsys)
     assert code == 1 and "run ok fold 0" in one_line(err) and "non-finite" in err
     assert not (tmp_path / "ok" / "submission.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_training_in_one_line_and_resume_continues(dataset, tmp_path, sig, code):
+    args = [sys.executable, "train.py", "--data_dir", dataset, "--log_dir", tmp_path, "--name", "sig", *TINY,
+            "--epochs", "4", "--num_workers", "1", "--fold", "0"]
+    proc = subprocess.Popen(list(map(str, args)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    last = tmp_path / "sig" / "fold0" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == code
+    name = "SIGINT" if sig == signal.SIGINT else "SIGTERM"
+    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted ({name}) in fold 0, epoch ")
+    assert "is intact; continue with --resume" in lines[0] and "Traceback" not in err
+    assert lines[0] in (tmp_path / "sig" / "train.log").read_text()
+    assert not list(tmp_path.rglob("*.tmp"))
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert left == []  # its loader workers ended with it
+    resumed = run_py("train.py", "--data_dir", dataset, "--log_dir", tmp_path, "--name", "sig", *TINY, "--epochs", "4",
+                     "--num_workers", "1", "--fold", "0", "--resume")
+    assert "resumed from" in resumed.stderr
+    assert len(pd.read_csv(tmp_path / "sig" / "fold0" / "metrics.csv")) == 4

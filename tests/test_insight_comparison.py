@@ -146,7 +146,7 @@ def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(own_run, datas
     assert "neck: bn" in differs["wide"] and "lr: 0.003" in differs["wide"]
     assert "neck: prelu" in differs["tiny"] and "lr: 0.001" in differs["tiny"]
     assert "1/2" in text and "stopped: 1 fold(s) unfinished" in text
-    assert "differs from the defaults + " in text and "  lr: 0.002 -> 0.003" in text  # on top of the recipe
+    assert "set by the command line: " in text and "  lr: 0.002 -> 0.003" in text  # on top of the recipe
     assert len(page.images) == 3 * 3 and all(s.startswith("data:image/png;base64,") for s in page.images)
     assert "eval F1" in text and "no submission to score" in text  # wide was inferred, the others not
     wide_log = RunDir(logs, "wide").train_log.read_text()

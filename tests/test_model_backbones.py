@@ -163,3 +163,17 @@ def test_a_size_the_architecture_refuses_stops_train_py_before_the_run_starts(da
     assert proc.returncode == 1
     assert "error: coatnet_nano_rw_224 cannot take 130x98 input" in proc.stderr and "128x96" in proc.stderr
     assert not (tmp_path / "bad").exists()  # no run folder, no cache
+
+
+def test_a_weights_file_of_other_objects_is_not_loaded_for_safety(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    path = tmp_path / "w.pt"
+    torch.save({"model": Payload()}, path)
+    with pytest.raises(PretrainedError) as caught:
+        backbone_of(tiny_cfg(pretrained="true", pretrained_path=path))
+    message = str(caught.value)
+    assert "holds objects other than tensors and plain values, so it was not loaded, for safety" in message
+    assert "weights_only" not in message and "does not fit" not in message

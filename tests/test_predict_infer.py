@@ -1,15 +1,23 @@
 """src/predict/infer.py: submissions, ensembles, and inputs checked before any model loads."""
 import shutil
+import errno
+import hashlib
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from src.config.schema import InferConfig
 from src.errors import DataError
 from src.labels import PROB_COLUMNS as PROBS
 from src.predict import infer as predict
 from tests.helpers import TINY, run_py, tiny_cfg
+import infer
+from src.run.rundir import RunDir, prediction_files
+from tests.helpers import ROOT, cli, copy_data, one_line, read_only
 
 
 def infer_cfg(dataset, log_dir, **kw):
@@ -23,11 +31,11 @@ def test_submission_has_the_rows_and_order_of_info(trained_run, dataset, tmp_pat
     sub, info = pd.read_csv(out), pd.read_csv(dataset / "eval" / "info.csv")
     assert list(sub.columns) == ["ImageID", "ans"] and list(sub["ImageID"]) == list(info["ImageID"])
     assert sub["ans"].dtype.kind == "i" and sub["ans"].between(0, 17).all()
-    probs = pd.read_csv(tmp_path / "eval_probs.csv")
+    probs = pd.read_csv(tmp_path / "sub.probs.csv")  # named after --out
     assert list(probs["ImageID"]) == list(info["ImageID"])
     assert np.allclose(probs[PROBS].sum(axis=1), 1, atol=1e-4)
     assert (probs[PROBS].to_numpy().argmax(1) == sub["ans"]).all()
-    assert (tmp_path / "eval_preview.png").stat().st_size > 10_000
+    assert (tmp_path / "sub.preview.png").stat().st_size > 10_000 and (tmp_path / "sub.yaml").is_file()
 
 
 @pytest.mark.slow
@@ -78,3 +86,84 @@ def test_missing_inputs_fail_before_any_model_loads(trained_run, dataset, tmp_pa
     proc = run_py("infer.py", "--data_dir", dataset, "--log_dir", logs, "--run", name, "--checkpoint", "best_acc",
                   check=False)
     assert proc.returncode == 1 and "best_acc.pt" in proc.stderr
+
+
+@pytest.mark.slow
+def test_out_never_touches_the_data_a_folder_or_another_run(own_run, dataset, tmp_path, capsys):
+    log_dir, name = own_run
+    data = copy_data(dataset, tmp_path)
+    train_csv = data / "train" / "train.csv"
+    before = hashlib.md5(train_csv.read_bytes()).hexdigest()
+    base = ("--data_dir", data, "--log_dir", log_dir, "--run", name)
+    code, err = cli(infer.main, *base, "--out", train_csv, capsys=capsys)
+    assert code == 2 and "would lie inside data_dir" in one_line(err)
+    assert hashlib.md5(train_csv.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in (data / "train").iterdir()) == ["images", "train.csv"]
+    code, err = cli(infer.main, *base, "--out", tmp_path, capsys=capsys)
+    assert code == 2 and "is a folder" in one_line(err)
+    shutil.copytree(log_dir / name, log_dir / "other")
+    code, err = cli(infer.main, *base, "--out", log_dir / "other" / "submission.csv", capsys=capsys)
+    assert code == 2 and "folder of run other, which is not predicting" in one_line(err)
+    code, err = cli(infer.main, *base, "--out", log_dir / name / "config.csv", capsys=capsys)  # config.yaml beside
+    assert code == 2 and "would replace run tiny's own config.yaml" in one_line(err)
+    code, err = cli(infer.main, *base, "--out", tmp_path / "mine.csv", capsys=capsys)
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.glob("mine*")) == ["mine.csv", "mine.preview.png", "mine.probs.csv",
+                                                             "mine.yaml"]
+
+
+@pytest.mark.slow
+def test_infer_names_the_folds_it_used_and_those_still_training(own_run, dataset, tmp_path, capsys):
+    log_dir, name = own_run
+    run = RunDir(log_dir, name)
+    shutil.rmtree(run.fold(1))  # fold 1 is being trained again by a live process that holds its lock
+    hold = ("import sys, time\nfrom src.run.rundir import RunDir\n"
+            "with RunDir(sys.argv[1], sys.argv[2]).fold_lock(1):\n    print('held', flush=True)\n    time.sleep(120)\n")
+    trainer = subprocess.Popen([sys.executable, "-c", hold, str(log_dir), name], cwd=ROOT, stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        assert trainer.stdout.readline().strip() == "held"
+        code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, capsys=capsys)
+        assert code == 0
+        assert f"run {name}: fold(s) 0 used (best_f1); fold 1 is still being trained by process {trainer.pid}" in err
+        saved = yaml.safe_load(prediction_files(run.submission)["settings"].read_text())
+        assert saved["folds"] == {name: {"used": [0], "still_training": {1: f"process {trainer.pid}"}}}
+        shutil.rmtree(run.fold(0))
+        code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, capsys=capsys)
+        assert code == 1 and f"no finished fold yet; fold 1 is being trained by process {trainer.pid}" in one_line(err)
+        assert "--resume" not in err
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
+@pytest.mark.slow
+def test_infer_completes_a_killed_infer_and_writes_all_files_or_none(own_run, dataset, tmp_path, capsys, monkeypatch):
+    log_dir, name = own_run
+    run = RunDir(log_dir, name)
+    dead = 2**22 + 12345  # above pid_max: no process has it
+    (run.root / f".submission.csv.{dead}.tmp").write_bytes(b"")  # a kill -9 mid-write
+    code, _ = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, capsys=capsys)
+    assert code == 0 and not list(run.root.glob("*.tmp"))
+    files = prediction_files(run.submission)
+    old = {k: p.read_bytes() for k, p in files.items()}
+
+    def fail_on_the_preview(fig, tmp, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", fail_on_the_preview)
+    code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--tta", "none",
+                    capsys=capsys)
+    assert code == 1 and "cannot write" in one_line(err)
+    assert {k: p.read_bytes() for k, p in files.items()} == old  # all old: nothing of the failed infer was moved
+    assert not list(run.root.glob(".*.tmp")) and not list(run.root.glob(".*.moves"))
+
+
+@pytest.mark.slow
+def test_infer_into_a_read_only_run_fails_in_one_line_before_predicting(own_run, dataset, capsys, monkeypatch):
+    log_dir, name = own_run
+    with read_only(log_dir / name):
+        monkeypatch.setattr(predict, "predict_runs", lambda *a: pytest.fail("predicted before the write check"))
+        code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, capsys=capsys)
+    assert code == 1 and "cannot write into" in one_line(err) and "Read-only file system" in err
+    assert "Traceback" not in err

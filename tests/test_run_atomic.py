@@ -3,6 +3,7 @@ import errno
 import os
 import subprocess
 import sys
+import json
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from src.run import atomic
 from src.run.atomic import save_torch
 from src.run.rundir import RunDir
 from tests.helpers import TINY, cli
+from src.errors import FileSystemError
 
 
 def test_crash_during_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):
@@ -68,3 +70,45 @@ def test_stale_temp_files_of_a_killed_writer_are_removed_on_resume(own_run, data
     assert cli(train.main, "--data_dir", dataset, "--log_dir", logs, "--name", name, *TINY, "--resume",
                capsys=capsys)[0] == 0
     assert not stale.exists() and live.exists()  # only the dead writer's file goes
+
+
+def test_files_written_together_are_all_old_or_all_new(tmp_path, monkeypatch):
+    a, b = tmp_path / "a.csv", tmp_path / "b.yaml"
+    a.write_text("old a")
+    b.write_text("old b")
+
+    def broken(tmp):
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(FileSystemError, match="cannot write .*b.yaml"):
+        atomic.replace_together({a: atomic.text_writer("new a"), b: broken})
+    assert (a.read_text(), b.read_text()) == ("old a", "old b") and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.csv", "b.yaml"]
+    atomic.replace_together({a: atomic.text_writer("new a"), b: atomic.text_writer("new b")})
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+
+
+def test_the_moves_of_a_writer_killed_among_them_are_completed(tmp_path):
+    dead = 2**22 + 4321  # above pid_max: no process has it
+    a, b = tmp_path / "a.csv", tmp_path / "b.yaml"
+    a.write_text("new a")  # moved before the kill
+    b.write_text("old b")
+    tmp_b = tmp_path / f".b.yaml.{dead}.tmp"
+    tmp_b.write_text("new b")
+    (tmp_path / f".a.csv.{dead}.moves").write_text(json.dumps([[str(tmp_path / f".a.csv.{dead}.tmp"), str(a)],
+                                                                [str(tmp_b), str(b)]]))
+    (tmp_path / f".c.csv.{dead}.tmp").write_text("half")  # killed mid-write, no journal: just removed
+    atomic.remove_stale_tmp(tmp_path)
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.yaml"]
+
+
+def test_a_read_only_place_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(atomic.os, "replace", read_only)
+    with pytest.raises(FileSystemError) as caught:
+        atomic.save_text("x", tmp_path / "f.txt")
+    assert str(caught.value).startswith(f"cannot write {tmp_path / 'f.txt'} (Read-only file system)")
+    assert not list(tmp_path.iterdir())

@@ -7,6 +7,8 @@ from src.config.schema import CHECKPOINT_KINDS
 from src.errors import ConfigError, RunExists
 from src.run.rundir import RunDir, latest, prediction_files
 from tests.helpers import TINY, run_py
+import train
+from tests.helpers import cli, one_line, read_only
 
 
 def test_paths_of_a_run(tmp_path):
@@ -17,8 +19,12 @@ def test_paths_of_a_run(tmp_path):
                                                                       "last.pt"]
     with pytest.raises(ConfigError, match="choose one of: best_f1, best_loss, best_acc, last"):
         run.checkpoint(0, "best")
-    files = prediction_files(tmp_path / "subs" / "x.csv")
-    assert files["probs"] == tmp_path / "subs" / "eval_probs.csv" and files["settings"].name == "inference.yaml"
+    files = prediction_files(tmp_path / "subs" / "x.csv")  # named after the submission: x.* never replaces y.*
+    assert files["probs"] == tmp_path / "subs" / "x.probs.csv" and files["settings"] == tmp_path / "subs" / "x.yaml"
+    assert files["preview"] == tmp_path / "subs" / "x.preview.png"
+    own = prediction_files(run.submission)  # a run's own submission keeps the run folder's names
+    assert (own["probs"].name, own["preview"].name, own["settings"].name) == ("eval_probs.csv", "eval_preview.png",
+                                                                              "inference.yaml")
 
 
 def test_claim_new_resume_overwrite(tmp_path):
@@ -61,3 +67,41 @@ def test_overwrite_replaces_a_run(dataset, tmp_path):
     (tmp_path / "w" / "marker").write_text("old")
     run_py("train.py", *args, "--overwrite")
     assert not (tmp_path / "w" / "marker").exists() and (tmp_path / "w" / "fold0" / "last.pt").is_file()
+
+
+def test_a_name_taken_by_a_file_or_a_foreign_folder_is_refused_without_a_lock_file(dataset, tmp_path, capsys):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "notes").write_text("mine")
+    (logs / "photos").mkdir()
+    (logs / "photos" / "holiday.jpg").write_bytes(b"x")
+    for name, says in (("notes", "exists and is not a run folder"), ("photos", "is a folder of other files")):
+        code, err = cli(train.main, "--data_dir", dataset, "--log_dir", logs, "--name", name, *TINY, capsys=capsys)
+        assert code == 1 and says in one_line(err)
+    assert sorted(p.name for p in logs.iterdir()) == ["notes", "photos"]  # no .notes.lock, nothing written
+    assert (logs / "notes").read_text() == "mine"
+
+
+@pytest.mark.parametrize("length", [250, 300])
+def test_a_name_too_long_for_its_lock_files_is_refused_before_any_work(dataset, tmp_path, capsys, length):
+    code, err = cli(train.main, "--data_dir", dataset, "--log_dir", tmp_path, "--name", "r" * length, *TINY,
+                    capsys=capsys)
+    assert code == 2 and "limit on file names; use at most 241 bytes" in one_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_is_reserved_for_the_image_cache(capsys):
+    code, err = cli(train.main, "--name", "cache", capsys=capsys)
+    assert code == 2 and one_line(err) == "error: --name 'cache' is reserved for log_dir/cache; choose another name"
+    with pytest.raises(ConfigError, match="reserved for log_dir/cache"):
+        RunDir("logs", "cache")
+
+
+@pytest.mark.slow
+def test_training_into_a_read_only_log_dir_is_one_line(dataset, tmp_path, capsys):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with read_only(logs):
+        code, err = cli(train.main, "--data_dir", dataset, "--log_dir", logs, "--name", "r", *TINY, capsys=capsys)
+    assert code == 1 and "Read-only file system" in one_line(err) and str(logs) in one_line(err)
+    assert "Traceback" not in err

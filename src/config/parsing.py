@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 import yaml
 
-from src.config.schema import ENTRY_POINTS, Name, Needs, Range, TrainConfig
+from src.config.schema import ENTRY_POINTS, RESERVED_NAMES, Name, Needs, Range, TrainConfig
 from src.errors import ConfigError, fail_cleanly
 from src.files import irregular, read_regular
 
@@ -122,7 +122,7 @@ def convert(cls, key: str, raw):
             raw = raw[0]
         return to_scalar(typ, raw)
     except ValueError as e:
-        raise ConfigError(f"--{key} {e}, got {raw!r}") from None
+        raise ConfigError(f"--{key} {e}, got {raw!r}", key) from None
 
 
 def other_entry_points(cls, key: str) -> list[str]:
@@ -147,13 +147,17 @@ def check_settings(cfg):
         _, allowed, rule = field_type(cls, key)
         value = getattr(cfg, key)
         if allowed is not None and value not in allowed:
-            raise ConfigError(f"--{key} {value!r} is not supported; choose one of: {', '.join(allowed)}")
+            raise ConfigError(f"--{key} {value!r} is not supported; choose one of: {', '.join(allowed)}", key)
         if isinstance(rule, Name) and not rule.allows(value):
-            raise ConfigError(f"--{key} {value!r} is not a run name: use {rule}")
+            reserved = [v for v in (value if isinstance(value, list) else [value]) if v in RESERVED_NAMES]
+            if reserved:
+                raise ConfigError(f"--{key} {reserved[0]!r} is reserved for log_dir/{reserved[0]}; choose another name",
+                                  key)
+            raise ConfigError(f"--{key} {value!r} is not a run name: use {rule}", key)
         if isinstance(rule, Range) and not rule.allows(value):
-            raise ConfigError(f"--{key} must be {rule}, got {value}")
+            raise ConfigError(f"--{key} must be {rule}, got {value}", key)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{key} must be a finite number, got {value}")
+            raise ConfigError(f"--{key} must be a finite number, got {value}", key)
     if isinstance(cfg, TrainConfig):
         if cfg.fold != "all" and (not cfg.fold.isdigit() or not 0 <= int(cfg.fold) < cfg.n_folds):
             raise ConfigError(f"--fold must be 'all' or an integer from 0 to {cfg.n_folds - 1}, got {cfg.fold!r}")
@@ -214,20 +218,38 @@ def load_file(path) -> dict:
     return merged
 
 
-def apply(cfg, updates: dict, source: str):
+def apply(cfg, updates: dict, source: str, lines: dict | None = None):
+    """Set each key of `updates` from `source` (the command line, or a file whose key -> line is `lines`)."""
     cls = type(cfg)
     for key, value in updates.items():
+        where = f"{source} line {lines[key]}" if lines and key in lines else source
         if key not in fields_of(cls) or key in NOT_OPTIONS:
-            raise ConfigError(f"{source}: {unknown_key_error(cls, key)}")
-        setattr(cfg, key, convert(cls, key, value))
+            raise ConfigError(f"{where}: {unknown_key_error(cls, key)}")
+        try:
+            setattr(cfg, key, convert(cls, key, value))
+        except ConfigError as e:
+            if source == "command line":
+                raise
+            raise ConfigError(f"{where}: {str(e).removeprefix('--')}", key) from None
     return cfg
+
+
+def key_lines(path: Path) -> dict[str, int]:
+    """The line of each top-level key of a YAML mapping file (1-based), for errors that name it."""
+    try:
+        node = yaml.compose(read_regular(path).decode("utf-8", errors="replace"))
+    except (yaml.YAMLError, OSError, ValueError):
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
 
 
 def apply_recipes(cfg, paths):
     """Each recipe file (bases first) applied to cfg in order; cfg.recipes records the files."""
     for path in paths:
         for layer, own in recipe_layers(path):
-            apply(cfg, own, f"--config {layer}")
+            apply(cfg, own, f"--config {layer}", key_lines(layer))
     cfg.recipes = [str(p) for p in paths]
     return cfg
 

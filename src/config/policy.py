@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from src.config.parsing import (SAVED_EXTRA, apply, check_settings, fields_of, needs, read_mapping,
+from src.config.parsing import (SAVED_EXTRA, apply, check_settings, fields_of, key_lines, needs, read_mapping,
                                 recipe_layers)
 from src.config.schema import RunSwitches, TrainConfig
 from src.errors import ConfigError
@@ -42,11 +42,12 @@ def settings(cfg, cls=None) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k in keys and k not in SWITCHES}
 
 
-def dump(cfg, cls=None) -> str:
-    """The resolved settings plus the git commit and the recipe files: what a run (or an inference) saves."""
+def dump(cfg, cls=None, extra: dict | None = None) -> str:
+    """The resolved settings plus the git commit and the recipe files (and `extra`): what a run or an inference
+    saves."""
     commit, dirty = git_commit()
     return yaml.safe_dump({**settings(cfg, cls), "git_commit": commit, "git_dirty": dirty,
-                           "recipes": list(cfg.recipes)}, sort_keys=False)
+                           "recipes": list(cfg.recipes), **(extra or {})}, sort_keys=False)
 
 
 def diff_lines(title: str, before: dict, after: dict) -> list[str]:
@@ -103,7 +104,15 @@ def from_saved(path: Path) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: no saved config; is this a run folder written by train.py?")
     saved = {k: v for k, v in read_mapping(path, str(path)).items() if k not in SAVED_EXTRA}
-    return check_settings(apply(TrainConfig(), saved, str(path)))
+    lines = key_lines(path)
+    cfg = apply(TrainConfig(), saved, str(path), lines)
+    try:
+        return check_settings(cfg)
+    except ConfigError as e:
+        if e.key is None:
+            raise ConfigError(f"{path}: {e}") from None
+        where = f"{path} line {lines[e.key]}" if e.key in lines else str(path)
+        raise ConfigError(f"{where}: {str(e).removeprefix('--')}; fix this file or restore it", e.key) from None
 
 
 def subset(cfg, cls):

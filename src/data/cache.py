@@ -7,7 +7,9 @@ changed dataset, size or corrections file never reads a stale cache.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -25,7 +27,6 @@ from src.data.images import FileImages
 from src.errors import FileSystemError, NoSpace, filesystem_error
 from src.files import irregular, is_regular, read_regular
 from src.run.atomic import remove_stale_tmp, save_text
-from src.run.rundir import exclusive
 
 log = logging.getLogger("maskcls")
 
@@ -92,8 +93,7 @@ def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_w
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise filesystem_error(e, target.parent, "create the cache folder") from None
-    # one builder per file: runs sharing the cache wait for it, then map what it wrote
-    with exclusive(target.with_name(f".{key}.lock"), wait=True, busy=f"the disk cache {target.name}"):
+    with locked(target.parent):
         array, problem = mapped(target, shape)
         if array is not None:
             log.info("cache hit %s", target)
@@ -110,6 +110,18 @@ def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_w
                   target.with_suffix(".json"))
     log.info("cache built %s (%.1f MB)", target, target.stat().st_size / 2**20)
     return ArrayImages(np.load(target, mmap_mode="r"))
+
+
+@contextlib.contextmanager
+def locked(folder: Path):
+    """The cache folder's lock (flock on the folder itself, so no lock file is left): one process builds or checks
+    a cache file at a time, and runs sharing the cache wait, then map what it wrote."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def mapped(target: Path, shape: tuple) -> tuple[np.ndarray | None, str | None]:

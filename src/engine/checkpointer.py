@@ -12,8 +12,8 @@ LOWER_IS_BETTER = ("val_loss",)
 
 
 class FoldCheckpointer:
-    """The training objects of one fold and the files they go to: `restore()` reads last.pt into them,
-    `save_epoch()` writes the improved best_* files and last.pt after an epoch."""
+    """The training objects of one fold and the files they go to: `restore()` reads last.pt into them;
+    after an epoch `save_best()` writes the best_* files that improved and, last of all, `save_last()` last.pt."""
 
     def __init__(self, last: Path, best_path, model, optimizer, scheduler, step, stopper, ema=None,
                  kept_model=None):
@@ -44,11 +44,15 @@ class FoldCheckpointer:
             self.ema.load_state_dict(state.ema)
         return start_epoch
 
-    def save_epoch(self, epoch: int, metrics: dict, improved: dict[str, bool], rngs: list, finished: bool):
-        """best_<metric>.pt for each metric that improved, then last.pt (rngs: every rank's RNG state)."""
+    def save_best(self, epoch: int, metrics: dict, improved: dict[str, bool]):
+        """best_<metric>.pt for each metric that improved this epoch."""
         for key in (key for key, better in improved.items() if better):
             self.best[key] = metrics[key]
             save_best(self.best_path(BEST_BY_METRIC[key]), self.kept_model.state_dict(), epoch, metrics, key)
+
+    def save_last(self, epoch: int, rngs: list, finished: bool):
+        """last.pt, written after everything else of the epoch (rngs: every rank's RNG state): a fold killed
+        before it resumes from the previous epoch, whose records are all there."""
         FoldState(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                   scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
                   scaler=self.step.state_dict()["scaler"], early_stopping=self.stopper.state_dict(), best=self.best,

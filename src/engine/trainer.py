@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import signal
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -30,12 +33,12 @@ from src.engine.forward import predict_loader
 from src.engine.optim import build_optimizer, build_scheduler
 from src.engine.step import TrainStep
 from src.engine.stopping import EarlyStopping
-from src.errors import ConfigError, NonFinite
+from src.errors import ConfigError, Interrupted, NonFinite
 from src.labels import NUM_CLASSES
 from src.metrics import confusion, evaluate, macro_f1
 from src.run.atomic import save_csv, save_text
 from src.run.checkpoint import FoldState, rng_state
-from src.run.logging import setup_logging
+from src.run.logging import FILE_ONLY, setup_logging
 from src.run.records import RunRecords
 from src.run.rundir import RunDir
 
@@ -54,6 +57,57 @@ class RunInputs:
     pseudo_images: object = None
     unlabeled_images: object = None
     records: RunRecords | None = None  # rank 0 only
+    progress: Progress = field(default_factory=lambda: Progress())  # updated by fit_fold
+
+
+@dataclass
+class Progress:
+    """Where training is, for the line an interruption prints: the fold, its epoch, and its last saved epoch."""
+    fold: int | None = None
+    epoch: int = 0
+    saved: int | None = None
+
+    def stopped(self, signal_name: str) -> str:
+        if self.fold is None:
+            return f"interrupted ({signal_name}) before a fold started; nothing of the run's training was lost"
+        kept = (f"last.pt (epoch {self.saved}) is intact" if self.saved is not None
+                else "no epoch of it was saved yet")
+        return f"interrupted ({signal_name}) in fold {self.fold}, epoch {self.epoch}: {kept}; continue with --resume"
+
+
+class TermSignal(BaseException):
+    """SIGTERM in the training process, raised where it arrives so that the stack unwinds like Ctrl-C."""
+
+
+def quiet_broken_pipes(hook):
+    """An exception hook that drops broken connections: once training is interrupted, a loader worker that ends
+    while multiprocessing's fd-sharing thread answers it (that thread reports through sys.excepthook) is expected."""
+    def quiet(kind, value, traceback):
+        if not issubclass(kind, (BrokenPipeError, ConnectionResetError, EOFError)):
+            hook(kind, value, traceback)
+    return quiet
+
+
+@contextlib.contextmanager
+def interruptible(progress: Progress):
+    """Ctrl-C and SIGTERM stop training at once with one line (stderr and train.log) and exit codes 130 and 143.
+    Loader workers fork with the handler: there SIGTERM ends the worker quietly as Ctrl-C does."""
+    main_pid = os.getpid()
+
+    def on_term(_signum, _frame):
+        raise TermSignal() if os.getpid() == main_pid else KeyboardInterrupt()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except (KeyboardInterrupt, TermSignal) as e:
+        name = "SIGTERM" if isinstance(e, TermSignal) else "SIGINT"
+        message = progress.stopped(name)
+        sys.excepthook = quiet_broken_pipes(sys.excepthook)
+        log.warning("%s", message, extra=FILE_ONLY)
+        raise Interrupted(message, name) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def fold_datasets(cfg: TrainConfig, table: pd.DataFrame, images, k: int, rank: int = 0, pseudo=None,
@@ -191,6 +245,7 @@ def fit_fold(ins: RunInputs, k: int):
     start_epoch = 0
     if state is not None:
         start_epoch = checkpointer.restore(state, dist.rank, dist.world, len(train_loader))
+        ins.progress.saved = state.epoch
         log.info("fold %d: resumed from %s after epoch %d", k, run.last(k), state.epoch)
     if ins.records is not None:
         ins.records.start_fold(k, start_epoch)
@@ -202,6 +257,7 @@ def fit_fold(ins: RunInputs, k: int):
 
     # loop
     for epoch in range(start_epoch, cfg.epochs):
+        ins.progress.epoch = epoch
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
         set_epoch(train_ds, epoch)
@@ -223,12 +279,14 @@ def fit_fold(ins: RunInputs, k: int):
         stop = dist_mod.broadcast(dist, stopper.should_stop)
         rngs = dist_mod.gather_objects(dist, rng_state())  # every rank's, so a DDP resume is exact too
         if dist.main:
-            checkpointer.save_epoch(epoch, metrics, improved, rngs, finished=stop or epoch == cfg.epochs - 1)
+            checkpointer.save_best(epoch, metrics, improved)
             cm = confusion(val_labels[idx].numpy(), probs.argmax(1))
             if improved["val_f1"]:
                 ins.records.best_f1(k, epoch, ins.table, val_rows[idx], probs, cm)
             ins.records.epoch(dict(fold=k, epoch=epoch, lr=lr, **train_stats, **metrics,
                                    time_s=time.perf_counter() - t0, best_f1=improved["val_f1"]), cm)
+            checkpointer.save_last(epoch, rngs, finished=stop or epoch == cfg.epochs - 1)
+            ins.progress.saved = epoch
         dist_mod.barrier(dist)
         # stop
         if stop:
@@ -272,39 +330,48 @@ def open_run(cfg: TrainConfig, dist, table: pd.DataFrame) -> tuple[RunDir, pd.Da
 
 def train(cfg: TrainConfig) -> dict:
     """Train the configured folds into <log_dir>/<name>/; returns the cv.json contents."""
+    RunDir(cfg.log_dir, cfg.name)  # a name the file system cannot hold is refused before any work
     dist = dist_mod.setup(cfg.dist_backend)
+    progress = Progress()
     try:
-        setup_logging(None, dist.main)
-        table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
-        pseudo = load_pseudo(cfg.pseudo_csv, cfg.pseudo_threshold)
-        unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.uda else None
-        builders.check_model_weights(cfg)  # everything checkable is checked before --overwrite may delete a run
-        run, table = open_run(cfg, dist, table)
-        setup_logging(run.train_log, dist.main)
-        seeds.seed_everything(cfg.seed + dist.rank, cfg.deterministic)
-        log.info("run %s  commit %s  device %s  world %d\n%s", run.root, policy.git_commit()[0], dist.device,
-                 dist.world, policy.dump(cfg, TrainConfig))
-        log.info("%s", "\n".join(policy.changes(cfg, cfg.recipes)))
-        for warning in policy.pointless(cfg):
-            log.warning("warning: %s", warning)
-        if dist.device.type != "cuda" and cfg.amp != "none":
-            log.info("amp=%s applies on CUDA only; this run uses fp32 on %s", cfg.amp, dist.device)
-        log.info("data: %d images of %d people; class counts (training labels) %s", len(table),
-                 table["person_id"].nunique(), np.bincount(table["train_label"], minlength=NUM_CLASSES).tolist())
-        images, pseudo_images, unlabeled_images = shared_image_sources(cfg, dist, table, pseudo, unlabeled)
-        ins = RunInputs(cfg, dist, run, table, images, pseudo, pseudo_images, unlabeled_images,
-                        RunRecords(run) if dist.main else None)
-        for k in range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]:
-            with run.fold_lock(k) if dist.main else contextlib.nullcontext():
-                fit_fold(ins, k)
-        cv = ins.records.write_cv(cfg.n_folds) if dist.main else {}
-        if cv:
-            log.info("CV macro-F1 %.4f over %d out-of-fold images; per fold %s", cv["cv_f1"], cv["oof_rows"],
-                     {k: round(v, 4) for k, v in cv["fold_f1"].items()})
-        if ins.records is not None:
-            if cv:
-                ins.records.hparams(policy.settings(cfg, TrainConfig), cv)
-            ins.records.close()
-        return cv
+        with interruptible(progress):
+            return train_folds(cfg, dist, progress)
     finally:
         dist_mod.cleanup()
+
+
+def train_folds(cfg: TrainConfig, dist, progress: Progress) -> dict:
+    """train()'s work: the data, the run folder, every configured fold, cv.json."""
+    setup_logging(None, dist.main)
+    table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
+    pseudo = load_pseudo(cfg.pseudo_csv, cfg.pseudo_threshold)
+    unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.uda else None
+    builders.check_model_weights(cfg)  # everything checkable is checked before --overwrite may delete a run
+    run, table = open_run(cfg, dist, table)
+    setup_logging(run.train_log, dist.main)
+    seeds.seed_everything(cfg.seed + dist.rank, cfg.deterministic)
+    log.info("run %s  commit %s  device %s  world %d\n%s", run.root, policy.git_commit()[0], dist.device,
+             dist.world, policy.dump(cfg, TrainConfig))
+    log.info("%s", "\n".join(policy.changes(cfg, cfg.recipes)))
+    for warning in policy.pointless(cfg):
+        log.warning("warning: %s", warning)
+    if dist.device.type != "cuda" and cfg.amp != "none":
+        log.info("amp=%s applies on CUDA only; this run uses fp32 on %s", cfg.amp, dist.device)
+    log.info("data: %d images of %d people; class counts (training labels) %s", len(table),
+             table["person_id"].nunique(), np.bincount(table["train_label"], minlength=NUM_CLASSES).tolist())
+    images, pseudo_images, unlabeled_images = shared_image_sources(cfg, dist, table, pseudo, unlabeled)
+    ins = RunInputs(cfg, dist, run, table, images, pseudo, pseudo_images, unlabeled_images,
+                    RunRecords(run) if dist.main else None, progress)
+    for k in range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]:
+        with run.fold_lock(k) if dist.main else contextlib.nullcontext():
+            progress.fold, progress.epoch, progress.saved = k, 0, None
+            fit_fold(ins, k)
+    cv = ins.records.write_cv(cfg.n_folds) if dist.main else {}
+    if cv:
+        log.info("CV macro-F1 %.4f over %d out-of-fold images; per fold %s", cv["cv_f1"], cv["oof_rows"],
+                 {k: round(v, 4) for k, v in cv["fold_f1"].items()})
+    if ins.records is not None:
+        if cv:
+            ins.records.hparams(policy.settings(cfg, TrainConfig), cv)
+        ins.records.close()
+    return cv

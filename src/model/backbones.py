@@ -13,6 +13,8 @@ import functools
 import importlib
 import logging
 import math
+import pickle
+import zipfile
 from pathlib import Path
 
 import timm
@@ -194,7 +196,16 @@ def read_weights_file(path: Path) -> dict:
     """A backbone state dict, a timm checkpoint, or one of our checkpoints (its `model` entry's backbone)."""
     if not path.is_file():
         raise PretrainedError(f"pretrained_path {path}: file not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise PretrainedError(f"pretrained_path {path}: holds objects other than tensors and plain values, so it was "
+                              f"not loaded, for safety; give a file of tensors (a state dict)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PretrainedError(f"pretrained_path {path}: unreadable weights file ({reason})") from None
+    if not isinstance(state, dict):
+        raise PretrainedError(f"pretrained_path {path}: holds a {type(state).__name__}, not a state dict of tensors")
     state = state.get("model", state.get("state_dict", state))
     if any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}

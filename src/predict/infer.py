@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,36 +13,64 @@ import pandas as pd
 import torch
 
 from src.config import policy
-from src.config.schema import InferConfig, Prediction, PseudoConfig, TrainConfig
+from src.config.schema import InferConfig, Paths, Prediction, PseudoConfig, TrainConfig
 from src.data.dataset import FaceDataset
 from src.data.images import FileImages, read_rgb
 from src.data.tables import load_eval, load_unlabeled
 from src.engine import builders
 from src.engine.forward import predict_loader, probabilities
-from src.errors import ConfigError, NonFinite, RunNotFound
+from src.errors import ConfigError, NonFinite, RunNotFound, filesystem_error
+from src.files import shown
 from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
-from src.run.atomic import save_csv, save_text
+from src.run.atomic import csv_writer, remove_stale_tmp, replace_together, save_csv, save_text, text_writer
 from src.run.checkpoint import is_finished, load_weights
-from src.run.figures import pyplot, save_png
+from src.run.figures import png_writer, pyplot
 from src.run.logging import setup_logging
-from src.run.rundir import RunDir, prediction_files
+from src.run.rundir import CONFIG, PREDICTION_NAMES, RUN_FILES, RunDir, holder, prediction_files
 
 log = logging.getLogger("maskcls")
 
 
-def run_checkpoints(run: RunDir, checkpoint: str) -> list[Path]:
-    """The chosen checkpoint of every finished fold; clear errors for a missing run or file."""
+@dataclass
+class RunPlan:
+    """One run of a prediction: its settings, the chosen checkpoint of each finished fold, and the folds that a
+    live trainer still holds (fold -> who)."""
+    name: str
+    run: RunDir
+    cfg: TrainConfig
+    checkpoints: list[Path]
+    folds: list[int]
+    training: dict[int, str]
+
+
+def plan_run(log_dir, name: str, checkpoint: str) -> RunPlan:
+    """The checkpoints of every finished fold of one run; a clear error for a missing run, fold or file."""
+    run = RunDir(log_dir, name)
     if not run.exists:
         raise RunNotFound(f"run {run.root}: not found (no {run.config}); train it first")
+    run_cfg = policy.from_saved(run.config)
+    training = {k: holder(run.fold_lock_file(k)) for k in run.training_folds(run_cfg.n_folds)}
     finished = [k for k in run.folds() if is_finished(run.last(k))]
     if not finished:
+        if training:
+            raise RunNotFound(f"run {run.root}: no finished fold yet; "
+                              + ", ".join(f"fold {k} is being trained by {who}" for k, who in training.items())
+                              + "; wait for it to finish")
         raise RunNotFound(f"run {run.root}: no finished fold (each fold's last.pt marks it); "
-                                f"finish training with --resume")
+                          f"finish training with --resume")
     paths = [run.checkpoint(k, checkpoint) for k in finished]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise RunNotFound(f"run {run.root}: checkpoint file(s) missing: {', '.join(missing)}")
-    return paths
+    return RunPlan(name, run, run_cfg, paths, finished, training)
+
+
+def plan_runs(cfg: Prediction | Paths, names: list[str]) -> list[RunPlan]:
+    plans = [plan_run(cfg.log_dir, name, cfg.checkpoint) for name in names]
+    for plan in plans:
+        busy = "".join(f"; fold {k} is still being trained by {who} and is left out" for k, who in plan.training.items())
+        log.info("run %s: fold(s) %s used (%s)%s", plan.name, ", ".join(map(str, plan.folds)), cfg.checkpoint, busy)
+    return plans
 
 
 def load_models(run_cfg: TrainConfig, checkpoints, device) -> list[torch.nn.Module]:
@@ -59,34 +89,78 @@ def chosen_runs(cfg: Prediction) -> list[str]:
     return runs
 
 
-def predict_runs(cfg: InferConfig | PseudoConfig, runs: list[str], paths) -> np.ndarray:
+def predict_runs(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], paths) -> np.ndarray:
     """Average of each run's fold x TTA probabilities; runs may differ in backbone and input size."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    plans = []
-    for name in runs:  # every run and checkpoint is checked before any model loads
-        run = RunDir(cfg.log_dir, name)
-        plans.append((name, run_checkpoints(run, cfg.checkpoint), policy.from_saved(run.config)))
     total = np.zeros((len(paths), NUM_CLASSES))
-    for name, checkpoints, run_cfg in plans:
+    for plan in plans:
+        run_cfg = plan.cfg
         amp = cfg.amp if device.type == "cuda" else "none"
-        models = load_models(run_cfg, checkpoints, device)
+        models = load_models(run_cfg, plan.checkpoints, device)
         ds = FaceDataset(FileImages(paths, builders.work_size(run_cfg), cfg.max_image_pixels), None,
                          builders.eval_transform(run_cfg))
         loader = builders.loader(ds, cfg, device, cfg.infer_batch_size)
-        log.info("run %s: %d fold model(s) from %s, %dx%d, tta=%s", name, len(models), cfg.checkpoint,
+        log.info("run %s: %d fold model(s) from %s, %dx%d, tta=%s", plan.name, len(models), cfg.checkpoint,
                  run_cfg.img_height, run_cfg.img_width, cfg.tta)
-        _, logits = predict_loader(models, loader, device, cfg.tta, amp, desc=f"predict {name}")
+        _, logits = predict_loader(models, loader, device, cfg.tta, amp, desc=f"predict {plan.name}")
         finite = torch.isfinite(logits).reshape(len(models), -1).all(1)
         if not finite.all():
-            folds = [checkpoints[i].parent.name.removeprefix("fold") for i in (~finite).nonzero().flatten().tolist()]
-            raise NonFinite(f"run {name} fold {', '.join(folds)}: non-finite probabilities from "
+            folds = [str(plan.folds[i]) for i in (~finite).nonzero().flatten().tolist()]
+            raise NonFinite(f"run {plan.name} fold {', '.join(folds)}: non-finite probabilities from "
                             f"{cfg.checkpoint}.pt; nothing was written. Retrain that fold or choose another "
                             f"--checkpoint")
         total += probabilities(logits).numpy()
     return total / len(plans)
 
 
-def save_preview(info: pd.DataFrame, probs: np.ndarray, path: Path, n: int = 24):
+def output_files(cfg: InferConfig, plans: list[RunPlan]) -> dict[str, Path]:
+    """The submission (--out, or the run's own) and the files beside it, once every rule holds: nothing inside
+    data_dir, no folder, no input of this prediction, nothing of a run that is not predicting, no run file
+    replaced; the folder writable. Temp files of a killed infer there are cleaned (or its moves completed)."""
+    runs = [plan.name for plan in plans]
+    name = runs[0] if len(runs) == 1 else "ensemble_" + "-".join(runs)
+    if len(name) > 120:  # file names stop at 255 bytes: many runs get a digest instead
+        name = "ensemble_" + hashlib.sha1("-".join(runs).encode()).hexdigest()[:12]
+    out = Path(cfg.out) if cfg.out else RunDir(cfg.log_dir, name).submission
+    what = f"--out {shown(cfg.out)}" if cfg.out else f"the submission {out}"
+    if out.is_dir():
+        raise ConfigError(f"{what} is a folder; give the submission's file name, for example {out / 'submission.csv'}")
+    files = prediction_files(out)
+    data = Path(cfg.data_dir).resolve()
+    inputs = {p.resolve(): f"checkpoint of run {plan.name}" for plan in plans for p in plan.checkpoints}
+    inputs |= {plan.run.config.resolve(): f"settings of run {plan.name}" for plan in plans}
+    inputs |= {Path(plan.cfg.corrections).resolve(): "the corrections file" for plan in plans
+               if plan.cfg.corrections.lower() != "none"}
+    own = {plan.run.root.resolve() for plan in plans}
+    for path in files.values():
+        real = path.resolve()
+        if real.is_relative_to(data):
+            raise ConfigError(f"{what}: {path} would lie inside data_dir {cfg.data_dir}; predictions never go into "
+                              f"the data")
+        if real in inputs:
+            raise ConfigError(f"{what}: {path} is the {inputs[real]}, an input of this prediction; choose another name")
+        if path.is_dir():
+            raise ConfigError(f"{what}: {path} is a folder; choose another name")
+        folder = real.parent
+        if (folder / CONFIG).is_file() and folder not in own:
+            raise ConfigError(f"{what}: {path} would lie in the folder of run {folder.name}, which is not predicting; "
+                              f"choose another place")
+        if folder in own and path.name in RUN_FILES and path.name not in PREDICTION_NAMES:
+            raise ConfigError(f"{what}: {path} would replace run {folder.name}'s own {path.name}; choose another name")
+    folder = out.parent
+    probe = folder / f".{out.name}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise filesystem_error(e, folder, "write into") from None
+    remove_stale_tmp(folder)
+    return files
+
+
+def preview_figure(info: pd.DataFrame, probs: np.ndarray, n: int = 24):
+    """The first n eval images with their predicted class and probability."""
     fig, axes = pyplot().subplots(4, 6, figsize=(15, 13))
     for ax, i in zip(axes.flat, range(min(n, len(info)))):
         ax.imshow(read_rgb(info["path"].iloc[i]))
@@ -95,26 +169,26 @@ def save_preview(info: pd.DataFrame, probs: np.ndarray, path: Path, n: int = 24)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
-    save_png(fig, path, dpi=60)
+    return fig
 
 
 def infer(cfg: InferConfig) -> Path:
     """Write the submission (rows and order of info.csv), eval_probs.csv, eval_preview.png and the
-    inference settings (inference.yaml) into the run folder or beside --out."""
+    inference settings (inference.yaml) into the run folder, or X.probs.csv, X.preview.png and X.yaml beside
+    --out X.csv: all four new, or all four as they were."""
     setup_logging()
-    runs = chosen_runs(cfg)
     info = load_eval(cfg.data_dir)
-    probs = predict_runs(cfg, runs, info["path"])  # checks every run and checkpoint before loading a model
-    name = runs[0] if len(runs) == 1 else "ensemble_" + "-".join(runs)
-    if len(name) > 120:  # file names stop at 255 bytes: many runs get a digest instead
-        name = "ensemble_" + hashlib.sha1("-".join(runs).encode()).hexdigest()[:12]
-    default = RunDir(cfg.log_dir, name).submission
-    files = prediction_files(Path(cfg.out) if cfg.out else default)
-    save_csv(pd.DataFrame({"ImageID": info["ImageID"], "ans": probs.argmax(1).astype(int)}), files["submission"])
+    plans = plan_runs(cfg, chosen_runs(cfg))  # every run and checkpoint is checked before any model loads
+    files = output_files(cfg, plans)  # and every output rule, before any prediction
+    probs = predict_runs(cfg, plans, info["path"])
+    submission = pd.DataFrame({"ImageID": info["ImageID"], "ans": probs.argmax(1).astype(int)})
     probs_df = pd.concat([info[["ImageID"]], pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
-    save_csv(probs_df, files["probs"], float_format="%.6f")
-    save_preview(info, probs, files["preview"])
-    save_text(policy.dump(cfg), files["settings"])
+    folds = {plan.name: dict(used=plan.folds, still_training={k: who for k, who in plan.training.items()})
+             for plan in plans}
+    replace_together({files["probs"]: csv_writer(probs_df, float_format="%.6f"),
+                      files["preview"]: png_writer(preview_figure(info, probs), dpi=60),
+                      files["settings"]: text_writer(policy.dump(cfg, extra=dict(folds=folds))),
+                      files["submission"]: csv_writer(submission)})
     log.info("submission %s (%d rows); probabilities %s; preview %s; settings %s", files["submission"], len(info),
              files["probs"], files["preview"], files["settings"])
     return files["submission"]
@@ -127,7 +201,7 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
         log.info("pseudo labels: reusing %s", run.pseudo_labels)
         return run.pseudo_labels
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir)
-    probs = predict_runs(cfg, chosen_runs(cfg), unlabeled["path"])
+    probs = predict_runs(cfg, plan_runs(cfg, chosen_runs(cfg)), unlabeled["path"])
     df = pd.DataFrame({"path": unlabeled["path"], "label": probs.argmax(1), "confidence": probs.max(1)})
     kept = df[df["confidence"] >= cfg.pseudo_threshold]
     save_csv(kept, run.pseudo_labels, float_format="%.6f")
@@ -140,4 +214,4 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
 def check_runs(cfg: Prediction):
     """Every run of --run/--runs exists with the chosen checkpoint of each finished fold; nothing loads."""
     for name in chosen_runs(cfg):
-        run_checkpoints(RunDir(cfg.log_dir, name), cfg.checkpoint)
+        plan_run(cfg.log_dir, name, cfg.checkpoint)

@@ -1,9 +1,11 @@
 """Atomic, durable writes: a temp file in the same folder, flushed to disk, then os.replace, so neither a
-crash nor a power cut leaves half a file. A full disk is one clear error and the previous file stays."""
+crash nor a power cut leaves half a file, and files written together are all old or all new. A full disk is one
+clear error and the previous file stays; a read-only disk or a missing permission is one line too."""
 from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import re
 from pathlib import Path
@@ -11,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from src.errors import NoSpace
+from src.errors import NoSpace, filesystem_error
 
 TMP_NAME = re.compile(r".*\.(\d+)\.tmp$")  # <name>.<pid>.tmp: the writer's pid tells a stale file
+MOVES_NAME = re.compile(r".*\.(\d+)\.moves$")  # the journal of replace_together's moves
 
 
 def _tmp(path: Path) -> Path:
@@ -30,22 +33,42 @@ def _fsync_dir(folder: Path):
 
 def replace_with(path, write):
     """Call write(tmp_path), fsync it, move it over path, fsync the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
+    replace_together({Path(path): write})
+
+
+def replace_together(writes: dict):
+    """{path: write(tmp_path)}: every file is written to its temp file and synced first, then all are moved into
+    place, so a failure or a kill while writing leaves every old file. With several files a journal lists the
+    moves while they happen: a writer killed among them is completed by the next remove_stale_tmp, so the files
+    are all old or all new."""
+    tmps = {Path(path): _tmp(Path(path)) for path in writes}
+    journal = _tmp(next(iter(tmps))).with_suffix(".moves") if len(tmps) > 1 else None
+    current = None
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        for path, write in writes.items():
+            current = Path(path)
+            current.parent.mkdir(parents=True, exist_ok=True)
+            write(tmps[current])
+            with open(tmps[current], "rb+") as f:
+                os.fsync(f.fileno())
+        if journal is not None:
+            current = journal
+            journal.write_text(json.dumps([[str(t), str(p)] for p, t in tmps.items()]))
+        for path, tmp in tmps.items():
+            current = path
+            os.replace(tmp, path)
+        for folder in dict.fromkeys(p.parent for p in tmps):
+            _fsync_dir(folder)
     except OSError as e:
         if e.errno == errno.ENOSPC:
-            intact = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
-            raise NoSpace(f"no space left on device while writing {path}; {intact}") from None
-        raise
+            intact = f"the previous {current.name} is intact" if current.exists() else f"no {current.name} was written"
+            raise NoSpace(f"no space left on device while writing {current}; {intact}") from None
+        raise filesystem_error(e, current, "write") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+        if journal is not None:
+            journal.unlink(missing_ok=True)
 
 
 def write_bytes(data, tmp):
@@ -60,16 +83,36 @@ def save_torch(obj, path):
     replace_with(path, lambda tmp: write_bytes(buf.getbuffer(), tmp))
 
 
+def csv_writer(df: pd.DataFrame, **kwargs):
+    return lambda tmp: df.to_csv(tmp, index=False, **kwargs)
+
+
+def text_writer(text: str):
+    return lambda tmp: Path(tmp).write_text(text)
+
+
 def save_csv(df: pd.DataFrame, path, **kwargs):
-    replace_with(path, lambda tmp: df.to_csv(tmp, index=False, **kwargs))
+    replace_with(path, csv_writer(df, **kwargs))
 
 
 def save_text(text: str, path):
-    replace_with(path, lambda tmp: Path(tmp).write_text(text))
+    replace_with(path, text_writer(text))
 
 
 def remove_stale_tmp(folder: Path) -> list[Path]:
-    """Delete temp files left by writers that no longer run (a kill mid-write); returns them."""
+    """Finish the moves of writers killed among them (their .moves journal), then delete temp files left by writers
+    that no longer run (a kill mid-write); returns the deleted temp files."""
+    for journal in Path(folder).glob(".*.moves"):
+        m = MOVES_NAME.match(journal.name)
+        if m and not pid_alive(int(m.group(1))):
+            try:
+                moves = json.loads(journal.read_text())
+            except ValueError:  # killed while writing the journal: no move had started
+                moves = []
+            for tmp, path in moves:
+                if Path(tmp).exists():
+                    os.replace(tmp, path)
+            journal.unlink(missing_ok=True)
     removed = []
     for f in Path(folder).glob("*.tmp"):
         m = TMP_NAME.match(f.name)

@@ -23,10 +23,17 @@ def pyplot():
 
 def save_png(fig, path: Path, dpi: int = 80):
     """Write the figure atomically as a PNG and close it."""
-    try:
-        replace_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
-    finally:
-        pyplot().close(fig)
+    replace_with(path, png_writer(fig, dpi))
+
+
+def png_writer(fig, dpi: int = 80):
+    """A writer (for the atomic writes) of the figure as a PNG; the figure is closed once written."""
+    def write(tmp):
+        try:
+            fig.savefig(tmp, dpi=dpi, format="png")
+        finally:
+            pyplot().close(fig)
+    return write
 
 
 def png_bytes(fig, dpi: int = 70) -> bytes:

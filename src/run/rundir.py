@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from src.config.schema import CHECKPOINT_KINDS, RESERVED_NAMES, RUN_NAME, RUN_NAME_TEXT
-from src.errors import ConfigError, RunBusy, RunExists
+from src.errors import ConfigError, RunBusy, RunExists, filesystem_error
 from src.run.atomic import remove_stale_tmp
 
 CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, TENSORBOARD = ("config.yaml", "folds.csv", "train.log", "metrics.csv",
@@ -31,14 +31,40 @@ OOF, CONFUSION = "oof.csv", "confusion.png"
 ERRORS, LABEL_ISSUES, LABEL_ISSUES_GALLERY, REPORT = "errors.png", "label_issues.csv", "label_issues.png", "report.html"
 SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS = ("submission.csv", "eval_probs.csv", "eval_preview.png",
                                                             "inference.yaml")
+PREDICTION_NAMES = (SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS)
+RUN_FILES = (CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, TENSORBOARD, PSEUDO_LABELS, PSEUDO_SETTINGS, ERRORS, LABEL_ISSUES,
+             LABEL_ISSUES_GALLERY, SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS)
 
 
 
 def name_problem(name: str) -> str | None:
     """Why `name` cannot be a run folder's name, or None."""
     if name in RESERVED_NAMES:
-        return f"run name {name!r} is reserved (log_dir/{name} is not a run)"
+        return f"run name {name!r} is reserved for log_dir/{name}; choose another --name"
     return None if RUN_NAME.fullmatch(name) else f"run name {name!r} is not allowed: use {RUN_NAME_TEXT}"
+
+
+LONGEST_SUFFIX = ".fold999.lock"  # the longest name derived from a run's: its fold locks, .<name>.fold<k>.lock
+
+
+def name_max(folder: Path) -> int:
+    """The file system's longest file name at folder (or its nearest existing parent)."""
+    for place in (folder, *folder.parents):
+        if place.exists():
+            try:
+                return os.pathconf(place, "PC_NAME_MAX")
+            except (OSError, ValueError):
+                break
+    return 255
+
+
+def length_problem(log_dir: Path, name: str) -> str | None:
+    limit = name_max(log_dir)
+    longest = len(f".{name}{LONGEST_SUFFIX}".encode())
+    if longest > limit:
+        return (f"run name {name[:24]}... is {len(name.encode())} bytes long: its lock files would pass this file "
+                f"system's {limit}-byte limit on file names; use at most {limit - len(LONGEST_SUFFIX) - 1} bytes")
+    return None
 
 
 def holder(lock_file: Path) -> str:
@@ -53,9 +79,9 @@ def is_held(lock_file: Path) -> bool:
     closing this probe's descriptor would drop the caller's own record locks on the file."""
     if not lock_file.is_file():
         return False
-    with open(lock_file, "a+") as f:
+    with open(lock_file) as f:  # a shared probe needs no write access: it works on a read-only disk too
         try:
-            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
             return True
         fcntl.lockf(f, fcntl.LOCK_UN)
@@ -67,8 +93,12 @@ def exclusive(lock_file: Path, wait: bool, busy: str):
     """A POSIX record lock (fcntl.lockf) on lock_file, held for the block; the file records the holder's pid.
     Record locks belong to the process: forked loader workers do not inherit them, and a killed trainer's lock
     is gone at once. Without `wait`, a held lock raises RunBusy naming its holder."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a+") as f:
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock_file, "a+")
+    except OSError as e:
+        raise filesystem_error(e, lock_file, "create the lock file") from None
+    with f:
         try:
             fcntl.lockf(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError:
@@ -86,7 +116,7 @@ class RunDir:
     """Paths of the run `name` under `log_dir`; `name` must be one safe folder name."""
 
     def __init__(self, log_dir, name: str):
-        problem = name_problem(name)
+        problem = name_problem(name) or length_problem(Path(log_dir), name)
         if problem:
             raise ConfigError(problem)
         self.log_dir, self.name = Path(log_dir), name
@@ -158,12 +188,26 @@ class RunDir:
         """The one rule for a run name, under the run's lock: 'new' when free; an existing run is continued with
         resume ('resumed'), replaced with overwrite ('replaced'), and refused otherwise. Overwrite deletes only a
         real folder directly inside log_dir that holds config.yaml. Temp files of killed writers go.
-        `prepare(how)`, still under the lock, checks or writes what the run folder must hold."""
+        `prepare(how)`, still under the lock, checks or writes what the run folder must hold. A name taken by
+        anything but a run folder is refused before any lock file is made."""
+        self.refuse_foreign()
         with self.lock():
             how = self._claim(resume, overwrite)
             if prepare is not None:
                 prepare(how)
         return how
+
+    def refuse_foreign(self):
+        """A path of this name that is not a run folder (a file, a link to one, a folder of other files)."""
+        if not (self.root.exists() or self.root.is_symlink()) or self.exists:
+            return
+        if not self.root.is_dir():
+            raise RunExists(f"{self.root} exists and is not a run folder; choose another --name")
+        foreign = [p.name for p in self.root.iterdir() if p.name not in RUN_FILES and not p.name.startswith("fold")
+                   and not p.name.endswith(".tmp")]
+        if foreign:
+            raise RunExists(f"{self.root} is a folder of other files (e.g. {foreign[0]}), not a run; choose another "
+                            f"--name")
 
     def _claim(self, resume: bool, overwrite: bool) -> str:
         if self.exists:
@@ -182,14 +226,24 @@ class RunDir:
             for folder in [self.root, *(self.fold(k) for k in self.folds())]:
                 remove_stale_tmp(folder)
             return "resumed"
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise filesystem_error(e, self.root, "create the run folder") from None
         return "new"
 
 def prediction_files(submission: Path) -> dict[str, Path]:
-    """What infer writes: the submission and, beside it, probabilities, a preview and the settings used."""
-    folder = submission.parent
-    return dict(submission=submission, probs=folder / EVAL_PROBS, preview=folder / EVAL_PREVIEW,
-                settings=folder / INFERENCE_SETTINGS)
+    """What infer writes: the submission and, beside it, probabilities, a preview and the settings used. A run's
+    own submission.csv has eval_probs.csv, eval_preview.png and inference.yaml; any other X.csv has X.probs.csv,
+    X.preview.png and X.yaml, so outputs of different names never replace each other."""
+    submission = Path(submission)
+    if submission.name == SUBMISSION:
+        folder = submission.parent
+        return dict(submission=submission, probs=folder / EVAL_PROBS, preview=folder / EVAL_PREVIEW,
+                    settings=folder / INFERENCE_SETTINGS)
+    stem = submission.with_suffix("") if submission.suffix == ".csv" else submission
+    return dict(submission=submission, probs=stem.with_name(f"{stem.name}.probs.csv"),
+                preview=stem.with_name(f"{stem.name}.preview.png"), settings=stem.with_name(f"{stem.name}.yaml"))
 
 
 def report_file(log_dir) -> Path:
