@@ -91,7 +91,7 @@ class FileSystemError(MaskclsError):
 
 def filesystem_error(error: OSError, path, doing: str) -> FileSystemError:
     """One line for an OSError of the file system: what failed on which path, why, and what to do."""
-    reason = error.strerror or type(error).__name__
+    reason = error.strerror or str(error) or type(error).__name__
     return FileSystemError(f"cannot {doing} {path} ({reason}); make that place writable, or choose another "
                            f"--log_dir or --out")
 

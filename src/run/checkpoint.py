@@ -21,17 +21,22 @@ FOR_RESUME = "delete it to restart the fold from scratch (its best_*.pt stay usa
 FOR_INFER = "choose another --checkpoint (best_f1, best_loss, best_acc or last)"
 
 
-def read(path: Path, what_to_do: str, mmap: bool = False) -> dict:
-    """torch.load restricted to tensors and plain values; a bad file is one line: the file, what is wrong,
-    and what to do."""
+def load_tensors(path: Path, error: type, where: str, kind: str, what_to_do: str, mmap: bool = False):
+    """torch.load restricted to tensors and plain values; a bad file is one `error` line: `where`, what is wrong
+    with the `kind` of file, and what to do."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: holds objects other than tensors and plain values, so it was not loaded, "
-                              f"for safety; {what_to_do}") from None
+        raise error(f"{where}: holds objects other than tensors and plain values, so it was not loaded, "
+                    f"for safety; {what_to_do}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({reason}); {what_to_do}") from None
+        raise error(f"{where}: unreadable or truncated {kind} ({reason}); {what_to_do}") from None
+
+
+def read(path: Path, what_to_do: str, mmap: bool = False) -> dict:
+    """A maskcls checkpoint's dict; a bad file is one line: the file, what is wrong, and what to do."""
+    state = load_tensors(path, CheckpointError, str(path), "checkpoint", what_to_do, mmap)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a maskcls checkpoint (no model weights); {what_to_do}")
     return state
