@@ -43,7 +43,6 @@ def list_person_photos(folder: Path, problems: list[str], junk: list[str]) -> di
         why = irregular(f)
         if why:  # a named pipe or a device would block or never end when read
             problems.append(f"{shown(f)}: {why}")
-            continue
         found[stem] = f
     missing = [n for n in PHOTO_NAMES if n not in found]
     if missing:

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ from src.errors import ConfigError, Interrupted, NonFinite
 from src.labels import NUM_CLASSES
 from src.metrics import confusion, evaluate, macro_f1
 from src.run.atomic import save_csv, save_text
-from src.run.checkpoint import FoldState, rng_state
+from src.run.checkpoint import FOR_RESUME, FoldState, read, rng_state
 from src.run.logging import FILE_ONLY, setup_logging
 from src.run.records import RunRecords
 from src.run.rundir import RunDir
@@ -62,16 +63,16 @@ class RunInputs:
 
 @dataclass
 class Progress:
-    """Where training is, for the line an interruption prints: the fold, its epoch, and its last saved epoch."""
+    """Where training is, for the line an interruption prints: the fold, its epoch, and its last.pt."""
     fold: int | None = None
     epoch: int = 0
-    saved: int | None = None
+    last: Path | None = None
 
     def stopped(self, signal_name: str) -> str:
         if self.fold is None:
             return f"interrupted ({signal_name}) before a fold started; nothing of the run's training was lost"
-        kept = (f"last.pt (epoch {self.saved}) is intact" if self.saved is not None
-                else "no epoch of it was saved yet")
+        saved = read(self.last, FOR_RESUME, mmap=True)["epoch"] if self.last and self.last.is_file() else None
+        kept = f"last.pt (epoch {saved}) is intact" if saved is not None else "no epoch of it was saved yet"
         return f"interrupted ({signal_name}) in fold {self.fold}, epoch {self.epoch}: {kept}; continue with --resume"
 
 
@@ -245,7 +246,6 @@ def fit_fold(ins: RunInputs, k: int):
     start_epoch = 0
     if state is not None:
         start_epoch = checkpointer.restore(state, dist.rank, dist.world, len(train_loader))
-        ins.progress.saved = state.epoch
         log.info("fold %d: resumed from %s after epoch %d", k, run.last(k), state.epoch)
     if ins.records is not None:
         ins.records.start_fold(k, start_epoch)
@@ -286,7 +286,6 @@ def fit_fold(ins: RunInputs, k: int):
             ins.records.epoch(dict(fold=k, epoch=epoch, lr=lr, **train_stats, **metrics,
                                    time_s=time.perf_counter() - t0, best_f1=improved["val_f1"]), cm)
             checkpointer.save_last(epoch, rngs, finished=stop or epoch == cfg.epochs - 1)
-            ins.progress.saved = epoch
         dist_mod.barrier(dist)
         # stop
         if stop:
@@ -364,7 +363,7 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress) -> dict:
                     RunRecords(run) if dist.main else None, progress)
     for k in range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]:
         with run.fold_lock(k) if dist.main else contextlib.nullcontext():
-            progress.fold, progress.epoch, progress.saved = k, 0, None
+            progress.fold, progress.epoch, progress.last = k, 0, run.last(k)
             fit_fold(ins, k)
     cv = ins.records.write_cv(cfg.n_folds) if dist.main else {}
     if cv:
