@@ -1,9 +1,9 @@
 """The entry points' command line as a whole: the launcher scripts find a Python without a venv."""
+import json
 import os
 import shutil
 import subprocess
 import sys
-import json
 
 import pytest
 

@@ -1,8 +1,8 @@
 """src/config/policy.py: the saved settings (dump, from_saved) and the changes a run made."""
 import dataclasses
 
-import yaml
 import pytest
+import yaml
 
 from src.config import parsing, policy
 from src.config.parsing import parse

@@ -1,6 +1,6 @@
 """src/data/tables.py: the train, eval, unlabeled and pseudo tables: corrections, labels, folds, untrusted rows."""
-import shutil
 import os
+import shutil
 import time
 
 import pandas as pd
@@ -9,10 +9,10 @@ import pytest
 import infer
 import pseudo_train
 import train
+from src.data.images import read_rgb
 from src.data.tables import add_labels, load_eval, load_train, load_unlabeled
 from src.errors import DataError
 from tests.helpers import CORRECTIONS, TINY, cli, copy_data, first_eval_image, make_data, one_line
-from src.data.images import read_rgb
 
 
 def test_corrections_fix_exactly_the_listed_ids(dataset):

@@ -1,7 +1,7 @@
 """src/predict/infer.py: submissions, ensembles, and inputs checked before any model loads."""
-import shutil
 import errno
 import hashlib
+import shutil
 import subprocess
 import sys
 
@@ -10,14 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
+import infer
 from src.config.schema import InferConfig
 from src.errors import DataError, RunNotFound
 from src.labels import PROB_COLUMNS as PROBS
 from src.predict import infer as predict
-from tests.helpers import TINY, run_py, tiny_cfg
-import infer
 from src.run.rundir import RunDir, prediction_files
-from tests.helpers import ROOT, cli, copy_data, one_line, read_only
+from tests.helpers import ROOT, TINY, cli, copy_data, one_line, read_only, run_py, tiny_cfg
 
 
 def infer_cfg(dataset, log_dir, **kw):

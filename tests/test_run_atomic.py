@@ -1,19 +1,19 @@
 """src/run/atomic.py: atomic writes, full disks and the temp files of killed writers."""
 import errno
+import json
 import os
 import subprocess
 import sys
-import json
 
 import pytest
 import torch
 
 import train
+from src.errors import FileSystemError
 from src.run import atomic
 from src.run.atomic import save_torch
 from src.run.rundir import RunDir
 from tests.helpers import TINY, cli
-from src.errors import FileSystemError
 
 
 def test_crash_during_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):

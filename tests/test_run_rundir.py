@@ -3,12 +3,11 @@ import os
 
 import pytest
 
+import train
 from src.config.schema import CHECKPOINT_KINDS
 from src.errors import ConfigError, RunExists
 from src.run.rundir import RunDir, latest, prediction_files
-from tests.helpers import TINY, run_py
-import train
-from tests.helpers import cli, one_line, read_only
+from tests.helpers import TINY, cli, one_line, read_only, run_py
 
 
 def test_paths_of_a_run(tmp_path):
