@@ -249,10 +249,10 @@ def load_eval(data_dir) -> pd.DataFrame:
     img_dir, paths = data_dir / "eval" / "images", []
     for i, image_id in enumerate(info["ImageID"]):
         path, problem = inside(img_dir, image_id)
-        if problem is None and irregular(path):
-            problem = f"image {shown(path)} {irregular(path)}"
-        elif problem is not None:
+        if problem is not None:
             problem = f"ImageID {image_id!r} {problem}"
+        elif why := irregular(path):
+            problem = f"image {shown(path)} {why}"
         if problem:
             problems.append(f"{info_path} row {i + 2}: {problem}")
         paths.append(str(path))
@@ -308,7 +308,7 @@ def load_pseudo(path: str, threshold: float = 0.0) -> pd.DataFrame | None:
     if problems:
         raise DataError(problems)
     df = df.assign(label=df["label"].astype(int), confidence=df["confidence"].astype(float))
-    absent = [f"{path} row {i + 2}: image {shown(p)} {irregular(p)}" for i, p in df["path"].items() if irregular(p)]
+    absent = [f"{path} row {i + 2}: image {shown(p)} {why}" for i, p in df["path"].items() if (why := irregular(p))]
     if absent:
         raise DataError(absent)
     kept = df[df["confidence"] >= threshold].reset_index(drop=True)
