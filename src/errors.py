@@ -57,6 +57,10 @@ class ModelError(MaskclsError):
     """The configured network cannot be built: an unknown name, or an input size the architecture cannot take."""
 
 
+class ParityError(ModelError):
+    """An exported graph whose probabilities differ from PyTorch's by more than the tolerance."""
+
+
 class PretrainedError(ModelError):
     """The configured weights cannot be had or do not fit the architecture."""
 

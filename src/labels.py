@@ -32,3 +32,9 @@ def age_band(age, old_from: int = 60):
 
 
 PROB_COLUMNS = [f"p{k}" for k in range(NUM_CLASSES)]  # probability columns of oof.csv and eval_probs.csv
+
+
+def task_probabilities(probs):
+    """(mask, gender, age) probabilities, each summed out of the 18-class ones (N, 18); numpy or torch alike."""
+    p = probs.reshape(-1, *TASK_SIZES)
+    return p.sum((2, 3)), p.sum((1, 3)), p.sum((1, 2))

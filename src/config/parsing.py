@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 import yaml
 
-from src.config.schema import ENTRY_POINTS, RESERVED_NAMES, Name, Needs, Range, TrainConfig
+from src.config.schema import ENTRY_POINTS, RESERVED_NAMES, Name, Needs, Positional, Range, TrainConfig
 from src.errors import ConfigError, fail_cleanly
 from src.files import irregular, read_regular
 
@@ -61,6 +61,10 @@ def choices(cls, key: str) -> tuple | None:
 
 def needs(cls, key: str) -> Needs | None:
     return next((e for e in field_extras(cls, key)[1] if isinstance(e, Needs)), None)
+
+
+def positional(cls, key: str) -> Positional | None:
+    return next((e for e in field_extras(cls, key)[1] if isinstance(e, Positional)), None)
 
 
 @functools.cache
@@ -113,7 +117,7 @@ def convert(cls, key: str, raw):
         if typing.get_origin(typ) is list:
             (inner,) = typing.get_args(typ)
             items = raw if isinstance(raw, (list, tuple)) else [raw]
-            if len(items) == 1 and isinstance(items[0], str):
+            if len(items) == 1 and isinstance(items[0], str) and not positional(cls, key):  # paths keep their commas
                 items = [v for v in items[0].split(",") if v.strip()] if items[0].strip() else []
             return [to_scalar(inner, v) for v in items]
         if isinstance(raw, (list, tuple)):
@@ -125,6 +129,11 @@ def convert(cls, key: str, raw):
         raise ConfigError(f"--{key} {e}, got {raw!r}", key) from None
 
 
+def is_option(cls, key: str) -> bool:
+    """A field given as --key value: not one that --config sets, nor the bare words."""
+    return key in fields_of(cls) and key not in NOT_OPTIONS and not positional(cls, key)
+
+
 def other_entry_points(cls, key: str) -> list[str]:
     return [script for c, script in ENTRY_POINTS.items() if c is not cls and key in fields_of(c)]
 
@@ -134,7 +143,7 @@ def unknown_key_error(cls, key: str) -> ConfigError:
     script = ENTRY_POINTS.get(cls, cls.__name__)
     if elsewhere:
         return ConfigError(f"--{key} is a setting of {' and '.join(elsewhere)}; {script} does not take it")
-    options = [k for k in fields_of(cls) if k not in NOT_OPTIONS]
+    options = [k for k in fields_of(cls) if is_option(cls, k)]
     close = difflib.get_close_matches(key, options, n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return ConfigError(f"unknown option --{key}.{hint} Valid options: {', '.join(options)} (and --config FILE)")
@@ -264,7 +273,8 @@ def build_parser(cls) -> argparse.ArgumentParser:
     """argparse from the dataclass: every field is `--key value`, lists take several values or commas,
     booleans may be bare (`--resume`). Values stay raw strings here; `convert` types them."""
     comments = field_comments(cls)
-    parser = _Parser(prog=ENTRY_POINTS.get(cls), usage="%(prog)s [--config FILE ...] [--key value ...]",
+    bare = [f" [{p.metavar} ...]" for f in dataclasses.fields(cls) if (p := positional(cls, f.name))]
+    parser = _Parser(prog=ENTRY_POINTS.get(cls), usage=f"%(prog)s [--config FILE ...] [--key value ...]{''.join(bare)}",
                      description=cls.__doc__, allow_abbrev=False, add_help=False,
                      argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--help", action="store_true", help="list every option with its default")
@@ -279,6 +289,10 @@ def build_parser(cls) -> argparse.ArgumentParser:
         group = parser.add_argument_group(group_cls.__doc__)
         for f in own:
             typ, allowed, rule = field_type(cls, f.name)
+            if positional(cls, f.name):
+                group.add_argument(f.name, nargs="*", metavar=positional(cls, f.name).metavar,
+                                   help=comments.get(f.name, ""))
+                continue
             extra = f" {{{'|'.join(allowed)}}}" if allowed else f" ({rule})" if rule else ""
             nargs = "*" if typing.get_origin(typ) is list else "?" if typ is bool else None
             group.add_argument(f"--{f.name}", nargs=nargs, const="true" if typ is bool else None, metavar="V",
@@ -290,11 +304,13 @@ def parse(argv: list[str] | None = None, cls=TrainConfig):
     """Defaults, then each --config FILE in order, then the command line; checked."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(cls)
-    for tok in argv:
+    for tok in argv[:argv.index("--")] if "--" in argv else argv:  # after '--' come bare words only
         key = tok[2:].partition("=")[0] if tok.startswith("--") else None
-        if key is not None and (key not in fields_of(cls) or key in NOT_OPTIONS) and key not in ("config", "help"):
+        if key is not None and not is_option(cls, key) and key not in ("config", "help"):
             raise unknown_key_error(cls, key)
-    ns, rest = parser.parse_known_args(argv)
+    bare = any(positional(cls, key) for key in fields_of(cls))
+    # bare words may come before, between or after the options: predict.py --run R a.jpg --out x.csv
+    ns, rest = parser.parse_known_intermixed_args(argv) if bare else parser.parse_known_args(argv)
     if rest:
         raise ConfigError(f"unexpected argument {rest[0]!r}: options look like --key value")
     given = vars(ns)

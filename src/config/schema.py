@@ -1,9 +1,9 @@
 """Every setting of maskcls in one place, grouped; each field has its choices or range beside it.
 
 Defaults reproduce the 4th-place entry (SPEC section 3). Each entry point takes the groups it uses:
-train.py `TrainConfig`, infer.py `InferConfig`, pseudo_train.py `PseudoConfig`. A field's trailing comment is
-its `--help` text. `Needs(key, value)` beside a field says which setting it depends on: given without it,
-the run warns that it has no effect. Parsing lives in parsing.py, the rules about runs in policy.py.
+train.py `TrainConfig`, infer.py `InferConfig`, pseudo_train.py `PseudoConfig`, predict.py `PredictConfig`,
+export.py `ExportConfig`. A field's trailing comment is its `--help` text. `Needs(key, value)` beside a field
+says which setting it depends on: given without it, the run warns that it has no effect. Parsing lives in parsing.py, the rules about runs in policy.py.
 """
 from __future__ import annotations
 
@@ -73,12 +73,23 @@ NonNeg = Annotated[float, Range(0)]
 Fraction = Annotated[float, Range(0, 1)]
 
 
+@dataclass(frozen=True)
+class Positional:
+    """The field is given as bare words after the options (PATH...), not as --key value."""
+    metavar: str
+
+
 @dataclass
-class Paths:
-    """where the data and the runs live"""
-    data_dir: str = "/opt/ml/input/data"  # holds train/ and eval/ in the competition layout
+class LogDir:
+    """where the runs live"""
     log_dir: str = "logs"  # parent of run folders and of the image cache
     recipes: list[str] = field(default_factory=list)  # the --config files applied, in order (set by --config only)
+
+
+@dataclass
+class Paths(LogDir):
+    """where the data lives"""
+    data_dir: str = "/opt/ml/input/data"  # holds train/ and eval/ in the competition layout
 
 
 @dataclass
@@ -222,10 +233,36 @@ class Prediction:
     tta: Literal["none", "flip"] = "flip"  # average with the horizontal flip
 
 
+ENGINES = ("auto", "torch", "onnxruntime")
+
+
+@dataclass
+class Engine:
+    """what runs the network"""
+    engine: Literal[ENGINES] = "auto"  # auto: onnxruntime on CPU (exported once into the run folder), torch on CUDA
+
+
 @dataclass
 class Submission:
     """where the submission goes"""
     out: str = ""  # submission path; default <log_dir>/<run>/submission.csv
+
+
+@dataclass
+class Photos:
+    """the photos to predict, and where their rows go"""
+    inputs: Annotated[list[str], Positional("PATH")] = field(default_factory=list)  # image files, folders (searched recursively) or globs
+    out: str = ""  # the predictions file; default: printed to stdout
+    format: Literal["csv", "json"] = "csv"  # one row per photo (csv), or a list of objects (json)
+    strict: bool = False  # stop at the first unreadable photo instead of writing an error row for it
+
+
+@dataclass
+class Export:
+    """the exported model"""
+    out: str = ""  # folder that receives model.onnx and model.json
+    parity_images: Count = 32  # eval images of data_dir predicted by both PyTorch and onnxruntime before writing
+    parity_tolerance: Positive = 1e-4  # the largest probability difference allowed between the two
 
 
 # Field order of --help follows the base classes from the last to the first.
@@ -236,13 +273,24 @@ class TrainConfig(SemiSupervised, EarlyStop, Optimisation, Augmentation, Loss, M
 
 
 @dataclass
-class InferConfig(Submission, Prediction, Precision, Loading, Paths):
+class InferConfig(Submission, Engine, Prediction, Precision, Loading, Paths):
     """infer.py: predict eval/info.csv with finished runs"""
 
 
 @dataclass
-class PseudoConfig(Prediction, TrainConfig):
+class PseudoConfig(Engine, Prediction, TrainConfig):
     """pseudo_train.py: label unlabelled images with --run/--runs, then train a run on them"""
 
 
-ENTRY_POINTS = {TrainConfig: "train.py", InferConfig: "infer.py", PseudoConfig: "pseudo_train.py"}
+@dataclass
+class PredictConfig(Photos, Engine, Prediction, Precision, Loading, LogDir):
+    """predict.py: predict any photos with finished runs"""
+
+
+@dataclass
+class ExportConfig(Export, Prediction, Loading, Paths):
+    """export.py: write finished runs as one ONNX graph (model.onnx) and what a consumer needs (model.json)"""
+
+
+ENTRY_POINTS = {TrainConfig: "train.py", InferConfig: "infer.py", PseudoConfig: "pseudo_train.py",
+                PredictConfig: "predict.py", ExportConfig: "export.py"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from src.config.schema import MAX_IMAGE_PIXELS
 from src.errors import DataError
@@ -52,10 +52,19 @@ def read_rgb(path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     problem = image_header(data, path, max_pixels)
     if problem:
         raise DataError([problem])
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies EXIF orientation, drops alpha
     if img is None:
-        raise DataError([f"{path}: unreadable or corrupt image"])
+        return pil_rgb(data, path)  # formats OpenCV does not decode (GIF, some TIFF) but PIL does
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def pil_rgb(data: bytes, path) -> np.ndarray:
+    """PIL's decode with OpenCV's conventions: EXIF orientation applied, gray repeated, alpha dropped."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except Exception as e:  # PIL raises many types for bad files
+        raise DataError([f"{path}: unreadable or corrupt image ({type(e).__name__}: {e})"]) from None
 
 
 def verify_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:

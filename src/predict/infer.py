@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,80 +12,22 @@ import pandas as pd
 import torch
 
 from src.config import policy
-from src.config.schema import InferConfig, Paths, Prediction, PseudoConfig, TrainConfig
+from src.config.schema import InferConfig, Prediction, PseudoConfig
 from src.data.dataset import FaceDataset
 from src.data.images import FileImages, read_rgb
 from src.data.tables import load_eval, load_unlabeled
 from src.engine import builders
-from src.engine.forward import predict_loader, probabilities
-from src.errors import ConfigError, NonFinite, RunNotFound, filesystem_error
+from src.errors import ConfigError, filesystem_error
 from src.files import shown
 from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
+from src.predict.engines import open_engine, predict_batches
+from src.predict.plans import RunPlan, plan_runs
 from src.run.atomic import csv_writer, remove_stale_tmp, replace_together, save_csv, save_text, text_writer
-from src.run.checkpoint import is_finished, load_weights
 from src.run.figures import png_writer, pyplot
 from src.run.logging import setup_logging
-from src.run.rundir import CONFIG, PREDICTION_NAMES, RUN_FILES, RunDir, holder, prediction_files
+from src.run.rundir import CONFIG, PREDICTION_NAMES, RUN_FILES, RunDir, prediction_files
 
 log = logging.getLogger("maskcls")
-
-
-@dataclass
-class RunPlan:
-    """One run of a prediction: its settings, the chosen checkpoint of each finished fold, and the folds that a
-    live trainer still holds (fold -> who)."""
-    name: str
-    run: RunDir
-    cfg: TrainConfig
-    checkpoints: list[Path]
-    folds: list[int]
-    training: dict[int, str]
-
-
-def plan_run(log_dir, name: str, checkpoint: str) -> RunPlan:
-    """The checkpoints of every finished fold of one run; a clear error for a missing run, fold or file."""
-    run = RunDir(log_dir, name)
-    if not run.exists:
-        raise RunNotFound(f"run {run.root}: not found (no {run.config}); train it first")
-    run_cfg = policy.from_saved(run.config)
-    training = {k: holder(run.fold_lock_file(k)) for k in run.training_folds(run_cfg.n_folds)}
-    finished = [k for k in run.folds() if is_finished(run.last(k))]
-    if not finished:
-        if training:
-            raise RunNotFound(f"run {run.root}: no finished fold yet; "
-                              + ", ".join(f"fold {k} is being trained by {who}" for k, who in training.items())
-                              + "; wait for it to finish")
-        raise RunNotFound(f"run {run.root}: no finished fold (each fold's last.pt marks it); "
-                          f"finish training with --resume")
-    paths = [run.checkpoint(k, checkpoint) for k in finished]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise RunNotFound(f"run {run.root}: checkpoint file(s) missing: {', '.join(missing)}")
-    return RunPlan(name, run, run_cfg, paths, finished, training)
-
-
-def plan_runs(cfg: Prediction | Paths, names: list[str]) -> list[RunPlan]:
-    plans = [plan_run(cfg.log_dir, name, cfg.checkpoint) for name in names]
-    for plan in plans:
-        busy = "".join(f"; fold {k} is still being trained by {who} and is left out" for k, who in plan.training.items())
-        log.info("run %s: fold(s) %s used (%s)%s", plan.name, ", ".join(map(str, plan.folds)), cfg.checkpoint, busy)
-    return plans
-
-
-def load_models(run_cfg: TrainConfig, checkpoints, device) -> list[torch.nn.Module]:
-    models = []
-    for path in checkpoints:
-        model = builders.model(run_cfg, pretrained=False)  # the checkpoint holds every weight
-        model.load_state_dict(load_weights(path))
-        models.append(model.to(device).eval())  # the model keeps its own memory format (channels_last for conv nets)
-    return models
-
-
-def chosen_runs(cfg: Prediction) -> list[str]:
-    runs = cfg.runs or ([cfg.run] if cfg.run else [])
-    if not runs:
-        raise ConfigError("name the run(s) to predict with: --run NAME or --runs NAME1 NAME2 ...")
-    return runs
 
 
 def predict_runs(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], paths) -> np.ndarray:
@@ -95,21 +36,15 @@ def predict_runs(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], paths) -
     total = np.zeros((len(paths), NUM_CLASSES))
     for plan in plans:
         run_cfg = plan.cfg
-        amp = cfg.amp if device.type == "cuda" else "none"
-        models = load_models(run_cfg, plan.checkpoints, device)
+        engine = open_engine(cfg.engine, plan.name, plan.run, run_cfg, plan.checkpoints, plan.folds, cfg.checkpoint,
+                             cfg.tta, cfg.amp, device)
         ds = FaceDataset(FileImages(paths, builders.work_size(run_cfg), cfg.max_image_pixels), None,
                          builders.eval_transform(run_cfg))
         loader = builders.loader(ds, cfg, device, cfg.infer_batch_size)
-        log.info("run %s: %d fold model(s) from %s, %dx%d, tta=%s", plan.name, len(models), cfg.checkpoint,
-                 run_cfg.img_height, run_cfg.img_width, cfg.tta)
-        _, logits = predict_loader(models, loader, device, cfg.tta, amp, desc=f"predict {plan.name}")
-        finite = torch.isfinite(logits).reshape(len(models), -1).all(1)
-        if not finite.all():
-            folds = [str(plan.folds[i]) for i in (~finite).nonzero().flatten().tolist()]
-            raise NonFinite(f"run {plan.name} fold {', '.join(folds)}: non-finite probabilities from "
-                            f"{cfg.checkpoint}.pt; nothing was written. Retrain that fold or choose another "
-                            f"--checkpoint")
-        total += probabilities(logits).numpy()
+        log.info("run %s: %d fold model(s) from %s, %dx%d, tta=%s, engine %s", plan.name, len(plan.checkpoints),
+                 cfg.checkpoint, run_cfg.img_height, run_cfg.img_width, cfg.tta, engine.name)
+        _, _, probs = predict_batches(engine, loader, desc=f"predict {plan.name}")
+        total += probs
     return total / len(plans)
 
 
@@ -178,7 +113,7 @@ def infer(cfg: InferConfig) -> Path:
     --out X.csv: all four new, or all four as they were."""
     setup_logging()
     info = load_eval(cfg.data_dir)
-    plans = plan_runs(cfg, chosen_runs(cfg))  # every run and checkpoint is checked before any model loads
+    plans = plan_runs(cfg)  # every run and checkpoint is checked before any model loads
     files = output_files(cfg, plans)  # and every output rule, before any prediction
     probs = predict_runs(cfg, plans, info["path"])
     submission = pd.DataFrame({"ImageID": info["ImageID"], "ans": probs.argmax(1).astype(int)})
@@ -201,7 +136,7 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
         log.info("pseudo labels: reusing %s", run.pseudo_labels)
         return run.pseudo_labels
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir)
-    probs = predict_runs(cfg, plan_runs(cfg, chosen_runs(cfg)), unlabeled["path"])
+    probs = predict_runs(cfg, plan_runs(cfg), unlabeled["path"])
     df = pd.DataFrame({"path": unlabeled["path"], "label": probs.argmax(1), "confidence": probs.max(1)})
     kept = df[df["confidence"] >= cfg.pseudo_threshold]
     save_csv(kept, run.pseudo_labels, float_format="%.6f")
@@ -209,9 +144,3 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
     log.info("pseudo labels: kept %d of %d images at confidence >= %.3f -> %s", len(kept), len(df),
              cfg.pseudo_threshold, run.pseudo_labels)
     return run.pseudo_labels
-
-
-def check_runs(cfg: Prediction):
-    """Every run of --run/--runs exists with the chosen checkpoint of each finished fold; nothing loads."""
-    for name in chosen_runs(cfg):
-        plan_run(cfg.log_dir, name, cfg.checkpoint)

@@ -10,7 +10,8 @@ from src.engine import builders
 from src.engine import dist as dist_mod
 from src.engine.trainer import train
 from src.errors import ConfigError
-from src.predict.infer import check_runs, chosen_runs, make_pseudo_labels
+from src.predict.infer import make_pseudo_labels
+from src.predict.plans import check_runs, chosen_runs
 from src.run.logging import setup_logging
 from src.run.rundir import RunDir
 

@@ -6,6 +6,7 @@ Nothing else spells a file name of a run. Layout (README "What goes where in log
                      fold<k>/last.pt  best_f1.pt  best_loss.pt  best_acc.pt  oof.csv  confusion.png  metrics.csv
     <log_dir>/.<name>.lock   the run's lock (creation, run-level files); .<name>.fold<k>.lock: fold k's trainer
                      submission.csv  eval_probs.csv  eval_preview.png  inference.yaml   (written by infer)
+                     onnx/<checkpoint>.<tta>.<key>.onnx   the exported graph of --engine onnxruntime (its cache)
                      errors.png   (tools.report)   label_issues.csv  label_issues.png   (tools.find_label_issues)
     <log_dir>/report.html   the comparison of runs (python -m tools.report)
 
@@ -28,12 +29,13 @@ CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, TENSORBOARD = ("config.yaml", "folds.csv"
                                                      "cv.json", "tb")
 PSEUDO_LABELS, PSEUDO_SETTINGS = "pseudo_labels.csv", "pseudo_labels.yaml"
 OOF, CONFUSION = "oof.csv", "confusion.png"
+ONNX_EXPORTS = "onnx"
 ERRORS, LABEL_ISSUES, LABEL_ISSUES_GALLERY, REPORT = "errors.png", "label_issues.csv", "label_issues.png", "report.html"
 SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS = ("submission.csv", "eval_probs.csv", "eval_preview.png",
                                                             "inference.yaml")
 PREDICTION_NAMES = (SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS)
 RUN_FILES = (CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, TENSORBOARD, PSEUDO_LABELS, PSEUDO_SETTINGS, ERRORS, LABEL_ISSUES,
-             LABEL_ISSUES_GALLERY, SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS)
+             LABEL_ISSUES_GALLERY, SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS, ONNX_EXPORTS)
 
 
 
@@ -157,6 +159,16 @@ class RunDir:
 
     def fold_metrics(self, k: int) -> Path:
         return self.fold(k) / METRICS
+
+    def onnx_export(self, checkpoint: str, tta: str, key: str) -> Path:
+        """The graph of every finished fold's `checkpoint` with `tta`, exported for onnxruntime; `key` digests
+        what it was made from."""
+        if checkpoint not in CHECKPOINT_KINDS:
+            raise ConfigError(f"checkpoint kind {checkpoint!r}; choose one of: {', '.join(CHECKPOINT_KINDS)}")
+        return self.root / ONNX_EXPORTS / f"{checkpoint}.{tta}.{key}.onnx"
+
+    def onnx_exports(self, checkpoint: str, tta: str) -> list[Path]:
+        return sorted((self.root / ONNX_EXPORTS).glob(f"{checkpoint}.{tta}.*.onnx"))
 
     def lock(self):
         """The run's lock: creating the run and rebuilding its run-level files happen under it."""

@@ -1,0 +1,151 @@
+"""What runs the network of one run at prediction time: PyTorch, or onnxruntime on the run's graph exported once
+into the run folder (onnx/) and reused until its checkpoints, its settings or the graph's code change. Both map a
+uint8 batch to the 18-class probabilities averaged over folds and TTA views."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from src.config.schema import TrainConfig
+from src.engine import builders
+from src.engine.forward import forward_views, probabilities
+from src.errors import FileSystemError, NonFinite, NoSpace, ParityError
+from src.predict import onnx_graph
+from src.run.atomic import replace_with, write_bytes
+from src.run.checkpoint import load_weights
+from src.run.rundir import RunDir
+
+log = logging.getLogger("maskcls")
+
+PARITY_TOLERANCE = 1e-4  # largest probability difference allowed between an exported graph and PyTorch
+
+
+def resolve(engine: str, device: torch.device) -> str:
+    """auto: onnxruntime on CPU (faster there), torch on CUDA."""
+    if engine == "auto":
+        return "torch" if device.type == "cuda" else "onnxruntime"
+    return engine
+
+
+def load_models(run_cfg: TrainConfig, checkpoints, device) -> list[torch.nn.Module]:
+    models = []
+    for path in checkpoints:
+        model = builders.model(run_cfg, pretrained=False)  # the checkpoint holds every weight
+        model.load_state_dict(load_weights(path))
+        models.append(model.to(device).eval())  # the model keeps its own memory format (channels_last for conv nets)
+    return models
+
+
+class TorchEngine:
+    """The fold models of a run in PyTorch, with TTA; non-finite outputs name the fold that made them."""
+    name = "torch"
+
+    def __init__(self, run_name: str, models, folds: list[int], checkpoint: str, device, tta: str, amp: str):
+        self.run_name, self.models, self.folds, self.checkpoint = run_name, models, folds, checkpoint
+        self.device, self.tta, self.amp = device, tta, amp
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        logits = forward_views(self.models, x, self.device, self.tta, self.amp).cpu()
+        finite = torch.isfinite(logits).reshape(len(self.models), -1).all(1)
+        if not finite.all():
+            folds = ", ".join(str(self.folds[i]) for i in (~finite).nonzero().flatten().tolist())
+            raise NonFinite(f"run {self.run_name} fold {folds}: non-finite probabilities from {self.checkpoint}.pt; "
+                            f"nothing was written. Retrain that fold or choose another --checkpoint")
+        return probabilities(logits).numpy()
+
+
+class OnnxEngine:
+    """An onnxruntime session on an exported graph (folds and TTA inside)."""
+    name = "onnxruntime"
+
+    def __init__(self, run_name: str, sess, checkpoint: str):
+        self.run_name, self.sess, self.checkpoint = run_name, sess, checkpoint
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        probs = onnx_graph.run_session(self.sess, x)
+        if not np.isfinite(probs).all():
+            raise NonFinite(f"run {self.run_name}: non-finite probabilities from {self.checkpoint}.pt (onnxruntime); "
+                            f"nothing was written. --engine torch names the fold; retrain it or choose another "
+                            f"--checkpoint")
+        return probs
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_key(run: RunDir, checkpoints: list[Path], tta: str) -> str:
+    """What an exported graph depends on: the run's settings, each fold's checkpoint bytes, TTA and the code."""
+    h = hashlib.sha256(onnx_graph.graph_code_digest().encode())
+    for path in (run.config, *checkpoints):
+        h.update(f"{path.name}:{file_digest(path)};".encode())
+    h.update(tta.encode())
+    return h.hexdigest()[:16]
+
+
+def check_parity(graph, sess, size: tuple[int, int], what: str, tolerance: float = PARITY_TOLERANCE,
+                 images: torch.Tensor | None = None) -> float:
+    """onnxruntime against PyTorch on `images` (default: 3 seeded noise images, a batch size unlike the export's);
+    above `tolerance` it is an error naming the figure."""
+    if images is None:
+        images = torch.randint(0, 256, (3, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    diff = onnx_graph.parity(graph, sess, images)
+    if not diff <= tolerance:
+        raise ParityError(f"{what}: onnxruntime's probabilities differ from PyTorch's by up to {diff:.3g} on "
+                        f"{len(images)} images, more than {tolerance:g}; nothing was written. Use --engine torch")
+    return diff
+
+
+def cached_session(run: RunDir, run_cfg: TrainConfig, checkpoints: list[Path], checkpoint: str, tta: str):
+    """A session on the run's exported graph: onnx/<checkpoint>.<tta>.<key>.onnx, exported (and checked against
+    PyTorch) when missing. A stale export of the same checkpoint kind and TTA is deleted. On a read-only run
+    folder the graph lives in memory for this process only."""
+    key = export_key(run, checkpoints, tta)
+    path = run.onnx_export(checkpoint, tta, key)
+    if path.is_file():
+        log.info("run %s: onnxruntime on %s", run.name, path)
+        return onnx_graph.session(str(path))
+    size = builders.input_size(run_cfg)
+    graph = onnx_graph.ProbabilityGraph([load_models(run_cfg, checkpoints, torch.device("cpu"))], tta)
+    model = onnx_graph.onnx_bytes(graph, size)
+    sess = onnx_graph.session(model)
+    diff = check_parity(graph, sess, size, f"run {run.name}: the exported graph")
+    try:
+        replace_with(path, lambda tmp: write_bytes(model, tmp))
+    except (FileSystemError, NoSpace) as e:
+        log.warning("run %s: the exported graph is not cached (%s); it is used from memory", run.name, e)
+    else:
+        for stale in run.onnx_exports(checkpoint, tta):
+            if stale != path:
+                stale.unlink(missing_ok=True)
+        log.info("run %s: exported %d fold(s) (tta=%s) to %s; parity with PyTorch %.1e", run.name, len(checkpoints),
+                 tta, path, diff)
+    return sess
+
+
+def open_engine(engine: str, run_name: str, run: RunDir, run_cfg: TrainConfig, checkpoints: list[Path],
+                folds: list[int], checkpoint: str, tta: str, amp: str, device: torch.device):
+    """The engine that --engine names for one run (auto resolved for `device`)."""
+    if resolve(engine, device) == "onnxruntime":
+        return OnnxEngine(run_name, cached_session(run, run_cfg, checkpoints, checkpoint, tta), checkpoint)
+    return TorchEngine(run_name, load_models(run_cfg, checkpoints, device), folds, checkpoint, device, tta,
+                       amp if device.type == "cuda" else "none")
+
+
+def predict_batches(engine, loader, desc: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, dataset indices, probabilities) over a loader of (image, label, index) batches, in its order."""
+    labels, indices, probs = [], [], []
+    for x, label, index in tqdm(loader, desc=desc, disable=desc is None, mininterval=1, leave=False):
+        probs.append(engine(x))
+        labels.append(np.asarray(label))
+        indices.append(np.asarray(index))
+    return np.concatenate(labels), np.concatenate(indices), np.concatenate(probs)

@@ -1,0 +1,121 @@
+"""export.py: finished runs as one ONNX graph (model.onnx) and the description a consumer needs to feed it
+(model.json), written together only after onnxruntime matched PyTorch on real images of the run's data."""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from pathlib import Path
+
+import torch
+import yaml
+
+from src.config.policy import git_commit
+from src.config.schema import ExportConfig
+from src.data.dataset import FaceDataset
+from src.data.images import FileImages
+from src.data.tables import load_eval
+from src.engine import builders
+from src.errors import ConfigError, DataError, filesystem_error
+from src.files import shown
+from src.labels import CLASS_NAMES, TASK_NAMES
+from src.predict import onnx_graph
+from src.predict.engines import check_parity, file_digest, load_models
+from src.predict.plans import RunPlan, plan_runs
+from src.run.atomic import replace_together, text_writer, write_bytes
+from src.run.logging import setup_logging
+
+log = logging.getLogger("maskcls")
+
+MODEL, CARD = "model.onnx", "model.json"
+
+
+def common_sizes(plans: list[RunPlan]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(input size, decode size) shared by every run: one graph takes one input."""
+    sizes = {(builders.input_size(p.cfg), builders.work_size(p.cfg)) for p in plans}
+    if len(sizes) > 1:
+        shown_sizes = ", ".join(f"{p.name} {p.cfg.img_height}x{p.cfg.img_width} (decoded at "
+                                f"{'x'.join(map(str, builders.work_size(p.cfg)))})" for p in plans)
+        raise ConfigError(f"--runs differ in input size ({shown_sizes}); one graph takes one input: export them "
+                          f"separately")
+    return sizes.pop()
+
+
+def parity_batch(data_dir, n: int, run_cfg) -> torch.Tensor:
+    """The first n eval images of data_dir, decoded and resized exactly as infer does for run_cfg."""
+    try:
+        paths = load_eval(data_dir)["path"][:n]
+    except DataError as e:
+        raise ConfigError(f"export checks parity on eval images of --data_dir {shown(data_dir)}, which it cannot "
+                          f"read ({e.problems[0]}); give --data_dir of the run's data") from None
+    ds = FaceDataset(FileImages(paths, builders.work_size(run_cfg)), None, builders.eval_transform(run_cfg))
+    return torch.stack([ds[i][0] for i in range(len(ds))])
+
+
+def run_record(plan: RunPlan) -> dict:
+    try:
+        trained = yaml.safe_load(plan.run.config.read_text()).get("git_commit", "unknown")
+    except (OSError, yaml.YAMLError, AttributeError):
+        trained = "unknown"
+    return dict(name=plan.name, model=plan.cfg.model, heads=plan.cfg.heads, folds=plan.folds, trained_at=trained,
+                checkpoints=[dict(path=str(p), sha256=file_digest(p)) for p in plan.checkpoints],
+                mean=plan.cfg.mean, std=plan.cfg.std)
+
+
+def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, diff: float, n: int) -> dict:
+    """Everything a consumer needs to reproduce the preprocessing and read the outputs."""
+    commit, dirty = git_commit()
+    return {
+        "format": "maskcls onnx 1",
+        "input": dict(name=onnx_graph.INPUT, dtype="uint8", layout="NCHW", channels="RGB", height=size[0],
+                      width=size[1], batch="dynamic", normalisation="inside the graph"),
+        "preprocess": dict(
+            decode="RGB, EXIF orientation applied, grayscale repeated to 3 channels, alpha dropped",
+            crop=dict(kind="none", box=[0.0, 0.0, 1.0, 1.0],
+                      note="box = (left, top, right, bottom) as fractions of the decoded frame, applied first"),
+            resize=[dict(height=work[0], width=work[1], interpolation="area"),
+                    dict(height=size[0], width=size[1], interpolation="bilinear")]),
+        "outputs": {name: (CLASS_NAMES if name == "probs" else list(TASK_NAMES[name]))
+                    for name in onnx_graph.OUTPUTS},
+        "classes": CLASS_NAMES,
+        "class_encoding": "class = 6 * mask + 3 * gender + age",
+        "decision": dict(rule="argmax", offsets=None),
+        "ensemble": dict(tta=cfg.tta, checkpoint=cfg.checkpoint,
+                         rule="mean over runs of each run's mean softmax over its folds and TTA views"),
+        "runs": [run_record(p) for p in plans],
+        "parity": dict(max_abs_diff=diff, images=n, tolerance=cfg.parity_tolerance, data_dir=str(cfg.data_dir)),
+        "opset": onnx_graph.OPSET,
+        "torch": torch.__version__,
+        "git_commit": commit, "git_dirty": dirty,
+        "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def export(cfg: ExportConfig) -> Path:
+    setup_logging()
+    if not cfg.out:
+        raise ConfigError("--out names the folder that receives model.onnx and model.json")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {shown(cfg.out)} is a file; give a folder")
+    if out.resolve().is_relative_to(Path(cfg.data_dir).resolve()):
+        raise ConfigError(f"--out {shown(cfg.out)} lies inside data_dir {cfg.data_dir}; exports never go into the data")
+    plans = plan_runs(cfg)
+    size, work = common_sizes(plans)
+    images = parity_batch(cfg.data_dir, cfg.parity_images, plans[0].cfg)  # before any model loads
+    cpu = torch.device("cpu")
+    graph = onnx_graph.ProbabilityGraph([load_models(p.cfg, p.checkpoints, cpu) for p in plans], cfg.tta)
+    model = onnx_graph.onnx_bytes(graph, size)
+    diff = check_parity(graph, onnx_graph.session(model), size, f"export of {', '.join(p.name for p in plans)}",
+                        cfg.parity_tolerance, images)
+    log.info("parity with PyTorch on %d eval images of %s: largest probability difference %.2e (tolerance %g)",
+             len(images), cfg.data_dir, diff, cfg.parity_tolerance)
+    card = model_card(cfg, plans, size, work, diff, len(images))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise filesystem_error(e, out, "create the folder") from None
+    replace_together({out / MODEL: lambda tmp: write_bytes(model, tmp),
+                      out / CARD: text_writer(json.dumps(card, indent=2) + "\n")})
+    log.info("wrote %s (%.1f MB) and %s", out / MODEL, len(model) / 1e6, out / CARD)
+    return out / MODEL

@@ -1,0 +1,82 @@
+"""The prediction as one ONNX graph: uint8 images in, the 18-class and per-task probabilities out, with the fold
+ensemble, flip TTA and every run of an ensemble inside; onnxruntime sessions on it, and the parity check against
+PyTorch that every export passes before it is used or written."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from src.engine import forward
+from src.labels import task_probabilities
+from src.model import network
+
+INPUT = "image"  # uint8 (N, 3, H, W) RGB at the run's input size, after crop and resize
+OUTPUTS = ("probs", "mask", "gender", "age")  # (N, 18) class probabilities, then (N, 3), (N, 2), (N, 3) per task
+OPSET = 17
+
+
+class ProbabilityGraph(nn.Module):
+    """The mean over runs of each run's fold x TTA softmax average (what infer computes), then the task marginals.
+    `runs` holds each run's fold models."""
+
+    def __init__(self, runs: list[list[nn.Module]], tta: str):
+        super().__init__()
+        self.runs = nn.ModuleList(nn.ModuleList(models) for models in runs)
+        self.tta = tta
+
+    def forward(self, x):
+        probs = torch.stack([forward.probabilities(forward.forward_views(models, x, x.device, self.tta))
+                             for models in self.runs]).mean(0)
+        return (probs, *task_probabilities(probs))
+
+
+def graph_code_digest() -> str:
+    """The code an exported graph is traced from: a change to it makes every cached export stale."""
+    source = "".join(inspect.getsource(m) for m in (network, forward)) + inspect.getsource(ProbabilityGraph)
+    return hashlib.sha256(f"{torch.__version__}|{OPSET}|{source}".encode()).hexdigest()
+
+
+def onnx_bytes(graph: ProbabilityGraph, size: tuple[int, int]) -> bytes:
+    """The traced graph with a dynamic batch axis, serialised. The TorchScript exporter: it traces this
+    model family exactly and 8x faster than the dynamo one (2.6 s against 22 s for lite0)."""
+    graph.eval()
+    buf = io.BytesIO()
+    example = torch.zeros((2, 3, *size), dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its deprecation notice and tracer notes on eval-only branches
+        torch.onnx.export(graph, (example,), buf, dynamo=False, opset_version=OPSET, input_names=[INPUT],
+                          output_names=list(OUTPUTS), dynamic_axes={n: {0: "batch"} for n in (INPUT, *OUTPUTS)})
+    return buf.getvalue()
+
+
+def session(model, threads: int = 0):
+    """An onnxruntime CPU session on model bytes or a file; threads 0 = torch's thread count."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def run_session(sess, x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The 18-class probabilities of a uint8 batch."""
+    x = x.numpy() if isinstance(x, torch.Tensor) else x
+    return sess.run([OUTPUTS[0]], {INPUT: np.ascontiguousarray(x)})[0]
+
+
+@torch.no_grad()
+def parity(graph: ProbabilityGraph, sess, x: torch.Tensor) -> float:
+    """The largest difference of any output probability between PyTorch and onnxruntime on the batch x (NaN
+    counts as infinitely far)."""
+    graph.eval()
+    ours = [t.numpy() for t in graph(x)]
+    theirs = sess.run(list(OUTPUTS), {INPUT: x.numpy()})
+    diff = max(float(np.nan_to_num(np.abs(a - b), nan=np.inf).max()) for a, b in zip(ours, theirs))
+    return diff

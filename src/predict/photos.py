@@ -1,0 +1,184 @@
+"""predict.py: any photos (files, folders searched recursively, globs) through finished runs, one row each: the
+class, the task names, the probabilities per task and per class. A photo that cannot be used becomes an error row
+naming the problem, unless --strict, and the others are still predicted."""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from src.config.schema import PredictConfig
+from src.data.images import read_rgb
+from src.engine import builders
+from src.errors import ConfigError, DataError
+from src.files import shown
+from src.labels import NUM_CLASSES, PROB_COLUMNS, TASK_NAMES, decode_label, task_probabilities
+from src.predict.engines import open_engine, predict_batches
+from src.predict.plans import plan_runs
+from src.run.atomic import save_text
+from src.run.logging import setup_logging
+
+log = logging.getLogger("maskcls")
+
+TASK_COLUMNS = [f"p_{task}_{name}" for task, names in TASK_NAMES.items() for name in names]
+COLUMNS = ["path", "class", *TASK_NAMES, *TASK_COLUMNS, *PROB_COLUMNS, "error"]
+
+
+def hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def collect(inputs: list[str]) -> list[tuple[str, str | None]]:
+    """(path, problem or None) for each photo named: files as given, folders' files (recursively, hidden ones
+    skipped, sorted), and glob matches; a name that finds nothing is one row with its problem."""
+    found: list[tuple[str, str | None]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if not p.is_dir() and not hidden(p, path))
+            found += [(str(p), None) for p in files] or [(item, "folder holds no file")]
+        elif path.exists() or path.is_symlink():
+            found.append((item, None))
+        elif glob.has_magic(item):
+            matches = sorted(m for m in glob.glob(item, recursive=True) if not Path(m).is_dir())
+            found += [(m, None) for m in matches] or [(item, "matches no file")]
+        else:
+            found.append((item, "not found"))
+    return list(dict.fromkeys(found))  # a photo named twice is predicted once
+
+
+def photo(path: str, size: tuple[int, int], max_pixels: int) -> np.ndarray:
+    """Decoded and resized to the run's decode size exactly as infer does (INTER_AREA from the full image)."""
+    img = read_rgb(path, max_pixels)
+    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA) if img.shape[:2] != tuple(size) else img
+
+
+class Photos(Dataset):
+    """(uint8 CHW tensor, 0, index) per readable photo; (zeros, 1, index) for one that is not, unless `strict`,
+    where its DataError stops the prediction."""
+
+    def __init__(self, paths: list[str], size: tuple[int, int], input_size: tuple[int, int], transform,
+                 max_pixels: int, strict: bool):
+        self.paths, self.size, self.transform = paths, size, transform
+        self.max_pixels, self.strict = max_pixels, strict
+        self.blank = torch.zeros((3, *input_size), dtype=torch.uint8)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return self.transform(photo(self.paths[i], self.size, self.max_pixels)), 0, i
+        except DataError:
+            if self.strict:
+                raise
+            return self.blank, 1, i
+
+
+def problem_of(path: str, max_pixels: int) -> str:
+    try:
+        read_rgb(path, max_pixels)
+    except DataError as e:
+        return e.problems[0]
+    return "could not be predicted"
+
+
+def rows(found: list[tuple[str, str | None]], probs: np.ndarray, problems: dict[int, str]) -> pd.DataFrame:
+    """One row per photo: an error row carries its problem and no prediction."""
+    mask, gender, age = task_probabilities(probs)
+    labels = probs.argmax(1)
+    names = [np.asarray(names)[k] for names, k in zip(TASK_NAMES.values(), decode_label(labels))]
+    df = pd.DataFrame({"path": [p for p, _ in found], "class": labels.astype(int)})
+    for task, column in zip(TASK_NAMES, names):
+        df[task] = column
+    df[TASK_COLUMNS] = np.concatenate([mask, gender, age], axis=1)
+    df[PROB_COLUMNS] = probs
+    df["error"] = ""
+    df = df.astype({"class": "Int64"})
+    for i, problem in problems.items():
+        df.loc[i, ["class", *TASK_NAMES, *TASK_COLUMNS, *PROB_COLUMNS]] = pd.NA
+        df.loc[i, "error"] = problem
+    return df[COLUMNS]
+
+
+def as_json(df: pd.DataFrame) -> str:
+    """A list of objects: path, class, the task names, probabilities per task and per class, error (or null)."""
+    out = []
+    for row in df.itertuples(index=False):
+        r = dict(zip(df.columns, row))
+        ok = not r["error"]
+        out.append({"path": r["path"], "class": int(r["class"]) if ok else None,
+                    **{task: r[task] if ok else None for task in TASK_NAMES},
+                    "tasks": {task: {name: round(float(r[f"p_{task}_{name}"]), 6) for name in names}
+                              for task, names in TASK_NAMES.items()} if ok else None,
+                    "probs": [round(float(r[c]), 6) for c in PROB_COLUMNS] if ok else None,
+                    "error": r["error"] or None})
+    return json.dumps(out, indent=1) + "\n"
+
+
+def output_text(df: pd.DataFrame, fmt: str) -> str:
+    return as_json(df) if fmt == "json" else df.to_csv(index=False, float_format="%.6f")
+
+
+def check_out(cfg: PredictConfig, found):
+    """--out is a file name that is none of the photos, and its suffix agrees with --format."""
+    if not cfg.out:
+        return None
+    out = Path(cfg.out)
+    if out.is_dir():
+        raise ConfigError(f"--out {shown(cfg.out)} is a folder; give the predictions file's name")
+    if out.resolve() in {Path(p).resolve() for p, _ in found}:
+        raise ConfigError(f"--out {shown(cfg.out)} is one of the photos to predict; choose another name")
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix in ("csv", "json") and suffix != cfg.format:
+        raise ConfigError(f"--out {shown(cfg.out)} ends in .{suffix} but --format is {cfg.format}; "
+                          f"pass --format {suffix}")
+    return out
+
+
+def predict(cfg: PredictConfig) -> pd.DataFrame:
+    """Rows for every photo of cfg.inputs, written to --out (atomically) or printed."""
+    setup_logging()
+    if not cfg.inputs:
+        raise ConfigError("name the photos to predict: image files, folders or globs after the options")
+    found = collect(cfg.inputs)
+    out = check_out(cfg, found)
+    plans = plan_runs(cfg)  # every run and checkpoint is checked before any model loads
+    problems = {i: p for i, (_, p) in enumerate(found) if p}
+    if problems and cfg.strict:
+        i = min(problems)
+        raise DataError([f"{shown(found[i][0])}: {problems[i]}"])
+    readable = [i for i, (_, p) in enumerate(found) if not p]
+    paths = [found[i][0] for i in readable]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    total = np.zeros((len(found), NUM_CLASSES))
+    bad = np.zeros(len(paths), dtype=bool)
+    for plan in plans if paths else []:
+        engine = open_engine(cfg.engine, plan.name, plan.run, plan.cfg, plan.checkpoints, plan.folds, cfg.checkpoint,
+                             cfg.tta, cfg.amp, device)
+        ds = Photos(paths, builders.work_size(plan.cfg), builders.input_size(plan.cfg),
+                    builders.eval_transform(plan.cfg), cfg.max_image_pixels, cfg.strict)
+        loader = builders.loader(ds, cfg, device, cfg.infer_batch_size)
+        flags, indices, probs = predict_batches(engine, loader, desc=f"predict {plan.name}" if len(paths) > 64
+                                                else None)
+        total[np.asarray(readable)[indices]] += probs / len(plans)
+        bad[indices[flags == 1]] = True
+    for j in np.flatnonzero(bad):
+        problems[readable[j]] = problem_of(paths[j], cfg.max_image_pixels)
+    total[list(problems)] = 1.0 / NUM_CLASSES  # placeholders; error rows carry no prediction
+    df = rows(found, total, {i: problems[i] for i in sorted(problems)})
+    text = output_text(df, cfg.format)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        save_text(text, out)
+        log.info("predictions of %d photo(s) (%d error rows) -> %s", len(df), len(problems), out)
+    return df

@@ -1,0 +1,72 @@
+"""Which runs predict: each run's settings, the chosen checkpoint of every finished fold, and the folds a live
+trainer still holds. Every caller (infer, pseudo labels, predict, export) checks its runs here before any model
+loads."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from src.config import policy
+from src.config.schema import LogDir, Prediction, TrainConfig
+from src.errors import ConfigError, RunNotFound
+from src.run.checkpoint import is_finished
+from src.run.rundir import RunDir, holder
+
+log = logging.getLogger("maskcls")
+
+
+@dataclass
+class RunPlan:
+    """One run of a prediction: its settings, the chosen checkpoint of each finished fold, and the folds that a
+    live trainer still holds (fold -> who)."""
+    name: str
+    run: RunDir
+    cfg: TrainConfig
+    checkpoints: list[Path]
+    folds: list[int]
+    training: dict[int, str]
+
+
+def plan_run(log_dir, name: str, checkpoint: str) -> RunPlan:
+    """The checkpoints of every finished fold of one run; a clear error for a missing run, fold or file."""
+    run = RunDir(log_dir, name)
+    if not run.exists:
+        raise RunNotFound(f"run {run.root}: not found (no {run.config}); train it first")
+    run_cfg = policy.from_saved(run.config)
+    training = {k: holder(run.fold_lock_file(k)) for k in run.training_folds(run_cfg.n_folds)}
+    finished = [k for k in run.folds() if is_finished(run.last(k))]
+    if not finished:
+        if training:
+            raise RunNotFound(f"run {run.root}: no finished fold yet; "
+                              + ", ".join(f"fold {k} is being trained by {who}" for k, who in training.items())
+                              + "; wait for it to finish")
+        raise RunNotFound(f"run {run.root}: no finished fold (each fold's last.pt marks it); "
+                          f"finish training with --resume")
+    paths = [run.checkpoint(k, checkpoint) for k in finished]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise RunNotFound(f"run {run.root}: checkpoint file(s) missing: {', '.join(missing)}")
+    return RunPlan(name, run, run_cfg, paths, finished, training)
+
+
+def chosen_runs(cfg: Prediction) -> list[str]:
+    runs = cfg.runs or ([cfg.run] if cfg.run else [])
+    if not runs:
+        raise ConfigError("name the run(s) to predict with: --run NAME or --runs NAME1 NAME2 ...")
+    return runs
+
+
+def plan_runs(cfg: Prediction | LogDir) -> list[RunPlan]:
+    """The plans of --run/--runs, logged: which folds each run uses, and which a trainer still holds."""
+    plans = [plan_run(cfg.log_dir, name, cfg.checkpoint) for name in chosen_runs(cfg)]
+    for plan in plans:
+        busy = "".join(f"; fold {k} is still being trained by {who} and is left out" for k, who in plan.training.items())
+        log.info("run %s: fold(s) %s used (%s)%s", plan.name, ", ".join(map(str, plan.folds)), cfg.checkpoint, busy)
+    return plans
+
+
+def check_runs(cfg: Prediction | LogDir):
+    """Every run of --run/--runs exists with the chosen checkpoint of each finished fold; nothing loads."""
+    for name in chosen_runs(cfg):
+        plan_run(cfg.log_dir, name, cfg.checkpoint)
