@@ -6,7 +6,7 @@ import infer
 import train
 from src.config.parsing import NOT_OPTIONS, choices, fields_of, parse
 from src.config.policy import changes, dump
-from src.config.schema import InferConfig, PseudoConfig, TrainConfig
+from src.config.schema import ExportConfig, InferConfig, PredictConfig, PseudoConfig, TrainConfig
 from src.errors import ConfigError
 from tests.helpers import ROOT, TINY, cli, run_py
 
@@ -65,10 +65,10 @@ def test_unknown_key_lists_valid_options():
     assert "Did you mean: scheduler" in str(e.value) and "early_stop_patience" in str(e.value)
 
 
-@pytest.mark.parametrize("cls", [TrainConfig, InferConfig, PseudoConfig])
+@pytest.mark.parametrize("cls", [TrainConfig, InferConfig, PseudoConfig, PredictConfig, ExportConfig])
 def test_every_choice_is_accepted_and_others_refused(cls):
     declared = {k: choices(cls, k) for k in fields_of(cls) if choices(cls, k)}
-    assert len(declared) == {TrainConfig: 16, InferConfig: 3, PseudoConfig: 18}[cls]
+    assert len(declared) == {TrainConfig: 16, InferConfig: 4, PseudoConfig: 19, PredictConfig: 5, ExportConfig: 2}[cls]
     for key, allowed in declared.items():
         for value in allowed:
             assert getattr(parse([f"--{key}", value], cls), key) == value
@@ -88,9 +88,9 @@ def test_checkpoint_choices_are_the_run_folders_checkpoint_kinds():
 def test_each_entry_point_takes_only_its_keys():
     with pytest.raises(ConfigError, match="--lr is a setting of train.py and pseudo_train.py; infer.py does not"):
         parse(["--lr", "0.1"], InferConfig)
-    with pytest.raises(ConfigError, match="--tta is a setting of infer.py and pseudo_train.py; train.py does not"):
+    with pytest.raises(ConfigError, match="--tta is a setting of infer.py, pseudo_train.py, predict.py and export.py; train.py does not"):
         parse(["--tta", "none"])
-    with pytest.raises(ConfigError, match="--out is a setting of infer.py; pseudo_train.py does not"):
+    with pytest.raises(ConfigError, match="--out is a setting of infer.py, predict.py and export.py; pseudo_train.py does not"):
         parse(["--out", "x.csv"], PseudoConfig)
     assert parse(["--run", "a", "--lr", "0.1"], PseudoConfig).lr == 0.1
 
@@ -201,3 +201,15 @@ def test_cpu15_holds_only_what_differs_from_quick():
     cfg = parse(["--config", str(ROOT / "experiments" / "cpu15.yaml")])
     assert (cfg.model, cfg.heads, cfg.fold, cfg.optimizer, cfg.scheduler) == ("tf_efficientnet_lite1", "per_task",
                                                                                "all", "adamw", "onecycle")
+
+
+def test_bare_words_are_the_photos_of_predict_anywhere_among_the_options():
+    cfg = parse(["a,b.jpg", "--run", "r", "photos/", "--out", "x.csv", "c.png"], PredictConfig)
+    assert cfg.inputs == ["a,b.jpg", "photos/", "c.png"] and cfg.run == "r" and cfg.out == "x.csv"  # commas stay
+    cfg = parse(["--runs", "a", "b", "--", "p.jpg", "q.jpg"], PredictConfig)  # '--' ends the list of runs
+    assert cfg.runs == ["a", "b"] and cfg.inputs == ["p.jpg", "q.jpg"]
+    with pytest.raises(ConfigError, match="unknown option --inputs") as e:
+        parse(["--inputs", "p.jpg"], PredictConfig)
+    assert "--inputs" not in str(e.value).split("Valid options:")[1]
+    with pytest.raises(ConfigError, match="unexpected argument 'p.jpg': options look like --key value"):
+        parse(["--run", "r", "p.jpg"], InferConfig)  # only predict.py takes bare words

@@ -142,7 +142,8 @@ def unknown_key_error(cls, key: str) -> ConfigError:
     elsewhere = other_entry_points(cls, key)
     script = ENTRY_POINTS.get(cls, cls.__name__)
     if elsewhere:
-        return ConfigError(f"--{key} is a setting of {' and '.join(elsewhere)}; {script} does not take it")
+        scripts = ", ".join(elsewhere[:-1]) + " and " + elsewhere[-1] if len(elsewhere) > 1 else elsewhere[0]
+        return ConfigError(f"--{key} is a setting of {scripts}; {script} does not take it")
     options = [k for k in fields_of(cls) if is_option(cls, k)]
     close = difflib.get_close_matches(key, options, n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""

@@ -29,6 +29,8 @@ def image_header(data: bytes, path, max_pixels: int) -> str | None:
                 width, height = im.size
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         return f"{path}: refused, too many pixels to decode safely ({e})"
+    except Image.UnidentifiedImageError:  # its message shows a BytesIO's address, which helps nobody
+        return f"{path}: unreadable or corrupt image (not an image format PIL knows)"
     except Exception as e:  # PIL raises many types for bad headers
         return f"{path}: unreadable or corrupt image ({type(e).__name__}: {e})"
     if width * height > max_pixels:

@@ -1,0 +1,118 @@
+"""onnxruntime against PyTorch on the same run, batch and images, in interleaved rounds; then infer.py as a whole
+process both ways.
+
+    python -m bench.engines --data_dir D --log_dir L --run cpu15            # the 4-fold cpu15 run, flip TTA
+    python -m bench.engines --data_dir D --log_dir L --run R --images 256 --rounds 2 --no_whole
+
+Rows (images/s over the first --images eval images, decoded and resized once, in --infer_batch_size batches):
+  torch        TorchEngine: the run's fold models, forward_views with TTA (channels_last as the model chooses)
+  onnxruntime  OnnxEngine: the run's exported graph (folds and TTA inside), from the run folder's cache
+  ratio        onnxruntime / torch per round; the median is printed
+Then, with the cache warm, `python infer.py --engine torch|onnxruntime` on every eval image, whole process wall
+seconds per round, and the ratio torch / onnxruntime. The first onnxruntime infer (with the export) is timed
+apart. Both engines use torch's thread count. Never run it beside another job: the figure would mean nothing.
+"""
+import argparse
+import datetime
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from src.data.dataset import FaceDataset
+from src.data.images import FileImages
+from src.data.tables import load_eval
+from src.engine import builders
+from src.predict.engines import OnnxEngine, TorchEngine, cached_session, load_models
+from src.predict.plans import plan_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", type=Path, required=True)
+    p.add_argument("--log_dir", type=Path, required=True)
+    p.add_argument("--run", required=True)
+    p.add_argument("--checkpoint", default="best_f1")
+    p.add_argument("--tta", default="flip", choices=["none", "flip"])
+    p.add_argument("--images", type=int, default=1400, help="eval images of the engine rows")
+    p.add_argument("--infer_batch_size", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--no_whole", action="store_true", help="skip the whole-process infer.py rows")
+    return p.parse_args(argv)
+
+
+def rate(engine, batches) -> float:
+    t0 = time.perf_counter()
+    n = sum(len(engine(x)) for x in batches)
+    return n / (time.perf_counter() - t0)
+
+
+def infer_seconds(a, engine: str, out: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "infer.py", "--data_dir", str(a.data_dir), "--log_dir", str(a.log_dir), "--run",
+                    a.run, "--checkpoint", a.checkpoint, "--tta", a.tta, "--engine", engine, "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def main(argv=None):
+    a = parse(argv)
+    plan = plan_run(a.log_dir, a.run, a.checkpoint)
+    cfg = plan.cfg
+    paths = load_eval(a.data_dir)["path"][:a.images]
+    ds = FaceDataset(FileImages(paths, builders.work_size(cfg)), None, builders.eval_transform(cfg))
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    batches = list(x.split(a.infer_batch_size))
+    cpu = torch.device("cpu")
+    engines = {"torch": TorchEngine(a.run, load_models(cfg, plan.checkpoints, cpu), plan.folds, a.checkpoint, cpu,
+                                    a.tta, "none"),
+               "onnxruntime": OnnxEngine(a.run, cached_session(plan.run, cfg, plan.checkpoints, a.checkpoint, a.tta),
+                                         a.checkpoint)}
+    for engine in engines.values():  # warm-up: first-call allocations and kernel choices
+        engine(batches[0])
+    rates = {name: [] for name in engines}
+    for r in range(a.rounds):
+        order = list(engines) if r % 2 == 0 else list(engines)[::-1]
+        for name in order:
+            rates[name].append(rate(engines[name], batches))
+    ratios = [o / t for o, t in zip(rates["onnxruntime"], rates["torch"])]
+    print(f"# bench.engines {datetime.date.today()}: run {a.run} ({cfg.model}, {cfg.heads} heads, "
+          f"{len(plan.folds)} folds, {cfg.img_height}x{cfg.img_width}, {a.checkpoint}, tta={a.tta}); "
+          f"{len(x)} eval images of {a.data_dir}, batch {a.infer_batch_size}; {torch.get_num_threads()} threads; "
+          f"{os.cpu_count()} cores; torch {torch.__version__}")
+    print("| row | " + " | ".join(f"round {r + 1}" for r in range(a.rounds)) + " | median |")
+    print("|---|" + "---|" * (a.rounds + 1))
+    for name, values in rates.items():
+        print(f"| {name} img/s | " + " | ".join(f"{v:.1f}" for v in values) + f" | {statistics.median(values):.1f} |")
+    print("| onnxruntime / torch | " + " | ".join(f"{v:.2f}" for v in ratios) + f" | {statistics.median(ratios):.2f} |")
+    if a.no_whole:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for stale in plan.run.onnx_exports(a.checkpoint, a.tta):
+            stale.unlink()
+        first = infer_seconds(a, "onnxruntime", Path(tmp) / "first.csv")
+        seconds = {"torch": [], "onnxruntime": []}
+        for r in range(a.rounds):
+            for name in (["torch", "onnxruntime"] if r % 2 == 0 else ["onnxruntime", "torch"]):
+                seconds[name].append(infer_seconds(a, name, Path(tmp) / f"{name}.csv"))
+    whole = [t / o for t, o in zip(seconds["torch"], seconds["onnxruntime"])]
+    n = len(load_eval(a.data_dir))
+    print(f"\n# infer.py whole process on {n} eval images (decode, resize, predict, write); first onnxruntime infer "
+          f"with the export: {first:.1f} s")
+    print("| engine | " + " | ".join(f"round {r + 1} s" for r in range(a.rounds)) + " | median s |")
+    print("|---|" + "---|" * (a.rounds + 1))
+    for name, values in seconds.items():
+        print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {statistics.median(values):.1f} |")
+    print("| torch / onnxruntime | " + " | ".join(f"{v:.2f}" for v in whole) + f" | {statistics.median(whole):.2f} |")
+    print(f"ratio_whole_process={statistics.median(whole):.3f}")
+
+
+if __name__ == "__main__":
+    main()
