@@ -63,6 +63,18 @@ def test_the_export_is_cached_reused_and_rebuilt_when_a_checkpoint_changes(own_r
 
 
 @pytest.mark.slow
+def test_a_damaged_cached_export_is_exported_again(own_run, dataset, tmp_path, capsys):
+    log_dir, name = own_run
+    run = RunDir(log_dir, name)
+    _, first, _ = infer_with("onnxruntime", dataset, log_dir, name, tmp_path / "a.csv", capsys)
+    (cached,) = run.onnx_exports("best_f1", "flip")
+    cached.write_bytes(cached.read_bytes()[:1000])  # cut short, as by a disk fault
+    _, again, err = infer_with("onnxruntime", dataset, log_dir, name, tmp_path / "b.csv", capsys)
+    assert f"the cached export {cached} is unreadable" in err and "exported 2 fold(s)" in err
+    assert run.onnx_exports("best_f1", "flip") == [cached] and np.array_equal(first, again)
+
+
+@pytest.mark.slow
 def test_a_read_only_run_folder_keeps_the_graph_in_memory(own_run, dataset, tmp_path, capsys):
     log_dir, name = own_run
     shutil.rmtree(log_dir / name / "onnx", ignore_errors=True)

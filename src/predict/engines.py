@@ -108,12 +108,18 @@ def check_parity(graph, sess, size: tuple[int, int], what: str, tolerance: float
 def cached_session(run: RunDir, run_cfg: TrainConfig, checkpoints: list[Path], checkpoint: str, tta: str):
     """A session on the run's exported graph: onnx/<checkpoint>.<tta>.<key>.onnx, exported (and checked against
     PyTorch) when missing. A stale export of the same checkpoint kind and TTA is deleted. On a read-only run
-    folder the graph lives in memory for this process only."""
+    folder the graph lives in memory for this process only; a damaged cached file is exported again."""
     key = export_key(run, checkpoints, tta)
     path = run.onnx_export(checkpoint, tta, key)
     if path.is_file():
-        log.info("run %s: onnxruntime on %s", run.name, path)
-        return onnx_graph.session(str(path))
+        try:
+            sess = onnx_graph.session(str(path))
+        except Exception as e:  # onnxruntime raises its own types for a damaged file
+            log.warning("run %s: the cached export %s is unreadable (%s); exporting again", run.name, path,
+                        str(e).strip().splitlines()[0][:200])
+        else:
+            log.info("run %s: onnxruntime on %s", run.name, path)
+            return sess
     size = builders.input_size(run_cfg)
     graph = onnx_graph.ProbabilityGraph([load_models(run_cfg, checkpoints, torch.device("cpu"))], tta)
     model = onnx_graph.onnx_bytes(graph, size)
