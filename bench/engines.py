@@ -71,10 +71,10 @@ def main(argv=None):
     x = torch.stack([ds[i][0] for i in range(len(ds))])
     batches = list(x.split(a.infer_batch_size))
     cpu = torch.device("cpu")
+    session = cached_session(plan.run, cfg, plan.checkpoints, plan.folds, a.checkpoint, a.tta)
     engines = {"torch": TorchEngine(a.run, load_models(cfg, plan.checkpoints, cpu), plan.folds, a.checkpoint, cpu,
                                     a.tta, "none"),
-               "onnxruntime": OnnxEngine(a.run, cached_session(plan.run, cfg, plan.checkpoints, a.checkpoint, a.tta),
-                                         a.checkpoint)}
+               "onnxruntime": OnnxEngine(a.run, session, a.checkpoint)}
     for engine in engines.values():  # warm-up: first-call allocations and kernel choices
         engine(batches[0])
     rates = {name: [] for name in engines}

@@ -26,13 +26,14 @@ def trained_run(dataset, tmp_path_factory):
 def own_run(trained_run, tmp_path):
     """(log_dir, name): this test's own copy of the trained run, as training left it (other tests may have
     inferred the shared one), so the test may damage or extend it."""
-    from src.run.rundir import RunDir, prediction_files
+    from src.run.rundir import ONNX_EXPORTS, RunDir, prediction_files
 
     log_dir, name = trained_run
     logs = tmp_path / "logs"
     shutil.copytree(log_dir / name, logs / name)
     for f in prediction_files(RunDir(logs, name).submission).values():
         f.unlink(missing_ok=True)
+    shutil.rmtree(logs / name / ONNX_EXPORTS, ignore_errors=True)  # the export cache of other tests' infers
     return logs, name
 
 

@@ -12,7 +12,7 @@ def test_engines_bench_prints_both_engines_and_the_ratios(trained_run, dataset, 
     log_dir, name = trained_run
     shutil.copytree(log_dir / name, tmp_path / name)  # the bench rebuilds the run's export: use a copy
     proc = run_py("-m", "bench.engines", "--data_dir", dataset, "--log_dir", tmp_path, "--run", name, "--images", "12",
-                  "--infer_batch_size", "8", "--rounds", "2")
+                  "--infer_batch_size", "8", "--rounds", "1")
     out = proc.stdout
     for row in ("| torch img/s |", "| onnxruntime img/s |", "| onnxruntime / torch |", "| torch / onnxruntime |",
                 "first onnxruntime infer with the export"):

@@ -92,20 +92,22 @@ def export_key(run: RunDir, checkpoints: list[Path], tta: str) -> str:
     return h.hexdigest()[:16]
 
 
-def check_parity(graph, sess, size: tuple[int, int], what: str, tolerance: float = PARITY_TOLERANCE,
-                 images: torch.Tensor | None = None) -> float:
-    """onnxruntime against PyTorch on `images` (default: 3 seeded noise images, a batch size unlike the export's);
-    above `tolerance` it is an error naming the figure."""
-    if images is None:
-        images = torch.randint(0, 256, (3, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+def noise_images(size: tuple[int, int]) -> torch.Tensor:
+    """3 seeded noise images: a batch size unlike the export's example, so the dynamic batch axis is checked too."""
+    return torch.randint(0, 256, (3, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def check_parity(graph, sess, what: str, tolerance: float, images: torch.Tensor) -> float:
+    """onnxruntime against PyTorch on `images`; above `tolerance` it is an error naming the figure."""
     diff = onnx_graph.parity(graph, sess, images)
     if not diff <= tolerance:
         raise ParityError(f"{what}: onnxruntime's probabilities differ from PyTorch's by up to {diff:.3g} on "
-                        f"{len(images)} images, more than {tolerance:g}; nothing was written. Use --engine torch")
+                          f"{len(images)} images, more than {tolerance:g}; nothing was written. Use --engine torch")
     return diff
 
 
-def cached_session(run: RunDir, run_cfg: TrainConfig, checkpoints: list[Path], checkpoint: str, tta: str):
+def cached_session(run: RunDir, run_cfg: TrainConfig, checkpoints: list[Path], folds: list[int], checkpoint: str,
+                   tta: str):
     """A session on the run's exported graph: onnx/<checkpoint>.<tta>.<key>.onnx, exported (and checked against
     PyTorch) when missing. A stale export of the same checkpoint kind and TTA is deleted. On a read-only run
     folder the graph lives in memory for this process only; a damaged cached file is exported again."""
@@ -121,10 +123,14 @@ def cached_session(run: RunDir, run_cfg: TrainConfig, checkpoints: list[Path], c
             log.info("run %s: onnxruntime on %s", run.name, path)
             return sess
     size = builders.input_size(run_cfg)
-    graph = onnx_graph.ProbabilityGraph([load_models(run_cfg, checkpoints, torch.device("cpu"))], tta)
+    cpu = torch.device("cpu")
+    models = load_models(run_cfg, checkpoints, cpu)
+    noise = noise_images(size)
+    TorchEngine(run.name, models, folds, checkpoint, cpu, tta, "none")(noise)  # a NaN fold is named, not exported
+    graph = onnx_graph.ProbabilityGraph([models], tta)
     model = onnx_graph.onnx_bytes(graph, size)
     sess = onnx_graph.session(model)
-    diff = check_parity(graph, sess, size, f"run {run.name}: the exported graph")
+    diff = check_parity(graph, sess, f"run {run.name}: the exported graph", PARITY_TOLERANCE, noise)
     try:
         replace_with(path, lambda tmp: write_bytes(model, tmp))
     except (FileSystemError, NoSpace) as e:
@@ -142,7 +148,7 @@ def open_engine(engine: str, run_name: str, run: RunDir, run_cfg: TrainConfig, c
                 folds: list[int], checkpoint: str, tta: str, amp: str, device: torch.device):
     """The engine that --engine names for one run (auto resolved for `device`)."""
     if resolve(engine, device) == "onnxruntime":
-        return OnnxEngine(run_name, cached_session(run, run_cfg, checkpoints, checkpoint, tta), checkpoint)
+        return OnnxEngine(run_name, cached_session(run, run_cfg, checkpoints, folds, checkpoint, tta), checkpoint)
     return TorchEngine(run_name, load_models(run_cfg, checkpoints, device), folds, checkpoint, device, tta,
                        amp if device.type == "cuda" else "none")
 

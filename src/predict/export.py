@@ -106,7 +106,7 @@ def export(cfg: ExportConfig) -> Path:
     cpu = torch.device("cpu")
     graph = onnx_graph.ProbabilityGraph([load_models(p.cfg, p.checkpoints, cpu) for p in plans], cfg.tta)
     model = onnx_graph.onnx_bytes(graph, size)
-    diff = check_parity(graph, onnx_graph.session(model), size, f"export of {', '.join(p.name for p in plans)}",
+    diff = check_parity(graph, onnx_graph.session(model), f"export of {', '.join(p.name for p in plans)}",
                         cfg.parity_tolerance, images)
     log.info("parity with PyTorch on %d eval images of %s: largest probability difference %.2e (tolerance %g)",
              len(images), cfg.data_dir, diff, cfg.parity_tolerance)
