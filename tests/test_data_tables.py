@@ -61,9 +61,24 @@ def test_folds_group_persons_and_balance_strata(tmp_path):
     assert (other["fold"] != table["fold"]).any()
 
 
-def test_n_folds_message_names_the_smallest_stratum(dataset):
-    with pytest.raises(DataError, match=r"smallest stratum \(\w+, age [^)]+\) has 3 people.*--n_folds 3 or fewer"):
-        load_train(dataset, n_folds=4)
+def test_a_stratum_smaller_than_the_folds_is_a_warning_naming_it(dataset, caplog):
+    people = load_train(dataset).groupby("person_id").first()
+    bands = pd.Series(people["gender"] * 3 + people["age"].map(lambda a: 0 if a < 30 else 1 if a < 60 else 2))
+    small = {s: m for s, m in bands.value_counts().items() if m < 4}
+    assert small  # the fixture's 24 people leave some stratum under 4 people
+    report = {}
+    table = load_train(dataset, n_folds=4, report=report)
+    assert sorted(table["fold"].unique()) == [0, 1, 2, 3]
+    expected = sorted(f"stratum {('male', 'female')[s // 3]}, age {('<30', '30-59', '60+')[s % 3]} has {m} people "
+                      f"for 4 folds: {4 - m} fold(s) validate without it" for s, m in small.items())
+    assert sorted(report["warnings"]) == expected
+    assert all(f"warning: {w}" in caplog.text for w in expected)
+
+
+def test_n_folds_may_not_exceed_the_people(dataset):
+    with pytest.raises(DataError, match="n_folds 25 exceeds the 24 people of the data.*use --n_folds 24 or fewer"):
+        load_train(dataset, n_folds=25)
+    assert load_train(dataset, n_folds=24)["fold"].nunique() == 24  # one person per fold still splits
 
 
 @pytest.mark.parametrize("bad", ["../../../outside/victim", "/etc", "a/../../b", ""])

@@ -17,7 +17,7 @@ from src.engine import trainer
 from src.errors import NonFinite
 from src.model.losses import Criterion
 from src.run.rundir import RunDir
-from tests.helpers import ROOT, TINY, cli, copy_data, one_line, run_py, tiny_cfg
+from tests.helpers import CORRECTIONS, ROOT, TINY, cli, copy_data, make_data, one_line, run_py, tiny_cfg
 
 
 @pytest.mark.parametrize("overrides", [
@@ -88,7 +88,7 @@ def test_overwrite_deletes_only_after_every_check_passes(dataset, tmp_path, caps
     assert cli(train.main, *args, capsys=capsys)[0] == 0
     before = RunDir(tmp_path, "r").last(0).read_bytes()
     for extra, message in ((["--pretrained", "true", "--pretrained_path", tmp_path / "typo.pth"], "file not found"),
-                           (["--n_folds", "50"], "n_folds 50 does not fit the data"),
+                           (["--n_folds", "50"], "n_folds 50 exceeds the 24 people"),
                            (["--pseudo_csv", tmp_path / "none.csv"], "pseudo_csv not found"),
                            (["--lr", "-1"], "--lr must be > 0")):
         code, err = cli(train.main, *args, "--overwrite", *extra, capsys=capsys)
@@ -307,3 +307,34 @@ def test_a_signal_stops_training_in_one_line_and_resume_continues(dataset, tmp_p
                      "--num_workers", "1", "--fold", "0", "--resume")
     assert "resumed from" in resumed.stderr
     assert len(pd.read_csv(tmp_path / "sig" / "fold0" / "metrics.csv")) == 4
+
+
+def test_drop_ages_reaches_training_only(dataset):
+    table = load_train(dataset, CORRECTIONS, 59, 2, seed=0)
+    span = (table["age"] >= 30) & (table["age"] <= 45)
+    assert span.any() and (~span).any()
+    cfg = tiny_cfg(drop_ages="30-45")
+    rows = list(range(len(table)))
+    for k in (0, 1):
+        train_ds, train_labels, val_ds, val_rows = trainer.fold_datasets(cfg, table, rows, k)
+        trained = table.iloc[train_ds.images.indices]
+        assert not trained["age"].between(30, 45).any() and (trained["fold"] != k).all()
+        assert len(trained) == ((table["fold"] != k) & ~span).sum()
+        assert list(train_labels) == list(trained["train_label"])
+        assert list(val_rows) == list(np.flatnonzero(table["fold"] == k))  # every person validates
+        assert list(val_ds.labels) == list(table["label"].iloc[val_rows])  # with the true bands
+    everyone = trainer.fold_datasets(tiny_cfg(), table, rows, 0)[0]
+    assert len(everyone) == (table["fold"] != 0).sum()
+
+
+@pytest.mark.slow
+def test_forty_people_with_four_folds_train_with_the_warning(tmp_path, capsys):
+    data = make_data(tmp_path / "d40", train_people=40, eval_people=2, seed=11)
+    code, err = cli(train.main, "--data_dir", data, "--log_dir", tmp_path / "logs", "--name", "small", *TINY,
+                    "--n_folds", "4", "--fold", "0", "--epochs", "1", "--drop_ages", "57-59", capsys=capsys)
+    assert code == 0, err
+    assert "warning: stratum" in err and "fold(s) validate without it" in err
+    log = RunDir(tmp_path / "logs", "small").train_log.read_text()
+    assert "warning: stratum" in log and "left out of training (they still validate)" in log
+    assert RunDir(tmp_path / "logs", "small").cv.is_file()
+

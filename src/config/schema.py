@@ -55,6 +55,34 @@ class Name:
 
 
 @dataclass(frozen=True)
+class AgeSpan:
+    """Allowed values of a text field naming ages: 'none', one age (58) or an inclusive range (57-59), 0 to 120."""
+
+    def __str__(self) -> str:
+        return "'none', an age (58) or a range of ages (57-59) within 0-120"
+
+    @staticmethod
+    def bounds(v: str) -> tuple[int, int] | None:
+        """(first, last) age of the span, None for 'none'; ValueError when it is no span."""
+        if v.strip().lower() == "none":
+            return None
+        m = re.fullmatch(r"\s*(\d{1,3})\s*(?:-\s*(\d{1,3})\s*)?", v)
+        if not m:
+            raise ValueError(v)
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if not 0 <= lo <= hi <= 120:
+            raise ValueError(v)
+        return lo, hi
+
+    def allows(self, v) -> bool:
+        try:
+            self.bounds(v)
+        except ValueError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
 class Needs:
     """The field only has an effect when setting `key` is one of `values`."""
     key: str
@@ -124,6 +152,7 @@ class Data:
     deterministic: bool = False  # deterministic kernels: reproducible, slower
     corrections: str = "corrections.csv"  # known label errors to repair; 'none' disables
     age_filter: Annotated[int, Range(31, 60)] = 59  # training labels call age >= this "60+"; validation and eval keep true bands
+    drop_ages: Annotated[str, AgeSpan()] = "none"  # people of these ages (57-59, or one age) are left out of training only; validation keeps everyone
     n_folds: Annotated[int, Range(2)] = 4  # person-level StratifiedGroupKFold over gender x age band
     fold: str = "all"  # which fold(s) to train: an index or 'all'
     cache: Literal["none", "ram", "disk"] = "none"  # decoded-image cache: ram (shared memory) or disk (memory-mapped in log_dir/cache)

@@ -41,6 +41,7 @@ def check_data(data_dir, corrections: str, age_filter: int, n_folds: int, seed: 
         owners = images.groupby("person_id")["fold"].nunique()
         report["folds_disjoint"] = bool((owners == 1).all())
     report["junk_skipped"] = report.get("junk_skipped", [])
+    report["warnings"] = report.get("warnings", [])
     return report
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -168,20 +169,28 @@ def add_labels(images: pd.DataFrame, age_filter: int) -> pd.DataFrame:
     return images
 
 
-def assign_folds(images: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+def assign_folds(images: pd.DataFrame, n_folds: int, seed: int, notes: list[str] | None = None) -> pd.DataFrame:
     """StratifiedGroupKFold: a person's seven photos share one fold; strata are gender x true age band.
-    Every fold must be able to hold a person of each stratum present."""
+    n_folds may not exceed the people; a stratum with fewer people than folds leaves some folds without it, which
+    is a warning (appended to `notes` and logged), not an error, so small subsets train."""
     strata = images["gender"].to_numpy() * 3 + age_band(images["age"].to_numpy())
-    people = pd.Series(strata, index=images["person_id"]).groupby(level=0).first().value_counts()
-    if people.min() < n_folds:
-        s, m = int(people.idxmin()), int(people.min())
-        fix = f"use --n_folds {m} or fewer" if m >= 2 else "this data is too small for stratified K-fold"
-        raise DataError([f"n_folds {n_folds} does not fit the data: the smallest stratum ({GENDER_NAMES[s // 3]}, "
-                         f"age {AGE_NAMES[s % 3]}) has {m} people, and every fold needs one of each; {fix}"])
+    people = pd.Series(strata, index=images["person_id"]).groupby(level=0).first()
+    if len(people) < n_folds:
+        raise DataError([f"n_folds {n_folds} exceeds the {len(people)} people of the data: every fold needs a "
+                         f"person to validate on; use --n_folds {len(people)} or fewer"])
+    counts = people.value_counts().sort_index()
+    for s, m in counts[counts < n_folds].items():
+        message = (f"stratum {GENDER_NAMES[s // 3]}, age {AGE_NAMES[s % 3]} has {m} people for {n_folds} folds: "
+                   f"{n_folds - m} fold(s) validate without it")
+        log.warning("warning: %s", message)
+        if notes is not None:
+            notes.append(message)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     images["fold"] = -1
-    for k, (_, val_idx) in enumerate(splitter.split(images, strata, groups=images["person_id"])):
-        images.loc[images.index[val_idx], "fold"] = k
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)  # said above, by name
+        for k, (_, val_idx) in enumerate(splitter.split(images, strata, groups=images["person_id"])):
+            images.loc[images.index[val_idx], "fold"] = k
     return images
 
 
@@ -210,9 +219,10 @@ def load_train(data_dir, corrections: str = "none", age_filter: int = 60, n_fold
     for msg in changes:
         log.info("correction %s", msg)
     images = add_labels(images, age_filter)
-    images = assign_folds(images, n_folds, seed) if n_folds else images.assign(fold=-1)
+    fold_warnings: list[str] = []
+    images = assign_folds(images, n_folds, seed, fold_warnings) if n_folds else images.assign(fold=-1)
     if report is not None:
-        report.update(people=len(people), junk_skipped=junk, corrections=changes,
+        report.update(people=len(people), junk_skipped=junk, corrections=changes, warnings=fold_warnings,
                       raw_per_class=np.bincount(raw_label, minlength=NUM_CLASSES).tolist())
     return images
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from src import seeds
 from src.config import policy
-from src.config.schema import TrainConfig
+from src.config.schema import AgeSpan, TrainConfig
 from src.data.dataset import FaceDataset, Take
 from src.data.loaders import default_workers, forever, set_epoch
 from src.data.samplers import train_sampler
@@ -111,13 +111,19 @@ def interruptible(progress: Progress):
         signal.signal(signal.SIGTERM, previous)
 
 
+def dropped(table: pd.DataFrame, drop_ages: str) -> np.ndarray:
+    """Rows of people whose age drop_ages names: they never train, but validate in their fold."""
+    span = AgeSpan.bounds(drop_ages)
+    return table["age"].between(*span).to_numpy() if span else np.zeros(len(table), dtype=bool)
+
+
 def fold_datasets(cfg: TrainConfig, table: pd.DataFrame, images, k: int, rank: int = 0, pseudo=None,
                   pseudo_images=None):
     """(train dataset, its labels, validation dataset, validation rows of `table`) of fold k.
     Pseudo-labelled rows only ever join the training side."""
     seed = seeds.fold_seed(cfg.seed, k, rank)
     folds = table["fold"].to_numpy()
-    tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+    tr, va = np.flatnonzero((folds != k) & ~dropped(table, cfg.drop_ages)), np.flatnonzero(folds == k)
     train_labels = table["train_label"].to_numpy()[tr]
     train_ds = FaceDataset(Take(images, tr), train_labels, builders.train_transform(cfg), seed=seed)
     if pseudo is not None and len(pseudo):
@@ -342,7 +348,11 @@ def train(cfg: TrainConfig) -> dict:
 def train_folds(cfg: TrainConfig, dist, progress: Progress) -> dict:
     """train()'s work: the data, the run folder, every configured fold, cv.json."""
     setup_logging(None, dist.main)
-    table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
+    data_report: dict = {}
+    table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed, data_report)
+    left_out = dropped(table, cfg.drop_ages)
+    if left_out.all():
+        raise ConfigError(f"--drop_ages {cfg.drop_ages} leaves out every person of the data: nothing would train")
     pseudo = load_pseudo(cfg.pseudo_csv, cfg.pseudo_threshold)
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.uda else None
     builders.check_model_weights(cfg)  # everything checkable is checked before --overwrite may delete a run
@@ -354,10 +364,15 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress) -> dict:
     log.info("%s", "\n".join(policy.changes(cfg, cfg.recipes)))
     for warning in policy.pointless(cfg):
         log.warning("warning: %s", warning)
+    for warning in data_report["warnings"]:  # the console showed them while the data loaded
+        log.warning("warning: %s", warning, extra=FILE_ONLY)
     if dist.device.type != "cuda" and cfg.amp != "none":
         log.info("amp=%s applies on CUDA only; this run uses fp32 on %s", cfg.amp, dist.device)
     log.info("data: %d images of %d people; class counts (training labels) %s", len(table),
              table["person_id"].nunique(), np.bincount(table["train_label"], minlength=NUM_CLASSES).tolist())
+    if left_out.any():
+        log.info("drop_ages %s: %d images of %d people left out of training (they still validate)", cfg.drop_ages,
+                 left_out.sum(), table.loc[left_out, "person_id"].nunique())
     images, pseudo_images, unlabeled_images = shared_image_sources(cfg, dist, table, pseudo, unlabeled)
     ins = RunInputs(cfg, dist, run, table, images, pseudo, pseudo_images, unlabeled_images,
                     RunRecords(run) if dist.main else None, progress)
