@@ -29,6 +29,9 @@ from tests.helpers import CORRECTIONS, ROOT, TINY, cli, copy_data, make_data, on
     dict(heads="per_task", head="arcface", loss="focal", task_weights="1,0.5,2", mix_prob=1.0, mix_mode="halves"),
     dict(heads="per_task", head="linear", loss="ce", label_smoothing=0.1, mix_prob=0.5, mix_mode="cutmix"),
     dict(heads="joint", head="arcface", loss="ce", mix_prob=1.0, mix_mode="mixup", uda="true"),
+    dict(heads="per_task", head="linear", loss="f1", mix_prob=1.0, mix_mode="cutmix"),
+    dict(heads="joint", head="arcface", loss="ce_f1", f1_weight=0.5, label_smoothing=0.1, mix_prob=0.5,
+         mix_mode="mixup"),
 ])
 @pytest.mark.slow
 def test_option_combinations_train_end_to_end(dataset, tmp_path, overrides):

@@ -2,12 +2,14 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from src.config.schema import TrainConfig as Config
 from src.engine import builders
-from src.model.losses import ArcMargin, FocalLoss, class_weights, uda_consistency
+from src.labels import decode_label
+from src.model.losses import ArcMargin, Criterion, FocalLoss, HeadLoss, SoftF1Loss, class_weights, uda_consistency
 
 
 def test_arcface_margin_against_hand_computation():
@@ -127,3 +129,47 @@ def test_the_age_filter_reaches_only_the_age_head():
     for task in (0, 1):
         assert torch.equal(only[task](heads, torch.tensor(true_labels)), only[task](heads, torch.tensor(filtered)))
     assert not torch.allclose(only[2](heads, torch.tensor(true_labels)), only[2](heads, torch.tensor(filtered)))
+
+
+P = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.6, 0.3, 0.1]])
+Y = torch.tensor([0, 1, 2, 1])
+
+
+def test_soft_f1_loss_matches_a_hand_computation():
+    # class 0: tp .7, fp .1+.3+.6, fn .3 -> 1.4/2.7; class 1: tp .8+.3, fp .2+.3, fn .2+.7 -> 2.2/3.6;
+    # class 2: tp .4, fp .3, fn .6 -> .8/1.7
+    f1 = [1.4 / 2.7, 2.2 / 3.6, 0.8 / 1.7]
+    assert SoftF1Loss()(P.log(), Y).item() == pytest.approx(1 - sum(f1) / 3, abs=1e-6)
+    weighted = SoftF1Loss(torch.tensor([1.0, 2.0, 1.0]))(P.log(), Y).item()
+    assert weighted == pytest.approx(1 - (f1[0] + 2 * f1[1] + f1[2]) / 4, abs=1e-6)
+    perfect = SoftF1Loss()(torch.eye(3)[[0, 1, 2, 1]] * 50, Y).item()
+    assert perfect == pytest.approx(0, abs=1e-6)
+
+
+def test_soft_f1_gradient_is_finite_even_for_an_absent_class_and_saturated_logits():
+    logits = torch.tensor([[80.0, -80.0, 0.0, -5.0], [-80.0, 80.0, 0.0, 3.0]], requires_grad=True)
+    loss = SoftF1Loss()(logits, torch.tensor([0, 1]))  # class 2 and 3 are absent from the batch
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_ce_f1_is_ce_plus_the_weighted_f1_term():
+    ce = torch.nn.functional.cross_entropy(P.log(), Y, label_smoothing=0.1)
+    expected = ce + 0.5 * SoftF1Loss()(P.log(), Y)
+    got = HeadLoss("linear", "ce_f1", label_smoothing=0.1, f1_weight=0.5)(P.log(), Y)
+    assert got.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_f1_losses_work_with_per_task_heads_and_class_weights():
+    labels = np.array([0, 4, 7, 13, 17, 0, 3, 9])
+    target = torch.tensor(labels)
+    torch.manual_seed(0)
+    heads = (torch.randn(8, 3, requires_grad=True), torch.randn(8, 2, requires_grad=True),
+             torch.randn(8, 3, requires_grad=True))
+    crit = Criterion("per_task", "linear", "f1", labels, class_weighted=True, task_weights=(1.0, 0.5, 2.0))
+    by_hand = sum(w * SoftF1Loss(class_weights(t, n))(z, torch.tensor(t))
+                  for w, z, t, n in zip((1.0, 0.5, 2.0), heads, decode_label(labels), (3, 2, 3)))
+    loss = crit(heads, target)
+    assert loss.item() == pytest.approx(by_hand.item(), abs=1e-6)
+    loss.backward()
+    assert all(torch.isfinite(z.grad).all() for z in heads)

@@ -171,8 +171,9 @@ def check_settings(cfg):
     if isinstance(cfg, TrainConfig):
         if cfg.fold != "all" and (not cfg.fold.isdigit() or not 0 <= int(cfg.fold) < cfg.n_folds):
             raise ConfigError(f"--fold must be 'all' or an integer from 0 to {cfg.n_folds - 1}, got {cfg.fold!r}")
-        if cfg.loss == "focal" and cfg.label_smoothing > 0:
-            raise ConfigError("--label_smoothing applies to --loss ce only; set --loss ce or --label_smoothing 0")
+        if cfg.loss in ("focal", "f1") and cfg.label_smoothing > 0:
+            raise ConfigError(f"--label_smoothing applies to --loss ce and ce_f1, not {cfg.loss}; set --loss ce or "
+                              f"--label_smoothing 0")
         if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
             raise ConfigError("--mean and --std take three values each (R G B), std positive")
         if len(cfg.task_weights) != 3 or min(cfg.task_weights) < 0 or sum(cfg.task_weights) <= 0:

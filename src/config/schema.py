@@ -181,10 +181,11 @@ class Model:
 @dataclass
 class Loss:
     """the training loss"""
-    loss: Literal["ce", "focal"] = "focal"  # inner loss (with the arcface head the margin is added first)
+    loss: Literal["ce", "focal", "f1", "ce_f1"] = "focal"  # inner loss: CE, focal, a soft macro-F1 over the batch, or CE + f1_weight * that (the arcface margin comes first)
+    f1_weight: Annotated[NonNeg, Needs("loss", "ce_f1")] = 1.0  # weight of the soft macro-F1 term in ce_f1
     focal_gamma: Annotated[NonNeg, Needs("loss", "focal")] = 5.0  # focal focusing exponent; 0 gives weighted CE
     focal_alpha: Annotated[Positive, Needs("loss", "focal")] = 0.25  # focal scale factor
-    label_smoothing: Annotated[float, Range(0, 0.99)] = 0.0  # for loss=ce, through torch.nn.CrossEntropyLoss
+    label_smoothing: Annotated[float, Range(0, 0.99), Needs("loss", "ce", "ce_f1")] = 0.0  # for loss=ce and ce_f1, through torch.nn.CrossEntropyLoss
     class_weights: bool = True  # weight classes by 1/log1p(count), normalised to sum to 18
     task_weights: Annotated[list[float], Needs("heads", "per_task")] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # per_task: mask, gender, age loss weights
 

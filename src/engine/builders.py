@@ -68,7 +68,7 @@ def model(cfg: Model | Augmentation | Precision, pretrained: bool | None = None)
 
 def criterion(cfg: Model | Loss, train_labels=None) -> Criterion:
     return Criterion(cfg.heads, cfg.head, cfg.loss, train_labels, cfg.class_weights, cfg.task_weights,
-                     arc_s=cfg.arc_s, arc_m=cfg.arc_m, focal_gamma=cfg.focal_gamma, focal_alpha=cfg.focal_alpha,
+                     arc_s=cfg.arc_s, arc_m=cfg.arc_m, focal_gamma=cfg.focal_gamma, focal_alpha=cfg.focal_alpha, f1_weight=cfg.f1_weight,
                      label_smoothing=cfg.label_smoothing)
 
 

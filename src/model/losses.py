@@ -1,5 +1,5 @@
-"""Losses: ArcFace margin around an inner CE or focal loss, joint or per-task, class weights, and the UDA
-consistency term.
+"""Losses: ArcFace margin around an inner CE, focal, soft macro-F1 or CE + soft macro-F1 loss, joint or per-task,
+class weights, and the UDA consistency term.
 
 Nothing here names a device: weights are buffers and follow the module's `.to()`.
 """
@@ -40,6 +40,37 @@ class FocalLoss(nn.Module):
         return (w * loss).sum() / w.sum()
 
 
+class SoftF1Loss(nn.Module):
+    """1 - the batch's macro-F1 computed on softmax probabilities instead of hard predictions: per class
+    tp = sum p*y, fp = sum p*(1-y), fn = sum (1-p)*y and F1 = 2tp / (2tp + fp + fn), averaged over the classes
+    (weighted by `weight` when given). Macro-F1 weighs a rare class like a common one; so does this loss."""
+
+    def __init__(self, weight: torch.Tensor | None = None, eps: float = 1e-7):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.eps = eps
+
+    def forward(self, logits, target):
+        p = F.softmax(logits.float(), dim=1)
+        y = F.one_hot(target, p.shape[1]).float()
+        tp, fp, fn = (p * y).sum(0), (p * (1 - y)).sum(0), ((1 - p) * y).sum(0)
+        f1 = 2 * tp / (2 * tp + fp + fn + self.eps)
+        w = self.weight if self.weight is not None else torch.ones_like(f1)
+        return 1 - (w * f1).sum() / w.sum()
+
+
+class CeF1Loss(nn.Module):
+    """Cross-entropy (class weights, label smoothing) + f1_weight * the soft macro-F1 loss."""
+
+    def __init__(self, f1_weight: float, weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
+        super().__init__()
+        self.ce = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        self.f1, self.f1_weight = SoftF1Loss(weight), f1_weight
+
+    def forward(self, logits, target):
+        return self.ce(logits, target) + self.f1_weight * self.f1(logits, target)
+
+
 class ArcMargin(nn.Module):
     """Replace the target logit s*cos(theta) by s*cos(theta + m).
 
@@ -63,16 +94,20 @@ class ArcMargin(nn.Module):
 
 
 class HeadLoss(nn.Module):
-    """The loss of one head: the ArcFace margin for an arcface head (arc_m > 0), then CE (with label smoothing)
-    or focal."""
+    """The loss of one head: the ArcFace margin for an arcface head (arc_m > 0), then CE (with label smoothing),
+    focal, soft macro-F1, or CE + f1_weight * soft macro-F1."""
 
     def __init__(self, head: str, loss: str, weight: torch.Tensor | None = None, *, arc_s: float = 45.0,
                  arc_m: float = 0.5, focal_gamma: float = 5.0, focal_alpha: float = 0.25,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, f1_weight: float = 1.0):
         super().__init__()
         self.margin = ArcMargin(arc_s, arc_m) if head == "arcface" and arc_m > 0 else None
         if loss == "focal":
             self.inner = FocalLoss(focal_gamma, focal_alpha, weight)
+        elif loss == "f1":
+            self.inner = SoftF1Loss(weight)
+        elif loss == "ce_f1":
+            self.inner = CeF1Loss(f1_weight, weight, label_smoothing)
         else:
             self.inner = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
@@ -91,7 +126,7 @@ class Criterion(nn.Module):
     Given 18-class logits instead (validation), a per-task criterion takes each task's log-probabilities by
     marginalising, which is exact for the probabilities but has lost each head's raw cosines: there the
     ArcFace margin is left out, so a per-task val_loss is the inner loss of the predicted probabilities.
-    `head_options` go to each HeadLoss (arc_s, arc_m, focal_gamma, focal_alpha, label_smoothing).
+    `head_options` go to each HeadLoss (arc_s, arc_m, focal_gamma, focal_alpha, label_smoothing, f1_weight).
     """
 
     def __init__(self, heads: str, head: str, loss: str, train_labels=None, class_weighted: bool = True,
