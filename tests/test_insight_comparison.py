@@ -1,4 +1,5 @@
 """src/insight/comparison.py via python -m tools.report: one self-contained HTML page comparing runs."""
+import json
 import re
 import shutil
 import subprocess
@@ -141,6 +142,9 @@ def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(own_run, datas
     assert page.open == []
     for run in ("tiny", "wide", "half"):
         assert f'id="run-{run}"' in html and f"{cv_of(RunDir(logs, run)):.4f}" in text
+    assert "CV tuned" in text
+    for run in ("tiny", "wide"):  # every fold finished: the cross-fitted tuned CV beside the argmax one
+        assert f"{json.loads(RunDir(logs, run).cv.read_text())['cv_f1_tuned']:.4f}" in text
     differs = dict(zip(re.findall(r'<tr><td><a href="#run-(\w+)">', html),
                        re.findall(r'<span class="diff">(.*?)</span>', html, re.S)))  # the runs table's last column
     assert "neck: bn" in differs["wide"] and "lr: 0.003" in differs["wide"]

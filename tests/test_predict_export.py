@@ -63,7 +63,8 @@ def test_export_of_a_joint_two_fold_run_with_flip(trained_run, dataset, tmp_path
                                  batch="dynamic", normalisation="inside the graph")
     assert card["preprocess"]["resize"] == [dict(height=74, width=55, interpolation="area"),
                                             dict(height=64, width=48, interpolation="bilinear")]
-    assert card["preprocess"]["crop"]["box"] == [0.0, 0.0, 1.0, 1.0] and card["decision"]["rule"] == "argmax"
+    assert card["preprocess"]["crop"]["box"] == [0.0, 0.0, 1.0, 1.0] and card["decision"]["rule"] == "tuned"
+    assert card["decision"]["offsets"] == json.loads((log_dir / name / "decision.json").read_text())["offsets"]
     (run,) = card["runs"]
     assert run["name"] == name and run["folds"] == [0, 1] and card["ensemble"]["tta"] == "flip"
     assert [c["path"] for c in run["checkpoints"]] == [str(RunDir(log_dir, name).checkpoint(k, "best_f1"))

@@ -1,6 +1,7 @@
 """src/predict/infer.py: submissions, ensembles, and inputs checked before any model loads."""
 import errno
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import yaml
 
 import infer
 from src.config.schema import InferConfig
+from src.decision import decide
 from src.errors import DataError, RunNotFound
 from src.labels import PROB_COLUMNS as PROBS
 from src.predict import infer as predict
@@ -33,7 +35,11 @@ def test_submission_has_the_rows_and_order_of_info(trained_run, dataset, tmp_pat
     probs = pd.read_csv(tmp_path / "sub.probs.csv")  # named after --out
     assert list(probs["ImageID"]) == list(info["ImageID"])
     assert np.allclose(probs[PROBS].sum(axis=1), 1, atol=1e-4)
-    assert (probs[PROBS].to_numpy().argmax(1) == sub["ans"]).all()
+    offsets = json.loads((log_dir / name / "decision.json").read_text())["offsets"]
+    assert (decide(probs[PROBS].to_numpy(), np.array(offsets)) == sub["ans"]).all()  # the run's tuned decision
+    assert yaml.safe_load((tmp_path / "sub.yaml").read_text())["decision"]["offsets"] == offsets
+    plain = predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "plain.csv", decision="argmax"))
+    assert (pd.read_csv(plain)["ans"] == probs[PROBS].to_numpy().argmax(1)).all()
     assert (tmp_path / "sub.preview.png").stat().st_size > 10_000 and (tmp_path / "sub.yaml").is_file()
 
 

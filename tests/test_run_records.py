@@ -40,6 +40,16 @@ def test_run_folder_holds_every_artefact(trained_run):
     cv = json.loads((run / "cv.json").read_text())
     assert cv["cv_f1"] == pytest.approx(macro_f1(oof["label"], oof[[f"p{k}" for k in range(18)]].to_numpy().argmax(1)))
     assert set(cv["fold_f1"]) == {"0", "1"}
+    # every fold finished: the tuned decision, its offsets fitted on all OOF rows, its CV cross-fitted
+    from src import decision
+
+    probs, labels = oof[[f"p{k}" for k in range(18)]].to_numpy(), oof["label"].to_numpy()
+    crossed = decision.cross_fitted(probs, labels, oof["fold"].to_numpy())
+    assert cv["cv_f1_tuned"] == pytest.approx(macro_f1(labels, crossed))
+    assert {"cv_f1_mask_tuned", "cv_f1_gender_tuned", "cv_f1_age_tuned", "cv_acc_tuned"} <= set(cv)
+    saved = json.loads((run / "decision.json").read_text())
+    assert saved["offsets"] == pytest.approx(decision.fit_offsets(probs, labels).tolist(), abs=1e-4)
+    assert saved["cv_f1_tuned"] == cv["cv_f1_tuned"] and saved["cv_f1_argmax"] == cv["cv_f1"]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ confusion matrix, per-class F1, settings changes and error gallery. Missing or h
 become a note on the page, never an exception."""
 from __future__ import annotations
 
+import json
 import base64
 import html
 import re
@@ -45,6 +46,7 @@ class RunSummary:
     epochs: str = ""
     wall_s: float = 0.0
     cv: dict | None = None  # scores() over all OOF rows
+    cv_tuned: float | None = None  # cv.json's cross-fitted macro-F1 with the tuned decision (every fold finished)
     fold_f1: dict = field(default_factory=dict)
     eval: dict | None = None
     changes: list = field(default_factory=list)
@@ -130,6 +132,11 @@ def read_oof_scores(s: RunSummary):
         return
     pred = s.oof[PROB_COLUMNS].to_numpy().argmax(1)
     s.cv = scores(s.oof["label"], pred)
+    if s.run.cv.is_file():
+        try:
+            s.cv_tuned = json.loads(s.run.cv.read_text()).get("cv_f1_tuned")
+        except ValueError:
+            s.notes.append(f"{s.run.cv.name} is unreadable")
     s.fold_f1 = {int(k): scores(g["label"], pred[g.index])["f1"] for k, g in s.oof.groupby("fold")}
 
 
@@ -243,7 +250,7 @@ pre{background:#f6f6f6;padding:.5em;font-size:12px}img{max-width:100%}"""
 
 def runs_table(summaries: list[RunSummary], diff_keys: list[str], with_eval: bool) -> str:
     head = ["run", "start", "commit", "status", "backbone", "input", "heads", "folds", "epochs", "CV macro-F1",
-            "CV mask", "CV gender", "CV age", "per-fold F1", "wall (train epochs)"]
+            "CV tuned", "CV mask", "CV gender", "CV age", "per-fold F1", "wall (train epochs)"]
     head += ["eval F1"] if with_eval else []
     head += [f"what differs ({len(diff_keys)} keys)"]
     rows = []
@@ -255,7 +262,7 @@ def runs_table(summaries: list[RunSummary], diff_keys: list[str], with_eval: boo
         cells = [f'<a href="#run-{esc(s.run.name)}">{esc(s.run.name)}</a>', esc(s.start),
                  esc(s.commit[:8] + ("+dirty" if s.dirty else "")), esc(s.status),
                  esc(s.settings.get("model", "?")), esc(input_size), esc(s.heads), esc(folds), esc(s.epochs),
-                 f'<b>{f3(cv.get("f1"))}</b>', f3(cv.get("f1_mask")), f3(cv.get("f1_gender")), f3(cv.get("f1_age")),
+                 f'<b>{f3(cv.get("f1"))}</b>', f3(s.cv_tuned), f3(cv.get("f1_mask")), f3(cv.get("f1_gender")), f3(cv.get("f1_age")),
                  esc(per_fold), esc(f"{s.wall_s / 60:.1f} min")]
         if with_eval:
             cells.append(f3(s.eval["f1"]) if s.eval else "—")

@@ -20,6 +20,7 @@ from src.errors import ConfigError, DataError, filesystem_error
 from src.files import shown
 from src.labels import CLASS_NAMES, TASK_NAMES
 from src.predict import onnx_graph
+from src.predict.decisions import choose, describe
 from src.predict.engines import check_parity, file_digest, load_models
 from src.predict.plans import RunPlan, plan_runs
 from src.run.atomic import replace_together, text_writer, write_bytes
@@ -62,6 +63,11 @@ def run_record(plan: RunPlan) -> dict:
                 mean=plan.cfg.mean, std=plan.cfg.std)
 
 
+def decision_record(cfg: ExportConfig, plans: list[RunPlan]) -> dict:
+    return describe(*choose(cfg.decision, plans)) | dict(
+        apply="class = argmax(log(probs) + offsets); a plain argmax when offsets is null")
+
+
 def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, diff: float, n: int) -> dict:
     """Everything a consumer needs to reproduce the preprocessing and read the outputs."""
     commit, dirty = git_commit()
@@ -79,7 +85,7 @@ def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, diff: float,
                     for name in onnx_graph.OUTPUTS},
         "classes": CLASS_NAMES,
         "class_encoding": "class = 6 * mask + 3 * gender + age",
-        "decision": dict(rule="argmax", offsets=None),
+        "decision": decision_record(cfg, plans),
         "ensemble": dict(tta=cfg.tta, checkpoint=cfg.checkpoint,
                          rule="mean over runs of each run's mean softmax over its folds and TTA views"),
         "runs": [run_record(p) for p in plans],

@@ -20,6 +20,7 @@ from src.engine import builders
 from src.errors import ConfigError, filesystem_error
 from src.files import shown
 from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
+from src.predict.decisions import decide
 from src.predict.engines import open_engine, predict_batches
 from src.predict.plans import RunPlan, plan_runs
 from src.run.atomic import csv_writer, remove_stale_tmp, replace_together, save_csv, save_text, text_writer
@@ -94,12 +95,12 @@ def output_files(cfg: InferConfig, plans: list[RunPlan]) -> dict[str, Path]:
     return files
 
 
-def preview_figure(info: pd.DataFrame, probs: np.ndarray, n: int = 24):
-    """The first n eval images with their predicted class and probability."""
+def preview_figure(info: pd.DataFrame, probs: np.ndarray, classes: np.ndarray, n: int = 24):
+    """The first n eval images with their predicted class and its probability."""
     fig, axes = pyplot().subplots(4, 6, figsize=(15, 13))
     for ax, i in zip(axes.flat, range(min(n, len(info)))):
         ax.imshow(read_rgb(info["path"].iloc[i]))
-        k = int(probs[i].argmax())
+        k = int(classes[i])
         ax.set_title(f"{k} {CLASS_NAMES[k]}\n{probs[i, k]:.2f}", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
@@ -116,13 +117,14 @@ def infer(cfg: InferConfig) -> Path:
     plans = plan_runs(cfg)  # every run and checkpoint is checked before any model loads
     files = output_files(cfg, plans)  # and every output rule, before any prediction
     probs = predict_runs(cfg, plans, info["path"])
-    submission = pd.DataFrame({"ImageID": info["ImageID"], "ans": probs.argmax(1).astype(int)})
+    classes, decided = decide(cfg.decision, plans, probs)
+    submission = pd.DataFrame({"ImageID": info["ImageID"], "ans": classes.astype(int)})
     probs_df = pd.concat([info[["ImageID"]], pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
     folds = {plan.name: dict(used=plan.folds, still_training={k: who for k, who in plan.training.items()})
              for plan in plans}
     replace_together({files["probs"]: csv_writer(probs_df, float_format="%.6f"),
-                      files["preview"]: png_writer(preview_figure(info, probs), dpi=60),
-                      files["settings"]: text_writer(policy.dump(cfg, extra=dict(folds=folds))),
+                      files["preview"]: png_writer(preview_figure(info, probs, classes), dpi=60),
+                      files["settings"]: text_writer(policy.dump(cfg, extra=dict(folds=folds, decision=decided))),
                       files["submission"]: csv_writer(submission)})
     log.info("submission %s (%d rows); probabilities %s; preview %s; settings %s", files["submission"], len(info),
              files["probs"], files["preview"], files["settings"])
@@ -136,8 +138,10 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
         log.info("pseudo labels: reusing %s", run.pseudo_labels)
         return run.pseudo_labels
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir)
-    probs = predict_runs(cfg, plan_runs(cfg), unlabeled["path"])
-    df = pd.DataFrame({"path": unlabeled["path"], "label": probs.argmax(1), "confidence": probs.max(1)})
+    plans = plan_runs(cfg)
+    probs = predict_runs(cfg, plans, unlabeled["path"])
+    labels, _ = decide(cfg.decision, plans, probs)
+    df = pd.DataFrame({"path": unlabeled["path"], "label": labels, "confidence": probs[np.arange(len(probs)), labels]})
     kept = df[df["confidence"] >= cfg.pseudo_threshold]
     save_csv(kept, run.pseudo_labels, float_format="%.6f")
     save_text(policy.dump(cfg, Prediction), run.pseudo_settings)

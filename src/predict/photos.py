@@ -21,6 +21,7 @@ from src.engine import builders
 from src.errors import ConfigError, DataError
 from src.files import shown
 from src.labels import NUM_CLASSES, PROB_COLUMNS, TASK_NAMES, decode_label, task_probabilities
+from src.predict.decisions import decide
 from src.predict.engines import open_engine, predict_batches
 from src.predict.plans import plan_runs
 from src.run.atomic import save_text
@@ -91,10 +92,10 @@ def problem_of(path: str, max_pixels: int) -> str:
     return "could not be predicted"
 
 
-def rows(found: list[tuple[str, str | None]], probs: np.ndarray, problems: dict[int, str]) -> pd.DataFrame:
-    """One row per photo: an error row carries its problem and no prediction."""
+def rows(found: list[tuple[str, str | None]], probs: np.ndarray, labels: np.ndarray,
+         problems: dict[int, str]) -> pd.DataFrame:
+    """One row per photo with its decided class: an error row carries its problem and no prediction."""
     mask, gender, age = task_probabilities(probs)
-    labels = probs.argmax(1)
     names = [np.asarray(names)[k] for names, k in zip(TASK_NAMES.values(), decode_label(labels))]
     df = pd.DataFrame({"path": [p for p, _ in found], "class": labels.astype(int)})
     for task, column in zip(TASK_NAMES, names):
@@ -174,7 +175,8 @@ def predict(cfg: PredictConfig) -> pd.DataFrame:
     for j in np.flatnonzero(bad):
         problems[readable[j]] = problem_of(paths[j], cfg.max_image_pixels)
     total[list(problems)] = 1.0 / NUM_CLASSES  # placeholders; error rows carry no prediction
-    df = rows(found, total, {i: problems[i] for i in sorted(problems)})
+    classes, _ = decide(cfg.decision, plans, total)
+    df = rows(found, total, classes, {i: problems[i] for i in sorted(problems)})
     text = output_text(df, cfg.format)
     if out is None:
         sys.stdout.write(text)

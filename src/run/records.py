@@ -10,8 +10,9 @@ import json
 import numpy as np
 import pandas as pd
 
+from src import decision
 from src.labels import PROB_COLUMNS
-from src.metrics import confusion, confusion_text, evaluate
+from src.metrics import confusion, confusion_text, evaluate, scores
 from src.run.atomic import save_csv, save_text
 from src.run.figures import confusion_figure, save_png
 from src.run.logging import CONSOLE_ONLY, FILE_ONLY, log
@@ -92,14 +93,23 @@ class RunRecords:
 
 
 def write_cv(run: RunDir, n_folds: int) -> dict:
-    """cv.json: macro-F1 of each fold's OOF rows and of all OOF rows together."""
+    """cv.json: macro-F1 of each fold's OOF rows and of all OOF rows together (argmax). Once every fold has its
+    OOF rows, also the tuned decision: offsets fitted on all of them (decision.json), and the tuned CV, cross-fitted
+    (each fold decided by offsets fitted on the other folds), with its per-task scores."""
     parts = [pd.read_csv(run.oof(k)) for k in range(n_folds) if run.oof(k).is_file()]
     if not parts:
         return {}
     oof = pd.concat(parts, ignore_index=True)
-    whole = evaluate(oof["label"], oof[PROB_COLUMNS].to_numpy())
+    probs, labels = oof[PROB_COLUMNS].to_numpy(), oof["label"].to_numpy()
+    whole = evaluate(labels, probs)
     folds = {int(k): evaluate(g["label"], g[PROB_COLUMNS].to_numpy())["f1"] for k, g in oof.groupby("fold")}
     cv = dict(cv_f1=whole["f1"], fold_f1=folds, **{f"cv_{k}": v for k, v in whole.items() if k != "f1"},
               oof_rows=len(oof))
+    if len(parts) == n_folds:
+        tuned = scores(labels, decision.cross_fitted(probs, labels, oof["fold"].to_numpy()))
+        cv |= {"cv_f1_tuned": tuned["f1"], **{f"cv_{k}_tuned": v for k, v in tuned.items() if k != "f1"}}
+        offsets = decision.fit_offsets(probs, labels)
+        save_text(json.dumps(dict(rule="tuned", offsets=[round(float(v), 4) for v in offsets], oof_rows=len(oof),
+                                  cv_f1_tuned=tuned["f1"], cv_f1_argmax=whole["f1"]), indent=2), run.decision)
     save_text(json.dumps(cv, indent=2), run.cv)
     return cv

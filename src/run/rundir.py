@@ -2,7 +2,7 @@
 
 Nothing else spells a file name of a run. Layout (README "What goes where in logs/"):
 
-    <log_dir>/<name>/config.yaml  folds.csv  train.log  metrics.csv  cv.json  tb/  pseudo_labels.csv (+ .yaml)
+    <log_dir>/<name>/config.yaml  folds.csv  train.log  metrics.csv  cv.json  decision.json  tb/  pseudo_labels.csv (+ .yaml)
                      fold<k>/last.pt  best_f1.pt  best_loss.pt  best_acc.pt  oof.csv  confusion.png  metrics.csv
     <log_dir>/.<name>.lock   the run's lock (creation, run-level files); .<name>.fold<k>.lock: fold k's trainer
                      submission.csv  eval_probs.csv  eval_preview.png  inference.yaml   (written by infer)
@@ -27,6 +27,7 @@ from src.run.atomic import remove_stale_tmp
 
 CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, TENSORBOARD = ("config.yaml", "folds.csv", "train.log", "metrics.csv",
                                                      "cv.json", "tb")
+DECISION = "decision.json"
 PSEUDO_LABELS, PSEUDO_SETTINGS = "pseudo_labels.csv", "pseudo_labels.yaml"
 OOF, CONFUSION = "oof.csv", "confusion.png"
 ONNX_EXPORTS = "onnx"
@@ -34,7 +35,7 @@ ERRORS, LABEL_ISSUES, LABEL_ISSUES_GALLERY, REPORT = "errors.png", "label_issues
 SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS = ("submission.csv", "eval_probs.csv", "eval_preview.png",
                                                             "inference.yaml")
 PREDICTION_NAMES = (SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS)
-RUN_FILES = (CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, TENSORBOARD, PSEUDO_LABELS, PSEUDO_SETTINGS, ERRORS, LABEL_ISSUES,
+RUN_FILES = (CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, DECISION, TENSORBOARD, PSEUDO_LABELS, PSEUDO_SETTINGS, ERRORS, LABEL_ISSUES,
              LABEL_ISSUES_GALLERY, SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS, ONNX_EXPORTS)
 
 
@@ -132,6 +133,7 @@ class RunDir:
     train_log = property(lambda self: self.root / TRAIN_LOG)
     metrics = property(lambda self: self.root / METRICS)
     cv = property(lambda self: self.root / CV)
+    decision = property(lambda self: self.root / DECISION)
     tensorboard = property(lambda self: self.root / TENSORBOARD)
     pseudo_labels = property(lambda self: self.root / PSEUDO_LABELS)
     pseudo_settings = property(lambda self: self.root / PSEUDO_SETTINGS)

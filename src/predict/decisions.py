@@ -1,0 +1,78 @@
+"""Which decision turns the runs' probabilities into classes (--decision): tuned offsets, or a plain argmax.
+One run uses its decision.json (fitted by train.py on all its out-of-fold rows); a run ensemble fits offsets on
+the runs' mean out-of-fold probabilities, the same mean its predictions take."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+
+from src import decision
+from src.errors import CheckpointError
+from src.labels import NUM_CLASSES, PROB_COLUMNS
+from src.predict.plans import RunPlan
+
+log = logging.getLogger("maskcls")
+
+
+def saved_offsets(plan: RunPlan) -> np.ndarray | None:
+    """A run's decision.json offsets, checked: 18 finite numbers."""
+    path = plan.run.decision
+    if not path.is_file():
+        return None
+    try:
+        offsets = json.loads(path.read_text())["offsets"]
+        ok = len(offsets) == NUM_CLASSES and all(isinstance(v, (int, float)) and math.isfinite(v) for v in offsets)
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{path}: 'offsets' must be {NUM_CLASSES} finite numbers; retrain the run's last fold "
+                              f"to rewrite it, or use --decision argmax")
+    return np.asarray(offsets, dtype=np.float64)
+
+
+def complete_oof(plan: RunPlan) -> pd.DataFrame | None:
+    """Every fold's out-of-fold rows of a run, or None when a fold has none yet."""
+    files = [plan.run.oof(k) for k in range(plan.cfg.n_folds)]
+    if not all(f.is_file() for f in files):
+        return None
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True).set_index("path").sort_index()
+
+
+def choose(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, str]:
+    """(offsets or None for argmax, how the decision was made) for --decision `rule`."""
+    if rule == "argmax":
+        return None, "argmax (--decision argmax)"
+    if len(plans) == 1:
+        offsets = saved_offsets(plans[0])
+        if offsets is None:
+            return None, (f"argmax: run {plans[0].name} has no {plans[0].run.decision.name} (offsets are fitted once "
+                          f"every fold has finished)")
+        return offsets, f"tuned: offsets of {plans[0].run.decision}"
+    oofs = [complete_oof(p) for p in plans]
+    missing = [p.name for p, o in zip(plans, oofs) if o is None]
+    if missing:
+        return None, f"argmax: run(s) {', '.join(missing)} lack out-of-fold rows of some fold"
+    if any(not o.index.equals(oofs[0].index) for o in oofs):
+        return None, "argmax: the runs' out-of-fold rows are not the same images"
+    probs = np.mean([o[PROB_COLUMNS].to_numpy() for o in oofs], axis=0)
+    labels = oofs[0]["label"].to_numpy()
+    offsets = decision.fit_offsets(probs, labels)
+    return offsets, (f"tuned: offsets fitted on the {len(plans)} runs' mean out-of-fold probabilities "
+                     f"({len(labels)} rows)")
+
+
+def decide(rule: str, plans: list[RunPlan], probs: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The classes of `probs`, and what the settings file records of the decision."""
+    offsets, how = choose(rule, plans)
+    log.info("decision: %s", how)
+    return decision.decide(probs, offsets), describe(offsets, how)
+
+
+def describe(offsets: np.ndarray | None, how: str) -> dict:
+    """The decision as settings files and model.json record it."""
+    return dict(rule="tuned" if offsets is not None else "argmax", how=how,
+                offsets=None if offsets is None else [round(float(v), 4) for v in offsets])

@@ -1,0 +1,54 @@
+"""src/decision.py: offsets raise macro-F1 as computed by hand; cross-fitting never uses a fold's own rows."""
+import numpy as np
+import pytest
+
+from src import decision
+from src.metrics import macro_f1
+
+
+def test_fast_macro_f1_is_sklearns():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y, p = rng.integers(0, 18, 200), rng.integers(0, 18, 200)
+        agree = rng.random(200) < 0.5
+        p[agree] = y[agree]
+        assert decision.fast_macro_f1(y, p) == pytest.approx(macro_f1(y, p), abs=1e-12)
+    y = np.array([0, 0, 1])
+    assert decision.fast_macro_f1(y, np.array([0, 0, 0]), 3) == pytest.approx((0.8 + 0 + 0) / 3)
+
+
+def test_offsets_raise_macro_f1_on_a_hand_made_table():
+    # Three classes; class 2 is rare and always a little less likely than class 1, so argmax never predicts it.
+    probs = np.array([[0.8, 0.1, 0.1]] * 4 + [[0.1, 0.8, 0.1]] * 4 + [[0.1, 0.5, 0.4]] * 2)
+    labels = np.array([0] * 4 + [1] * 4 + [2] * 2)
+    # argmax: class 0 perfect (F1 1); class 1: tp 4, fp 2, fn 0 -> 8/10; class 2: 0 -> macro (1 + .8 + 0)/3 = .6
+    assert decision.fast_macro_f1(labels, probs.argmax(1), 3) == pytest.approx(0.6)
+    offsets = decision.fit_offsets(probs, labels)
+    tuned = decision.decide(probs, offsets)
+    # log .4 + o2 > log .5 + o1 while log .1 + o2 < log .8 + o1: every row right, macro-F1 1
+    assert list(tuned) == list(labels) and decision.fast_macro_f1(labels, tuned, 3) == 1.0
+    assert np.log(0.4) + offsets[2] > np.log(0.5) + offsets[1] and np.log(0.1) + offsets[2] < np.log(0.8) + offsets[1]
+    assert list(decision.decide(probs, None)) == list(probs.argmax(1))
+
+
+def test_cross_fitting_never_uses_a_folds_own_rows(monkeypatch):
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(18), 120)
+    labels, folds = rng.integers(0, 18, 120), np.repeat([0, 1, 2], 40)
+    seen = []
+    real = decision.fit_offsets
+
+    def spy(p, y):
+        seen.append(p)
+        return real(p, y)
+
+    monkeypatch.setattr(decision, "fit_offsets", spy)
+    out = decision.cross_fitted(probs, labels, folds)
+    assert len(seen) == 3 and out.shape == (120,)
+    for k, fitted_on in enumerate(seen):
+        own = {tuple(r) for r in probs[folds == k]}
+        assert len(fitted_on) == 80 and not own & {tuple(r) for r in fitted_on}
+    for k in range(3):  # each fold is decided by the offsets of the others
+        rest = folds != k
+        expected = decision.decide(probs[folds == k], real(probs[rest], labels[rest]))
+        assert list(out[folds == k]) == list(expected)
