@@ -47,6 +47,11 @@ def fit_offsets(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return offsets
 
 
+def rule(cv_tuned: float, cv_argmax: float) -> str:
+    """'tuned' where the cross-fitted tuned CV beats the argmax CV; offsets that only fit their own rows stay unused."""
+    return "tuned" if cv_tuned > cv_argmax else "argmax"
+
+
 def cross_fitted(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """Each fold's rows decided with offsets fitted on the other folds' rows only."""
     probs, labels, folds = np.asarray(probs), np.asarray(labels), np.asarray(folds)

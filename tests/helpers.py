@@ -88,3 +88,14 @@ def read_only(folder: Path):
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+def applied_offsets(run_root: Path):
+    """The offsets infer applies for a run's decision.json: its offsets where its rule is tuned, else None."""
+    import json
+
+    import numpy as np
+
+    saved = json.loads((Path(run_root) / "decision.json").read_text())
+    return np.array(saved["offsets"]) if saved["rule"] == "tuned" else None
+

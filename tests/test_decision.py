@@ -52,3 +52,8 @@ def test_cross_fitting_never_uses_a_folds_own_rows(monkeypatch):
         rest = folds != k
         expected = decision.decide(probs[folds == k], real(probs[rest], labels[rest]))
         assert list(out[folds == k]) == list(expected)
+
+
+def test_offsets_are_used_only_where_the_cross_fitted_cv_beats_argmax():
+    assert decision.rule(0.51, 0.50) == "tuned"
+    assert decision.rule(0.50, 0.50) == "argmax" and decision.rule(0.47, 0.50) == "argmax"

@@ -14,11 +14,11 @@ import yaml
 import infer
 from src.config.schema import InferConfig
 from src.decision import decide
-from src.errors import DataError, RunNotFound
+from src.errors import CheckpointError, DataError, RunNotFound
 from src.labels import PROB_COLUMNS as PROBS
 from src.predict import infer as predict
 from src.run.rundir import RunDir, prediction_files
-from tests.helpers import ROOT, TINY, cli, copy_data, one_line, read_only, run_py, tiny_cfg
+from tests.helpers import ROOT, TINY, applied_offsets, cli, copy_data, one_line, read_only, run_py, tiny_cfg
 
 
 def infer_cfg(dataset, log_dir, **kw):
@@ -35,12 +35,32 @@ def test_submission_has_the_rows_and_order_of_info(trained_run, dataset, tmp_pat
     probs = pd.read_csv(tmp_path / "sub.probs.csv")  # named after --out
     assert list(probs["ImageID"]) == list(info["ImageID"])
     assert np.allclose(probs[PROBS].sum(axis=1), 1, atol=1e-4)
-    offsets = json.loads((log_dir / name / "decision.json").read_text())["offsets"]
-    assert (decide(probs[PROBS].to_numpy(), np.array(offsets)) == sub["ans"]).all()  # the run's tuned decision
-    assert yaml.safe_load((tmp_path / "sub.yaml").read_text())["decision"]["offsets"] == offsets
-    plain = predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "plain.csv", decision="argmax"))
-    assert (pd.read_csv(plain)["ans"] == probs[PROBS].to_numpy().argmax(1)).all()
+    assert (decide(probs[PROBS].to_numpy(), applied_offsets(log_dir / name)) == sub["ans"]).all()
     assert (tmp_path / "sub.preview.png").stat().st_size > 10_000 and (tmp_path / "sub.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_the_decision_is_the_runs_tuned_offsets_or_argmax(own_run, dataset, tmp_path):
+    log_dir, name = own_run
+    run = RunDir(log_dir, name)
+    saved = json.loads(run.decision.read_text())  # written by train.py: every fold finished
+    assert saved["rule"] == ("tuned" if saved["cv_f1_tuned"] > saved["cv_f1_argmax"] else "argmax")
+    offsets = [0.0] * 18
+    offsets[5] = 30.0  # overrules any probability: every image becomes class 5
+    run.decision.write_text(json.dumps(dict(saved, rule="tuned", offsets=offsets)))
+    sub = pd.read_csv(predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "t.csv")))
+    assert (sub["ans"] == 5).all()
+    record = yaml.safe_load((tmp_path / "t.yaml").read_text())["decision"]
+    assert record["rule"] == "tuned" and record["offsets"][5] == 30.0 and str(run.decision) in record["how"]
+    plain = pd.read_csv(predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "a.csv", decision="argmax")))
+    probs = pd.read_csv(tmp_path / "a.probs.csv")[PROBS].to_numpy()
+    assert (plain["ans"] == probs.argmax(1)).all() and not (plain["ans"] == 5).all()
+    run.decision.write_text(json.dumps(dict(saved, rule="argmax", offsets=offsets)))  # offsets that did not help
+    kept = pd.read_csv(predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "k.csv")))
+    assert kept["ans"].equals(plain["ans"])
+    run.decision.write_text(json.dumps(dict(saved, offsets=[0.0] * 17)))
+    with pytest.raises(CheckpointError, match="decision.json: expected rule tuned|argmax and 18 finite 'offsets'"):
+        predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "x.csv"))
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from src.data.images import read_rgb
 from src.decision import decide
 from src.labels import CLASS_NAMES, PROB_COLUMNS
 from src.predict.photos import COLUMNS, TASK_COLUMNS, collect
-from tests.helpers import cli, first_eval_image, one_line
+from tests.helpers import applied_offsets, cli, first_eval_image, one_line
 
 
 def test_collect_finds_files_folders_and_globs_and_names_what_finds_nothing(tmp_path):
@@ -69,7 +69,7 @@ def test_a_mixed_folder_gives_right_rows_and_error_rows(trained_run, dataset, tm
     ok = rows.loc[good].astype({c: float for c in [*TASK_COLUMNS, *PROB_COLUMNS]})
     assert (ok["error"] == "").all()
     probs = ok[PROB_COLUMNS].to_numpy()
-    offsets = np.array(json.loads((log_dir / name / "decision.json").read_text())["offsets"])
+    offsets = applied_offsets(log_dir / name)
     assert np.allclose(probs.sum(1), 1, atol=1e-4) and (decide(probs, offsets) == ok["class"].astype(int)).all()
     names = [CLASS_NAMES[int(k)].split("/") for k in ok["class"]]
     assert [[m, g, a] for m, g, a in zip(ok["mask"], ok["gender"], ok["age"])] == names

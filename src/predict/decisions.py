@@ -18,20 +18,27 @@ from src.predict.plans import RunPlan
 log = logging.getLogger("maskcls")
 
 
-def saved_offsets(plan: RunPlan) -> np.ndarray | None:
-    """A run's decision.json offsets, checked: 18 finite numbers."""
+def saved_offsets(plan: RunPlan) -> tuple[np.ndarray | None, str]:
+    """A run's decision.json offsets (checked: 18 finite numbers) where its rule says tuned, and why."""
     path = plan.run.decision
     if not path.is_file():
-        return None
+        return None, (f"argmax: run {plan.name} has no {path.name} (offsets are fitted once every fold has "
+                      f"finished)")
     try:
-        offsets = json.loads(path.read_text())["offsets"]
+        saved = json.loads(path.read_text())
+        offsets = saved["offsets"]
         ok = len(offsets) == NUM_CLASSES and all(isinstance(v, (int, float)) and math.isfinite(v) for v in offsets)
+        ok = ok and saved["rule"] in ("tuned", "argmax")
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:
-        raise CheckpointError(f"{path}: 'offsets' must be {NUM_CLASSES} finite numbers; retrain the run's last fold "
-                              f"to rewrite it, or use --decision argmax")
-    return np.asarray(offsets, dtype=np.float64)
+        raise CheckpointError(f"{path}: expected rule tuned|argmax and {NUM_CLASSES} finite 'offsets'; retrain the "
+                              f"run's last fold to rewrite it, or use --decision argmax")
+    if saved["rule"] != "tuned":
+        return None, (f"argmax: run {plan.name}'s offsets did not help out of fold (cross-fitted CV "
+                      f"{saved.get('cv_f1_tuned', float('nan')):.4f} against argmax "
+                      f"{saved.get('cv_f1_argmax', float('nan')):.4f}, {path})")
+    return np.asarray(offsets, dtype=np.float64), f"tuned: offsets of {path}"
 
 
 def complete_oof(plan: RunPlan) -> pd.DataFrame | None:
@@ -47,11 +54,7 @@ def choose(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, str]:
     if rule == "argmax":
         return None, "argmax (--decision argmax)"
     if len(plans) == 1:
-        offsets = saved_offsets(plans[0])
-        if offsets is None:
-            return None, (f"argmax: run {plans[0].name} has no {plans[0].run.decision.name} (offsets are fitted once "
-                          f"every fold has finished)")
-        return offsets, f"tuned: offsets of {plans[0].run.decision}"
+        return saved_offsets(plans[0])
     oofs = [complete_oof(p) for p in plans]
     missing = [p.name for p, o in zip(plans, oofs) if o is None]
     if missing:
@@ -59,10 +62,13 @@ def choose(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, str]:
     if any(not o.index.equals(oofs[0].index) for o in oofs):
         return None, "argmax: the runs' out-of-fold rows are not the same images"
     probs = np.mean([o[PROB_COLUMNS].to_numpy() for o in oofs], axis=0)
-    labels = oofs[0]["label"].to_numpy()
-    offsets = decision.fit_offsets(probs, labels)
-    return offsets, (f"tuned: offsets fitted on the {len(plans)} runs' mean out-of-fold probabilities "
-                     f"({len(labels)} rows)")
+    labels, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
+    tuned = decision.fast_macro_f1(labels, decision.cross_fitted(probs, labels, folds))
+    plain = decision.fast_macro_f1(labels, probs.argmax(1))
+    where = f"the {len(plans)} runs' mean out-of-fold probabilities ({len(labels)} rows)"
+    if decision.rule(tuned, plain) != "tuned":
+        return None, f"argmax: offsets fitted on {where} did not help out of fold ({tuned:.4f} against {plain:.4f})"
+    return decision.fit_offsets(probs, labels), f"tuned: offsets fitted on {where} (cross-fitted CV {tuned:.4f})"
 
 
 def decide(rule: str, plans: list[RunPlan], probs: np.ndarray) -> tuple[np.ndarray, dict]:

@@ -95,7 +95,8 @@ class RunRecords:
 def write_cv(run: RunDir, n_folds: int) -> dict:
     """cv.json: macro-F1 of each fold's OOF rows and of all OOF rows together (argmax). Once every fold has its
     OOF rows, also the tuned decision: offsets fitted on all of them (decision.json), and the tuned CV, cross-fitted
-    (each fold decided by offsets fitted on the other folds), with its per-task scores."""
+    (each fold decided by offsets fitted on the other folds), with its per-task scores. decision.json's rule is
+    'tuned' only where that cross-fitted CV beats the argmax one."""
     parts = [pd.read_csv(run.oof(k)) for k in range(n_folds) if run.oof(k).is_file()]
     if not parts:
         return {}
@@ -109,7 +110,8 @@ def write_cv(run: RunDir, n_folds: int) -> dict:
         tuned = scores(labels, decision.cross_fitted(probs, labels, oof["fold"].to_numpy()))
         cv |= {"cv_f1_tuned": tuned["f1"], **{f"cv_{k}_tuned": v for k, v in tuned.items() if k != "f1"}}
         offsets = decision.fit_offsets(probs, labels)
-        save_text(json.dumps(dict(rule="tuned", offsets=[round(float(v), 4) for v in offsets], oof_rows=len(oof),
+        save_text(json.dumps(dict(rule=decision.rule(tuned["f1"], whole["f1"]),
+                                  offsets=[round(float(v), 4) for v in offsets], oof_rows=len(oof),
                                   cv_f1_tuned=tuned["f1"], cv_f1_argmax=whole["f1"]), indent=2), run.decision)
     save_text(json.dumps(cv, indent=2), run.cv)
     return cv
