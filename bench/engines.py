@@ -62,6 +62,16 @@ def infer_seconds(a, engine: str, out: Path) -> float:
     return time.perf_counter() - t0
 
 
+def print_table(first: str, unit: str, rows: dict[str, list[float]], ratio: tuple[str, list[float]], rounds: int):
+    """A markdown table: one column per round and the median, the value rows then the ratio row."""
+    print(f"| {first} | " + " | ".join(f"round {r + 1}{unit}" for r in range(rounds)) + f" | median{unit} |")
+    print("|---|" + "---|" * (rounds + 1))
+    for name, values in rows.items():
+        print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {statistics.median(values):.1f} |")
+    name, values = ratio
+    print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {statistics.median(values):.2f} |")
+
+
 def main(argv=None):
     a = parse(argv)
     plan = plan_run(a.log_dir, a.run, a.checkpoint)
@@ -87,11 +97,8 @@ def main(argv=None):
           f"{len(plan.folds)} folds, {cfg.img_height}x{cfg.img_width}, {a.checkpoint}, tta={a.tta}); "
           f"{len(x)} eval images of {a.data_dir}, batch {a.infer_batch_size}; {torch.get_num_threads()} threads; "
           f"{os.cpu_count()} cores; torch {torch.__version__}")
-    print("| row | " + " | ".join(f"round {r + 1}" for r in range(a.rounds)) + " | median |")
-    print("|---|" + "---|" * (a.rounds + 1))
-    for name, values in rates.items():
-        print(f"| {name} img/s | " + " | ".join(f"{v:.1f}" for v in values) + f" | {statistics.median(values):.1f} |")
-    print("| onnxruntime / torch | " + " | ".join(f"{v:.2f}" for v in ratios) + f" | {statistics.median(ratios):.2f} |")
+    print_table("row", "", {f"{name} img/s": values for name, values in rates.items()},
+                ("onnxruntime / torch", ratios), a.rounds)
     if a.no_whole:
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,11 +113,7 @@ def main(argv=None):
     n = len(load_eval(a.data_dir))
     print(f"\n# infer.py whole process on {n} eval images (decode, resize, predict, write); first onnxruntime infer "
           f"with the export: {first:.1f} s")
-    print("| engine | " + " | ".join(f"round {r + 1} s" for r in range(a.rounds)) + " | median s |")
-    print("|---|" + "---|" * (a.rounds + 1))
-    for name, values in seconds.items():
-        print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {statistics.median(values):.1f} |")
-    print("| torch / onnxruntime | " + " | ".join(f"{v:.2f}" for v in whole) + f" | {statistics.median(whole):.2f} |")
+    print_table("engine", " s", seconds, ("torch / onnxruntime", whole), a.rounds)
     print(f"ratio_whole_process={statistics.median(whole):.3f}")
 
 

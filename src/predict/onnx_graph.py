@@ -78,5 +78,4 @@ def parity(graph: ProbabilityGraph, sess, x: torch.Tensor) -> float:
     graph.eval()
     ours = [t.numpy() for t in graph(x)]
     theirs = sess.run(list(OUTPUTS), {INPUT: x.numpy()})
-    diff = max(float(np.nan_to_num(np.abs(a - b), nan=np.inf).max()) for a, b in zip(ours, theirs))
-    return diff
+    return max(float(np.nan_to_num(np.abs(a - b), nan=np.inf).max()) for a, b in zip(ours, theirs))

@@ -9,14 +9,13 @@ import logging
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
 from src.config.schema import PredictConfig
-from src.data.images import read_rgb
+from src.data.images import FileImages, read_rgb
 from src.engine import builders
 from src.errors import ConfigError, DataError
 from src.files import shown
@@ -56,28 +55,20 @@ def collect(inputs: list[str]) -> list[tuple[str, str | None]]:
     return list(dict.fromkeys(found))  # a photo named twice is predicted once
 
 
-def photo(path: str, size: tuple[int, int], max_pixels: int) -> np.ndarray:
-    """Decoded and resized to the run's decode size exactly as infer does (INTER_AREA from the full image)."""
-    img = read_rgb(path, max_pixels)
-    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA) if img.shape[:2] != tuple(size) else img
-
-
 class Photos(Dataset):
-    """(uint8 CHW tensor, 0, index) per readable photo; (zeros, 1, index) for one that is not, unless `strict`,
-    where its DataError stops the prediction."""
+    """(uint8 CHW tensor, 0, index) per readable photo, decoded and resized as infer does (FileImages); (zeros, 1,
+    index) for one that is not, unless `strict`, where its DataError stops the prediction."""
 
-    def __init__(self, paths: list[str], size: tuple[int, int], input_size: tuple[int, int], transform,
-                 max_pixels: int, strict: bool):
-        self.paths, self.size, self.transform = paths, size, transform
-        self.max_pixels, self.strict = max_pixels, strict
+    def __init__(self, images: FileImages, input_size: tuple[int, int], transform, strict: bool):
+        self.images, self.transform, self.strict = images, transform, strict
         self.blank = torch.zeros((3, *input_size), dtype=torch.uint8)
 
     def __len__(self):
-        return len(self.paths)
+        return len(self.images)
 
     def __getitem__(self, i):
         try:
-            return self.transform(photo(self.paths[i], self.size, self.max_pixels)), 0, i
+            return self.transform(self.images[i]), 0, i
         except DataError:
             if self.strict:
                 raise
@@ -165,8 +156,8 @@ def predict(cfg: PredictConfig) -> pd.DataFrame:
     for plan in plans if paths else []:
         engine = open_engine(cfg.engine, plan.name, plan.run, plan.cfg, plan.checkpoints, plan.folds, cfg.checkpoint,
                              cfg.tta, cfg.amp, device)
-        ds = Photos(paths, builders.work_size(plan.cfg), builders.input_size(plan.cfg),
-                    builders.eval_transform(plan.cfg), cfg.max_image_pixels, cfg.strict)
+        ds = Photos(FileImages(paths, builders.work_size(plan.cfg), cfg.max_image_pixels),
+                    builders.input_size(plan.cfg), builders.eval_transform(plan.cfg), cfg.strict)
         loader = builders.loader(ds, cfg, device, cfg.infer_batch_size)
         flags, indices, probs = predict_batches(engine, loader, desc=f"predict {plan.name}" if len(paths) > 64
                                                 else None)
