@@ -8,9 +8,10 @@ DEMO_DATA ?= data/synthetic
 
 venv: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/.installed)
 
-.venv/.installed: requirements.txt
+.venv/.installed: requirements.txt requirements-nodeps.txt
 	test -x .venv/bin/python || python3 -m venv .venv
 	.venv/bin/python -m pip install -q -r requirements.txt
+	.venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
 test: venv

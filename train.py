@@ -4,6 +4,7 @@
 Every option lives in src/config/schema.py; `python train.py --help` lists them.
 """
 import sys
+from pathlib import Path
 
 from src.config.parsing import parse_or_exit
 from src.config.schema import TrainConfig
@@ -15,9 +16,11 @@ def main(argv=None) -> int:
     with fail_cleanly():
         if cfg.check_data:
             from src.data.check import print_check_data
+            from src.engine.builders import crops
 
             return print_check_data(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed,
-                                    cfg.max_image_pixels)
+                                    cfg.max_image_pixels,
+                                    lambda paths: crops(cfg, paths, Path(cfg.log_dir) / "cache", cfg.max_image_pixels))
         from src.engine.trainer import train
 
         train(cfg)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
+from src.config.schema import MAX_IMAGE_PIXELS
 from src.data.dataset import FaceDataset
-from src.data.images import FileImages
 from src.data.tables import load_eval
 from src.engine import builders
 from src.predict.engines import OnnxEngine, TorchEngine, cached_session, load_models
@@ -77,7 +77,7 @@ def main(argv=None):
     plan = plan_run(a.log_dir, a.run, a.checkpoint)
     cfg = plan.cfg
     paths = load_eval(a.data_dir)["path"][:a.images]
-    ds = FaceDataset(FileImages(paths, builders.work_size(cfg)), None, builders.eval_transform(cfg))
+    ds = FaceDataset(builders.file_images(cfg, paths, a.log_dir, MAX_IMAGE_PIXELS), None, builders.eval_transform(cfg))
     x = torch.stack([ds[i][0] for i in range(len(ds))])
     batches = list(x.split(a.infer_batch_size))
     cpu = torch.device("cpu")

@@ -6,8 +6,10 @@
 A variant is "name|extra train arguments|extra pseudo arguments". With a third part (even empty), a
 pseudo-labelling round follows: the trained run labels the eval images, a student with the same recipe
 (plus those arguments) trains on them, and the student is scored; the wall time covers both.
-Prints one table row per variant: CV macro-F1 over all out-of-fold rows, eval macro-F1, per-task eval F1,
-CV - eval, and the wall time of train + infer. Runs one at a time: never time two things at once.
+Prints one table row per variant: the CV macro-F1 over all out-of-fold rows with argmax and with the tuned decision
+(cross-fitted), eval macro-F1 with argmax and with the run's offsets, the rule the run chose (decision.json) and
+the per-task eval F1 of the submission (which follows that rule), tuned CV - eval of the submission, and the wall
+time of train + infer. Runs one at a time: never time two things at once.
 """
 import argparse
 import datetime
@@ -19,12 +21,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from src import decision
 from src.labels import PROB_COLUMNS
-from src.metrics import evaluate
+from src.metrics import scores
 from src.run.rundir import RunDir, prediction_files
 
 
@@ -44,8 +48,9 @@ def main(argv=None):
     answers = pd.read_csv(a.data_dir / "eval_answers.csv")
     print(f"setup: {datetime.date.today()}  cores={len(os.sched_getaffinity(0))}  recipe={a.recipe}  "
           f"data={a.data_dir}  log_dir={a.log_dir}", flush=True)
-    print("| variant | extra arguments | CV macro-F1 (OOF rows) | eval macro-F1 | eval mask / gender / age | "
-          "CV - eval | train + infer |\n|---|---|---|---|---|---|---|", flush=True)
+    print("| variant | extra arguments | CV argmax (OOF rows) | CV tuned | eval argmax | eval tuned | rule | "
+          "submission mask / gender / age | CV - eval | train + infer |\n|---|---|---|---|---|---|---|---|---|---|",
+          flush=True)
     for spec in a.variant:
         name, train_args, *pseudo = spec.split("|")
         common = ["--config", a.recipe, "--data_dir", a.data_dir, "--log_dir", a.log_dir, *shlex.split(train_args)]
@@ -59,14 +64,20 @@ def main(argv=None):
         minutes = (time.perf_counter() - t0) / 60
         run_dir = RunDir(a.log_dir, scored)
         probs = pd.read_csv(prediction_files(run_dir.submission)["probs"])
-        assert (probs["ImageID"] == answers["ImageID"]).all()
-        s = evaluate(answers["ans"], probs[PROB_COLUMNS].to_numpy())
+        submitted = pd.read_csv(run_dir.submission)
+        assert (probs["ImageID"] == answers["ImageID"]).all() and (submitted["ImageID"] == answers["ImageID"]).all()
+        p = probs[PROB_COLUMNS].to_numpy()
+        chosen = json.loads(run_dir.decision.read_text())
+        plain = scores(answers["ans"], decision.decide(p, None))["f1"]
+        tuned = scores(answers["ans"], decision.decide(p, np.asarray(chosen["offsets"])))["f1"]
+        s = scores(answers["ans"], submitted["ans"])
         cv = json.loads(run_dir.cv.read_text())
         extra = train_args + (f" + pseudo {pseudo[0]}".rstrip() if pseudo else "")
-        print(f"| {name} | {extra or '(recipe)'} | {cv['cv_f1']:.4f} ({cv['oof_rows']}) | {s['f1']:.4f} | "
-              f"{s['f1_mask']:.3f} / {s['f1_gender']:.3f} / {s['f1_age']:.3f} | {cv['cv_f1'] - s['f1']:+.3f} | "
+        cv_chosen = cv["cv_f1_tuned"] if chosen["rule"] == "tuned" else cv["cv_f1"]
+        print(f"| {name} | {extra or '(recipe)'} | {cv['cv_f1']:.4f} ({cv['oof_rows']}) | {cv['cv_f1_tuned']:.4f} | "
+              f"{plain:.4f} | {tuned:.4f} | {chosen['rule']} | "
+              f"{s['f1_mask']:.3f} / {s['f1_gender']:.3f} / {s['f1_age']:.3f} | {cv_chosen - s['f1']:+.3f} | "
               f"{minutes:.1f} min |", flush=True)
-
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
 """src/engine/trainer.py: end-to-end training, resume, kills, folds side by side, non-finite numbers, fold seeds."""
+import json
 import os
 import signal
 import subprocess
@@ -341,3 +342,23 @@ def test_forty_people_with_four_folds_train_with_the_warning(tmp_path, capsys):
     assert "warning: stratum" in log and "left out of training (they still validate)" in log
     assert RunDir(tmp_path / "logs", "small").cv.is_file()
 
+
+
+@pytest.mark.slow
+def test_face_crops_train_and_predict_with_boxes_kept_in_the_cache_only(dataset, tmp_path, capsys):
+    before = sorted((p, p.stat().st_mtime_ns) for p in dataset.rglob("*"))
+    logs = tmp_path / "logs"
+    code, err = cli(train.main, "--data_dir", dataset, "--log_dir", logs, "--name", "face", *TINY, "--fold", "0",
+                    "--epochs", "1", "--crop", "face", "--cache", "disk", capsys=capsys)
+    assert code == 0, err
+    line = next(s for s in RunDir(logs, "face").train_log.read_text().splitlines() if "crop face:" in s)
+    fell_back = int(line.split("crop face: ")[1].split()[0])
+    assert 0 < fell_back < 168 and "of 168 images" in line  # drawn masked faces defeat the detector, bare ones not
+    assert (logs / "cache" / "faces-mtcnn.json").is_file() and list((logs / "cache").glob("*.npy"))
+    assert cli(infer.main, "--data_dir", dataset, "--log_dir", logs, "--run", "face", capsys=capsys)[0] == 0
+    assert len(pd.read_csv(RunDir(logs, "face").submission)) == 28
+    assert sorted((p, p.stat().st_mtime_ns) for p in dataset.rglob("*")) == before
+    report = json.loads(run_py("train.py", "--data_dir", dataset, "--log_dir", logs, "--check_data", "--n_folds",
+                               "2", "--crop", "face").stdout)
+    assert report["crop_train"] == dict(kind="face", images=168, fallbacks=fell_back)
+    assert report["crop_eval"]["images"] == 28 and report["crop_eval"]["kind"] == "face"

@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 import yaml
 
-from src.config.schema import ENTRY_POINTS, RESERVED_NAMES, AgeSpan, Name, Needs, Positional, Range, TrainConfig
+from src.config.schema import ENTRY_POINTS, RESERVED_NAMES, AgeSpan, Box, Name, Needs, Positional, Range, TrainConfig
 from src.errors import ConfigError, fail_cleanly
 from src.files import irregular, read_regular
 
@@ -47,9 +47,9 @@ def field_extras(cls, key: str) -> tuple:
 
 @functools.cache
 def field_type(cls, key: str):
-    """(base type, Literal choices or None, rule (a Range or Name) or None) of a field."""
+    """(base type, Literal choices or None, rule (a Range, Name, AgeSpan or Box) or None) of a field."""
     typ, extras = field_extras(cls, key)
-    rule = next((e for e in extras if isinstance(e, (Range, Name, AgeSpan))), None)
+    rule = next((e for e in extras if isinstance(e, (Range, Name, AgeSpan, Box))), None)
     if typing.get_origin(typ) is Literal:
         return str, typing.get_args(typ), rule
     return typ, None, rule
@@ -164,7 +164,7 @@ def check_settings(cfg):
                 raise ConfigError(f"--{key} {reserved[0]!r} is reserved for log_dir/{reserved[0]}; choose another name",
                                   key)
             raise ConfigError(f"--{key} {value!r} is not a run name: use {rule}", key)
-        if isinstance(rule, (Range, AgeSpan)) and not rule.allows(value):
+        if isinstance(rule, (Range, AgeSpan, Box)) and not rule.allows(value):
             raise ConfigError(f"--{key} must be {rule}, got {value}", key)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"--{key} must be a finite number, got {value}", key)

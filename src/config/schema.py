@@ -83,6 +83,18 @@ class AgeSpan:
 
 
 @dataclass(frozen=True)
+class Box:
+    """Allowed values of a box field: x0 y0 x1 y1 as fractions of the frame, 0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1."""
+
+    def __str__(self) -> str:
+        return "four fractions of the frame x0 y0 x1 y1 with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"
+
+    def allows(self, v) -> bool:
+        return (len(v) == 4 and all(math.isfinite(c) and 0 <= c <= 1 for c in v)
+                and v[0] < v[2] and v[1] < v[3])
+
+
+@dataclass(frozen=True)
 class Needs:
     """The field only has an effect when setting `key` is one of `values`."""
     key: str
@@ -157,6 +169,14 @@ class Data:
     fold: str = "all"  # which fold(s) to train: an index or 'all'
     cache: Literal["none", "ram", "disk"] = "none"  # decoded-image cache: ram (shared memory) or disk (memory-mapped in log_dir/cache)
     cache_margin: Annotated[float, Range(1)] = 1.15  # cached images are this much larger than the input, for crop/scale augmentation
+
+
+@dataclass
+class Crop:
+    """the crop before the resize"""
+    crop: Literal["none", "center", "face"] = "none"  # whole frame, the crop_box, or a detected face widened by face_margin (crop_box where none is found)
+    crop_box: Annotated[list[float], Box(), Needs("crop", "center", "face")] = field(default_factory=lambda: [0.1667, 0.1406, 0.8333, 0.8066])  # x0 y0 x1 y1 as fractions of the frame: face, hair and neck of a 384x512 photo
+    face_margin: Annotated[NonNeg, Needs("crop", "face")] = 0.4  # each side of a detected face box grows by this share of its size, then the box widens to the input's aspect
 
 
 @dataclass
@@ -298,7 +318,7 @@ class Export:
 
 # Field order of --help follows the base classes from the last to the first.
 @dataclass
-class TrainConfig(SemiSupervised, EarlyStop, Optimisation, Augmentation, Loss, Model, Data, Precision, Loading,
+class TrainConfig(SemiSupervised, EarlyStop, Optimisation, Augmentation, Crop, Loss, Model, Data, Precision, Loading,
                   RunSwitches, Paths):
     """train.py: the settings of a run; saved as the run's config.yaml"""
 

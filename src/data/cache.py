@@ -2,8 +2,8 @@
 
 `disk` keeps one .npy per (data, size, corrections) key under <log_dir>/cache/, memory-mapped by
 loader workers and shared by concurrent runs; `ram` fills a shared-memory tensor per process.
-The key hashes every path with its size and mtime, the work size and the corrections file, so a
-changed dataset, size or corrections file never reads a stale cache.
+The key hashes every path with its size and mtime, the work size, the crop boxes and the corrections file, so a
+changed dataset, size, crop or corrections file never reads a stale cache.
 """
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ from src.run.atomic import remove_stale_tmp, save_text
 log = logging.getLogger("maskcls")
 
 
-def cache_key(paths, size, corrections: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str:
+def cache_key(paths, size, corrections: str, max_pixels: int = MAX_IMAGE_PIXELS, boxes=None) -> str:
     h = hashlib.sha1()
     h.update(f"{size[0]}x{size[1]}:{max_pixels}".encode())  # a lower limit must re-check every image
+    h.update(b"whole" if boxes is None else np.ascontiguousarray(boxes, dtype=np.float64).tobytes())
     corr = Path(corrections)
     h.update(read_regular(corr) if corrections.lower() != "none" and is_regular(corr) else b"none")
     for p in paths:
@@ -55,8 +56,8 @@ class ArrayImages:
         return np.asarray(self.array[i])
 
 
-def _decode_all(paths, size, out, num_workers: int, desc: str, max_pixels: int):
-    loader = DataLoader(FileImages(paths, size, max_pixels), batch_size=None, num_workers=num_workers)
+def _decode_all(paths, size, out, num_workers: int, desc: str, max_pixels: int, boxes):
+    loader = DataLoader(FileImages(paths, size, max_pixels, boxes), batch_size=None, num_workers=num_workers)
     for i, img in enumerate(tqdm(loader, total=len(paths), desc=desc, mininterval=1)):
         out[i] = img.numpy() if isinstance(img, torch.Tensor) else img
 
@@ -79,15 +80,16 @@ def reserve(path: Path, nbytes: int):
 
 
 def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int = 0,
-                max_pixels: int = MAX_IMAGE_PIXELS) -> ArrayImages:
-    """The cached images for `paths` at `size` (H, W); built on first use with a progress bar."""
+                max_pixels: int = MAX_IMAGE_PIXELS, boxes=None) -> ArrayImages:
+    """The cached images for `paths` cut to `boxes` (see FileImages) at `size` (H, W); built on first use with a
+    progress bar."""
     paths = [str(p) for p in paths]
     shape = (len(paths), size[0], size[1], 3)
     if kind == "ram":
         tensor = torch.empty(shape, dtype=torch.uint8).share_memory_()
-        _decode_all(paths, size, tensor.numpy(), num_workers, "cache (ram)", max_pixels)
+        _decode_all(paths, size, tensor.numpy(), num_workers, "cache (ram)", max_pixels, boxes)
         return ArrayImages(tensor.numpy())
-    key = cache_key(paths, size, corrections, max_pixels)
+    key = cache_key(paths, size, corrections, max_pixels, boxes)
     target = Path(cache_dir) / f"{key}.npy"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +107,7 @@ def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_w
             except OSError as e:
                 raise FileSystemError(f"{target}: damaged cache file ({problem}) that cannot be removed "
                                       f"({e.strerror}); delete it by hand") from None
-        build_disk(target, paths, size, shape, num_workers, max_pixels)
+        build_disk(target, paths, size, shape, num_workers, max_pixels, boxes)
         save_text(json.dumps({"size": list(size), "images": len(paths), "corrections": corrections}),
                   target.with_suffix(".json"))
     log.info("cache built %s (%.1f MB)", target, target.stat().st_size / 2**20)
@@ -149,14 +151,14 @@ def mapped(target: Path, shape: tuple) -> tuple[np.ndarray | None, str | None]:
     return np.load(target, mmap_mode="r"), None
 
 
-def build_disk(target: Path, paths, size, shape, num_workers: int, max_pixels: int):
+def build_disk(target: Path, paths, size, shape, num_workers: int, max_pixels: int, boxes):
     """Decode every image into a temp .npy beside target, then move it into place."""
     remove_stale_tmp(target.parent)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     try:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         reserve(tmp, array.offset + array.nbytes)
-        _decode_all(paths, size, array, num_workers, "cache (disk)", max_pixels)
+        _decode_all(paths, size, array, num_workers, "cache (disk)", max_pixels, boxes)
         array.flush()
         del array
         os.replace(tmp, target)
@@ -169,8 +171,9 @@ def build_disk(target: Path, paths, size, shape, num_workers: int, max_pixels: i
 
 
 def image_source(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int = 0,
-                 max_pixels: int = MAX_IMAGE_PIXELS):
-    """Cached images (kind ram or disk) or, with kind none, files decoded per access; both at `size`."""
+                 max_pixels: int = MAX_IMAGE_PIXELS, boxes=None):
+    """Cached images (kind ram or disk) or, with kind none, files decoded per access; both cut to `boxes` and
+    resized to `size`."""
     if kind == "none":
-        return FileImages(paths, size, max_pixels)
-    return build_cache(kind, paths, size, corrections, cache_dir, num_workers, max_pixels)
+        return FileImages(paths, size, max_pixels, boxes)
+    return build_cache(kind, paths, size, corrections, cache_dir, num_workers, max_pixels, boxes)

@@ -111,17 +111,33 @@ def inside(root: Path, name: str) -> tuple[Path | None, str | None]:
     return path, None
 
 
-class FileImages:
-    """Images decoded from disk on demand (header checked first), resized to `size` (H, W) when given."""
+def cut(img: np.ndarray, box) -> np.ndarray:
+    """The part of img inside box (x0 y0 x1 y1 as fractions of the frame), at least one pixel each way."""
+    h, w = img.shape[:2]
+    x0, x1 = pixel_span(box[0], box[2], w)
+    y0, y1 = pixel_span(box[1], box[3], h)
+    return img[y0:y1, x0:x1]
 
-    def __init__(self, paths, size: tuple[int, int] | None = None, max_pixels: int = MAX_IMAGE_PIXELS):
-        self.paths, self.size, self.max_pixels = list(paths), size, max_pixels
+
+def pixel_span(lo: float, hi: float, n: int) -> tuple[int, int]:
+    a = min(int(round(lo * n)), n - 1)
+    return a, max(int(round(hi * n)), a + 1)
+
+
+class FileImages:
+    """Images decoded from disk on demand (header checked first), cut to their box (fractions of the frame, see
+    crops.py) when boxes are given, then resized to `size` (H, W) when given."""
+
+    def __init__(self, paths, size: tuple[int, int] | None = None, max_pixels: int = MAX_IMAGE_PIXELS, boxes=None):
+        self.paths, self.size, self.max_pixels, self.boxes = list(paths), size, max_pixels, boxes
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i) -> np.ndarray:
         img = read_rgb(self.paths[i], self.max_pixels)
+        if self.boxes is not None:
+            img = cut(img, self.boxes[i])
         if self.size is not None and img.shape[:2] != tuple(self.size):
             img = cv2.resize(img, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
         return img

@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 from timm.utils import ModelEmaV3
 
-from src.config.schema import Augmentation, Data, Loading, Loss, Model, Optimisation, Precision, SemiSupervised
+from src.config.schema import Augmentation, Crop, Data, Loading, Loss, Model, Optimisation, Precision, SemiSupervised
 from src.data import transforms
 from src.data.cache import image_source
+from src.data.crops import Crops, crop_boxes
+from src.data.images import FileImages
 from src.data.loaders import make_loader
 from src.engine.mixing import BatchMixer
 from src.engine.step import TrainStep, UdaTerm
@@ -42,10 +44,24 @@ def uda_transform(cfg: Augmentation) -> transforms.Views:
     return transforms.uda_transform(input_size(cfg))
 
 
-def images(cfg: Data | Loading, paths, size: tuple[int, int], num_workers: int = 0):
-    """The image source of `paths` at `size`, cached as cfg.cache says."""
-    return image_source(cfg.cache, paths, size, cfg.corrections, Path(cfg.log_dir) / "cache", num_workers,
-                        cfg.max_image_pixels)
+def crops(cfg: Crop | Augmentation, paths, cache_dir: Path, max_pixels: int) -> Crops:
+    """The crop box of each of `paths` (face boxes kept in cache_dir)."""
+    return crop_boxes(cfg.crop, paths, cfg.crop_box, cfg.face_margin, cfg.img_width / cfg.img_height, cache_dir,
+                      max_pixels)
+
+
+def images(cfg: Data | Loading | Crop, paths, size: tuple[int, int], num_workers: int = 0):
+    """The image source of `paths` cropped as cfg.crop says, at `size`, cached as cfg.cache says."""
+    cache_dir = Path(cfg.log_dir) / "cache"
+    boxes = crops(cfg, paths, cache_dir, cfg.max_image_pixels).boxes
+    return image_source(cfg.cache, paths, size, cfg.corrections, cache_dir, num_workers, cfg.max_image_pixels, boxes)
+
+
+def file_images(run_cfg: Crop | Augmentation | Data, paths, log_dir, max_pixels: int) -> FileImages:
+    """A finished run's view of `paths` for prediction: cropped as it trained, at its work size, decoded per access;
+    face boxes are kept in log_dir/cache."""
+    boxes = crops(run_cfg, paths, Path(log_dir) / "cache", max_pixels).boxes
+    return FileImages(paths, work_size(run_cfg), max_pixels, boxes)
 
 
 def loader(dataset, cfg: Loading, device, batch_size: int, sampler=None, drop_last: bool = False, seed: int = 0):

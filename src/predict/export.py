@@ -12,8 +12,8 @@ import yaml
 
 from src.config.policy import git_commit
 from src.config.schema import ExportConfig
+from src.data import crops
 from src.data.dataset import FaceDataset
-from src.data.images import FileImages
 from src.data.tables import load_eval
 from src.engine import builders
 from src.errors import ConfigError, DataError, filesystem_error
@@ -42,14 +42,39 @@ def common_sizes(plans: list[RunPlan]) -> tuple[tuple[int, int], tuple[int, int]
     return sizes.pop()
 
 
-def parity_batch(data_dir, n: int, run_cfg) -> torch.Tensor:
-    """The first n eval images of data_dir, decoded and resized exactly as infer does for run_cfg."""
+def common_crop(plans: list[RunPlan]) -> dict:
+    """The crop every run takes (model.json's preprocess.crop); runs that crop differently are refused."""
+    crops = {crop_record(p.cfg) for p in plans}
+    if len(crops) > 1:
+        shown_crops = ", ".join(f"{p.name} crop {p.cfg.crop}" for p in plans)
+        raise ConfigError(f"--runs crop differently ({shown_crops}); one graph takes one input: export them "
+                          f"separately")
+    return dict(crops.pop())
+
+
+def crop_record(run_cfg) -> tuple:
+    note = "box = (left, top, right, bottom) as fractions of the decoded frame, cut before the resize"
+    if run_cfg.crop == "none":
+        return ("kind", "none"), ("box", (0.0, 0.0, 1.0, 1.0)), ("note", note)
+    if run_cfg.crop == "center":
+        return ("kind", "center"), ("box", tuple(run_cfg.crop_box)), ("note", note)
+    return (("kind", "face"), ("detector", crops.DETECTOR), ("detect_side", crops.DETECT_SIDE),
+            ("min_face", crops.MIN_FACE), ("min_prob", crops.MIN_PROB), ("margin", run_cfg.face_margin),
+            ("aspect", run_cfg.img_width / run_cfg.img_height), ("fallback_box", tuple(run_cfg.crop_box)),
+            ("note", "the largest face found in the frame shrunk to detect_side, each side grown by margin of the "
+                     "box's size, widened to width/height = aspect, shrunk to fit and shifted inside the frame; "
+                     "fallback_box (fractions of the frame) where no face reaches min_prob"))
+
+
+def parity_batch(data_dir, n: int, run_cfg, log_dir, max_pixels: int) -> torch.Tensor:
+    """The first n eval images of data_dir, decoded, cropped and resized exactly as infer does for run_cfg."""
     try:
         paths = load_eval(data_dir)["path"][:n]
     except DataError as e:
         raise ConfigError(f"export checks parity on eval images of --data_dir {shown(data_dir)}, which it cannot "
                           f"read ({e.problems[0]}); give --data_dir of the run's data") from None
-    ds = FaceDataset(FileImages(paths, builders.work_size(run_cfg)), None, builders.eval_transform(run_cfg))
+    ds = FaceDataset(builders.file_images(run_cfg, paths, log_dir, max_pixels), None,
+                     builders.eval_transform(run_cfg))
     return torch.stack([ds[i][0] for i in range(len(ds))])
 
 
@@ -77,8 +102,7 @@ def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, diff: float,
                       width=size[1], batch="dynamic", normalisation="inside the graph"),
         "preprocess": dict(
             decode="RGB, EXIF orientation applied, grayscale repeated to 3 channels, alpha dropped",
-            crop=dict(kind="none", box=[0.0, 0.0, 1.0, 1.0],
-                      note="box = (left, top, right, bottom) as fractions of the decoded frame, applied first"),
+            crop=common_crop(plans),
             resize=[dict(height=work[0], width=work[1], interpolation="area"),
                     dict(height=size[0], width=size[1], interpolation="bilinear")]),
         "outputs": {name: (CLASS_NAMES if name == "probs" else list(TASK_NAMES[name]))
@@ -108,7 +132,8 @@ def export(cfg: ExportConfig) -> Path:
         raise ConfigError(f"--out {shown(cfg.out)} lies inside data_dir {cfg.data_dir}; exports never go into the data")
     plans = plan_runs(cfg)
     size, work = common_sizes(plans)
-    images = parity_batch(cfg.data_dir, cfg.parity_images, plans[0].cfg)  # before any model loads
+    common_crop(plans)
+    images = parity_batch(cfg.data_dir, cfg.parity_images, plans[0].cfg, cfg.log_dir, cfg.max_image_pixels)  # before any model loads
     cpu = torch.device("cpu")
     graph = onnx_graph.ProbabilityGraph([load_models(p.cfg, p.checkpoints, cpu) for p in plans], cfg.tta)
     model = onnx_graph.onnx_bytes(graph, size)

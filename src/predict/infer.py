@@ -14,7 +14,7 @@ import torch
 from src.config import policy
 from src.config.schema import InferConfig, Prediction, PseudoConfig
 from src.data.dataset import FaceDataset
-from src.data.images import FileImages, read_rgb
+from src.data.images import read_rgb
 from src.data.tables import load_eval, load_unlabeled
 from src.engine import builders
 from src.errors import ConfigError, filesystem_error
@@ -39,7 +39,7 @@ def predict_runs(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], paths) -
         run_cfg = plan.cfg
         engine = open_engine(cfg.engine, plan.name, plan.run, run_cfg, plan.checkpoints, plan.folds, cfg.checkpoint,
                              cfg.tta, cfg.amp, device)
-        ds = FaceDataset(FileImages(paths, builders.work_size(run_cfg), cfg.max_image_pixels), None,
+        ds = FaceDataset(builders.file_images(run_cfg, paths, cfg.log_dir, cfg.max_image_pixels), None,
                          builders.eval_transform(run_cfg))
         loader = builders.loader(ds, cfg, device, cfg.infer_batch_size)
         log.info("run %s: %d fold model(s) from %s, %dx%d, tta=%s, engine %s", plan.name, len(plan.checkpoints),

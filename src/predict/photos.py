@@ -156,7 +156,7 @@ def predict(cfg: PredictConfig) -> pd.DataFrame:
     for plan in plans if paths else []:
         engine = open_engine(cfg.engine, plan.name, plan.run, plan.cfg, plan.checkpoints, plan.folds, cfg.checkpoint,
                              cfg.tta, cfg.amp, device)
-        ds = Photos(FileImages(paths, builders.work_size(plan.cfg), cfg.max_image_pixels),
+        ds = Photos(builders.file_images(plan.cfg, paths, cfg.log_dir, cfg.max_image_pixels),
                     builders.input_size(plan.cfg), builders.eval_transform(plan.cfg), cfg.strict)
         loader = builders.loader(ds, cfg, device, cfg.infer_batch_size)
         flags, indices, probs = predict_batches(engine, loader, desc=f"predict {plan.name}" if len(paths) > 64
