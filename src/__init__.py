@@ -7,5 +7,6 @@
     model/                            the network, backbones and losses
     engine/                           builders, the trainer, the step, the forward pass
     predict/                          inference and pseudo labels
+    sweep/                            Optuna sweeps: the sweep file, the study storage, the worker
     insight/                          OOF views, galleries, label issues, the run comparison
 """

@@ -1,10 +1,12 @@
 """Compare runs in one static HTML page:  python -m tools.report [--log_dir logs] [--out FILE]
                                               [--runs A B | --glob 'b3*'] [--answers eval_answers.csv] [--sort cv]
+                                              [--study S [--storage URL]]
 
 Writes <log_dir>/report.html (self-contained: images inline, opens from disk) and each run's errors.png.
 The runs table has the settings that differ among the runs shown, CV and per-task F1 over all out-of-fold
 rows, per-fold F1, and with --answers the eval score of each run's submission. Runs still training or with
-missing files are shown as such.
+missing files are shown as such. --study adds a sweep's study (sweep.py): its trials, optimisation history,
+parameter importances and parallel coordinates, drawn by Optuna.
 """
 import argparse
 import fnmatch
@@ -14,9 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
+from src.errors import fail_cleanly
 from src.insight.comparison import SORTS, build_html, sort_runs, summarize
+from src.insight.study_page import study_section
 from src.run.atomic import save_text
 from src.run.rundir import RunDir, list_runs, report_file
+from src.sweep import study as studies
 
 
 def chosen_runs(log_dir: Path, names, pattern: str) -> list[RunDir]:
@@ -38,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--glob", default="*", help="runs whose name matches this pattern (default *)")
     p.add_argument("--answers", type=Path, help="eval truth (ImageID,ans) to score each run's submission")
     p.add_argument("--sort", default="cv", help=f"row order: one of {', '.join(SORTS)} (default cv)")
+    p.add_argument("--study", help="add this sweep study (sweep.py --study) to the page")
+    p.add_argument("--storage", default="", help="the study's storage URL (default: log_dir/sweeps.db)")
     a = p.parse_args(argv)
     if a.sort not in SORTS:
         p.error(f"--sort {a.sort!r} is not supported; choose one of: {', '.join(SORTS)}")
@@ -46,10 +53,15 @@ def main(argv=None) -> int:
     runs = chosen_runs(a.log_dir, a.runs, a.glob)
     if not runs:
         raise SystemExit(f"error: no runs in {a.log_dir} match {a.glob!r}")
+    sections = []
+    if a.study:
+        with fail_cleanly():
+            study = studies.load_study(studies.open_storage(a.storage, a.log_dir, 60), a.study)
+        sections.append(study_section(study))
     answers = pd.read_csv(a.answers) if a.answers else None
     summaries = sort_runs([summarize(r, answers) for r in runs], a.sort)
     out = a.out or report_file(a.log_dir)
-    save_text(build_html(summaries, a.log_dir, answers is not None), out)
+    save_text(build_html(summaries, a.log_dir, answers is not None, sections), out)
     for s in summaries:
         cv = f"{s.cv['f1']:.4f}" if s.cv else "—"
         print(f"{s.run.name:<24} CV {cv}  {s.status}" + "".join(f"\n    note: {n}" for n in s.notes))

@@ -316,6 +316,17 @@ class Export:
     parity_tolerance: Positive = 1e-4  # the largest probability difference allowed between the two
 
 
+@dataclass
+class Sweep:
+    """the sweep: every other option is a train.py key fixed for every trial"""
+    sweep: str = ""  # the sweep file (experiments/sweeps/*.yaml): base recipe, objective, search space, budget, sampler, pruner
+    study: RunName = ""  # the study's name; trial k trains the run <study>-<k>
+    storage: str = ""  # Optuna storage URL for many machines (postgresql://user:pass@host/db, mysql://...); default the SQLite file log_dir/sweeps.db
+    n_trials: NonNegInt = 0  # trials of the study in all, over every worker; 0 takes the sweep file's n_trials
+    heartbeat_grace: Annotated[int, Range(3)] = 60  # seconds without a worker's heartbeat before its trial counts as dead and is retried
+    show: bool = False  # print the study's trials, best first, each with the command that reproduces it, and the parameter importances
+
+
 # Field order of --help follows the base classes from the last to the first.
 @dataclass
 class TrainConfig(SemiSupervised, EarlyStop, Optimisation, Augmentation, Crop, Loss, Model, Data, Precision, Loading,
@@ -343,5 +354,10 @@ class ExportConfig(Export, Prediction, Loading, Paths):
     """export.py: write finished runs as one ONNX graph (model.onnx) and what a consumer needs (model.json)"""
 
 
+@dataclass
+class SweepConfig(Sweep):
+    """sweep.py: search train.py settings with Optuna; trials are ordinary runs"""
+
+
 ENTRY_POINTS = {TrainConfig: "train.py", InferConfig: "infer.py", PseudoConfig: "pseudo_train.py",
-                PredictConfig: "predict.py", ExportConfig: "export.py"}
+                PredictConfig: "predict.py", ExportConfig: "export.py", SweepConfig: "sweep.py"}

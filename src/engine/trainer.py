@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class RunInputs:
     unlabeled_images: object = None
     records: RunRecords | None = None  # rank 0 only
     progress: Progress = field(default_factory=lambda: Progress())  # updated by fit_fold
+    after_epoch: Callable[[int, int, dict], None] | None = None  # (fold, epoch, validation metrics), rank 0, after last.pt
 
 
 @dataclass
@@ -292,6 +294,8 @@ def fit_fold(ins: RunInputs, k: int):
             ins.records.epoch(dict(fold=k, epoch=epoch, lr=lr, **train_stats, **metrics,
                                    time_s=time.perf_counter() - t0, best_f1=improved["val_f1"]), cm)
             checkpointer.save_last(epoch, rngs, finished=stop or epoch == cfg.epochs - 1)
+            if ins.after_epoch is not None:
+                ins.after_epoch(k, epoch, metrics)
         dist_mod.barrier(dist)
         # stop
         if stop:
@@ -333,19 +337,20 @@ def open_run(cfg: TrainConfig, dist, table: pd.DataFrame) -> tuple[RunDir, pd.Da
     return run, with_saved_folds(table, folds, run.folds_csv)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train the configured folds into <log_dir>/<name>/; returns the cv.json contents."""
+def train(cfg: TrainConfig, after_epoch: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train the configured folds into <log_dir>/<name>/; returns the cv.json contents. `after_epoch(fold, epoch,
+    metrics)` runs after each epoch's last.pt is saved (a sweep's pruner); what it raises ends the run there."""
     RunDir(cfg.log_dir, cfg.name)  # a name the file system cannot hold is refused before any work
     dist = dist_mod.setup(cfg.dist_backend)
     progress = Progress()
     try:
         with interruptible(progress):
-            return train_folds(cfg, dist, progress)
+            return train_folds(cfg, dist, progress, after_epoch)
     finally:
         dist_mod.cleanup()
 
 
-def train_folds(cfg: TrainConfig, dist, progress: Progress) -> dict:
+def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) -> dict:
     """train()'s work: the data, the run folder, every configured fold, cv.json."""
     setup_logging(None, dist.main)
     data_report: dict = {}
@@ -375,7 +380,7 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress) -> dict:
                  left_out.sum(), table.loc[left_out, "person_id"].nunique())
     images, pseudo_images, unlabeled_images = shared_image_sources(cfg, dist, table, pseudo, unlabeled)
     ins = RunInputs(cfg, dist, run, table, images, pseudo, pseudo_images, unlabeled_images,
-                    RunRecords(run) if dist.main else None, progress)
+                    RunRecords(run) if dist.main else None, progress, after_epoch)
     for k in range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]:
         with run.fold_lock(k) if dist.main else contextlib.nullcontext():
             progress.fold, progress.epoch, progress.last = k, 0, run.last(k)

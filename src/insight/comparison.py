@@ -4,9 +4,9 @@ confusion matrix, per-class F1, settings changes and error gallery. Missing or h
 become a note on the page, never an exception."""
 from __future__ import annotations
 
-import json
 import base64
 import html
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -113,6 +113,12 @@ def read_status(s: RunSummary):
     busy = s.run.training_folds(s.n_folds)
     s.status = (f"training (fold {', '.join(map(str, busy))})" if busy else
                 f"stopped: {s.planned - len(s.finished)} fold(s) unfinished")
+    try:
+        trial = json.loads(s.run.sweep.read_text()) if s.run.sweep.is_file() else None
+        if not busy and trial and trial["state"] == "pruned":
+            s.status = f"pruned by study {trial['study']} (trial {trial['trial']}) after epoch {trial['epoch']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        s.notes.append(f"{s.run.sweep.name} is unreadable")
 
 
 def read_metrics(s: RunSummary):
@@ -309,13 +315,14 @@ def safe_section(s: RunSummary) -> str:
                 f'<p class="note">section failed: {esc(type(e).__name__)}: {esc(e)}</p></div>')
 
 
-def build_html(summaries: list[RunSummary], log_dir, with_eval: bool) -> str:
+def build_html(summaries: list[RunSummary], log_dir, with_eval: bool, sections: list[str] = ()) -> str:
+    """The page: the runs table, each run's section, then `sections` (a sweep's study)."""
     diff_keys = differing_keys(summaries)
     body = [f"<h1>maskcls runs in {esc(log_dir)}</h1>",
             f"<p>{len(summaries)} run(s), written {time.strftime('%Y-%m-%d %H:%M:%S')}. CV is macro-F1 over all "
             "out-of-fold rows written so far (best-F1 epoch of each fold; * marks a fold still unfinished); "
             "per-task F1 of mask, gender and age over the same rows.</p>",
             runs_table(summaries, diff_keys, with_eval)]
-    body += [safe_section(s) for s in summaries]
+    body += [safe_section(s) for s in summaries] + list(sections)
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>maskcls report</title>"
             f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>")

@@ -8,7 +8,9 @@ Nothing else spells a file name of a run. Layout (README "What goes where in log
                      submission.csv  eval_probs.csv  eval_preview.png  inference.yaml   (written by infer)
                      onnx/<checkpoint>.<tta>.<key>.onnx   the exported graph of --engine onnxruntime (its cache)
                      errors.png   (tools.report)   label_issues.csv  label_issues.png   (tools.find_label_issues)
+                     sweep.json   (a trial of sweep.py: study, trial, parameters, state)
     <log_dir>/report.html   the comparison of runs (python -m tools.report)
+    <log_dir>/sweeps.db     the sweeps' embedded Optuna storage (sweep.py without --storage)
 
     python -m src.run.rundir latest [LOG_DIR]     prints the most recently written run's name (for shell scripts)
 """
@@ -28,6 +30,7 @@ from src.run.atomic import remove_stale_tmp
 CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, TENSORBOARD = ("config.yaml", "folds.csv", "train.log", "metrics.csv",
                                                      "cv.json", "tb")
 DECISION = "decision.json"
+SWEEP = "sweep.json"  # a sweep trial's study, trial number, parameters and state (running, pruned, complete)
 PSEUDO_LABELS, PSEUDO_SETTINGS = "pseudo_labels.csv", "pseudo_labels.yaml"
 OOF, CONFUSION = "oof.csv", "confusion.png"
 ONNX_EXPORTS = "onnx"
@@ -35,7 +38,7 @@ ERRORS, LABEL_ISSUES, LABEL_ISSUES_GALLERY, REPORT = "errors.png", "label_issues
 SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS = ("submission.csv", "eval_probs.csv", "eval_preview.png",
                                                             "inference.yaml")
 PREDICTION_NAMES = (SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS)
-RUN_FILES = (CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, DECISION, TENSORBOARD, PSEUDO_LABELS, PSEUDO_SETTINGS, ERRORS, LABEL_ISSUES,
+RUN_FILES = (CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, DECISION, SWEEP, TENSORBOARD, PSEUDO_LABELS, PSEUDO_SETTINGS, ERRORS, LABEL_ISSUES,
              LABEL_ISSUES_GALLERY, SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS, ONNX_EXPORTS)
 
 
@@ -134,6 +137,7 @@ class RunDir:
     metrics = property(lambda self: self.root / METRICS)
     cv = property(lambda self: self.root / CV)
     decision = property(lambda self: self.root / DECISION)
+    sweep = property(lambda self: self.root / SWEEP)
     tensorboard = property(lambda self: self.root / TENSORBOARD)
     pseudo_labels = property(lambda self: self.root / PSEUDO_LABELS)
     pseudo_settings = property(lambda self: self.root / PSEUDO_SETTINGS)

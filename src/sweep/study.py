@@ -1,0 +1,153 @@
+"""Where a study lives and what it holds: the storage (an SQLite file under log_dir, or a server URL), the trials
+that count against the budget, and the table --show and the report print.
+
+Both storages are Optuna's RDBStorage, the one that keeps worker heartbeats: a trial whose worker stops beating
+(kill -9, a lost machine) is marked failed by the next worker that starts a trial and queued again with the same
+parameters (RetryHeartbeatStaleTrialCallback). The retry trains the same run folder, so it resumes from last.pt.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import statistics
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from src.errors import ConfigError
+
+log = logging.getLogger("maskcls")
+# heartbeats and their retry callback have been "experimental" since Optuna 2.8 and are what Optuna documents for
+# dead workers; one warning per call would bury the trials' own lines
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+EMBEDDED = "sweeps.db"  # the default storage, in log_dir
+MAX_RETRY = 3  # a trial whose worker died is queued again at most this often
+SURPLUS = "surplus"  # user attr of a trial started after the budget was spent by other workers; it never trains
+
+
+def storage_url(url: str, log_dir) -> str:
+    return url or f"sqlite:///{(Path(log_dir) / EMBEDDED).resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """The URL with its password hidden, for logs and run folders."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def open_storage(url: str, log_dir, grace: int) -> RDBStorage:
+    """The study storage with heartbeats every grace/3 seconds; a server that cannot be reached is one line."""
+    url = storage_url(url, log_dir)
+    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, grace // 3), grace_period=grace,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                              max_retry=MAX_RETRY, inherit_intermediate_values=True))
+    except ImportError as e:
+        raise ConfigError(f"--storage {shown_url(url)}: the database driver is missing ({e}); for PostgreSQL "
+                          f"pip install psycopg2-binary") from None
+    except Exception as e:  # sqlalchemy raises many types for a bad URL or an unreachable server
+        raise ConfigError(f"--storage {shown_url(url)}: cannot open the study storage "
+                          f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def load_study(storage: RDBStorage, name: str) -> optuna.Study:
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if name not in names:
+        raise ConfigError(f"no study {name!r} in {shown_url(storage.url)}; studies there: "
+                          f"{', '.join(names) or '(none)'}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def retried(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the trials whose worker died and that were queued again (their retry carries on)."""
+    return {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+
+
+def is_retry(trial: FrozenTrial) -> bool:
+    return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) is not None
+
+
+def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that spend the budget: every fresh trial (a retry takes its original's place), surplus ones aside."""
+    return [t for t in trials if not is_retry(t) and not t.user_attrs.get(SURPLUS)]
+
+
+def run_name(study: str, trial: FrozenTrial | optuna.Trial) -> str:
+    """The run folder of a trial: a retry trains its original's folder."""
+    original = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return f"{study}-{trial.number if original is None else original:03d}"
+
+
+def minutes(t: FrozenTrial) -> float | None:
+    if t.datetime_start is None or t.datetime_complete is None:
+        return None
+    return (t.datetime_complete - t.datetime_start).total_seconds() / 60
+
+
+def rows(study: optuna.Study) -> list[dict]:
+    """One dict per trial that trained (surplus ones aside), best first; unfinished and pruned after the finished."""
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
+    gone = retried(trials)
+    out = []
+    for t in trials:
+        state = t.state.name.lower()
+        if t.number in gone:
+            state = "failed, retried"
+        value = t.value if t.state == TrialState.COMPLETE else None  # a pruned trial's is one epoch's val_f1
+        out.append(dict(number=t.number, state=state, value=value, params=dict(t.params),
+                        run=t.user_attrs.get("run", ""), minutes=minutes(t), epochs=len(t.intermediate_values),
+                        retry_of=RetryHeartbeatStaleTrialCallback.retried_trial_number(t),
+                        command=t.user_attrs.get("command", "")))
+    return sorted(out, key=lambda r: (r["value"] is None, -(r["value"] or 0), r["number"]))
+
+
+def importances(study: optuna.Study) -> tuple[dict | None, str]:
+    """optuna.importance's parameter importances, or why there are none yet."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if len(done) < 2:
+        return None, f"importances need two finished trials; this study has {len(done)}"
+    try:
+        return optuna.importance.get_param_importances(study), "fANOVA over the finished trials"
+    except (RuntimeError, ValueError) as e:  # one distinct value per parameter, for example
+        return None, f"importances unavailable: {e}"
+
+
+def pruning_summary(table: list[dict]) -> str:
+    """How many trials were pruned and the time that saved, against the median finished trial."""
+    pruned = [r for r in table if r["state"] == "pruned" and r["minutes"] is not None]
+    full = [r["minutes"] for r in table if r["state"] == "complete" and r["minutes"] is not None]
+    if not pruned:
+        return f"pruned: 0 of {len(table)} trials"
+    ran = sum(r["minutes"] for r in pruned)
+    if not full:
+        return f"pruned: {len(pruned)} of {len(table)} trials, after {ran:.1f} min in all"
+    saved = sum(max(statistics.median(full) - r["minutes"], 0.0) for r in pruned)
+    return (f"pruned: {len(pruned)} of {len(table)} trials after {ran:.1f} min in all; at the median finished "
+            f"trial's {statistics.median(full):.1f} min they would have taken {saved:.1f} min more")
+
+
+def show_text(study: optuna.Study) -> str:
+    table = rows(study)
+    lines = [f"study {study.study_name}: {len(table)} trials, direction {study.direction.name.lower()}",
+             "| trial | state | value | minutes | epochs | params | run |", "|---|---|---|---|---|---|---|"]
+    for r in table:
+        value = "" if r["value"] is None else f"{r['value']:.4f}"
+        took = "" if r["minutes"] is None else f"{r['minutes']:.1f}"
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        retry = f" (retry of {r['retry_of']})" if r["retry_of"] is not None else ""
+        lines.append(f"| {r['number']}{retry} | {r['state']} | {value} | {took} | {r['epochs']} | {params} | "
+                     f"{r['run']} |")
+    lines.append(pruning_summary(table))
+    for r in table:
+        if r["command"]:
+            lines.append(f"trial {r['number']}: {r['command']}")
+    found, how = importances(study)
+    lines.append(f"importances ({how}):" if found else how)
+    lines += [f"  {k}: {v:.3f}" for k, v in (found or {}).items()]
+    return "\n".join(lines)

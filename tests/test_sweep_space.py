@@ -1,0 +1,80 @@
+"""src/sweep/space.py: a sweep file is checked against the train.py schema before any trial starts."""
+import pytest
+
+from src.errors import ConfigError
+from src.sweep.space import load_spec, option_args
+
+BASE = "experiments/quick.yaml"
+
+
+def spec_file(tmp_path, text: str):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+def refused(tmp_path, text: str, fixed=()) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_spec(spec_file(tmp_path, text), list(fixed))
+    return str(e.value)
+
+
+def test_a_valid_sweep_file_becomes_its_parameters(tmp_path):
+    spec = load_spec(spec_file(tmp_path, f"""
+base: {BASE}
+objective: {{folds: "1"}}
+space:
+  lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}
+  epochs: {{low: 2, high: 6, step: 2}}
+  head: {{choices: [linear, arcface]}}
+  task_weights: {{choices: [[1, 1, 1], [1, 1, 2]]}}
+n_trials: 5
+sampler: {{name: random, seed: 3}}
+pruner: hyperband
+"""), ["--data_dir", "/x"])
+    assert spec.folds == "1" and spec.n_trials == 5 and spec.timeout is None
+    lr, epochs, head, weights = spec.space
+    assert (lr.low, lr.high, lr.log, lr.integer) == (1e-4, 1e-2, True, False)
+    assert (epochs.low, epochs.high, epochs.step, epochs.integer) == (2, 6, 2, True)
+    assert head.choices == ["linear", "arcface"] and weights.choices == ["1,1,1", "1,1,2"]
+    assert spec.make_sampler().__class__.__name__ == "RandomSampler"
+    assert spec.make_pruner().__class__.__name__ == "HyperbandPruner"
+    assert option_args({"lr": 0.001, "ema": True, "task_weights": "1,1,2"}) == [
+        "--lr", "0.001", "--ema", "true", "--task_weights", "1,1,2"]
+
+
+@pytest.mark.parametrize("space, fixed, message", [
+    ("lrr: {low: 0.1, high: 1}", (), "space lrr: unknown train.py key. Did you mean: lr"),
+    ("lr: {low: 0.0, high: 1}", (), "space lr: --lr must be > 0, got 0.0"),
+    ("age_filter: {low: 30, high: 59}", (), "--age_filter must be >= 31 and <= 60, got 30"),
+    ("head: {choices: [linear, arcfce]}", (), "--head 'arcfce' is not supported; choose one of: arcface, linear"),
+    ("head: {low: 1, high: 2}", (), "a range needs a number key; head is one of: arcface, linear: use choices"),
+    ("epochs: {low: 2.5, high: 6}", (), "low must be a whole number, got 2.5"),
+    ("lr: {low: 0.1, high: 0.01}", (), "low 0.1 must be below high 0.01"),
+    ("lr: {low: 0.01, high: 0.1, log: true, step: 0.01}", (), "a log range needs low > 0 and no step"),
+    ("lr: {low: 0.01, hihg: 0.1}", (), "key 'hihg' is not supported. Did you mean: high?"),
+    ("lr: {choices: []}", (), "choices must be a non-empty list"),
+    ("lr: {low: 0.01, high: 0.1}", ("--lr", "0.01"), "--lr is also fixed on the command line"),
+    ("name: {choices: [a, b]}", (), "the sweep sets name itself"),
+])
+def test_a_bad_search_space_is_refused_naming_the_key(tmp_path, space, fixed, message):
+    assert message in refused(tmp_path, f"base: {BASE}\nspace:\n  {space}\n", fixed)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: experiments/none.yaml\nspace: {lr: {low: 0.1, high: 1}}", "base recipe experiments/none.yaml not found"),
+    (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\nn_trails: 3", "key 'n_trails' is not supported. Did you mean: n_trials?"),
+    (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\nsampler: tpf", "sampler 'tpf' is not supported. Did you mean: tpe?"),
+    (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\npruner: {{name: median, warmup: 1}}", "pruner median option 'warmup' is not supported"),
+    (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\nobjective: {{folds: 9}}", "objective folds: --fold must be 'all' or an integer from 0 to 3"),
+    (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\nn_trials: 0", "n_trials must be a whole number >= 1"),
+    (f"base: {BASE}\nspace: {{}}", "'space' maps each searched train.py key"),
+])
+def test_a_bad_sweep_file_is_refused(tmp_path, text, message):
+    assert message in refused(tmp_path, text)
+
+
+def test_fixed_keys_are_checked_and_fold_belongs_to_the_sweep_file(tmp_path):
+    text = f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}"
+    assert "--fold is the sweep file's to set" in refused(tmp_path, text, ("--fold", "1"))
+    assert "unknown option --epoch" in refused(tmp_path, text, ("--epoch", "3"))
