@@ -67,15 +67,19 @@ def main(argv=None):
         submitted = pd.read_csv(run_dir.submission)
         assert (probs["ImageID"] == answers["ImageID"]).all() and (submitted["ImageID"] == answers["ImageID"]).all()
         p = probs[PROB_COLUMNS].to_numpy()
-        chosen = json.loads(run_dir.decision.read_text())
+        # decision.json and the tuned CV exist once every fold has trained (not with --fold k)
+        chosen = json.loads(run_dir.decision.read_text()) if run_dir.decision.is_file() else None
         plain = scores(answers["ans"], decision.decide(p, None))["f1"]
-        tuned = scores(answers["ans"], decision.decide(p, np.asarray(chosen["offsets"])))["f1"]
+        tuned = f"{scores(answers['ans'], decision.decide(p, np.asarray(chosen['offsets'])))['f1']:.4f}" \
+            if chosen else "-"
         s = scores(answers["ans"], submitted["ans"])
         cv = json.loads(run_dir.cv.read_text())
         extra = train_args + (f" + pseudo {pseudo[0]}".rstrip() if pseudo else "")
-        cv_chosen = cv["cv_f1_tuned"] if chosen["rule"] == "tuned" else cv["cv_f1"]
-        print(f"| {name} | {extra or '(recipe)'} | {cv['cv_f1']:.4f} ({cv['oof_rows']}) | {cv['cv_f1_tuned']:.4f} | "
-              f"{plain:.4f} | {tuned:.4f} | {chosen['rule']} | "
+        rule = chosen["rule"] if chosen else "argmax"
+        cv_chosen = cv["cv_f1_tuned"] if rule == "tuned" else cv["cv_f1"]
+        cv_tuned = f"{cv['cv_f1_tuned']:.4f}" if "cv_f1_tuned" in cv else "-"
+        print(f"| {name} | {extra or '(recipe)'} | {cv['cv_f1']:.4f} ({cv['oof_rows']}) | {cv_tuned} | "
+              f"{plain:.4f} | {tuned} | {rule} | "
               f"{s['f1_mask']:.3f} / {s['f1_gender']:.3f} / {s['f1_age']:.3f} | {cv_chosen - s['f1']:+.3f} | "
               f"{minutes:.1f} min |", flush=True)
 

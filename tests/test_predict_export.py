@@ -147,3 +147,22 @@ def test_the_readme_consumer_runs_without_torch(trained_run, dataset, tmp_path, 
     ours = pd.read_csv(io.StringIO(capsys.readouterr().out)).iloc[0]
     # Pillow resamples a few grey levels away from OpenCV: the same class, task probabilities within 0.03
     assert theirs == ours["class"] and np.abs(ours[TASK_COLUMNS].to_numpy(float) - their_tasks).max() < 0.03
+
+
+def test_model_json_describes_the_crop_and_runs_that_crop_differently_are_refused():
+    from types import SimpleNamespace
+
+    from src.errors import ConfigError
+    from src.predict.export import common_crop
+    from tests.helpers import tiny_cfg
+
+    center = SimpleNamespace(name="c", cfg=tiny_cfg(crop="center", crop_box="0.1,0.2,0.9,0.8"))
+    face = SimpleNamespace(name="f", cfg=tiny_cfg(crop="face", face_margin=0.3))
+    whole = SimpleNamespace(name="n", cfg=tiny_cfg())
+    assert common_crop([center])["box"] == (0.1, 0.2, 0.9, 0.8) and common_crop([center])["kind"] == "center"
+    assert common_crop([whole])["box"] == (0.0, 0.0, 1.0, 1.0)
+    card = common_crop([face])
+    assert card["kind"] == "face" and card["margin"] == 0.3 and card["aspect"] == 48 / 64
+    assert card["fallback_box"] == tuple(face.cfg.crop_box) and "MTCNN" in card["detector"]
+    with pytest.raises(ConfigError, match="--runs crop differently .c crop center, n crop none"):
+        common_crop([center, whole])

@@ -134,6 +134,23 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_retry_resumes_its_run(data
     assert "sweep k: 1 trials counted, 1 finished" in second.stderr + second.stdout
 
 
+def test_sigterm_stops_the_worker_and_queues_its_trial_again(dataset, tmp_path):
+    logs = tmp_path / "logs"
+    cmd = sweep_cmd(sweep_file(tmp_path, 2), "t", dataset, logs, "--epochs", "6")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = RunDir(logs, "t-000").last(0)
+    deadline = time.monotonic() + 300
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err
+    assert "interrupted (SIGTERM) in fold 0" in err and "queued again" in err
+    trials = load(logs, "t").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING] and studies.is_retry(trials[1])
+    assert json.loads(RunDir(logs, "t-000").sweep.read_text())["state"] == "interrupted"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -320,7 +320,7 @@ class Export:
 class Sweep:
     """the sweep: every other option is a train.py key fixed for every trial"""
     sweep: str = ""  # the sweep file (experiments/sweeps/*.yaml): base recipe, objective, search space, budget, sampler, pruner
-    study: RunName = ""  # the study's name; trial k trains the run <study>-<k>
+    study: Annotated[str, Name(optional=True)] = ""  # the study's name; trial k trains the run <study>-<k>
     storage: str = ""  # Optuna storage URL for many machines (postgresql://user:pass@host/db, mysql://...); default the SQLite file log_dir/sweeps.db
     n_trials: NonNegInt = 0  # trials of the study in all, over every worker; 0 takes the sweep file's n_trials
     heartbeat_grace: Annotated[int, Range(3)] = 60  # seconds without a worker's heartbeat before its trial counts as dead and is retried

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def load_spec(path, fixed_args: list[str]) -> SweepSpec:
                           f"experiments/cpu15.yaml)")
     base = Path(data["base"])
     if not base.is_file() and (path.parent / base).is_file():
-        base = path.parent / base
+        base = Path(os.path.normpath(path.parent / base))
     if not base.is_file():
         raise ConfigError(f"{where}: base recipe {data['base']} not found (relative to the working folder or to "
                           f"{path.parent})")

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from src.config.parsing import fields_of, parse
 from src.config.schema import SweepConfig, TrainConfig
-from src.errors import ConfigError, MaskclsError
+from src.errors import ConfigError, Interrupted, MaskclsError
 from src.engine import trainer
 from src.run.atomic import save_text
 from src.run.logging import setup_logging
@@ -23,6 +23,9 @@ from src.sweep import study as studies
 from src.sweep.space import SweepSpec, load_spec, option_args
 
 log = logging.getLogger("maskcls")
+# a trial's own failure (bad data, a NaN loss, a size the model cannot take) fails that trial and the sweep goes on;
+# Ctrl-C or SIGTERM (Interrupted) stops the worker
+TRIAL_ERRORS = tuple(c for c in MaskclsError.__subclasses__() if not issubclass(c, Interrupted))
 
 
 def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -69,7 +72,8 @@ def main(argv: list[str]) -> int:
 
 class Worker:
     def __init__(self, cfg: SweepConfig, spec: SweepSpec, train_args: list[str], storage):
-        self.cfg, self.spec, self.train_args = cfg, spec, train_args
+        self.cfg, self.spec, self.train_args, self.storage = cfg, spec, train_args, storage
+        self.current: int | None = None  # the trial this worker is training
         self.n_trials = cfg.n_trials or spec.n_trials
         self.log_dir = parse(train_args).log_dir
         self.study = optuna.create_study(study_name=cfg.study, storage=storage, direction="maximize",
@@ -123,13 +127,26 @@ class Worker:
             if timeout is not None and time.monotonic() - start > timeout:
                 log.info("sweep %s: this worker's timeout of %g s is spent", self.cfg.study, timeout)
                 break
-            self.study.optimize(self.objective, n_trials=1, catch=(MaskclsError,), gc_after_trial=True)
+            try:
+                self.study.optimize(self.objective, n_trials=1, catch=TRIAL_ERRORS, gc_after_trial=True)
+            except Interrupted:
+                self.queue_again()
+                raise
         finished = [t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         log.info("sweep %s: %d trials counted, %d finished; best %s", self.cfg.study,
                  len(studies.counted(self.study.get_trials(deepcopy=False))), len(finished),
                  f"{self.study.best_value:.4f} (trial {self.study.best_trial.number})" if finished else "none")
 
+    def queue_again(self):
+        """The trial a signal stopped is queued again like a dead worker's, so that the next worker resumes it."""
+        mine = [t for t in self.study.get_trials(deepcopy=False) if t.number == self.current]
+        if mine and mine[0].state == TrialState.FAIL:
+            self.storage.get_heartbeat_stale_trial_callback()(self.study, mine[0])
+            log.info("sweep %s: trial %d was interrupted; it is queued again and resumes its run when a worker "
+                     "starts", self.cfg.study, self.current)
+
     def objective(self, trial: optuna.Trial) -> float:
+        self.current = trial.number
         trials = self.study.get_trials(deepcopy=False)
         frozen = next(t for t in trials if t.number == trial.number)
         if not studies.is_retry(frozen):
@@ -158,7 +175,7 @@ class Worker:
             if k != first_fold[0]:
                 return
             trial.report(metrics["val_f1"], epoch)
-            if trial.should_prune():
+            if epoch < cfg.epochs - 1 and trial.should_prune():  # after the last epoch there is nothing to save
                 mark(run, record, "pruned", epoch=epoch, val_f1=metrics["val_f1"])
                 log.info("trial %d (%s): pruned after fold %d epoch %d, val_f1 %.4f", trial.number, name, k, epoch,
                          metrics["val_f1"])
@@ -168,7 +185,8 @@ class Worker:
             cv = trainer.train(cfg, after_epoch)
         except MaskclsError as e:
             if run.root.is_dir():
-                mark(run, record, "failed", error=str(e).splitlines()[0])
+                mark(run, record, "interrupted" if isinstance(e, Interrupted) else "failed",
+                     error=str(e).splitlines()[0])
             raise
         finally:
             setup_logging(None)  # the next trial's messages must not go to this run's train.log
