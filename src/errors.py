@@ -27,6 +27,10 @@ class ConfigError(MaskclsError):
         self.key = key
 
 
+class InvalidTrial(ConfigError):
+    """A sweep trial whose combination of searched settings train.py refuses: that trial fails, the sweep goes on."""
+
+
 class DataError(MaskclsError):
     """Bad input data: each problem names the file it is in and what was expected."""
 

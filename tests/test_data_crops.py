@@ -83,7 +83,7 @@ def test_detector_finds_the_astronaut_and_keeps_the_box_in_the_cache(astronaut, 
     assert found.boxes[0].tolist() == pytest.approx(expected)
     x0, y0, x1, y1 = np.asarray(found.boxes[0]) * 512
     assert (x1 - x0) / (y1 - y0) == pytest.approx(0.75)
-    assert iou((x0, y0, x1, y1), ASTRONAUT_FACE) < 1 and x0 < 181 and y0 < 62 and x1 > 268 and y1 > 172
+    assert x0 < 181 and y0 < 62 and x1 > 268 and y1 > 172  # the margin widened it on every side
 
 
 def test_a_touched_file_is_detected_again_and_a_damaged_store_is_rebuilt(astronaut, tmp_path, monkeypatch):

@@ -164,5 +164,5 @@ def test_model_json_describes_the_crop_and_runs_that_crop_differently_are_refuse
     card = common_crop([face])
     assert card["kind"] == "face" and card["margin"] == 0.3 and card["aspect"] == 48 / 64
     assert card["fallback_box"] == tuple(face.cfg.crop_box) and "MTCNN" in card["detector"]
-    with pytest.raises(ConfigError, match="--runs crop differently .c crop center, n crop none"):
+    with pytest.raises(ConfigError, match="--runs crop differently .c crop center box 0.1 0.2 0.9 0.8, n crop none"):
         common_crop([center, whole])

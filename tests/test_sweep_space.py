@@ -78,13 +78,15 @@ def test_fixed_keys_are_checked_and_fold_belongs_to_the_sweep_file(tmp_path):
     text = f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}"
     assert "--fold is the sweep file's to set" in refused(tmp_path, text, ("--fold", "1"))
     assert "unknown option --epoch" in refused(tmp_path, text, ("--epoch", "3"))
+    assert "--overwrite is set by the sweep for each trial" in refused(tmp_path, text, ("--overwrite", "true"))
+    assert "--name is set by the sweep" in refused(tmp_path, text, ("--name", "x"))
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--study", "s", "--lrr", "1"], "unknown option --lrr. Did you mean: lr?"),
     (["--sweep", "x.yaml"], "--study names the study"),
     (["--study", "s", "--log_dir", "{tmp}"], "--sweep names the sweep file"),
-    (["--study", "s", "--log_dir", "{tmp}", "--show"], "no study 's' in sqlite:///"),
+    (["--study", "s", "--log_dir", "{tmp}", "--show"], "no study storage {tmp}/sweeps.db"),
     (["--study", "s", "--storage", "nosuchdb://x", "--show"], "--storage nosuchdb://x: cannot open the study storage"),
     (["--study", "s", "--storage", "postgresql://u:secret@127.0.0.1:1/db", "--show"], "postgresql://u:***@127.0.0.1:1/db"),
 ])
@@ -94,4 +96,6 @@ def test_the_sweep_command_line_refuses_in_one_line(tmp_path, capsys, argv, mess
     with pytest.raises(SystemExit) as e:
         sweep.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     err = capsys.readouterr().err
+    message = message.replace("{tmp}", str(tmp_path))
     assert e.value.code == 2 and message in err and "secret" not in err, err
+    assert not (tmp_path / "sweeps.db").exists()  # reading a study never creates one

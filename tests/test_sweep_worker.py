@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 import train
 from src.config.parsing import parse
 from src.config.schema import SweepConfig
+from src.errors import ConfigError
 from src.run.rundir import RunDir
 from src.sweep import study as studies
 from src.sweep import worker
@@ -107,6 +108,7 @@ def test_two_workers_on_the_embedded_storage_run_n_trials_in_all(dataset, tmp_pa
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     runs = [t.user_attrs["run"] for t in trials]
     assert len(set(runs)) == 4
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # workers started together draw apart
     for run in runs:  # each run trained once: one header line in its log
         assert RunDir(logs, run).train_log.read_text().count(" INFO run ") == 1
 
@@ -142,6 +144,7 @@ def test_sigterm_stops_the_worker_and_queues_its_trial_again(dataset, tmp_path):
     deadline = time.monotonic() + 300
     while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert last.is_file() and proc.poll() is None, "the worker never saved an epoch"
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 143, err
@@ -149,6 +152,29 @@ def test_sigterm_stops_the_worker_and_queues_its_trial_again(dataset, tmp_path):
     trials = load(logs, "t").get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING] and studies.is_retry(trials[1])
     assert json.loads(RunDir(logs, "t-000").sweep.read_text())["state"] == "interrupted"
+
+
+def test_a_worker_bringing_another_search_is_refused_and_n_trials_can_grow(dataset, tmp_path):
+    logs = tmp_path / "logs"
+    fixed = ["--data_dir", str(dataset), "--log_dir", str(logs), *FIXED]
+    first = sweep_file(tmp_path, 3)
+
+    def worker_of(path, *own):
+        cfg = parse(["--study", "w", "--sweep", str(path), *own], SweepConfig)
+        return worker.Worker(cfg, load_spec(path, fixed), fixed, studies.open_storage("", logs, 60))
+
+    assert worker_of(first).n_trials == 3
+    assert worker_of(first, "--n_trials", "5").n_trials == 5  # extends the study
+    assert worker_of(first).n_trials == 5  # the study keeps it
+    other = tmp_path / "other"
+    other.mkdir()
+    changed = sweep_file(other, 3, pruner="median")
+    with pytest.raises(ConfigError, match="study w was started with another pruner"):
+        worker_of(changed)
+    more_epochs = [*fixed, "--epochs", "3"]  # the later --epochs wins
+    with pytest.raises(ConfigError, match="started with another --epochs"):
+        cfg = parse(["--study", "w", "--sweep", str(first)], SweepConfig)
+        worker.Worker(cfg, load_spec(first, more_epochs), more_epochs, studies.open_storage("", logs, 60))
 
 
 def free_port() -> int:

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     sections = []
     if a.study:
         with fail_cleanly():
-            study = studies.load_study(studies.open_storage(a.storage, a.log_dir, 60), a.study)
+            study = studies.load_study(studies.open_storage(a.storage, a.log_dir, 60, create=False), a.study)
         sections.append(study_section(study))
     answers = pd.read_csv(a.answers) if a.answers else None
     summaries = sort_runs([summarize(r, answers) for r in runs], a.sort)

@@ -40,11 +40,12 @@ STORE = "faces-mtcnn.json"
 class Crops:
     """The box of each image (None: the whole frame) and how many face crops fell back to crop_box."""
     kind: str
+    images: int
     boxes: np.ndarray | None  # (N, 4) fractions x0 y0 x1 y1
     fallbacks: int = 0
 
     def summary(self) -> dict:
-        return dict(kind=self.kind, images=0 if self.boxes is None else len(self.boxes), fallbacks=self.fallbacks)
+        return dict(kind=self.kind, images=self.images, fallbacks=self.fallbacks)
 
 
 def widen(box, frame: tuple[int, int], margin: float, aspect: float) -> list[float]:
@@ -65,13 +66,13 @@ def widen(box, frame: tuple[int, int], margin: float, aspect: float) -> list[flo
 def crop_boxes(kind: str, paths, crop_box, face_margin: float, aspect: float, cache_dir: Path,
                max_pixels: int) -> Crops:
     """The Crops of `paths` for crop `kind`; face boxes come from the store in cache_dir, detected where missing."""
-    if kind == "none":
-        return Crops(kind, None)
     paths = [str(p) for p in paths]
+    if kind == "none":
+        return Crops(kind, len(paths), None)
     center = np.asarray(crop_box, dtype=np.float64)
     boxes = np.tile(center, (len(paths), 1))
     if kind == "center":
-        return Crops(kind, boxes)
+        return Crops(kind, len(paths), boxes)
     if kind != "face":
         raise ConfigError(f"--crop {kind!r} is not supported; choose one of: none, center, face")
     found = FaceStore(Path(cache_dir)).boxes(paths, max_pixels)
@@ -83,7 +84,7 @@ def crop_boxes(kind: str, paths, crop_box, face_margin: float, aspect: float, ca
             boxes[i] = widen(entry["box"], entry["frame"], face_margin, aspect)
     log.info("crop face: %d of %d images had no face found and fell back to crop_box %s", fallbacks, len(paths),
              " ".join(f"{c:g}" for c in crop_box))
-    return Crops(kind, boxes, fallbacks)
+    return Crops(kind, len(paths), boxes, fallbacks)
 
 
 class FaceStore:
@@ -100,18 +101,17 @@ class FaceStore:
         except OSError as e:
             log.warning("face boxes are not kept: cannot create %s (%s)", self.path.parent, e.strerror)
             return detect(paths, max_pixels)
+        stamps = [stamp(p) for p in paths]
         with locked(self.path.parent):
             store = self.read()
-            stamps = [stamp(p) for p in paths]
-            missing = [i for i, (p, s) in enumerate(zip(paths, stamps))
-                       if s is not None and not same_file(store.get(p), s)]
-            if missing:
-                for i, entry in zip(missing, detect([paths[i] for i in missing], max_pixels)):
-                    if entry is not None:
-                        store[paths[i]] = {**entry, **stamps[i]}
+        missing = [i for i, (p, s) in enumerate(zip(paths, stamps)) if s is not None and not same_file(store.get(p), s)]
+        if missing:  # detected outside the cache folder's lock, which disk caches of other runs need meanwhile
+            found = {paths[i]: {**entry, **stamps[i]}
+                     for i, entry in zip(missing, detect([paths[i] for i in missing], max_pixels)) if entry is not None}
+            with locked(self.path.parent):
+                store = self.read() | found  # what another process stored meanwhile is kept
                 self.write(store)
-            return [store.get(p) if s is not None and same_file(store.get(p), s) else None
-                    for p, s in zip(paths, stamps)]
+        return [store.get(p) if s is not None and same_file(store.get(p), s) else None for p, s in zip(paths, stamps)]
 
     def read(self) -> dict:
         if not self.path.exists():

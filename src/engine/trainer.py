@@ -60,7 +60,7 @@ class RunInputs:
     unlabeled_images: object = None
     records: RunRecords | None = None  # rank 0 only
     progress: Progress = field(default_factory=lambda: Progress())  # updated by fit_fold
-    after_epoch: Callable[[int, int, dict], None] | None = None  # (fold, epoch, validation metrics), rank 0, after last.pt
+    after_epoch: Callable[[int, int, dict, bool], None] | None = None  # (fold, epoch, metrics, fold's last epoch), rank 0, after last.pt
 
 
 @dataclass
@@ -295,7 +295,7 @@ def fit_fold(ins: RunInputs, k: int):
                                    time_s=time.perf_counter() - t0, best_f1=improved["val_f1"]), cm)
             checkpointer.save_last(epoch, rngs, finished=stop or epoch == cfg.epochs - 1)
             if ins.after_epoch is not None:
-                ins.after_epoch(k, epoch, metrics)
+                ins.after_epoch(k, epoch, metrics, stop or epoch == cfg.epochs - 1)
         dist_mod.barrier(dist)
         # stop
         if stop:
@@ -337,9 +337,10 @@ def open_run(cfg: TrainConfig, dist, table: pd.DataFrame) -> tuple[RunDir, pd.Da
     return run, with_saved_folds(table, folds, run.folds_csv)
 
 
-def train(cfg: TrainConfig, after_epoch: Callable[[int, int, dict], None] | None = None) -> dict:
+def train(cfg: TrainConfig, after_epoch: Callable[[int, int, dict, bool], None] | None = None) -> dict:
     """Train the configured folds into <log_dir>/<name>/; returns the cv.json contents. `after_epoch(fold, epoch,
-    metrics)` runs after each epoch's last.pt is saved (a sweep's pruner); what it raises ends the run there."""
+    metrics, last)` runs after each epoch's last.pt is saved (`last`: the fold ends there), for a sweep's pruner; what
+    it raises ends the run there."""
     RunDir(cfg.log_dir, cfg.name)  # a name the file system cannot hold is refused before any work
     dist = dist_mod.setup(cfg.dist_backend)
     progress = Progress()

@@ -44,12 +44,13 @@ def common_sizes(plans: list[RunPlan]) -> tuple[tuple[int, int], tuple[int, int]
 
 def common_crop(plans: list[RunPlan]) -> dict:
     """The crop every run takes (model.json's preprocess.crop); runs that crop differently are refused."""
-    crops = {crop_record(p.cfg) for p in plans}
-    if len(crops) > 1:
-        shown_crops = ", ".join(f"{p.name} crop {p.cfg.crop}" for p in plans)
+    records = {crop_record(p.cfg) for p in plans}
+    if len(records) > 1:
+        shown_crops = ", ".join(f"{p.name} crop {p.cfg.crop}" + (f" box {' '.join(f'{c:g}' for c in p.cfg.crop_box)}"
+                                                                  if p.cfg.crop != "none" else "") for p in plans)
         raise ConfigError(f"--runs crop differently ({shown_crops}); one graph takes one input: export them "
                           f"separately")
-    return dict(crops.pop())
+    return dict(records.pop())
 
 
 def crop_record(run_cfg) -> tuple:

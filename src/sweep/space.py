@@ -32,7 +32,7 @@ CHOICE_KEYS, RANGE_KEYS = ("choices",), ("low", "high", "log", "step")
 SAMPLERS = {"tpe": ("seed", "n_startup_trials"), "random": ("seed",)}
 PRUNERS = {"median": ("n_startup_trials", "n_warmup_steps"), "hyperband": ("min_resource", "reduction_factor"),
            "none": ()}
-# set by the sweep itself for each trial, never searched or fixed
+# set by the sweep itself for each trial: never searched; only data_dir and log_dir may be fixed on the command line
 OWNED_KEYS = ("name", "log_dir", "data_dir", "fold", "resume", "overwrite", "check_data", "recipes")
 
 
@@ -66,8 +66,11 @@ class SweepSpec:
     sampler: dict = field(default_factory=lambda: {"name": "tpe", "seed": 0})
     pruner: dict = field(default_factory=lambda: {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1})
 
-    def make_sampler(self) -> optuna.samplers.BaseSampler:
+    def make_sampler(self, offset: int = 0) -> optuna.samplers.BaseSampler:
+        """The sampler, its seed moved by `offset` (each trial samples from its own seed)."""
         opts = {k: v for k, v in self.sampler.items() if k != "name"}
+        if "seed" in opts:
+            opts["seed"] += offset
         return optuna.samplers.TPESampler(**opts) if self.sampler["name"] == "tpe" \
             else optuna.samplers.RandomSampler(**opts)
 
@@ -78,7 +81,7 @@ class SweepSpec:
 
     def record(self) -> dict:
         """What the study keeps of its sweep, so every worker that joins runs the same search."""
-        return dict(sweep=str(self.path), base=str(self.base), folds=self.folds,
+        return dict(folds=self.folds, sampler=self.sampler, pruner=self.pruner, timeout=self.timeout,
                     space={p.key: p.choices if p.choices is not None else [p.low, p.high, p.log, p.step]
                            for p in self.space})
 
@@ -125,10 +128,13 @@ def load_spec(path, fixed_args: list[str]) -> SweepSpec:
                           f"{path.parent})")
     spec = SweepSpec(path=path, base=base)
     fixed = given_keys(fixed_args)
-    owned = [k for k in fixed if k in ("fold", "config")]
+    if "fold" in fixed or "config" in fixed:
+        raise ConfigError(f"--{'fold' if 'fold' in fixed else 'config'} is the sweep file's to set ('objective: "
+                          f"folds' and 'base'), not the command line's")
+    owned = [k for k in fixed if k in OWNED_KEYS and k not in ("data_dir", "log_dir")]
     if owned:
-        raise ConfigError(f"--{owned[0]} is the sweep file's to set ('objective: folds' and 'base'), not the command "
-                          f"line's")
+        raise ConfigError(f"--{owned[0]} is set by the sweep for each trial (runs are <study>-<trial>, a retry "
+                          f"resumes its run); leave it out")
     template = parse(["--config", str(base), *fixed_args])  # the base and the fixed keys must make a valid run
     objective = data.get("objective") or {}
     if not isinstance(objective, dict):

@@ -38,19 +38,24 @@ def shown_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def open_storage(url: str, log_dir, grace: int) -> RDBStorage:
-    """The study storage with heartbeats every grace/3 seconds; a server that cannot be reached is one line."""
+def open_storage(url: str, log_dir, grace: int, create: bool = True) -> RDBStorage:
+    """The study storage with heartbeats every grace/3 seconds; a server that cannot be reached is one line.
+    create=False (reading a study) refuses an embedded file that does not exist instead of making it."""
     url = storage_url(url, log_dir)
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     if url.startswith("sqlite"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(url.removeprefix("sqlite:///"))
+        if not create and not db.is_file():
+            raise ConfigError(f"no study storage {db}: sweep.py --sweep ... --log_dir {log_dir} makes it, or give "
+                              f"--storage URL")
+        db.parent.mkdir(parents=True, exist_ok=True)
     try:
         return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, grace // 3), grace_period=grace,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                               max_retry=MAX_RETRY, inherit_intermediate_values=True))
     except ImportError as e:
         raise ConfigError(f"--storage {shown_url(url)}: the database driver is missing ({e}); for PostgreSQL "
-                          f"pip install psycopg2-binary") from None
+                          f"pip install 'psycopg[binary]' (in requirements.txt)") from None
     except Exception as e:  # sqlalchemy raises many types for a bad URL or an unreachable server
         raise ConfigError(f"--storage {shown_url(url)}: cannot open the study storage "
                           f"({type(e).__name__}: {str(e).splitlines()[0]})") from None

@@ -6,15 +6,17 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 import shlex
 import time
 
 import optuna
 from optuna.trial import TrialState
 
+from src.config import policy
 from src.config.parsing import fields_of, parse
 from src.config.schema import SweepConfig, TrainConfig
-from src.errors import ConfigError, Interrupted, MaskclsError
+from src.errors import ConfigError, Interrupted, InvalidTrial, MaskclsError, ModelError, NonFinite
 from src.engine import trainer
 from src.run.atomic import save_text
 from src.run.logging import setup_logging
@@ -23,9 +25,12 @@ from src.sweep import study as studies
 from src.sweep.space import SweepSpec, load_spec, option_args
 
 log = logging.getLogger("maskcls")
-# a trial's own failure (bad data, a NaN loss, a size the model cannot take) fails that trial and the sweep goes on;
-# Ctrl-C or SIGTERM (Interrupted) stops the worker
-TRIAL_ERRORS = tuple(c for c in MaskclsError.__subclasses__() if not issubclass(c, Interrupted))
+# what a trial's own settings cause (a NaN loss, a size or weights the model cannot take, a refused combination)
+# fails that trial and the sweep goes on; anything else (the data, the disk, a missing package, Ctrl-C) would fail
+# every trial alike, so it stops the worker
+TRIAL_ERRORS = (NonFinite, ModelError, InvalidTrial)
+# train.py keys that differ between machines of one study; every other setting must match for a worker to join
+MACHINE_KEYS = ("data_dir", "log_dir", "num_workers", "prefetch_factor", "infer_batch_size", "recipes")
 
 
 def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -54,18 +59,22 @@ def unknown_option(key: str) -> ConfigError:
 
 
 def main(argv: list[str]) -> int:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("sweep.py runs one process per trial: start one worker per GPU with CUDA_VISIBLE_DEVICES=k "
+                          "instead of torchrun")
     own, train_args = split_args(argv)
     cfg = parse(own, SweepConfig)
     if not cfg.study:
         raise ConfigError("--study names the study (its trials' runs are <study>-<trial number>)")
     fixed = parse(train_args, TrainConfig)  # log_dir, and every fixed key checked before anything starts
-    storage = studies.open_storage(cfg.storage, fixed.log_dir, cfg.heartbeat_grace)
     if cfg.show:
+        storage = studies.open_storage(cfg.storage, fixed.log_dir, cfg.heartbeat_grace, create=False)
         print(studies.show_text(studies.load_study(storage, cfg.study)))
         return 0
     if not cfg.sweep:
         raise ConfigError("--sweep names the sweep file (experiments/sweeps/*.yaml); --show prints a study instead")
     spec = load_spec(cfg.sweep, train_args)
+    storage = studies.open_storage(cfg.storage, fixed.log_dir, cfg.heartbeat_grace)
     Worker(cfg, spec, train_args, storage).run()
     return 0
 
@@ -74,36 +83,53 @@ class Worker:
     def __init__(self, cfg: SweepConfig, spec: SweepSpec, train_args: list[str], storage):
         self.cfg, self.spec, self.train_args, self.storage = cfg, spec, train_args, storage
         self.current: int | None = None  # the trial this worker is training
-        self.n_trials = cfg.n_trials or spec.n_trials
         self.log_dir = parse(train_args).log_dir
         self.study = optuna.create_study(study_name=cfg.study, storage=storage, direction="maximize",
                                          sampler=spec.make_sampler(), pruner=spec.make_pruner(), load_if_exists=True)
         self.check_same_sweep()
+        self.n_trials = self.budget()
         self.check_foreign_runs()
 
     def record(self) -> dict:
-        return self.spec.record() | dict(fixed=self.train_args)
+        """The search this worker runs: the sweep file's space, objective, sampler and pruner, and every setting of
+        the base recipe with the fixed keys (machine-specific ones aside), so an edited base recipe counts too."""
+        settings = policy.settings(parse(["--config", str(self.spec.base), *self.train_args]), TrainConfig)
+        fixed = {k: v for k, v in settings.items() if k not in MACHINE_KEYS}
+        return json.loads(json.dumps(self.spec.record() | dict(settings=fixed)))
 
     def check_same_sweep(self):
-        """A study runs one search: a worker that brings another sweep file or other fixed keys is refused."""
+        """A study runs one search: a worker that brings another space, sampler, pruner or settings is refused."""
         saved = self.study.user_attrs.get("sweep")
+        mine = self.record()
         if saved is None:
-            self.study.set_user_attr("sweep", self.record())
+            self.study.set_user_attr("sweep", mine)
             return
-        mine = json.loads(json.dumps(self.record()))
         differ = [k for k in mine if saved.get(k) != mine[k]]
+        if differ == ["settings"]:
+            differ = [f"--{k}" for k in mine["settings"] if saved["settings"].get(k) != mine["settings"][k]] or differ
         if differ:
-            raise ConfigError(f"study {self.cfg.study} was started with another {differ[0]} ({saved.get(differ[0])!r}, "
-                              f"now {mine[differ[0]]!r}); join it with the same sweep file and fixed keys, or use "
-                              f"another --study")
+            raise ConfigError(f"study {self.cfg.study} was started with another {', '.join(differ[:3])}; join it with "
+                              f"the same sweep file, base recipe and fixed keys, or use another --study")
+
+    def budget(self) -> int:
+        """n_trials of the study: the first worker's, unless --n_trials sets it anew (to extend a study)."""
+        saved = self.study.user_attrs.get("n_trials")
+        if self.cfg.n_trials or saved is None:
+            wanted = self.cfg.n_trials or self.spec.n_trials
+            if saved is not None and saved != wanted:
+                log.info("sweep %s: n_trials %d -> %d (--n_trials)", self.cfg.study, saved, wanted)
+            self.study.set_user_attr("n_trials", wanted)
+            return wanted
+        return saved
 
     def check_foreign_runs(self):
         """Run folders named like this study's trials that none of its trials trained (a study deleted and started
         again) would be resumed as if they were its own: refused."""
-        known = {t.user_attrs.get("run") for t in self.study.get_trials(deepcopy=False)}
         prefix = f"{self.cfg.study}-"
-        foreign = [r.name for r in list_runs(self.log_dir) if r.name.startswith(prefix) and r.name not in known
-                   and r.name[len(prefix):].isdigit()]
+        candidates = [r.name for r in list_runs(self.log_dir) if r.name.startswith(prefix)
+                      and r.name[len(prefix):].isdigit()]  # listed before the trials: a trial started meanwhile is known
+        known = {t.user_attrs.get("run") for t in self.study.get_trials(deepcopy=False)}
+        foreign = [name for name in candidates if name not in known]
         if foreign:
             raise ConfigError(f"run folder(s) {', '.join(sorted(foreign)[:3])} in {self.log_dir} belong to no trial of "
                               f"study {self.cfg.study}; move them away or use another --study")
@@ -155,27 +181,35 @@ class Worker:
                 trial.set_user_attr(studies.SURPLUS, True)
                 raise optuna.TrialPruned("surplus: the study's n_trials were already taken")
         name = studies.run_name(self.cfg.study, frozen)
+        # workers share the study's seed: each trial draws from its own seed, so workers started together still
+        # sample different parameters, and one worker's sweep is reproducible
+        self.study.sampler = self.spec.make_sampler(trial.number)
         params = {p.key: p.suggest(trial) for p in self.spec.space}
         args = ["--config", str(self.spec.base), *self.train_args, *option_args(params), "--fold", self.spec.folds,
                 "--name", name]
         trial.set_user_attr("run", name)
         trial.set_user_attr("command", "python train.py " + shlex.join(args))
-        cfg = parse(args)
+        try:
+            cfg = parse(args)
+        except ConfigError as e:  # each searched value was checked alone; this combination is refused
+            raise InvalidTrial(f"trial {trial.number}: {e}", e.key) from None
         run = RunDir(cfg.log_dir, name)
         cfg.resume = run.exists  # a retry carries on from its original's last.pt
         record = dict(study=self.cfg.study, storage=studies.shown_url(studies.storage_url(self.cfg.storage,
                                                                                               self.log_dir)),
                       trial=int(name.rsplit("-", 1)[1]), attempt=trial.number, params=params)
-        first_fold: list[int] = []
+        prune_fold = frozen.user_attrs.get("prune_fold")  # a retry prunes on its original's fold
 
-        def after_epoch(k: int, epoch: int, metrics: dict):
-            if not first_fold:
-                first_fold.append(k)
-                mark(run, record, "running")
-            if k != first_fold[0]:
+        def after_epoch(k: int, epoch: int, metrics: dict, last: bool):
+            nonlocal prune_fold
+            if prune_fold is None:
+                prune_fold = k
+                trial.set_user_attr("prune_fold", k)
+            mark(run, record, "running", fold=k, epoch=epoch)
+            if k != prune_fold:
                 return
             trial.report(metrics["val_f1"], epoch)
-            if epoch < cfg.epochs - 1 and trial.should_prune():  # after the last epoch there is nothing to save
+            if not last and trial.should_prune():  # after a fold's last epoch there is nothing left to save
                 mark(run, record, "pruned", epoch=epoch, val_f1=metrics["val_f1"])
                 log.info("trial %d (%s): pruned after fold %d epoch %d, val_f1 %.4f", trial.number, name, k, epoch,
                          metrics["val_f1"])
