@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import statistics
+import time
 import warnings
 from pathlib import Path
 
@@ -26,6 +27,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 EMBEDDED = "sweeps.db"  # the default storage, in log_dir
 MAX_RETRY = 3  # a trial whose worker died is queued again at most this often
+CREATE_TRIES = 4  # opening a storage whose tables another worker is creating
 SURPLUS = "surplus"  # user attr of a trial started after the budget was spent by other workers; it never trains
 
 
@@ -49,16 +51,21 @@ def open_storage(url: str, log_dir, grace: int, create: bool = True) -> RDBStora
             raise ConfigError(f"no study storage {db}: sweep.py --sweep ... --log_dir {log_dir} makes it, or give "
                               f"--storage URL")
         db.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, grace // 3), grace_period=grace,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                              max_retry=MAX_RETRY, inherit_intermediate_values=True))
-    except ImportError as e:
-        raise ConfigError(f"--storage {shown_url(url)}: the database driver is missing ({e}); for PostgreSQL "
-                          f"pip install 'psycopg[binary]' (in requirements.txt)") from None
-    except Exception as e:  # sqlalchemy raises many types for a bad URL or an unreachable server
-        raise ConfigError(f"--storage {shown_url(url)}: cannot open the study storage "
-                          f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    for attempt in range(CREATE_TRIES):
+        try:
+            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, grace // 3), grace_period=grace,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                  max_retry=MAX_RETRY, inherit_intermediate_values=True))
+        except ImportError as e:
+            raise ConfigError(f"--storage {shown_url(url)}: the database driver is missing ({e}); for PostgreSQL "
+                              f"pip install 'psycopg[binary]' (in requirements.txt)") from None
+        except Exception as e:  # sqlalchemy raises many types for a bad URL or an unreachable server
+            # workers that start together on an empty database race to create its tables: the loser tries again
+            if attempt + 1 < CREATE_TRIES and type(e).__name__ in ("IntegrityError", "ProgrammingError"):
+                time.sleep(1 + attempt)
+                continue
+            raise ConfigError(f"--storage {shown_url(url)}: cannot open the study storage "
+                              f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
 def load_study(storage: RDBStorage, name: str) -> optuna.Study:
