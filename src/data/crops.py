@@ -73,8 +73,6 @@ def crop_boxes(kind: str, paths, crop_box, face_margin: float, aspect: float, ca
     boxes = np.tile(center, (len(paths), 1))
     if kind == "center":
         return Crops(kind, len(paths), boxes)
-    if kind != "face":
-        raise ConfigError(f"--crop {kind!r} is not supported; choose one of: none, center, face")
     found = FaceStore(Path(cache_dir)).boxes(paths, max_pixels)
     fallbacks = 0
     for i, entry in enumerate(found):

@@ -94,7 +94,7 @@ def decision_record(cfg: ExportConfig, plans: list[RunPlan]) -> dict:
         apply="class = argmax(log(probs) + offsets); a plain argmax when offsets is null")
 
 
-def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, diff: float, n: int) -> dict:
+def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, crop: dict, diff: float, n: int) -> dict:
     """Everything a consumer needs to reproduce the preprocessing and read the outputs."""
     commit, dirty = git_commit()
     return {
@@ -103,7 +103,7 @@ def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, diff: float,
                       width=size[1], batch="dynamic", normalisation="inside the graph"),
         "preprocess": dict(
             decode="RGB, EXIF orientation applied, grayscale repeated to 3 channels, alpha dropped",
-            crop=common_crop(plans),
+            crop=crop,
             resize=[dict(height=work[0], width=work[1], interpolation="area"),
                     dict(height=size[0], width=size[1], interpolation="bilinear")]),
         "outputs": {name: (CLASS_NAMES if name == "probs" else list(TASK_NAMES[name]))
@@ -133,7 +133,7 @@ def export(cfg: ExportConfig) -> Path:
         raise ConfigError(f"--out {shown(cfg.out)} lies inside data_dir {cfg.data_dir}; exports never go into the data")
     plans = plan_runs(cfg)
     size, work = common_sizes(plans)
-    common_crop(plans)
+    crop = common_crop(plans)
     images = parity_batch(cfg.data_dir, cfg.parity_images, plans[0].cfg, cfg.log_dir, cfg.max_image_pixels)  # before any model loads
     cpu = torch.device("cpu")
     graph = onnx_graph.ProbabilityGraph([load_models(p.cfg, p.checkpoints, cpu) for p in plans], cfg.tta)
@@ -142,7 +142,7 @@ def export(cfg: ExportConfig) -> Path:
                         cfg.parity_tolerance, images)
     log.info("parity with PyTorch on %d eval images of %s: largest probability difference %.2e (tolerance %g)",
              len(images), cfg.data_dir, diff, cfg.parity_tolerance)
-    card = model_card(cfg, plans, size, work, diff, len(images))
+    card = model_card(cfg, plans, size, work, crop, diff, len(images))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -158,9 +158,10 @@ class Worker:
             except Interrupted:
                 self.queue_again()
                 raise
-        finished = [t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-        log.info("sweep %s: %d trials counted, %d finished; best %s", self.cfg.study,
-                 len(studies.counted(self.study.get_trials(deepcopy=False))), len(finished),
+        trials = self.study.get_trials(deepcopy=False)
+        finished = [t for t in trials if t.state == TrialState.COMPLETE]
+        log.info("sweep %s: %d trials counted, %d finished; best %s", self.cfg.study, len(studies.counted(trials)),
+                 len(finished),
                  f"{self.study.best_value:.4f} (trial {self.study.best_trial.number})" if finished else "none")
 
     def queue_again(self):
