@@ -4,6 +4,8 @@ worth as much as a common one's; a plain argmax of calibrated probabilities does
 Cross-fitting (offsets fitted on the other folds, applied to the held-out one) keeps a tuned CV honest."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from src.labels import NUM_CLASSES
@@ -47,11 +49,6 @@ def fit_offsets(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return offsets
 
 
-def rule(cv_tuned: float, cv_argmax: float) -> str:
-    """'tuned' where the cross-fitted tuned CV beats the argmax CV; offsets that only fit their own rows stay unused."""
-    return "tuned" if cv_tuned > cv_argmax else "argmax"
-
-
 def cross_fitted(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """Each fold's rows decided with offsets fitted on the other folds' rows only."""
     probs, labels, folds = np.asarray(probs), np.asarray(labels), np.asarray(folds)
@@ -60,3 +57,25 @@ def cross_fitted(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np
         own = folds == k
         out[own] = decide(probs[own], fit_offsets(probs[~own], labels[~own]))
     return out
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Offsets fitted on every out-of-fold row, and whether they help rows they were not fitted on."""
+    offsets: np.ndarray  # fitted on all rows
+    crossed: np.ndarray  # each row's class, decided by offsets fitted on the other folds
+    cv_tuned: float  # macro-F1 of `crossed`
+    cv_argmax: float  # macro-F1 of the plain argmax
+
+    @property
+    def rule(self) -> str:
+        """'tuned' where the cross-fitted CV beats the argmax one; offsets that only fit their own rows stay unused."""
+        return "tuned" if self.cv_tuned > self.cv_argmax else "argmax"
+
+
+def tune(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> Tuning:
+    """Cross-fit to judge the offsets honestly, then fit them on every row."""
+    labels = np.asarray(labels, dtype=np.int64)
+    crossed = cross_fitted(probs, labels, folds)
+    return Tuning(offsets=fit_offsets(probs, labels), crossed=crossed, cv_tuned=fast_macro_f1(labels, crossed),
+                  cv_argmax=fast_macro_f1(labels, np.asarray(probs).argmax(1)))

@@ -55,5 +55,17 @@ def test_cross_fitting_never_uses_a_folds_own_rows(monkeypatch):
 
 
 def test_offsets_are_used_only_where_the_cross_fitted_cv_beats_argmax():
-    assert decision.rule(0.51, 0.50) == "tuned"
-    assert decision.rule(0.50, 0.50) == "argmax" and decision.rule(0.47, 0.50) == "argmax"
+    # Two folds, each holding the hand-made table above: offsets fitted on one fold fix the other.
+    probs = np.array([[0.8, 0.1, 0.1]] * 4 + [[0.1, 0.8, 0.1]] * 4 + [[0.1, 0.5, 0.4]] * 2)
+    labels = np.array([0] * 4 + [1] * 4 + [2] * 2)
+    helps = decision.tune(np.tile(probs, (2, 1)), np.tile(labels, 2), np.repeat([0, 1], 10))
+    # macro over all 18 classes, 15 of them absent: argmax (1 + .8 + 0) / 18, tuned 3 / 18
+    assert helps.cv_argmax == pytest.approx(1.8 / 18) and helps.cv_tuned == pytest.approx(3 / 18)
+    assert helps.rule == "tuned"
+    assert list(decision.decide(probs, helps.offsets)) == list(labels)
+    # Fold 1's rare rows are labelled 1: offsets fitted on either fold hurt the other, so argmax stays.
+    other = labels.copy()
+    other[8:] = 1
+    hurts = decision.tune(np.tile(probs, (2, 1)), np.concatenate([labels, other]), np.repeat([0, 1], 10))
+    assert hurts.cv_tuned < hurts.cv_argmax and hurts.rule == "argmax"
+    assert decision.Tuning(np.zeros(3), labels, 0.5, 0.5).rule == "argmax"  # a tie keeps argmax

@@ -63,13 +63,12 @@ def choose(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, str]:
         return None, "argmax: the runs' out-of-fold rows are not the same images"
     probs = np.mean([o[PROB_COLUMNS].to_numpy() for o in oofs], axis=0)
     labels, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
-    tuned = decision.fast_macro_f1(labels, decision.cross_fitted(probs, labels, folds))
-    plain = decision.fast_macro_f1(labels, probs.argmax(1))
+    tuning = decision.tune(probs, labels, folds)
     where = f"the {len(plans)} runs' mean out-of-fold probabilities ({len(labels)} rows)"
-    if decision.rule(tuned, plain) != "tuned":
-        return None, f"argmax: offsets fitted on {where} did not help out of fold ({tuned:.4f} against {plain:.4f})"
-    return decision.fit_offsets(probs, labels), f"tuned: offsets fitted on {where} (cross-fitted CV {tuned:.4f})"
-
+    if tuning.rule != "tuned":
+        return None, (f"argmax: offsets fitted on {where} did not help out of fold ({tuning.cv_tuned:.4f} against "
+                      f"{tuning.cv_argmax:.4f})")
+    return tuning.offsets, f"tuned: offsets fitted on {where} (cross-fitted CV {tuning.cv_tuned:.4f})"
 
 def decide(rule: str, plans: list[RunPlan], probs: np.ndarray) -> tuple[np.ndarray, dict]:
     """The classes of `probs`, and what the settings file records of the decision."""

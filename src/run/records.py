@@ -107,11 +107,11 @@ def write_cv(run: RunDir, n_folds: int) -> dict:
     cv = dict(cv_f1=whole["f1"], fold_f1=folds, **{f"cv_{k}": v for k, v in whole.items() if k != "f1"},
               oof_rows=len(oof))
     if len(parts) == n_folds:
-        tuned = scores(labels, decision.cross_fitted(probs, labels, oof["fold"].to_numpy()))
+        tuning = decision.tune(probs, labels, oof["fold"].to_numpy())
+        tuned = scores(labels, tuning.crossed)
         cv |= {"cv_f1_tuned": tuned["f1"], **{f"cv_{k}_tuned": v for k, v in tuned.items() if k != "f1"}}
-        offsets = decision.fit_offsets(probs, labels)
-        save_text(json.dumps(dict(rule=decision.rule(tuned["f1"], whole["f1"]),
-                                  offsets=[round(float(v), 4) for v in offsets], oof_rows=len(oof),
+        save_text(json.dumps(dict(rule=tuning.rule, offsets=[round(float(v), 4) for v in tuning.offsets],
+                                  oof_rows=len(oof),
                                   cv_f1_tuned=tuned["f1"], cv_f1_argmax=whole["f1"]), indent=2), run.decision)
     save_text(json.dumps(cv, indent=2), run.cv)
     return cv
