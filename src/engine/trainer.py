@@ -78,6 +78,9 @@ class Progress:
         return f"interrupted ({signal_name}) in fold {self.fold}, epoch {self.epoch}: {kept}; continue with --resume"
 
 
+SIGNALLED: set[int] = set()  # the signals interruptible() has received; checked again at every training batch
+
+
 class TermSignal(BaseException):
     """SIGTERM in the training process, raised where it arrives so that the stack unwinds like Ctrl-C."""
 
@@ -96,11 +99,13 @@ def interruptible(progress: Progress):
     """Ctrl-C and SIGTERM stop training at once with one line (stderr and train.log) and exit codes 130 and 143.
     Loader workers fork with the handler: there SIGTERM ends the worker quietly as Ctrl-C does."""
     main_pid = os.getpid()
+    SIGNALLED.clear()
 
-    def on_term(_signum, _frame):
-        raise TermSignal() if os.getpid() == main_pid else KeyboardInterrupt()
+    def on_signal(signum, _frame):
+        SIGNALLED.add(signum)
+        raise TermSignal() if signum == signal.SIGTERM and os.getpid() == main_pid else KeyboardInterrupt()
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     except (KeyboardInterrupt, TermSignal) as e:
@@ -110,7 +115,14 @@ def interruptible(progress: Progress):
         log.warning("%s", message, extra=FILE_ONLY)
         raise Interrupted(message, name) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def stop_if_signalled():
+    """Raise again a signal whose exception was swallowed where it landed (a loader's __del__ ignores exceptions)."""
+    if SIGNALLED:
+        raise TermSignal() if signal.SIGTERM in SIGNALLED else KeyboardInterrupt()
 
 
 def dropped(table: pd.DataFrame, drop_ages: str) -> np.ndarray:
@@ -165,6 +177,7 @@ def train_epoch(step: TrainStep, loader, k: int, epoch: int, batch_scheduler, ud
     n = 0
     bar = tqdm(loader, desc=f"fold {k} epoch {epoch}", disable=not show, mininterval=1, leave=False)
     for i, (x, y, _) in enumerate(bar):
+        stop_if_signalled()
         loss, sup, cons, logits = step(x, y, next(uda_iter)[0] if uda_iter is not None else None)
         if batch_scheduler is not None:
             batch_scheduler.step()
