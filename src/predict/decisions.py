@@ -70,6 +70,7 @@ def choose(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, str]:
                       f"{tuning.cv_argmax:.4f})")
     return tuning.offsets, f"tuned: offsets fitted on {where} (cross-fitted CV {tuning.cv_tuned:.4f})"
 
+
 def decide(rule: str, plans: list[RunPlan], probs: np.ndarray) -> tuple[np.ndarray, dict]:
     """The classes of `probs`, and what the settings file records of the decision."""
     offsets, how = choose(rule, plans)

@@ -111,7 +111,7 @@ def write_cv(run: RunDir, n_folds: int) -> dict:
         tuned = scores(labels, tuning.crossed)
         cv |= {"cv_f1_tuned": tuned["f1"], **{f"cv_{k}_tuned": v for k, v in tuned.items() if k != "f1"}}
         save_text(json.dumps(dict(rule=tuning.rule, offsets=[round(float(v), 4) for v in tuning.offsets],
-                                  oof_rows=len(oof),
-                                  cv_f1_tuned=tuned["f1"], cv_f1_argmax=whole["f1"]), indent=2), run.decision)
+                                  oof_rows=len(oof), cv_f1_tuned=tuned["f1"], cv_f1_argmax=whole["f1"]), indent=2),
+                  run.decision)
     save_text(json.dumps(cv, indent=2), run.cv)
     return cv

@@ -160,9 +160,9 @@ class Worker:
                 raise
         trials = self.study.get_trials(deepcopy=False)
         finished = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = f"{self.study.best_value:.4f} (trial {self.study.best_trial.number})" if finished else "none"
         log.info("sweep %s: %d trials counted, %d finished; best %s", self.cfg.study, len(studies.counted(trials)),
-                 len(finished),
-                 f"{self.study.best_value:.4f} (trial {self.study.best_trial.number})" if finished else "none")
+                 len(finished), best)
 
     def queue_again(self):
         """The trial a signal stopped is queued again like a dead worker's, so that the next worker resumes it."""
