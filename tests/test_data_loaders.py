@@ -15,3 +15,29 @@ def test_loader_settings():
     loader = make_loader(ds, torch.device("cpu"), 2, num_workers=1, prefetch_factor=3)
     assert loader.prefetch_factor == 3 and loader.persistent_workers and loader.num_workers == 1
     assert make_loader(ds, torch.device("cpu"), 2, num_workers=0).num_workers == 0
+
+
+class ReportsInWorker(torch.utils.data.Dataset):
+    """Each item: what the worker's sys.excepthook prints for a broken pipe and a real error, and its niceness."""
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, _i):
+        import io
+        import os
+        import sys
+
+        sys.stderr = printed_to = io.StringIO()
+        for error in (BrokenPipeError("parent left"), ValueError("a real fault")):
+            sys.excepthook(type(error), error, None)
+        return printed_to.getvalue(), os.nice(0)
+
+
+def test_a_worker_drops_broken_connections_but_reports_other_errors():
+    # a Ctrl-C that lands while the main process fetches a batch's shared memory breaks the worker's fd-sharing
+    # thread's connection; that thread reports through sys.excepthook
+    import os
+
+    (printed,), (nice,) = next(iter(make_loader(ReportsInWorker(), torch.device("cpu"), 1, num_workers=1)))
+    assert "ValueError: a real fault" in printed and "BrokenPipeError" not in printed
+    assert nice == os.nice(0) + 10

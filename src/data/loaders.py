@@ -1,7 +1,9 @@
 """DataLoaders and the worker policy shared by training, validation, inference and the benchmark."""
 from __future__ import annotations
 
+import functools
 import os
+import sys
 
 import torch
 from torch.utils.data import DataLoader
@@ -20,9 +22,21 @@ def default_workers(requested: int, device: torch.device | None = None) -> int:
     return min(cores, 16)
 
 
-def lower_priority(_worker_id: int):
-    """On CPU the model's threads own the cores; loader workers fill the gaps instead of preempting them."""
-    os.nice(10)
+def quiet_broken_pipes(hook):
+    """An exception hook that drops broken connections. A worker's fd-sharing thread (multiprocessing's resource
+    sharer, which reports through sys.excepthook) sees one only when the main process stopped mid-transfer, as a
+    Ctrl-C does; the main process reports that stop itself."""
+    def quiet(kind, value, traceback):
+        if not issubclass(kind, (BrokenPipeError, ConnectionResetError, EOFError)):
+            hook(kind, value, traceback)
+    return quiet
+
+
+def init_worker(_worker_id: int, nice: bool):
+    """On CPU the model's threads own the cores, so workers get a lower priority and fill the gaps."""
+    sys.excepthook = quiet_broken_pipes(sys.excepthook)
+    if nice:
+        os.nice(10)
 
 
 def make_loader(dataset, device, batch_size: int, num_workers: int = -1, prefetch_factor: int = 4, sampler=None,
@@ -31,9 +45,10 @@ def make_loader(dataset, device, batch_size: int, num_workers: int = -1, prefetc
     draws from the global RNG (which the model's dropout uses): a resumed run then replays an uninterrupted one
     with any worker count."""
     workers = default_workers(num_workers, device)
-    extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if workers > 0 else {}
-    if workers > 0 and device.type == "cpu":
-        extra["worker_init_fn"] = lower_priority
+    extra = {}
+    if workers > 0:
+        extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor,
+                     worker_init_fn=functools.partial(init_worker, nice=device.type == "cpu"))
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=drop_last,
                       generator=torch.Generator().manual_seed(seed), **extra)

@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,15 +84,6 @@ class TermSignal(BaseException):
     """SIGTERM in the training process, raised where it arrives so that the stack unwinds like Ctrl-C."""
 
 
-def quiet_broken_pipes(hook):
-    """An exception hook that drops broken connections: once training is interrupted, a loader worker that ends
-    while multiprocessing's fd-sharing thread answers it (that thread reports through sys.excepthook) is expected."""
-    def quiet(kind, value, traceback):
-        if not issubclass(kind, (BrokenPipeError, ConnectionResetError, EOFError)):
-            hook(kind, value, traceback)
-    return quiet
-
-
 @contextlib.contextmanager
 def interruptible(progress: Progress):
     """Ctrl-C and SIGTERM stop training at once with one line (stderr and train.log) and exit codes 130 and 143.
@@ -111,7 +101,6 @@ def interruptible(progress: Progress):
     except (KeyboardInterrupt, TermSignal) as e:
         name = "SIGTERM" if isinstance(e, TermSignal) else "SIGINT"
         message = progress.stopped(name)
-        sys.excepthook = quiet_broken_pipes(sys.excepthook)
         log.warning("%s", message, extra=FILE_ONLY)
         raise Interrupted(message, name) from None
     finally:
