@@ -1,6 +1,10 @@
 """Decisions for macro-F1: per-class offsets added to the log-probabilities before the argmax, fitted on
 out-of-fold rows by coordinate ascent. Macro-F1 weighs each of the 18 classes alike, so a rare class's recall is
 worth as much as a common one's; a plain argmax of calibrated probabilities does not maximise that.
+
+Each class's offset is the sum of one term per task (3 mask, 2 gender, 3 age), so 8 numbers are fitted rather
+than 18: the 60+ classes hold a handful of people each, and free per-class offsets fitted on 300 people's
+out-of-fold rows followed their noise and lowered held-out F1 (bench/RESULTS.md, "Decision offsets").
 Cross-fitting (offsets fitted on the other folds, applied to the held-out one) keeps a tuned CV honest."""
 from __future__ import annotations
 
@@ -8,10 +12,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.labels import NUM_CLASSES
+from src.labels import NUM_CLASSES, TASK_SIZES, decode_label
 
-GRID = np.round(np.linspace(-2.0, 2.0, 41), 2)  # candidate offsets of one class, in log-probability units
-ROUNDS = 3  # passes over the classes; a pass that improves nothing ends the search
+GRID = np.round(np.linspace(-2.0, 2.0, 41), 2)  # candidate values of one task term, in log-probability units
+ROUNDS = 3  # passes over the task terms; a pass that improves nothing ends the search
+
+
+def terms_of_class() -> np.ndarray:
+    """(18, 8): row c picks the terms of class c's mask, gender and age (terms 0-2 mask, 3-4 gender, 5-7 age)."""
+    starts = np.cumsum((0,) + TASK_SIZES[:-1])
+    classes = np.arange(NUM_CLASSES)
+    table = np.zeros((NUM_CLASSES, sum(TASK_SIZES)))
+    for start, value in zip(starts, decode_label(classes)):
+        table[classes, start + value] = 1.0
+    return table
+
+
+TERMS_OF_CLASS = terms_of_class()
 
 
 def fast_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int = NUM_CLASSES) -> float:
@@ -30,32 +47,34 @@ def decide(probs: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
     return np.asarray(probs).argmax(1) if offsets is None else (log_probs(probs) + offsets).argmax(1)
 
 
-def fit_offsets(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Offsets that maximise the whole-set macro-F1 of `labels` by coordinate ascent over GRID, from zero."""
+def fit_offsets(probs: np.ndarray, labels: np.ndarray, terms_of_class: np.ndarray = TERMS_OF_CLASS) -> np.ndarray:
+    """The class offsets (terms_of_class @ terms) that maximise the whole-set macro-F1 of `labels`, by coordinate
+    ascent over each term's GRID, from zero. bench/decisions.py passes np.eye(18): a free offset per class."""
     logp, labels = log_probs(probs), np.asarray(labels, dtype=np.int64)
-    offsets = np.zeros(logp.shape[1])
+    terms = np.zeros(terms_of_class.shape[1])
     best = fast_macro_f1(labels, logp.argmax(1))
     for _ in range(ROUNDS):
         improved = False
-        for c in range(logp.shape[1]):
+        for t in range(len(terms)):
             for value in GRID:
-                trial = offsets.copy()
-                trial[c] = value
-                score = fast_macro_f1(labels, (logp + trial).argmax(1))
+                trial = terms.copy()
+                trial[t] = value
+                score = fast_macro_f1(labels, (logp + terms_of_class @ trial).argmax(1))
                 if score > best + 1e-12:
-                    best, offsets, improved = score, trial, True
+                    best, terms, improved = score, trial, True
         if not improved:
             break
-    return offsets
+    return terms_of_class @ terms
 
 
-def cross_fitted(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
+def cross_fitted(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
+                 terms_of_class: np.ndarray = TERMS_OF_CLASS) -> np.ndarray:
     """Each fold's rows decided with offsets fitted on the other folds' rows only."""
     probs, labels, folds = np.asarray(probs), np.asarray(labels), np.asarray(folds)
     out = np.empty(len(labels), dtype=np.int64)
     for k in np.unique(folds):
         own = folds == k
-        out[own] = decide(probs[own], fit_offsets(probs[~own], labels[~own]))
+        out[own] = decide(probs[own], fit_offsets(probs[~own], labels[~own], terms_of_class))
     return out
 
 
@@ -73,9 +92,10 @@ class Tuning:
         return "tuned" if self.cv_tuned > self.cv_argmax else "argmax"
 
 
-def tune(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> Tuning:
+def tune(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
+         terms_of_class: np.ndarray = TERMS_OF_CLASS) -> Tuning:
     """Cross-fit to judge the offsets honestly, then fit them on every row."""
     labels = np.asarray(labels, dtype=np.int64)
-    crossed = cross_fitted(probs, labels, folds)
-    return Tuning(offsets=fit_offsets(probs, labels), crossed=crossed, cv_tuned=fast_macro_f1(labels, crossed),
+    crossed = cross_fitted(probs, labels, folds, terms_of_class)
+    return Tuning(offsets=fit_offsets(probs, labels, terms_of_class), crossed=crossed, cv_tuned=fast_macro_f1(labels, crossed),
                   cv_argmax=fast_macro_f1(labels, np.asarray(probs).argmax(1)))

@@ -17,11 +17,19 @@ def test_fast_macro_f1_is_sklearns():
     assert decision.fast_macro_f1(y, np.array([0, 0, 0]), 3) == pytest.approx((0.8 + 0 + 0) / 3)
 
 
+def hand_table():
+    """Ten masked men: 4 under 30, 4 of 30-59, and 2 of 60+ whom the model always finds a little younger (classes 0,
+    1, 2 of 18; the other classes get no probability)."""
+    rows = [[0.8, 0.1, 0.1]] * 4 + [[0.1, 0.8, 0.1]] * 4 + [[0.1, 0.5, 0.4]] * 2
+    probs = np.zeros((10, 18))
+    probs[:, :3] = rows
+    return probs, np.array([0] * 4 + [1] * 4 + [2] * 2)
+
+
 def test_offsets_raise_macro_f1_on_a_hand_made_table():
-    # Three classes; class 2 is rare and always a little less likely than class 1, so argmax never predicts it.
-    probs = np.array([[0.8, 0.1, 0.1]] * 4 + [[0.1, 0.8, 0.1]] * 4 + [[0.1, 0.5, 0.4]] * 2)
-    labels = np.array([0] * 4 + [1] * 4 + [2] * 2)
-    # argmax: class 0 perfect (F1 1); class 1: tp 4, fp 2, fn 0 -> 8/10; class 2: 0 -> macro (1 + .8 + 0)/3 = .6
+    probs, labels = hand_table()
+    # argmax never says 60+. Class 0 perfect (F1 1); class 1: tp 4, fp 2, fn 0 -> 8/10; class 2: 0.
+    # Over the three present classes: (1 + .8 + 0) / 3 = .6
     assert decision.fast_macro_f1(labels, probs.argmax(1), 3) == pytest.approx(0.6)
     offsets = decision.fit_offsets(probs, labels)
     tuned = decision.decide(probs, offsets)
@@ -31,6 +39,17 @@ def test_offsets_raise_macro_f1_on_a_hand_made_table():
     assert list(decision.decide(probs, None)) == list(probs.argmax(1))
 
 
+def test_each_class_offset_is_the_sum_of_its_task_terms():
+    probs, labels = hand_table()
+    offsets = decision.fit_offsets(probs, labels)
+    # the age term that lifted 60+ for masked men lifts it for every mask state and gender alike
+    by_class = offsets.reshape(3, 2, 3)  # mask, gender, age
+    age = by_class - by_class[..., :1]
+    assert np.allclose(age, age[0, 0]) and age[0, 0, 2] > age[0, 0, 1]
+    assert decision.TERMS_OF_CLASS.shape == (18, 8) and (decision.TERMS_OF_CLASS.sum(1) == 3).all()
+    assert list(np.flatnonzero(decision.TERMS_OF_CLASS[17])) == [2, 4, 7]  # not_wear, female, 60+
+
+
 def test_cross_fitting_never_uses_a_folds_own_rows(monkeypatch):
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(18), 120)
@@ -38,9 +57,9 @@ def test_cross_fitting_never_uses_a_folds_own_rows(monkeypatch):
     seen = []
     real = decision.fit_offsets
 
-    def spy(p, y):
+    def spy(p, y, terms_of_class):
         seen.append(p)
-        return real(p, y)
+        return real(p, y, terms_of_class)
 
     monkeypatch.setattr(decision, "fit_offsets", spy)
     out = decision.cross_fitted(probs, labels, folds)
@@ -56,8 +75,7 @@ def test_cross_fitting_never_uses_a_folds_own_rows(monkeypatch):
 
 def test_offsets_are_used_only_where_the_cross_fitted_cv_beats_argmax():
     # Two folds, each holding the hand-made table above: offsets fitted on one fold fix the other.
-    probs = np.array([[0.8, 0.1, 0.1]] * 4 + [[0.1, 0.8, 0.1]] * 4 + [[0.1, 0.5, 0.4]] * 2)
-    labels = np.array([0] * 4 + [1] * 4 + [2] * 2)
+    probs, labels = hand_table()
     helps = decision.tune(np.tile(probs, (2, 1)), np.tile(labels, 2), np.repeat([0, 1], 10))
     # macro over all 18 classes, 15 of them absent: argmax (1 + .8 + 0) / 18, tuned 3 / 18
     assert helps.cv_argmax == pytest.approx(1.8 / 18) and helps.cv_tuned == pytest.approx(3 / 18)
@@ -68,4 +86,4 @@ def test_offsets_are_used_only_where_the_cross_fitted_cv_beats_argmax():
     other[8:] = 1
     hurts = decision.tune(np.tile(probs, (2, 1)), np.concatenate([labels, other]), np.repeat([0, 1], 10))
     assert hurts.cv_tuned < hurts.cv_argmax and hurts.rule == "argmax"
-    assert decision.Tuning(np.zeros(3), labels, 0.5, 0.5).rule == "argmax"  # a tie keeps argmax
+    assert decision.Tuning(np.zeros(18), labels, 0.5, 0.5).rule == "argmax"  # a tie keeps argmax

@@ -94,7 +94,7 @@ def test_missing_inputs_fail_before_any_model_loads(trained_run, dataset, tmp_pa
     def no_loading(*a, **k):
         raise AssertionError("a model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(predict, "open_engine", no_loading)
+    monkeypatch.setattr(predict, "predict_run", no_loading)
     data = tmp_path / "d"
     shutil.copytree(dataset, data)
     victim = next((data / "eval" / "images").iterdir())

@@ -281,7 +281,7 @@ class Prediction:
     runs: Annotated[list[str], Name()] = field(default_factory=list)  # several runs to ensemble (any backbones and sizes)
     checkpoint: Literal[CHECKPOINT_KINDS] = "best_f1"  # which checkpoint of each fold
     tta: Literal["none", "flip"] = "flip"  # average with the horizontal flip
-    decision: Literal["tuned", "argmax"] = "tuned"  # tuned: per-class offsets fitted for macro-F1 on the runs' out-of-fold rows, where every fold has them; else argmax
+    decision: Literal["tuned", "argmax"] = "tuned"  # tuned: per-class offsets (sums of task terms) fitted for macro-F1 on the runs' out-of-fold rows, where every fold has them; else argmax
 
 
 ENGINES = ("auto", "torch", "onnxruntime")

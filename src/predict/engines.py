@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from src.config.schema import TrainConfig
+from src.config.schema import Engine, Loading, Precision, Prediction, TrainConfig
 from src.engine import builders
 from src.engine.forward import forward_views, probabilities
 from src.errors import FileSystemError, NonFinite, NoSpace, ParityError
@@ -151,6 +151,17 @@ def open_engine(engine: str, run_name: str, run: RunDir, run_cfg: TrainConfig, c
         return OnnxEngine(run_name, cached_session(run, run_cfg, checkpoints, folds, checkpoint, tta), checkpoint)
     return TorchEngine(run_name, load_models(run_cfg, checkpoints, device), folds, checkpoint, device, tta,
                        amp if device.type == "cuda" else "none")
+
+
+def predict_run(plan, dataset, cfg: Engine | Prediction | Precision | Loading, device: torch.device,
+                desc: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """predict_batches of one planned run (a plans.RunPlan) over `dataset`: its folds x TTA through the engine,
+    checkpoint and batch size that cfg names."""
+    engine = open_engine(cfg.engine, plan.name, plan.run, plan.cfg, plan.checkpoints, plan.folds, cfg.checkpoint,
+                         cfg.tta, cfg.amp, device)
+    log.info("run %s: %d fold model(s) from %s, %dx%d, tta=%s, engine %s", plan.name, len(plan.checkpoints),
+             cfg.checkpoint, plan.cfg.img_height, plan.cfg.img_width, cfg.tta, engine.name)
+    return predict_batches(engine, builders.loader(dataset, cfg, device, cfg.infer_batch_size), desc)
 
 
 def predict_batches(engine, loader, desc: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

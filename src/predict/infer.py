@@ -21,7 +21,7 @@ from src.errors import ConfigError, filesystem_error
 from src.files import shown
 from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
 from src.predict.decisions import decide
-from src.predict.engines import open_engine, predict_batches
+from src.predict.engines import predict_run
 from src.predict.plans import RunPlan, plan_runs
 from src.run.atomic import csv_writer, remove_stale_tmp, replace_together, save_csv, save_text, text_writer
 from src.run.figures import png_writer, pyplot
@@ -36,15 +36,9 @@ def predict_runs(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], paths) -
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     total = np.zeros((len(paths), NUM_CLASSES))
     for plan in plans:
-        run_cfg = plan.cfg
-        engine = open_engine(cfg.engine, plan.name, plan.run, run_cfg, plan.checkpoints, plan.folds, cfg.checkpoint,
-                             cfg.tta, cfg.amp, device)
-        ds = FaceDataset(builders.file_images(run_cfg, paths, cfg.log_dir, cfg.max_image_pixels), None,
-                         builders.eval_transform(run_cfg))
-        loader = builders.loader(ds, cfg, device, cfg.infer_batch_size)
-        log.info("run %s: %d fold model(s) from %s, %dx%d, tta=%s, engine %s", plan.name, len(plan.checkpoints),
-                 cfg.checkpoint, run_cfg.img_height, run_cfg.img_width, cfg.tta, engine.name)
-        _, _, probs = predict_batches(engine, loader, desc=f"predict {plan.name}")
+        ds = FaceDataset(builders.file_images(plan.cfg, paths, cfg.log_dir, cfg.max_image_pixels), None,
+                         builders.eval_transform(plan.cfg))
+        _, _, probs = predict_run(plan, ds, cfg, device, desc=f"predict {plan.name}")
         total += probs
     return total / len(plans)
 

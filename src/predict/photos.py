@@ -21,7 +21,7 @@ from src.errors import ConfigError, DataError
 from src.files import shown
 from src.labels import NUM_CLASSES, PROB_COLUMNS, TASK_NAMES, decode_label, task_probabilities
 from src.predict.decisions import decide
-from src.predict.engines import open_engine, predict_batches
+from src.predict.engines import predict_run
 from src.predict.plans import plan_runs
 from src.run.atomic import save_text
 from src.run.logging import setup_logging
@@ -154,13 +154,10 @@ def predict(cfg: PredictConfig) -> pd.DataFrame:
     total = np.zeros((len(found), NUM_CLASSES))
     bad = np.zeros(len(paths), dtype=bool)
     for plan in plans if paths else []:
-        engine = open_engine(cfg.engine, plan.name, plan.run, plan.cfg, plan.checkpoints, plan.folds, cfg.checkpoint,
-                             cfg.tta, cfg.amp, device)
         ds = Photos(builders.file_images(plan.cfg, paths, cfg.log_dir, cfg.max_image_pixels),
                     builders.input_size(plan.cfg), builders.eval_transform(plan.cfg), cfg.strict)
-        loader = builders.loader(ds, cfg, device, cfg.infer_batch_size)
-        flags, indices, probs = predict_batches(engine, loader, desc=f"predict {plan.name}" if len(paths) > 64
-                                                else None)
+        flags, indices, probs = predict_run(plan, ds, cfg, device,
+                                            desc=f"predict {plan.name}" if len(paths) > 64 else None)
         total[np.asarray(readable)[indices]] += probs / len(plans)
         bad[indices[flags == 1]] = True
     for j in np.flatnonzero(bad):

@@ -1,0 +1,65 @@
+"""Compare decision rules on trained runs with known eval answers: argmax, a free offset per class, and offsets
+that are sums of task terms (what train.py fits).
+
+    python -m bench.decisions --data_dir /tmp/d --log_dir /tmp/l --run cpu15 [--run other ...]
+
+Each run needs every fold's oof.csv and the eval probabilities of `python infer.py --run RUN` (eval_probs.csv).
+Per run and rule: the CV macro-F1 over all out-of-fold rows (the offsets cross-fitted: each fold decided by
+offsets fitted on the other folds), eval macro-F1 and per-task F1 with offsets fitted on every out-of-fold row,
+and CV - eval. No training: seconds per run.
+"""
+import argparse
+import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src import decision
+from src.labels import NUM_CLASSES, PROB_COLUMNS
+from src.metrics import scores
+from src.run.rundir import RunDir, prediction_files
+
+RULES = {"argmax": None, "per class (18 free offsets)": np.eye(NUM_CLASSES),
+         "per task (8 terms, train.py's)": decision.TERMS_OF_CLASS}
+
+
+def out_of_fold(run: RunDir) -> pd.DataFrame:
+    n_folds = len(pd.read_csv(run.folds_csv)["fold"].unique())
+    missing = [k for k in range(n_folds) if not run.oof(k).is_file()]
+    if missing:
+        raise SystemExit(f"run {run.name}: folds {missing} have no oof.csv; train every fold first")
+    return pd.concat([pd.read_csv(run.oof(k)) for k in range(n_folds)], ignore_index=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", type=Path, required=True, help="generated data (eval_answers.csv beside eval/)")
+    p.add_argument("--log_dir", type=Path, required=True)
+    p.add_argument("--run", action="append", required=True, help="a trained and inferred run (repeatable)")
+    a = p.parse_args(argv)
+    answers = pd.read_csv(a.data_dir / "eval_answers.csv")
+    print(f"setup: {datetime.date.today()}  data={a.data_dir}  log_dir={a.log_dir}", flush=True)
+    print("| run | rule | CV (cross-fitted) | eval | eval mask / gender / age | CV - eval |\n|---|---|---|---|---|---|")
+    for name in a.run:
+        run = RunDir(a.log_dir, name)
+        oof = out_of_fold(run)
+        probs = pd.read_csv(prediction_files(run.submission)["probs"])
+        if not probs["ImageID"].equals(answers["ImageID"]):
+            raise SystemExit(f"run {name}: its eval probabilities are not those of {a.data_dir}'s eval images")
+        oof_p, oof_y, folds = oof[PROB_COLUMNS].to_numpy(), oof["label"].to_numpy(), oof["fold"].to_numpy()
+        eval_p = probs[PROB_COLUMNS].to_numpy()
+        for rule, terms_of_class in RULES.items():
+            if terms_of_class is None:
+                cv, offsets = decision.fast_macro_f1(oof_y, oof_p.argmax(1)), None
+            else:
+                tuning = decision.tune(oof_p, oof_y, folds, terms_of_class)
+                cv, offsets = tuning.cv_tuned, tuning.offsets
+            s = scores(answers["ans"], decision.decide(eval_p, offsets))
+            print(f"| {name} | {rule} | {cv:.4f} | {s['f1']:.4f} | "
+                  f"{s['f1_mask']:.3f} / {s['f1_gender']:.3f} / {s['f1_age']:.3f} | {cv - s['f1']:+.3f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
