@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from src import decision
+from src.insight.oof import read_oof
 from src.labels import NUM_CLASSES, PROB_COLUMNS
 from src.metrics import scores
 from src.run.rundir import RunDir, prediction_files
@@ -25,11 +26,12 @@ RULES = {"argmax": None, "per class (18 free offsets)": np.eye(NUM_CLASSES),
 
 
 def out_of_fold(run: RunDir) -> pd.DataFrame:
-    n_folds = len(pd.read_csv(run.folds_csv)["fold"].unique())
-    missing = [k for k in range(n_folds) if not run.oof(k).is_file()]
+    n_folds = pd.read_csv(run.folds_csv)["fold"].nunique()
+    oof = read_oof(run, range(n_folds))
+    missing = sorted(set(range(n_folds)) - set(oof["fold"]))
     if missing:
         raise SystemExit(f"run {run.name}: folds {missing} have no oof.csv; train every fold first")
-    return pd.concat([pd.read_csv(run.oof(k)) for k in range(n_folds)], ignore_index=True)
+    return oof
 
 
 def main(argv=None):

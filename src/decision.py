@@ -97,5 +97,5 @@ def tune(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
     """Cross-fit to judge the offsets honestly, then fit them on every row."""
     labels = np.asarray(labels, dtype=np.int64)
     crossed = cross_fitted(probs, labels, folds, terms_of_class)
-    return Tuning(offsets=fit_offsets(probs, labels, terms_of_class), crossed=crossed, cv_tuned=fast_macro_f1(labels, crossed),
-                  cv_argmax=fast_macro_f1(labels, np.asarray(probs).argmax(1)))
+    return Tuning(offsets=fit_offsets(probs, labels, terms_of_class), crossed=crossed,
+                  cv_tuned=fast_macro_f1(labels, crossed), cv_argmax=fast_macro_f1(labels, np.asarray(probs).argmax(1)))

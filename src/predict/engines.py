@@ -16,6 +16,7 @@ from src.engine import builders
 from src.engine.forward import forward_views, probabilities
 from src.errors import FileSystemError, NonFinite, NoSpace, ParityError
 from src.predict import onnx_graph
+from src.predict.plans import RunPlan
 from src.run.atomic import replace_with, write_bytes
 from src.run.checkpoint import load_weights
 from src.run.rundir import RunDir
@@ -153,9 +154,9 @@ def open_engine(engine: str, run_name: str, run: RunDir, run_cfg: TrainConfig, c
                        amp if device.type == "cuda" else "none")
 
 
-def predict_run(plan, dataset, cfg: Engine | Prediction | Precision | Loading, device: torch.device,
+def predict_run(plan: RunPlan, dataset, cfg: Engine | Prediction | Precision | Loading, device: torch.device,
                 desc: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """predict_batches of one planned run (a plans.RunPlan) over `dataset`: its folds x TTA through the engine,
+    """predict_batches of one planned run over `dataset`: its folds x TTA through the engine,
     checkpoint and batch size that cfg names."""
     engine = open_engine(cfg.engine, plan.name, plan.run, plan.cfg, plan.checkpoints, plan.folds, cfg.checkpoint,
                          cfg.tta, cfg.amp, device)
