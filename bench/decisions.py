@@ -1,12 +1,14 @@
-"""Compare decision rules on trained runs with known eval answers: argmax, a free offset per class, and offsets
-that are sums of task terms (what train.py fits).
+"""Compare decision rules on trained runs with known eval answers: argmax, a free offset per class, offsets that
+are sums of task terms (mask, gender, age), and age terms alone (what train.py fits).
 
     python -m bench.decisions --data_dir /tmp/d --log_dir /tmp/l --run cpu15 [--run other ...]
 
 Each run needs every fold's oof.csv and the eval probabilities of `python infer.py --run RUN` (eval_probs.csv).
 Per run and rule: the CV macro-F1 over all out-of-fold rows (the offsets cross-fitted: each fold decided by
 offsets fitted on the other folds), eval macro-F1 and per-task F1 with offsets fitted on every out-of-fold row,
-and CV - eval. No training: seconds per run.
+and CV - eval. Then, per run, one term alone: the 60+ age term over a few values, its macro-F1 on every
+out-of-fold row and on eval (nothing fitted), which shows whether the two agree on where the rare band's best
+offset lies. No training: seconds per run.
 """
 import argparse
 import datetime
@@ -21,8 +23,9 @@ from src.labels import NUM_CLASSES, PROB_COLUMNS
 from src.metrics import scores
 from src.run.rundir import RunDir, prediction_files
 
+AGE_60_TERMS = (0.0, 0.5, 1.0, 1.5)  # the 60+ term's values in the second table; 0 is the argmax
 RULES = {"argmax": None, "per class (18 free offsets)": np.eye(NUM_CLASSES),
-         "per task (8 terms, train.py's)": decision.TERMS_OF_CLASS}
+         "per task (8 terms)": decision.TERMS_OF_CLASS, "per age band (3 terms, train.py's)": decision.AGE_TERMS}
 
 
 def out_of_fold(run: RunDir) -> pd.DataFrame:
@@ -43,6 +46,7 @@ def main(argv=None):
     answers = pd.read_csv(a.data_dir / "eval_answers.csv")
     print(f"setup: {datetime.date.today()}  data={a.data_dir}  log_dir={a.log_dir}", flush=True)
     print("| run | rule | CV (cross-fitted) | eval | eval mask / gender / age | CV - eval |\n|---|---|---|---|---|---|")
+    curves = []
     for name in a.run:
         run = RunDir(a.log_dir, name)
         oof = out_of_fold(run)
@@ -61,6 +65,19 @@ def main(argv=None):
             print(f"| {name} | {rule} | {cv:.4f} | {s['f1']:.4f} | "
                   f"{s['f1_mask']:.3f} / {s['f1_gender']:.3f} / {s['f1_age']:.3f} | {cv - s['f1']:+.3f} |",
                   flush=True)
+        curves.append((name, [age_60_term(oof_p, oof_y, eval_p, answers["ans"].to_numpy(), t) for t in AGE_60_TERMS]))
+    print("\n| run | 60+ term | " + " | ".join(f"{t:+.1f}" for t in AGE_60_TERMS) + " |\n|---|---|"
+          + "---|" * len(AGE_60_TERMS))
+    for name, points in curves:
+        for i, where in enumerate(("out of fold", "eval")):
+            print(f"| {name} | {where} | " + " | ".join(f"{p[i]:.4f}" for p in points) + " |")
+
+
+def age_60_term(oof_p, oof_y, eval_p, eval_y, term: float) -> tuple[float, float]:
+    """Macro-F1 of every out-of-fold row and of eval with `term` added to the 60+ classes' log-probabilities."""
+    offsets = decision.AGE_TERMS @ np.array([0.0, 0.0, term])
+    return (decision.fast_macro_f1(oof_y, decision.decide(oof_p, offsets)),
+            decision.fast_macro_f1(eval_y, decision.decide(eval_p, offsets)))
 
 
 if __name__ == "__main__":

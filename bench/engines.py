@@ -39,7 +39,7 @@ def parse(argv=None):
     p.add_argument("--data_dir", type=Path, required=True)
     p.add_argument("--log_dir", type=Path, required=True)
     p.add_argument("--run", required=True)
-    p.add_argument("--checkpoint", default="best_f1")
+    p.add_argument("--checkpoint", default="auto")
     p.add_argument("--tta", default="flip", choices=["none", "flip"])
     p.add_argument("--images", type=int, default=1400, help="eval images of the engine rows")
     p.add_argument("--infer_batch_size", type=int, default=64)
@@ -75,16 +75,16 @@ def print_table(first: str, unit: str, rows: dict[str, list[float]], ratio: tupl
 def main(argv=None):
     a = parse(argv)
     plan = plan_run(a.log_dir, a.run, a.checkpoint)
-    cfg = plan.cfg
+    cfg, kind = plan.cfg, plan.checkpoint
     paths = load_eval(a.data_dir)["path"][:a.images]
     ds = FaceDataset(builders.file_images(cfg, paths, a.log_dir, MAX_IMAGE_PIXELS), None, builders.eval_transform(cfg))
     x = torch.stack([ds[i][0] for i in range(len(ds))])
     batches = list(x.split(a.infer_batch_size))
     cpu = torch.device("cpu")
-    session = cached_session(plan.run, cfg, plan.checkpoints, plan.folds, a.checkpoint, a.tta)
-    engines = {"torch": TorchEngine(a.run, load_models(cfg, plan.checkpoints, cpu), plan.folds, a.checkpoint, cpu,
+    session = cached_session(plan.run, cfg, plan.checkpoints, plan.folds, kind, a.tta)
+    engines = {"torch": TorchEngine(a.run, load_models(cfg, plan.checkpoints, cpu), plan.folds, kind, cpu,
                                     a.tta, "none"),
-               "onnxruntime": OnnxEngine(a.run, session, a.checkpoint)}
+               "onnxruntime": OnnxEngine(a.run, session, kind)}
     for engine in engines.values():  # warm-up: first-call allocations and kernel choices
         engine(batches[0])
     rates = {name: [] for name in engines}
@@ -94,7 +94,7 @@ def main(argv=None):
             rates[name].append(rate(engines[name], batches))
     ratios = [o / t for o, t in zip(rates["onnxruntime"], rates["torch"])]
     print(f"# bench.engines {datetime.date.today()}: run {a.run} ({cfg.model}, {cfg.heads} heads, "
-          f"{len(plan.folds)} folds, {cfg.img_height}x{cfg.img_width}, {a.checkpoint}, tta={a.tta}); "
+          f"{len(plan.folds)} folds, {cfg.img_height}x{cfg.img_width}, {kind}, tta={a.tta}); "
           f"{len(x)} eval images of {a.data_dir}, batch {a.infer_batch_size}; {torch.get_num_threads()} threads; "
           f"{os.cpu_count()} cores; torch {torch.__version__}")
     print_table("row", "", {f"{name} img/s": values for name, values in rates.items()},
@@ -102,7 +102,7 @@ def main(argv=None):
     if a.no_whole:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        for stale in plan.run.onnx_exports(a.checkpoint, a.tta):
+        for stale in plan.run.onnx_exports(kind, a.tta):
             stale.unlink()
         first = infer_seconds(a, "onnxruntime", Path(tmp) / "first.csv")
         seconds = {"torch": [], "onnxruntime": []}

@@ -2,9 +2,10 @@
 out-of-fold rows by coordinate ascent. Macro-F1 weighs each of the 18 classes alike, so a rare class's recall is
 worth as much as a common one's; a plain argmax of calibrated probabilities does not maximise that.
 
-Each class's offset is the sum of one term per task (3 mask, 2 gender, 3 age), so 8 numbers are fitted rather
-than 18: the 60+ classes hold a handful of people each, and free per-class offsets fitted on 300 people's
-out-of-fold rows followed their noise and lowered held-out F1 (bench/RESULTS.md, "Decision offsets").
+Each class's offset is its age band's term (3 numbers, one of them redundant), the same for every mask state and
+gender: the 60+ classes hold a handful of people each, and free per-class offsets fitted on 300 people's
+out-of-fold rows followed their noise and lowered held-out F1; mask and gender terms (8 task terms in all) fitted
+noise too, while the age terms carried over (bench/RESULTS.md, "Decision offsets" and "The epoch a fold keeps").
 Cross-fitting (offsets fitted on the other folds, applied to the held-out one) keeps a tuned CV honest."""
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def terms_of_class() -> np.ndarray:
 
 
 TERMS_OF_CLASS = terms_of_class()
+AGE_TERMS = TERMS_OF_CLASS[:, -TASK_SIZES[-1]:]  # (18, 3): what train.py fits
 
 
 def fast_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int = NUM_CLASSES) -> float:
@@ -47,9 +49,10 @@ def decide(probs: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
     return np.asarray(probs).argmax(1) if offsets is None else (log_probs(probs) + offsets).argmax(1)
 
 
-def fit_offsets(probs: np.ndarray, labels: np.ndarray, terms_of_class: np.ndarray = TERMS_OF_CLASS) -> np.ndarray:
+def fit_offsets(probs: np.ndarray, labels: np.ndarray, terms_of_class: np.ndarray = AGE_TERMS) -> np.ndarray:
     """The class offsets (terms_of_class @ terms) that maximise the whole-set macro-F1 of `labels`, by coordinate
-    ascent over each term's GRID, from zero. bench/decisions.py passes np.eye(18): a free offset per class."""
+    ascent over each term's GRID, from zero. bench/decisions.py also passes np.eye(18) (a free offset per class) and
+    TERMS_OF_CLASS (the 8 task terms)."""
     logp, labels = log_probs(probs), np.asarray(labels, dtype=np.int64)
     terms = np.zeros(terms_of_class.shape[1])
     best = fast_macro_f1(labels, logp.argmax(1))
@@ -68,7 +71,7 @@ def fit_offsets(probs: np.ndarray, labels: np.ndarray, terms_of_class: np.ndarra
 
 
 def cross_fitted(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-                 terms_of_class: np.ndarray = TERMS_OF_CLASS) -> np.ndarray:
+                 terms_of_class: np.ndarray = AGE_TERMS) -> np.ndarray:
     """Each fold's rows decided with offsets fitted on the other folds' rows only."""
     probs, labels, folds = np.asarray(probs), np.asarray(labels), np.asarray(folds)
     out = np.empty(len(labels), dtype=np.int64)
@@ -93,7 +96,7 @@ class Tuning:
 
 
 def tune(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-         terms_of_class: np.ndarray = TERMS_OF_CLASS) -> Tuning:
+         terms_of_class: np.ndarray = AGE_TERMS) -> Tuning:
     """Cross-fit to judge the offsets honestly, then fit them on every row."""
     labels = np.asarray(labels, dtype=np.int64)
     crossed = cross_fitted(probs, labels, folds, terms_of_class)

@@ -362,3 +362,24 @@ def test_face_crops_train_and_predict_with_boxes_kept_in_the_cache_only(dataset,
                                "2", "--crop", "face").stdout)
     assert report["crop_train"] == dict(kind="face", images=168, fallbacks=fell_back)
     assert report["crop_eval"]["images"] == 28 and report["crop_eval"]["kind"] == "face"
+
+
+@pytest.mark.slow
+def test_oof_from_last_keeps_the_last_epochs_rows_and_infer_auto_follows(dataset, tmp_path, capsys):
+    from src.metrics import evaluate
+    from src.labels import PROB_COLUMNS
+    from src.predict.plans import plan_run
+
+    for kind in ("best_f1", "last"):
+        args = ["--data_dir", dataset, "--log_dir", tmp_path, "--name", kind, *TINY, "--fold", "0", "--lr", "3e-3",
+                "--oof_from", kind]
+        assert cli(train.main, *args, capsys=capsys)[0] == 0
+        run = RunDir(tmp_path, kind)
+        oof, metrics = pd.read_csv(run.oof(0)), pd.read_csv(run.metrics)
+        assert metrics["val_f1"].idxmax() == 0 and len(metrics) == 2  # so the best epoch is not the last
+        got = evaluate(oof["label"], oof[PROB_COLUMNS].to_numpy())
+        row = metrics.iloc[-1] if kind == "last" else metrics.loc[metrics["val_f1"].idxmax()]
+        assert got["f1"] == pytest.approx(row["val_f1"], abs=1e-5) and got["acc"] == pytest.approx(row["val_acc"], abs=1e-5)
+        plan = plan_run(tmp_path, kind, "auto")  # infer's default: the weights whose rows are oof.csv
+        assert plan.checkpoint == kind and plan.checkpoints == [run.checkpoint(0, kind)]
+    assert plan_run(tmp_path, "last", "best_f1").checkpoints == [RunDir(tmp_path, "last").checkpoint(0, "best_f1")]

@@ -81,8 +81,8 @@ def test_export_of_a_per_task_ema_run(per_task_ema_run, dataset, tmp_path, capsy
     card, ours, by_torch, _ = exported_probs(tmp_path / "ship", dataset, log_dir, name, capsys, "--tta", "none",
                                              "--checkpoint", "last")  # last.pt: the EMA average, not the live weights
     assert np.abs(ours - by_torch).max() < 1e-5 and card["runs"][0]["heads"] == "per_task"
-    assert card["input"]["height"] == 72 and card["ensemble"] == dict(
-        tta="none", checkpoint="last", rule="mean over runs of each run's mean softmax over its folds and TTA views")
+    assert card["input"]["height"] == 72 and card["runs"][0]["checkpoint"] == "last" and card["ensemble"] == dict(
+        tta="none", rule="mean over runs of each run's mean softmax over its folds and TTA views")
 
 
 @pytest.mark.slow

@@ -154,7 +154,8 @@ def test_infer_names_the_folds_it_used_and_those_still_training(own_run, dataset
         assert code == 0
         assert f"run {name}: fold(s) 0 used (best_f1); fold 1 is still being trained by process {trainer.pid}" in err
         saved = yaml.safe_load(prediction_files(run.submission)["settings"].read_text())
-        assert saved["folds"] == {name: {"used": [0], "still_training": {1: f"process {trainer.pid}"}}}
+        assert saved["checkpoint"] == "auto" and saved["folds"] == {  # auto: the run's oof_from epoch
+            name: {"used": [0], "checkpoint": "best_f1", "still_training": {1: f"process {trainer.pid}"}}}
         shutil.rmtree(run.fold(0))
         code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, capsys=capsys)
         assert code == 1 and f"no finished fold yet; fold 1 is being trained by process {trainer.pid}" in one_line(err)

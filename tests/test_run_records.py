@@ -59,9 +59,9 @@ def test_console_shows_one_line_per_epoch_and_the_best_matrix_once_per_fold(data
                   "--pretrained_path", "package")
     log = (tmp_path / "quiet" / "train.log").read_text()
     assert proc.stderr.count("confusion matrix") == 2  # 2 folds, once each
-    assert proc.stderr.count("confusion matrix of the best-F1 epoch") == 2
+    assert proc.stderr.count("confusion matrix of its out-of-fold rows") == 2
     assert proc.stderr.count(" val_f1 ") == 4  # 2 folds x 2 epochs: one line each
     assert log.count("confusion matrix (rows true, columns predicted)") == 4  # every epoch, in train.log only
-    assert "best-F1 epoch" not in log
+    assert "out-of-fold rows" not in log
     warning = "--pretrained_path package has no effect with --pretrained false"
     assert warning in proc.stderr and warning in log

@@ -254,11 +254,12 @@ class Optimisation:
 
 @dataclass
 class EarlyStop:
-    """early stopping"""
+    """early stopping, and the epoch a fold's out-of-fold rows come from"""
     early_stop_monitor: Literal["val_loss", "val_f1", "val_acc"] = "val_loss"  # the validation metric watched
     early_stop_mode: Literal["auto", "min", "max"] = "auto"  # auto is min for loss, max otherwise
     early_stop_patience: NonNegInt = 5  # epochs without improvement before a fold stops
     early_stop_min_delta: NonNeg = 0.0  # smallest change that counts as improvement
+    oof_from: Literal["best_f1", "last"] = "best_f1"  # the epoch whose validation predictions become oof.csv: the best F1 (picked on those very rows, so the CV flatters) or the last; infer's checkpoint auto follows it
 
 
 @dataclass
@@ -279,7 +280,7 @@ class Prediction:
     """which runs predict, and how"""
     run: Annotated[str, Name(optional=True)] = ""  # the run to predict with
     runs: Annotated[list[str], Name()] = field(default_factory=list)  # several runs to ensemble (any backbones and sizes)
-    checkpoint: Literal[CHECKPOINT_KINDS] = "best_f1"  # which checkpoint of each fold
+    checkpoint: Literal[("auto",) + CHECKPOINT_KINDS] = "auto"  # which checkpoint of each fold; auto: the epoch of the run's oof.csv (its oof_from), whose rows fitted its decision.json
     tta: Literal["none", "flip"] = "flip"  # average with the horizontal flip
     decision: Literal["tuned", "argmax"] = "tuned"  # tuned: per-class offsets (sums of task terms) fitted for macro-F1 on the runs' out-of-fold rows, where every fold has them; else argmax
 

@@ -288,16 +288,17 @@ def fit_fold(ins: RunInputs, k: int):
         stopper.step(metrics[cfg.early_stop_monitor])
         stop = dist_mod.broadcast(dist, stopper.should_stop)
         rngs = dist_mod.gather_objects(dist, rng_state())  # every rank's, so a DDP resume is exact too
+        last_epoch = stop or epoch == cfg.epochs - 1
         if dist.main:
             checkpointer.save_best(epoch, metrics, improved)
             cm = confusion(val_labels[idx].numpy(), probs.argmax(1))
-            if improved["val_f1"]:
-                ins.records.best_f1(k, epoch, ins.table, val_rows[idx], probs, cm)
+            if improved["val_f1"] if cfg.oof_from == "best_f1" else last_epoch:
+                ins.records.out_of_fold(k, epoch, ins.table, val_rows[idx], probs, cm)
             ins.records.epoch(dict(fold=k, epoch=epoch, lr=lr, **train_stats, **metrics,
                                    time_s=time.perf_counter() - t0, best_f1=improved["val_f1"]), cm)
-            checkpointer.save_last(epoch, rngs, finished=stop or epoch == cfg.epochs - 1)
+            checkpointer.save_last(epoch, rngs, finished=last_epoch)
             if ins.after_epoch is not None:
-                ins.after_epoch(k, epoch, metrics, stop or epoch == cfg.epochs - 1)
+                ins.after_epoch(k, epoch, metrics, last_epoch)
         dist_mod.barrier(dist)
         # stop
         if stop:

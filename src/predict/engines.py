@@ -157,11 +157,11 @@ def open_engine(engine: str, run_name: str, run: RunDir, run_cfg: TrainConfig, c
 def predict_run(plan: RunPlan, dataset, cfg: Engine | Prediction | Precision | Loading, device: torch.device,
                 desc: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """predict_batches of one planned run over `dataset`: its folds x TTA through the engine,
-    checkpoint and batch size that cfg names."""
-    engine = open_engine(cfg.engine, plan.name, plan.run, plan.cfg, plan.checkpoints, plan.folds, cfg.checkpoint,
+    batch size that cfg names and the plan's checkpoint."""
+    engine = open_engine(cfg.engine, plan.name, plan.run, plan.cfg, plan.checkpoints, plan.folds, plan.checkpoint,
                          cfg.tta, cfg.amp, device)
     log.info("run %s: %d fold model(s) from %s, %dx%d, tta=%s, engine %s", plan.name, len(plan.checkpoints),
-             cfg.checkpoint, plan.cfg.img_height, plan.cfg.img_width, cfg.tta, engine.name)
+             plan.checkpoint, plan.cfg.img_height, plan.cfg.img_width, cfg.tta, engine.name)
     return predict_batches(engine, builders.loader(dataset, cfg, device, cfg.infer_batch_size), desc)
 
 

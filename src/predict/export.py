@@ -85,6 +85,7 @@ def run_record(plan: RunPlan) -> dict:
     except (OSError, yaml.YAMLError, AttributeError):
         trained = "unknown"
     return dict(name=plan.name, model=plan.cfg.model, heads=plan.cfg.heads, folds=plan.folds, trained_at=trained,
+                checkpoint=plan.checkpoint,
                 checkpoints=[dict(path=str(p), sha256=file_digest(p)) for p in plan.checkpoints],
                 mean=plan.cfg.mean, std=plan.cfg.std)
 
@@ -111,7 +112,7 @@ def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, crop: dict, 
         "classes": CLASS_NAMES,
         "class_encoding": "class = 6 * mask + 3 * gender + age",
         "decision": decision_record(cfg, plans),
-        "ensemble": dict(tta=cfg.tta, checkpoint=cfg.checkpoint,
+        "ensemble": dict(tta=cfg.tta,
                          rule="mean over runs of each run's mean softmax over its folds and TTA views"),
         "runs": [run_record(p) for p in plans],
         "parity": dict(max_abs_diff=diff, images=n, tolerance=cfg.parity_tolerance, data_dir=str(cfg.data_dir)),

@@ -114,8 +114,8 @@ def infer(cfg: InferConfig) -> Path:
     classes, decided = decide(cfg.decision, plans, probs)
     submission = pd.DataFrame({"ImageID": info["ImageID"], "ans": classes.astype(int)})
     probs_df = pd.concat([info[["ImageID"]], pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
-    folds = {plan.name: dict(used=plan.folds, still_training={k: who for k, who in plan.training.items()})
-             for plan in plans}
+    folds = {plan.name: dict(used=plan.folds, checkpoint=plan.checkpoint,
+                             still_training={k: who for k, who in plan.training.items()}) for plan in plans}
     replace_together({files["probs"]: csv_writer(probs_df, float_format="%.6f"),
                       files["preview"]: png_writer(preview_figure(info, probs, classes), dpi=60),
                       files["settings"]: text_writer(policy.dump(cfg, extra=dict(folds=folds, decision=decided))),

@@ -18,22 +18,26 @@ log = logging.getLogger("maskcls")
 
 @dataclass
 class RunPlan:
-    """One run of a prediction: its settings, the chosen checkpoint of each finished fold, and the folds that a
-    live trainer still holds (fold -> who)."""
+    """One run of a prediction: its settings, the checkpoint kind (auto resolved), that checkpoint of each finished
+    fold, and the folds that a live trainer still holds (fold -> who)."""
     name: str
     run: RunDir
     cfg: TrainConfig
+    checkpoint: str
     checkpoints: list[Path]
     folds: list[int]
     training: dict[int, str]
 
 
 def plan_run(log_dir, name: str, checkpoint: str) -> RunPlan:
-    """The checkpoints of every finished fold of one run; a clear error for a missing run, fold or file."""
+    """The checkpoints of every finished fold of one run; a clear error for a missing run, fold or file.
+    `checkpoint` auto is the run's oof_from: the weights whose validation rows are its oof.csv."""
     run = RunDir(log_dir, name)
     if not run.exists:
         raise RunNotFound(f"run {run.root}: not found (no {run.config}); train it first")
     run_cfg = policy.from_saved(run.config)
+    if checkpoint == "auto":
+        checkpoint = run_cfg.oof_from
     training = {k: holder(run.fold_lock_file(k)) for k in run.training_folds(run_cfg.n_folds)}
     finished = [k for k in run.folds() if is_finished(run.last(k))]
     if not finished:
@@ -47,7 +51,7 @@ def plan_run(log_dir, name: str, checkpoint: str) -> RunPlan:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise RunNotFound(f"run {run.root}: checkpoint file(s) missing: {', '.join(missing)}")
-    return RunPlan(name, run, run_cfg, paths, finished, training)
+    return RunPlan(name, run, run_cfg, checkpoint, paths, finished, training)
 
 
 def chosen_runs(cfg: Prediction) -> list[str]:
@@ -62,7 +66,7 @@ def plan_runs(cfg: Prediction | LogDir) -> list[RunPlan]:
     plans = [plan_run(cfg.log_dir, name, cfg.checkpoint) for name in chosen_runs(cfg)]
     for plan in plans:
         busy = "".join(f"; fold {k} is still being trained by {who} and is left out" for k, who in plan.training.items())
-        log.info("run %s: fold(s) %s used (%s)%s", plan.name, ", ".join(map(str, plan.folds)), cfg.checkpoint, busy)
+        log.info("run %s: fold(s) %s used (%s)%s", plan.name, ", ".join(map(str, plan.folds)), plan.checkpoint, busy)
     return plans
 
 

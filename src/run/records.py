@@ -63,14 +63,14 @@ class RunRecords:
         log.info("confusion matrix (rows true, columns predicted):\n%s", confusion_text(cm), extra=FILE_ONLY)
 
     def end_fold(self, k: int):
-        """The confusion matrix of fold k's best-F1 epoch (its oof.csv), once on the console."""
+        """The confusion matrix of fold k's oof.csv, once on the console."""
         if self.run.oof(k).is_file():
             oof = pd.read_csv(self.run.oof(k))
-            log.info("fold %d: confusion matrix of the best-F1 epoch (rows true, columns predicted):\n%s", k,
+            log.info("fold %d: confusion matrix of its out-of-fold rows (rows true, columns predicted):\n%s", k,
                      confusion_text(confusion(oof["label"], oof["pred"])), extra=CONSOLE_ONLY)
 
-    def best_f1(self, k: int, epoch: int, table: pd.DataFrame, rows, probs: np.ndarray, cm: np.ndarray):
-        """oof.csv (path, label, fold, pred, p0..p17) and confusion.png of fold k's best-F1 epoch."""
+    def out_of_fold(self, k: int, epoch: int, table: pd.DataFrame, rows, probs: np.ndarray, cm: np.ndarray):
+        """oof.csv (path, label, fold, pred, p0..p17) and confusion.png of fold k's oof_from epoch."""
         df = pd.DataFrame({"path": table["path"].to_numpy()[rows], "label": table["label"].to_numpy()[rows],
                            "fold": k, "pred": probs.argmax(1)})
         df = pd.concat([df, pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
