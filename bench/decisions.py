@@ -1,5 +1,6 @@
-"""Compare decision rules on trained runs with known eval answers: argmax, a free offset per class, offsets that
-are sums of task terms (mask, gender, age), and age terms alone (what train.py fits).
+"""Compare decision rules on trained runs with known eval answers: argmax, offsets searched for the best
+out-of-fold macro-F1 (a free one per class, or sums of 8 task terms), and the plug-in rule train.py fits (each
+task value's offset -log of its out-of-fold F1, src/decision.py).
 
     python -m bench.decisions --data_dir /tmp/d --log_dir /tmp/l --run cpu15 [--run other ...]
 
@@ -24,8 +25,10 @@ from src.metrics import scores
 from src.run.rundir import RunDir, prediction_files
 
 AGE_60_TERMS = (0.0, 0.5, 1.0, 1.5)  # the 60+ term's values in the second table; 0 is the argmax
-RULES = {"argmax": None, "per class (18 free offsets)": np.eye(NUM_CLASSES),
-         "per task (8 terms)": decision.TERMS_OF_CLASS, "per age band (3 terms, train.py's)": decision.AGE_TERMS}
+RULES = {"argmax": None,
+         "search, per class (18 free offsets)": lambda p, y: decision.fit_offsets(p, y, np.eye(NUM_CLASSES)),
+         "search, per task (8 terms)": lambda p, y: decision.fit_offsets(p, y, decision.TERMS_OF_CLASS),
+         "plug-in, -log F1 per task value (train.py's)": decision.plugin_offsets}
 
 
 def out_of_fold(run: RunDir) -> pd.DataFrame:
@@ -55,11 +58,11 @@ def main(argv=None):
             raise SystemExit(f"run {name}: its eval probabilities are not those of {a.data_dir}'s eval images")
         oof_p, oof_y, folds = oof[PROB_COLUMNS].to_numpy(), oof["label"].to_numpy(), oof["fold"].to_numpy()
         eval_p = probs[PROB_COLUMNS].to_numpy()
-        for rule, terms_of_class in RULES.items():
-            if terms_of_class is None:
+        for rule, fit in RULES.items():
+            if fit is None:
                 cv, offsets = decision.fast_macro_f1(oof_y, oof_p.argmax(1)), None
             else:
-                tuning = decision.tune(oof_p, oof_y, folds, terms_of_class)
+                tuning = decision.tune(oof_p, oof_y, folds, fit)
                 cv, offsets = tuning.cv_tuned, tuning.offsets
             s = scores(answers["ans"], decision.decide(eval_p, offsets))
             print(f"| {name} | {rule} | {cv:.4f} | {s['f1']:.4f} | "
@@ -75,7 +78,7 @@ def main(argv=None):
 
 def age_60_term(oof_p, oof_y, eval_p, eval_y, term: float) -> tuple[float, float]:
     """Macro-F1 of every out-of-fold row and of eval with `term` added to the 60+ classes' log-probabilities."""
-    offsets = decision.AGE_TERMS @ np.array([0.0, 0.0, term])
+    offsets = decision.TERMS_OF_CLASS @ np.eye(decision.TERMS_OF_CLASS.shape[1])[-1] * term
     return (decision.fast_macro_f1(oof_y, decision.decide(oof_p, offsets)),
             decision.fast_macro_f1(eval_y, decision.decide(eval_p, offsets)))
 

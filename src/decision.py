@@ -1,11 +1,15 @@
 """Decisions for macro-F1: per-class offsets added to the log-probabilities before the argmax, fitted on
-out-of-fold rows by coordinate ascent. Macro-F1 weighs each of the 18 classes alike, so a rare class's recall is
-worth as much as a common one's; a plain argmax of calibrated probabilities does not maximise that.
+out-of-fold rows. Macro-F1 weighs each of the 18 classes alike, so a rare class's recall is worth as much as a
+common one's; a plain argmax of calibrated probabilities does not maximise that.
 
-Each class's offset is its age band's term (3 numbers, one of them redundant), the same for every mask state and
-gender: the 60+ classes hold a handful of people each, and free per-class offsets fitted on 300 people's
-out-of-fold rows followed their noise and lowered held-out F1; mask and gender terms (8 task terms in all) fitted
-noise too, while the age terms carried over (bench/RESULTS.md, "Decision offsets" and "The epoch a fold keeps").
+train.py's offsets are the plug-in rule of Lipton, Elkan and Narayanaswamy (2014, "Thresholding classifiers to
+maximize F1 score"): for calibrated scores the F1-best threshold is half the best F1 reached, so a class whose F1
+is low should be decided at a lower probability. Each class's offset is the sum, over its task values (its mask
+state, gender and age band), of -log F1 of that value on the out-of-fold argmax: dividing p by F1 / 2 is adding
+-log F1, the log 2 being common to every class. Three numbers that matter here (the age bands' F1; mask and gender
+are near 1) are measured on hundreds of rows each, where a search for the F1-best offsets (`fit_offsets`,
+coordinate ascent; bench/decisions.py compares both) followed the handful of people in each 60+ class
+(bench/RESULTS.md, "Decision offsets" and "The epoch a fold keeps").
 Cross-fitting (offsets fitted on the other folds, applied to the held-out one) keeps a tuned CV honest."""
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ def terms_of_class() -> np.ndarray:
 
 
 TERMS_OF_CLASS = terms_of_class()
-AGE_TERMS = TERMS_OF_CLASS[:, -TASK_SIZES[-1]:]  # (18, 3): what train.py fits
+F1_FLOOR = 0.1  # a task value's F1 below this counts as this: its offset stays at most -log 0.1 = 2.3
 
 
 def fast_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int = NUM_CLASSES) -> float:
@@ -49,10 +53,24 @@ def decide(probs: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
     return np.asarray(probs).argmax(1) if offsets is None else (log_probs(probs) + offsets).argmax(1)
 
 
-def fit_offsets(probs: np.ndarray, labels: np.ndarray, terms_of_class: np.ndarray = AGE_TERMS) -> np.ndarray:
+def plugin_offsets(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The class offsets: TERMS_OF_CLASS @ (-log F1 of each task value, for the argmax of `probs` against `labels`).
+    A value no label holds gets 0: its F1 is not defined."""
+    values_true = decode_label(np.asarray(labels, dtype=np.int64))
+    values_pred = decode_label(np.asarray(probs).argmax(1))
+    terms = []
+    for true, pred, size in zip(values_true, values_pred, TASK_SIZES):
+        for v in range(size):
+            support = np.sum(true == v)
+            f1 = 2 * np.sum((true == v) & (pred == v)) / max(support + np.sum(pred == v), 1)
+            terms.append(-np.log(max(f1, F1_FLOOR)) if support else 0.0)
+    return TERMS_OF_CLASS @ np.asarray(terms)
+
+
+def fit_offsets(probs: np.ndarray, labels: np.ndarray, terms_of_class: np.ndarray = TERMS_OF_CLASS) -> np.ndarray:
     """The class offsets (terms_of_class @ terms) that maximise the whole-set macro-F1 of `labels`, by coordinate
-    ascent over each term's GRID, from zero. bench/decisions.py also passes np.eye(18) (a free offset per class) and
-    TERMS_OF_CLASS (the 8 task terms)."""
+    ascent over each term's GRID, from zero; np.eye(18) gives a free offset per class. bench/decisions.py compares
+    these searches with the plug-in rule."""
     logp, labels = log_probs(probs), np.asarray(labels, dtype=np.int64)
     terms = np.zeros(terms_of_class.shape[1])
     best = fast_macro_f1(labels, logp.argmax(1))
@@ -70,14 +88,13 @@ def fit_offsets(probs: np.ndarray, labels: np.ndarray, terms_of_class: np.ndarra
     return terms_of_class @ terms
 
 
-def cross_fitted(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-                 terms_of_class: np.ndarray = AGE_TERMS) -> np.ndarray:
-    """Each fold's rows decided with offsets fitted on the other folds' rows only."""
+def cross_fitted(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit=plugin_offsets) -> np.ndarray:
+    """Each fold's rows decided with offsets `fit(probs, labels)` on the other folds' rows only."""
     probs, labels, folds = np.asarray(probs), np.asarray(labels), np.asarray(folds)
     out = np.empty(len(labels), dtype=np.int64)
     for k in np.unique(folds):
         own = folds == k
-        out[own] = decide(probs[own], fit_offsets(probs[~own], labels[~own], terms_of_class))
+        out[own] = decide(probs[own], fit(probs[~own], labels[~own]))
     return out
 
 
@@ -91,14 +108,13 @@ class Tuning:
 
     @property
     def rule(self) -> str:
-        """'tuned' where the cross-fitted CV beats the argmax one; offsets that only fit their own rows stay unused."""
+        """'tuned' where the cross-fitted CV beats the argmax one: offsets that only fit their own rows stay unused."""
         return "tuned" if self.cv_tuned > self.cv_argmax else "argmax"
 
 
-def tune(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-         terms_of_class: np.ndarray = AGE_TERMS) -> Tuning:
+def tune(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit=plugin_offsets) -> Tuning:
     """Cross-fit to judge the offsets honestly, then fit them on every row."""
     labels = np.asarray(labels, dtype=np.int64)
-    crossed = cross_fitted(probs, labels, folds, terms_of_class)
-    return Tuning(offsets=fit_offsets(probs, labels, terms_of_class), crossed=crossed,
-                  cv_tuned=fast_macro_f1(labels, crossed), cv_argmax=fast_macro_f1(labels, np.asarray(probs).argmax(1)))
+    crossed = cross_fitted(probs, labels, folds, fit)
+    return Tuning(offsets=fit(probs, labels), crossed=crossed, cv_tuned=fast_macro_f1(labels, crossed),
+                  cv_argmax=fast_macro_f1(labels, np.asarray(probs).argmax(1)))

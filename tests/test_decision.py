@@ -1,4 +1,5 @@
-"""src/decision.py: offsets raise macro-F1 as computed by hand; cross-fitting never uses a fold's own rows."""
+"""src/decision.py: offsets (the plug-in rule and the search) raise macro-F1 as computed by hand; cross-fitting
+never uses a fold's own rows."""
 import numpy as np
 import pytest
 
@@ -20,7 +21,7 @@ def test_fast_macro_f1_is_sklearns():
 def hand_table():
     """Ten masked men: 4 under 30, 4 of 30-59, and 2 of 60+ whom the model always finds a little younger (classes 0,
     1, 2 of 18; the other classes get no probability)."""
-    rows = [[0.8, 0.1, 0.1]] * 4 + [[0.1, 0.8, 0.1]] * 4 + [[0.1, 0.5, 0.4]] * 2
+    rows = [[0.9, 0.05, 0.05]] * 4 + [[0.1, 0.85, 0.05]] * 4 + [[0.1, 0.5, 0.4]] * 2
     probs = np.zeros((10, 18))
     probs[:, :3] = rows
     return probs, np.array([0] * 4 + [1] * 4 + [2] * 2)
@@ -33,39 +34,48 @@ def test_offsets_raise_macro_f1_on_a_hand_made_table():
     assert decision.fast_macro_f1(labels, probs.argmax(1), 3) == pytest.approx(0.6)
     offsets = decision.fit_offsets(probs, labels)
     tuned = decision.decide(probs, offsets)
-    # log .4 + o2 > log .5 + o1 while log .1 + o2 < log .8 + o1: every row right, macro-F1 1
+    # log .4 + o2 > log .5 + o1 while log .05 + o2 < log .85 + o1: every row right, macro-F1 1
     assert list(tuned) == list(labels) and decision.fast_macro_f1(labels, tuned, 3) == 1.0
-    assert np.log(0.4) + offsets[2] > np.log(0.5) + offsets[1] and np.log(0.1) + offsets[2] < np.log(0.8) + offsets[1]
+    assert np.log(0.4) + offsets[2] > np.log(0.5) + offsets[1] and np.log(0.05) + offsets[2] < np.log(0.85) + offsets[1]
     assert list(decision.decide(probs, None)) == list(probs.argmax(1))
 
 
-def test_each_class_offset_is_its_age_bands_term():
+def test_plugin_offsets_are_minus_log_f1_of_each_task_value():
+    probs, labels = hand_table()
+    offsets = decision.plugin_offsets(probs, labels)
+    # argmax: masked (F1 1), male (F1 1), age <30 F1 1, 30-59 F1 8/10 (the two 60+ rows land there), 60+ F1 0,
+    # floored at 0.1. Values no label holds (incorrect, not worn, female) get 0.
+    terms = np.array([0, 0, 0, 0, 0, 0, -np.log(0.8), -np.log(decision.F1_FLOOR)])
+    assert offsets == pytest.approx(decision.TERMS_OF_CLASS @ terms)
+    assert offsets[:3] == pytest.approx([0.0, 0.2231, 2.3026], abs=1e-4)
+    # 60+ row: log .4 + 2.303 = 1.386 beats log .5 + .223 = -0.470; 30-59 row: log .85 + .223 = 0.061 beats
+    # log .05 + 2.303 = -0.693; under-30 row: log .9 = -0.105 beats -0.693. Every row right.
+    assert list(decision.decide(probs, offsets)) == list(labels)
+
+
+def test_each_searched_class_offset_is_the_sum_of_its_task_terms():
     probs, labels = hand_table()
     offsets = decision.fit_offsets(probs, labels)
     # the age term that lifted 60+ for masked men lifts it for every mask state and gender alike
     by_class = offsets.reshape(3, 2, 3)  # mask, gender, age
-    assert np.allclose(by_class, by_class[0, 0]) and by_class[0, 0, 2] > by_class[0, 0, 1]
+    age = by_class - by_class[..., :1]
+    assert np.allclose(age, age[0, 0]) and age[0, 0, 2] > age[0, 0, 1]
     assert decision.TERMS_OF_CLASS.shape == (18, 8) and (decision.TERMS_OF_CLASS.sum(1) == 3).all()
     assert list(np.flatnonzero(decision.TERMS_OF_CLASS[17])) == [2, 4, 7]  # not_wear, female, 60+
-    assert decision.AGE_TERMS.shape == (18, 3) and list(decision.AGE_TERMS.argmax(1)) == [0, 1, 2] * 6
-    # with the 8 task terms, a gender term may differ between the genders; the age part is still shared
-    task = decision.fit_offsets(probs, labels, decision.TERMS_OF_CLASS).reshape(3, 2, 3)
-    assert np.allclose(task - task[..., :1], (task - task[..., :1])[0, 0])
 
 
-def test_cross_fitting_never_uses_a_folds_own_rows(monkeypatch):
+def test_cross_fitting_never_uses_a_folds_own_rows():
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(18), 120)
     labels, folds = rng.integers(0, 18, 120), np.repeat([0, 1, 2], 40)
     seen = []
-    real = decision.fit_offsets
+    real = decision.plugin_offsets
 
-    def spy(p, y, terms_of_class):
+    def spy(p, y):
         seen.append(p)
-        return real(p, y, terms_of_class)
+        return real(p, y)
 
-    monkeypatch.setattr(decision, "fit_offsets", spy)
-    out = decision.cross_fitted(probs, labels, folds)
+    out = decision.cross_fitted(probs, labels, folds, spy)
     assert len(seen) == 3 and out.shape == (120,)
     for k, fitted_on in enumerate(seen):
         own = {tuple(r) for r in probs[folds == k]}

@@ -48,7 +48,7 @@ def test_run_folder_holds_every_artefact(trained_run):
     assert cv["cv_f1_tuned"] == pytest.approx(macro_f1(labels, crossed))
     assert {"cv_f1_mask_tuned", "cv_f1_gender_tuned", "cv_f1_age_tuned", "cv_acc_tuned"} <= set(cv)
     saved = json.loads((run / "decision.json").read_text())
-    assert saved["offsets"] == pytest.approx(decision.fit_offsets(probs, labels).tolist(), abs=1e-4)
+    assert saved["offsets"] == pytest.approx(decision.plugin_offsets(probs, labels).tolist(), abs=1e-4)
     assert saved["cv_f1_tuned"] == cv["cv_f1_tuned"] and saved["cv_f1_argmax"] == cv["cv_f1"]
     assert saved["rule"] == ("tuned" if cv["cv_f1_tuned"] > cv["cv_f1"] else "argmax")  # used only where it helped
 
