@@ -75,7 +75,7 @@ def main(argv=None):
         s = scores(answers["ans"], submitted["ans"])
         cv = json.loads(run_dir.cv.read_text())
         extra = train_args + (f" + pseudo {pseudo[0]}".rstrip() if pseudo else "")
-        rule = chosen["rule"] if chosen else "argmax"
+        rule = "tuned" if chosen else "argmax"
         cv_chosen = cv["cv_f1_tuned"] if rule == "tuned" else cv["cv_f1"]
         cv_tuned = f"{cv['cv_f1_tuned']:.4f}" if "cv_f1_tuned" in cv else "-"
         print(f"| {name} | {extra or '(recipe)'} | {cv['cv_f1']:.4f} ({cv['oof_rows']}) | {cv_tuned} | "

@@ -91,11 +91,11 @@ def read_only(folder: Path):
 
 
 def applied_offsets(run_root: Path):
-    """The offsets infer applies for a run's decision.json: its offsets where its rule is tuned, else None."""
+    """The offsets infer applies for a run: its decision.json's, or None (argmax) where it has none."""
     import json
 
     import numpy as np
 
-    saved = json.loads((Path(run_root) / "decision.json").read_text())
-    return np.array(saved["offsets"]) if saved["rule"] == "tuned" else None
+    path = Path(run_root) / "decision.json"
+    return np.array(json.loads(path.read_text())["offsets"]) if path.is_file() else None
 

@@ -95,8 +95,7 @@ class RunRecords:
 def write_cv(run: RunDir, n_folds: int) -> dict:
     """cv.json: macro-F1 of each fold's OOF rows and of all OOF rows together (argmax). Once every fold has its
     OOF rows, also the tuned decision: offsets fitted on all of them (decision.json), and the tuned CV, cross-fitted
-    (each fold decided by offsets fitted on the other folds), with its per-task scores. decision.json's rule is
-    'tuned' only where that cross-fitted CV beats the argmax one."""
+    (each fold decided by offsets fitted on the other folds), with its per-task scores."""
     parts = [pd.read_csv(run.oof(k)) for k in range(n_folds) if run.oof(k).is_file()]
     if not parts:
         return {}
@@ -110,7 +109,7 @@ def write_cv(run: RunDir, n_folds: int) -> dict:
         tuning = decision.tune(probs, labels, oof["fold"].to_numpy())
         tuned = scores(labels, tuning.crossed)
         cv |= {"cv_f1_tuned": tuned["f1"], **{f"cv_{k}_tuned": v for k, v in tuned.items() if k != "f1"}}
-        save_text(json.dumps(dict(rule=tuning.rule, offsets=[round(float(v), 4) for v in tuning.offsets],
+        save_text(json.dumps(dict(offsets=[round(float(v), 4) for v in tuning.offsets],
                                   oof_rows=len(oof), cv_f1_tuned=tuned["f1"], cv_f1_argmax=whole["f1"]), indent=2),
                   run.decision)
     save_text(json.dumps(cv, indent=2), run.cv)
