@@ -7,8 +7,9 @@ A variant is "name|extra train arguments|extra pseudo arguments". With a third p
 pseudo-labelling round follows: the trained run labels the eval images, a student with the same recipe
 (plus those arguments) trains on them, and the student is scored; the wall time covers both.
 Prints one table row per variant: the CV macro-F1 over all out-of-fold rows with argmax and with the tuned decision
-(cross-fitted), eval macro-F1 with argmax and with the run's offsets, the rule the run chose (decision.json) and
-the per-task eval F1 of the submission (which follows that rule), tuned CV - eval of the submission, and the wall
+(cross-fitted), eval macro-F1 with argmax and with the run's offsets, the rule infer applied (tuned where every
+fold finished and wrote decision.json, else argmax) and the per-task eval F1 of the submission (which follows that
+rule), the CV of that rule - eval of the submission, and the wall
 time of train + infer. Runs one at a time: never time two things at once.
 """
 import argparse

@@ -12,7 +12,7 @@ coordinate ascent; bench/decisions.py compares both) followed the handful of peo
 (bench/RESULTS.md, "Decision offsets" and "The epoch a fold keeps").
 Cross-fitting (offsets fitted on the other folds, applied to the held-out one) keeps a tuned CV honest. It is
 reported, not used as a gate: on out-of-fold rows with about 20 people of 60+ it fell below the argmax CV on two
-seeds of four where the offsets still raised eval macro-F1."""
+fresh seeds of five where the offsets still raised eval macro-F1."""
 from __future__ import annotations
 
 from dataclasses import dataclass

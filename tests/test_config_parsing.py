@@ -69,7 +69,7 @@ def test_unknown_key_lists_valid_options():
 @pytest.mark.parametrize("cls", [TrainConfig, InferConfig, PseudoConfig, PredictConfig, ExportConfig])
 def test_every_choice_is_accepted_and_others_refused(cls):
     declared = {k: choices(cls, k) for k in fields_of(cls) if choices(cls, k)}
-    assert len(declared) == {TrainConfig: 17, InferConfig: 5, PseudoConfig: 21, PredictConfig: 6, ExportConfig: 3}[cls]
+    assert len(declared) == {TrainConfig: 18, InferConfig: 5, PseudoConfig: 22, PredictConfig: 6, ExportConfig: 3}[cls]
     for key, allowed in declared.items():
         for value in allowed:
             assert getattr(parse([f"--{key}", value], cls), key) == value
@@ -81,7 +81,8 @@ def test_checkpoint_choices_are_the_run_folders_checkpoint_kinds():
     from src.config.schema import CHECKPOINT_KINDS
     from src.run.rundir import RunDir
 
-    assert choices(InferConfig, "checkpoint") == CHECKPOINT_KINDS
+    assert choices(InferConfig, "checkpoint") == ("auto",) + CHECKPOINT_KINDS  # auto: the run's oof_from
+    assert choices(TrainConfig, "oof_from") == ("best_f1", "last") and set(("best_f1", "last")) <= set(CHECKPOINT_KINDS)
     assert [RunDir("l", "r").checkpoint(0, k).name for k in CHECKPOINT_KINDS] == [
         "best_f1.pt", "best_loss.pt", "best_acc.pt", "last.pt"]
 

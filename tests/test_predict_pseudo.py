@@ -44,7 +44,8 @@ def test_pseudo_threshold_filters_and_pseudo_rows_never_validate(own_run, datase
     assert not set(oof["path"]) & set(all_rows["path"]) and len(oof) == (table["fold"] == 0).sum()
     saved = (logs / "round2" / "config.yaml").read_text()
     assert "round2/pseudo_labels.csv" in saved and "\nrun:" not in saved  # training keys only
-    assert f"run: {name}" in (logs / "round2" / "pseudo_labels.yaml").read_text()  # who taught it
+    taught = (logs / "round2" / "pseudo_labels.yaml").read_text()
+    assert f"run: {name}" in taught and f"checkpoints:\n  {name}: best_f1" in taught  # who taught it, which weights
 
     # a second round taught by round2 loads round2's config.yaml, whose pseudo_csv names round2's labels:
     # it must make fresh labels with round2, not reuse them

@@ -282,7 +282,7 @@ class Prediction:
     runs: Annotated[list[str], Name()] = field(default_factory=list)  # several runs to ensemble (any backbones and sizes)
     checkpoint: Literal[("auto",) + CHECKPOINT_KINDS] = "auto"  # which checkpoint of each fold; auto: the epoch of the run's oof.csv (its oof_from), whose rows fitted its decision.json
     tta: Literal["none", "flip"] = "flip"  # average with the horizontal flip
-    decision: Literal["tuned", "argmax"] = "tuned"  # tuned: per-class offsets for macro-F1 (-log F1 of each task value) from the runs' out-of-fold rows, where every fold has them and they help out of fold; else argmax
+    decision: Literal["tuned", "argmax"] = "tuned"  # tuned: per-class offsets for macro-F1 (-log F1 of each task value) from the runs' out-of-fold rows, where every fold has them; else argmax
 
 
 ENGINES = ("auto", "torch", "onnxruntime")

@@ -138,7 +138,8 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
     df = pd.DataFrame({"path": unlabeled["path"], "label": labels, "confidence": probs[np.arange(len(probs)), labels]})
     kept = df[df["confidence"] >= cfg.pseudo_threshold]
     save_csv(kept, run.pseudo_labels, float_format="%.6f")
-    save_text(policy.dump(cfg, Prediction), run.pseudo_settings)
+    save_text(policy.dump(cfg, Prediction, extra=dict(checkpoints={p.name: p.checkpoint for p in plans})),
+              run.pseudo_settings)
     log.info("pseudo labels: kept %d of %d images at confidence >= %.3f -> %s", len(kept), len(df),
              cfg.pseudo_threshold, run.pseudo_labels)
     return run.pseudo_labels

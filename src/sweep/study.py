@@ -61,7 +61,10 @@ def open_storage(url: str, log_dir, grace: int, create: bool = True) -> RDBStora
                               f"pip install 'psycopg[binary]' (in requirements.txt)") from None
         except Exception as e:  # sqlalchemy raises many types for a bad URL or an unreachable server
             # workers that start together on an empty database race to create its tables: the loser tries again
-            if attempt + 1 < CREATE_TRIES and type(e).__name__ in ("IntegrityError", "ProgrammingError"):
+            # (SQLite reports the race as an OperationalError: a table that already exists, or a locked file)
+            raced = type(e).__name__ in ("IntegrityError", "ProgrammingError") or (
+                url.startswith("sqlite") and type(e).__name__ == "OperationalError")
+            if attempt + 1 < CREATE_TRIES and raced:
                 time.sleep(1 + attempt)
                 continue
             raise ConfigError(f"--storage {shown_url(url)}: cannot open the study storage "
