@@ -78,7 +78,7 @@ def main(argv=None):
 
 def age_60_term(oof_p, oof_y, eval_p, eval_y, term: float) -> tuple[float, float]:
     """Macro-F1 of every out-of-fold row and of eval with `term` added to the 60+ classes' log-probabilities."""
-    offsets = decision.TERMS_OF_CLASS @ np.eye(decision.TERMS_OF_CLASS.shape[1])[-1] * term
+    offsets = decision.TERMS_OF_CLASS[:, -1] * term  # the last term is the 60+ band's
     return (decision.fast_macro_f1(oof_y, decision.decide(oof_p, offsets)),
             decision.fast_macro_f1(eval_y, decision.decide(eval_p, offsets)))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import f1_score
 
 from src.labels import NUM_CLASSES, TASK_SIZES, decode_label
 
@@ -62,11 +63,9 @@ def plugin_offsets(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     values_pred = decode_label(np.asarray(probs).argmax(1))
     terms = []
     for true, pred, size in zip(values_true, values_pred, TASK_SIZES):
-        for v in range(size):
-            support = np.sum(true == v)
-            f1 = 2 * np.sum((true == v) & (pred == v)) / max(support + np.sum(pred == v), 1)
-            terms.append(-np.log(max(f1, F1_FLOOR)) if support else 0.0)
-    return TERMS_OF_CLASS @ np.asarray(terms)
+        f1 = f1_score(true, pred, labels=np.arange(size), average=None, zero_division=0)
+        terms.append(np.where(np.bincount(true, minlength=size) > 0, -np.log(np.maximum(f1, F1_FLOOR)), 0.0))
+    return TERMS_OF_CLASS @ np.concatenate(terms)
 
 
 def fit_offsets(probs: np.ndarray, labels: np.ndarray, terms_of_class: np.ndarray = TERMS_OF_CLASS) -> np.ndarray:
