@@ -21,6 +21,22 @@ def test_presets_give_uint8_chw_at_the_input_size(preset):
     assert uda_transform(cfg)(img).shape == (2, 3, 40, 30)
 
 
+def test_geometric_moves_pixels_but_keeps_every_shade_while_light_changes_them():
+    img = np.full((64, 48, 3), 90, np.uint8)
+    img[:, :20] = (200, 200, 205)  # the generator's grey hair beside a darker half
+    shades = {}
+    for preset in ("geometric", "light"):
+        aug = train_transform(tiny_cfg(aug=preset, img_height=64, img_width=48))
+        aug.reseed(2)
+        outs = [aug(img, 0) for _ in range(16)]
+        shades[preset] = set().union(*(map(tuple, o.permute(1, 2, 0).reshape(-1, 3).tolist()) for o in outs))
+        assert any(not torch.equal(o, outs[0]) for o in outs)  # flips and affines move pixels
+    # resampling only blends the two shades at their edge: the pure ones survive unchanged
+    assert {(200, 200, 205), (90, 90, 90)} <= shades["geometric"]
+    assert all(min(s) >= 90 and max(s) <= 205 for s in shades["geometric"])
+    assert any(max(s) > 205 or min(s) < 90 for s in shades["light"])  # brightness and contrast move them
+
+
 def test_reseeding_replays_the_same_augmentation():
     aug = train_transform(tiny_cfg(aug="original"))
     img = np.random.default_rng(0).integers(0, 255, (80, 60, 3), dtype=np.uint8)

@@ -213,7 +213,7 @@ class Loss:
 @dataclass
 class Augmentation:
     """augmentation and input size"""
-    aug: Literal["original", "light", "none"] = "original"  # the entry's pipeline, a light one for quick runs, or resize only
+    aug: Literal["original", "light", "geometric", "none"] = "original"  # the entry's pipeline, a light one for quick runs, light without its brightness and contrast change (grey hair keeps its shade), or resize only
     img_height: Count = 384  # network input height
     img_width: Count = 288  # network input width
     mean: list[float] = field(default_factory=lambda: [0.560, 0.524, 0.501])  # dataset RGB mean

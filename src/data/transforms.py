@@ -37,17 +37,21 @@ def original_pipeline(size: tuple[int, int]) -> list:
     ]
 
 
-def light_pipeline(size: tuple[int, int]) -> list:
+def geometric_pipeline(size: tuple[int, int]) -> list:
     return [
         resize(size),
         A.HorizontalFlip(p=0.5),
         A.Affine(translate_percent=(-0.05, 0.05), scale=(0.9, 1.1), rotate=(-10, 10),
                  border_mode=cv2.BORDER_REFLECT_101, p=0.5),
-        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
     ]
 
 
-PRESETS = {"original": original_pipeline, "light": light_pipeline, "none": lambda size: [resize(size)]}
+def light_pipeline(size: tuple[int, int]) -> list:
+    return [*geometric_pipeline(size), A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5)]
+
+
+PRESETS = {"original": original_pipeline, "light": light_pipeline, "geometric": geometric_pipeline,
+           "none": lambda size: [resize(size)]}
 
 
 class Augment:
