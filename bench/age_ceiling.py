@@ -6,8 +6,8 @@ reading pixels: with plenty of training people, and with as few as cpu15 gets (a
 
 People are drawn by the generator's own `sample_person` and `person_style`. The learner is scikit-learn's
 HistGradientBoostingClassifier on (hair R, G, B, wrinkles); its age-band probabilities are decided by argmax and by
-the plug-in rule train.py fits (src/decision.py, here on the age task alone: the offset of a band is -log of its F1
-on the learner's own out-of-fold argmax). Scored on 20,000 fresh people; the small-data row is the mean (and range)
+the plug-in rule train.py fits (src/decision.py's value_offsets, here on the age task alone: the offset of a band is
+-log of its F1 on the learner's own out-of-fold argmax). Scored on 20,000 fresh people; the small-data row is the mean (and range)
 of `--repeats` training draws. CPU seconds; no images are drawn.
 """
 import argparse
@@ -18,8 +18,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import f1_score
 from sklearn.model_selection import cross_val_predict
 
-from src.decision import F1_FLOOR
-from src.labels import age_band
+from src.decision import decide, value_offsets
+from src.labels import AGE_NAMES, age_band
 from tools.make_synthetic_data import person_style, sample_person
 
 TEST_PEOPLE = 20_000
@@ -32,22 +32,17 @@ def people(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         gender, age = sample_person(rng)
         style = person_style(rng, gender, age)
         cues.append([*style["hair"], style["wrinkles"]])
-        bands.append(int(age_band(np.array([age]))[0]))
+        bands.append(age_band(age))
     return np.array(cues, dtype=float), np.array(bands)
-
-
-def plugin_age_offsets(oof_probs: np.ndarray, bands: np.ndarray) -> np.ndarray:
-    f1 = f1_score(bands, oof_probs.argmax(1), average=None, labels=[0, 1, 2], zero_division=0)
-    return -np.log(np.maximum(f1, F1_FLOOR))
 
 
 def ceiling(train_people: int, rng: np.random.Generator, test) -> tuple[float, float]:
     x, y = people(train_people, rng)
     model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=0)
-    offsets = plugin_age_offsets(cross_val_predict(model, x, y, cv=4, method="predict_proba"), y)
+    oof_probs = cross_val_predict(model, x, y, cv=4, method="predict_proba")
+    offsets = value_offsets(y, oof_probs.argmax(1), len(AGE_NAMES))
     probs = model.fit(x, y).predict_proba(test[0])
-    decide = lambda p: f1_score(test[1], p.argmax(1), average="macro")
-    return decide(probs), decide(np.log(np.maximum(probs, 1e-9)) + offsets)
+    return tuple(f1_score(test[1], decide(probs, o), average="macro") for o in (None, offsets))
 
 
 def main(argv=None):

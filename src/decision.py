@@ -56,15 +56,19 @@ def decide(probs: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
     return np.asarray(probs).argmax(1) if offsets is None else (log_probs(probs) + offsets).argmax(1)
 
 
-def plugin_offsets(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The class offsets: TERMS_OF_CLASS @ (-log F1 of each task value, for the argmax of `probs` against `labels`).
+def value_offsets(true: np.ndarray, pred: np.ndarray, size: int) -> np.ndarray:
+    """-log F1 (floored at F1_FLOOR) of each of a task's `size` values, for predictions `pred` against `true`.
     A value no label holds gets 0: its F1 is not defined."""
+    f1 = f1_score(true, pred, labels=np.arange(size), average=None, zero_division=0)
+    return np.where(np.bincount(true, minlength=size) > 0, -np.log(np.maximum(f1, F1_FLOOR)), 0.0)
+
+
+def plugin_offsets(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The class offsets: TERMS_OF_CLASS @ (value_offsets of each task, for the argmax of `probs` against
+    `labels`)."""
     values_true = decode_label(np.asarray(labels, dtype=np.int64))
     values_pred = decode_label(np.asarray(probs).argmax(1))
-    terms = []
-    for true, pred, size in zip(values_true, values_pred, TASK_SIZES):
-        f1 = f1_score(true, pred, labels=np.arange(size), average=None, zero_division=0)
-        terms.append(np.where(np.bincount(true, minlength=size) > 0, -np.log(np.maximum(f1, F1_FLOOR)), 0.0))
+    terms = [value_offsets(true, pred, size) for true, pred, size in zip(values_true, values_pred, TASK_SIZES)]
     return TERMS_OF_CLASS @ np.concatenate(terms)
 
 

@@ -1,8 +1,10 @@
-"""bench/age_ceiling.py: the age macro-F1 a learner reading the generator's exact cues reaches."""
+"""bench/age_ceiling.py: the age macro-F1 a learner reading the generator's exact cues reaches, and the per-value
+offsets of src/decision.py it decides with."""
 import numpy as np
 import pytest
 
 from bench import age_ceiling
+from src.decision import value_offsets
 
 
 def test_cues_follow_the_age_and_the_plugin_offsets_favour_the_weak_band():
@@ -11,7 +13,7 @@ def test_cues_follow_the_age_and_the_plugin_offsets_favour_the_weak_band():
     assert cues[bands == 2, 3].mean() > cues[bands == 1, 3].mean() > cues[bands == 0, 3].mean()  # wrinkles
     probs = np.array([[0.9, 0.1, 0.0]] * 4 + [[0.1, 0.9, 0.0]] * 4 + [[0.0, 0.6, 0.4]] * 2)
     truth = np.array([0] * 4 + [1] * 4 + [2, 1])  # argmax: band 0 perfect, band 1 takes the one 60+ person
-    offsets = age_ceiling.plugin_age_offsets(probs, truth)
+    offsets = value_offsets(truth, probs.argmax(1), 3)
     assert offsets[2] == pytest.approx(-np.log(0.1)) and offsets[0] == pytest.approx(0)
     assert 0 < offsets[1] < offsets[2]
 
