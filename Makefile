@@ -1,8 +1,11 @@
 # make demo: generate data, train the quick recipe, infer, score.  make test: the whole pytest suite.
 # make test-fast: the suite without the end-to-end training tests (under a minute on 2 cores).
+# Both run one pytest worker per core (pytest-xdist); tests/conftest.py gives each worker its share of the cores.
 # PYTHON=/path/to/python make test  uses that interpreter (a conda env) instead of creating .venv.
 PYTHON ?= .venv/bin/python
 DEMO_DATA ?= data/synthetic
+# worksteal: an idle worker takes queued tests from a busy one, so one long test does not hold back the rest
+PARALLEL ?= -n auto --dist worksteal
 
 .PHONY: demo test test-fast venv clean-demo
 
@@ -15,10 +18,10 @@ venv: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/.installed)
 	touch $@
 
 test: venv
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q $(PARALLEL)
 
 test-fast: venv
-	@start=$$(date +%s); $(PYTHON) -m pytest -q -m "not slow"; rc=$$?; \
+	@start=$$(date +%s); $(PYTHON) -m pytest -q $(PARALLEL) -m "not slow"; rc=$$?; \
 	  echo "test-fast: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 demo: venv

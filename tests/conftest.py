@@ -1,10 +1,23 @@
 """Shared fixtures: a small generated dataset and one tiny trained run, built once per session."""
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import TINY, make_data
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker (and every process it starts) takes its share of the cores: torch's default
+    of one thread per core in every worker oversubscribes them, and its threads then slow down many times over."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        os.environ["OMP_NUM_THREADS"] = threads
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 @pytest.fixture(scope="session")
