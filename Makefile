@@ -1,5 +1,5 @@
 # make demo: generate data, train the quick recipe, infer, score.  make test: the whole pytest suite.
-# make test-fast: the suite without the end-to-end training tests (under a minute on 2 cores).
+# make test-fast: the suite without the end-to-end training tests (about 2 minutes on 2 cores).
 # Both run one pytest worker per core (pytest-xdist); tests/conftest.py gives each worker its share of the cores.
 # PYTHON=/path/to/python make test  uses that interpreter (a conda env) instead of creating .venv.
 PYTHON ?= .venv/bin/python

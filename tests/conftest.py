@@ -13,11 +13,11 @@ def pytest_configure(config):
     of one thread per core in every worker oversubscribes them, and its threads then slow down many times over."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers:
-        threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
-        os.environ["OMP_NUM_THREADS"] = threads
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
 
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
