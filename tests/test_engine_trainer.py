@@ -383,3 +383,27 @@ def test_oof_from_last_keeps_the_last_epochs_rows_and_infer_auto_follows(dataset
         plan = plan_run(tmp_path, kind, "auto")  # infer's default: the weights whose rows are oof.csv
         assert plan.checkpoint == kind and plan.checkpoints == [run.checkpoint(0, kind)]
     assert plan_run(tmp_path, "last", "best_f1").checkpoints == [RunDir(tmp_path, "last").checkpoint(0, "best_f1")]
+
+
+def test_val_every_validates_only_its_epochs_and_the_last_without_changing_training(dataset, tmp_path, capsys):
+    from src.run.checkpoint import load_weights
+
+    runs = {}
+    for every in (1, 2):
+        args = ["--data_dir", dataset, "--log_dir", tmp_path, "--name", f"every{every}", *TINY, "--fold", "0",
+                "--epochs", "3", "--val_every", str(every), "--oof_from", "best_f1"]
+        code, err = cli(train.main, *args, capsys=capsys)
+        assert code == 0
+        runs[every] = RunDir(tmp_path, f"every{every}")
+    assert "fold 0 epoch 0  lr" in err and "not validated (val_every)" in err
+    full, sparse = (pd.read_csv(runs[k].metrics) for k in (1, 2))
+    assert list(full.columns) == list(sparse.columns)
+    # epoch 0 is skipped; epoch 1 is the second, epoch 2 the fold's last
+    assert sparse["val_f1"].isna().tolist() == [True, False, False] and not full["val_f1"].isna().any()
+    assert np.allclose(full.loc[1:, "val_loss"], sparse.loc[1:, "val_loss"], atol=1e-5)
+    assert full["train_loss"].tolist() == pytest.approx(sparse["train_loss"].tolist(), abs=1e-5)
+    # best_f1.pt is chosen among the validated epochs only
+    best_epoch = int(full.loc[1:, "val_f1"].idxmax())
+    assert torch.load(runs[2].checkpoint(0, "best_f1"), weights_only=True)["epoch"] == best_epoch
+    weights = [load_weights(runs[k].last(0)) for k in (1, 2)]
+    assert all(torch.allclose(weights[0][name], weights[1][name], atol=1e-6) for name in weights[0])

@@ -182,3 +182,17 @@ def test_error_gallery_rows_are_the_most_confident_mistakes_one_photo_per_person
     mask = errors[errors["task"] == "mask"]
     assert mask[["path", "label", "pred"]].values.tolist() == [["/d/C_x_Asian_40/mask1.jpg", "wear", "not_wear"]]
     assert not (errors["task"] == "age").any()
+
+
+def test_learning_curves_draw_only_the_validated_epochs():
+    from src.insight.comparison import curves_figure
+
+    nan = float("nan")
+    metrics = pd.DataFrame(dict(fold=[0, 0, 0], epoch=[0, 1, 2], train_loss=[3.0, 2.0, 1.0],
+                                val_loss=[nan, 1.5, 1.2], val_f1=[nan, 0.4, 0.5], val_f1_mask=[nan, 0.9, 1.0],
+                                val_f1_gender=[nan, 0.8, 0.9], val_f1_age=[nan, 0.5, 0.6]))
+    fig = curves_figure(metrics)
+    val_loss, train_loss = fig.axes[0].lines
+    assert list(val_loss.get_xdata()) == [1, 2] and list(val_loss.get_ydata()) == [1.5, 1.2]
+    assert list(train_loss.get_xdata()) == [0, 1, 2]  # training is logged every epoch
+    assert list(fig.axes[1].lines[0].get_ydata()) == [0.4, 0.5]

@@ -97,6 +97,19 @@ def test_a_deliberately_bad_trial_is_pruned(dataset, tmp_path):
     assert "pruned: 1 of 2 trials" in studies.show_text(w.study)
 
 
+def test_only_validated_epochs_report_to_the_pruner(dataset, tmp_path):
+    logs = tmp_path / "logs"
+    fixed = ["--img_height", "64", "--img_width", "48", "--epochs", "3", "--val_every", "2", "--batch_size", "8",
+             "--num_workers", "0", "--n_folds", "2", "--data_dir", str(dataset), "--log_dir", str(logs)]
+    path = sweep_file(tmp_path, 1, "lr: {choices: [0.001]}", "{name: median, n_startup_trials: 0, n_warmup_steps: 0}")
+    cfg = parse(["--study", "v", "--sweep", str(path)], SweepConfig)
+    w = worker.Worker(cfg, load_spec(path, fixed), fixed, studies.open_storage("", logs, 60))
+    w.run()
+    (trial,) = w.study.get_trials()
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2]  # epoch 0 was not validated; epoch 2 is the fold's last
+
+
 def test_two_workers_on_the_embedded_storage_run_n_trials_in_all(dataset, tmp_path):
     logs = tmp_path / "logs"
     cmd = sweep_cmd(sweep_file(tmp_path, 4), "two", dataset, logs)

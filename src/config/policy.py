@@ -22,7 +22,7 @@ SWITCHES = tuple(f.name for f in dataclasses.fields(RunSwitches) if f.name != "n
 # are fixed (resume_conflicts); finished folds are never extended.
 MAY_CHANGE_ON_RESUME = ("data_dir", "log_dir", "seed", "fold", "epochs", "num_workers", "prefetch_factor",
                         "infer_batch_size", "max_image_pixels", "cache", "compile", "dist_backend",
-                        "early_stop_patience")
+                        "early_stop_patience", "val_every")
 
 
 def git_commit() -> tuple[str, bool]:

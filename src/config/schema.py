@@ -254,7 +254,8 @@ class Optimisation:
 
 @dataclass
 class EarlyStop:
-    """early stopping, and the epoch a fold's out-of-fold rows come from"""
+    """validation, early stopping, and the epoch a fold's out-of-fold rows come from"""
+    val_every: Count = 1  # validate every N epochs and always on a fold's last; early stopping, plateau and best_* count validated epochs only
     early_stop_monitor: Literal["val_loss", "val_f1", "val_acc"] = "val_loss"  # the validation metric watched
     early_stop_mode: Literal["auto", "min", "max"] = "auto"  # auto is min for loss, max otherwise
     early_stop_patience: NonNegInt = 5  # epochs without improvement before a fold stops

@@ -59,7 +59,7 @@ class RunInputs:
     unlabeled_images: object = None
     records: RunRecords | None = None  # rank 0 only
     progress: Progress = field(default_factory=lambda: Progress())  # updated by fit_fold
-    after_epoch: Callable[[int, int, dict, bool], None] | None = None  # (fold, epoch, metrics, fold's last epoch), rank 0, after last.pt
+    after_epoch: Callable[[int, int, dict, bool], None] | None = None  # (fold, epoch, metrics, fold's last epoch), rank 0, after last.pt; metrics are {} on an epoch not validated
 
 
 @dataclass
@@ -186,6 +186,9 @@ def train_epoch(step: TrainStep, loader, k: int, epoch: int, batch_scheduler, ud
     return out
 
 
+VAL_METRICS = ("val_loss", "val_acc", "val_f1", "val_f1_mask", "val_f1_gender", "val_f1_age")  # validation_pass's
+
+
 def validation_pass(model, loader, labels: torch.Tensor, criterion, amp: str, dist, k: int, epoch: int) -> tuple:
     """(positions in the validation set, probabilities, metrics) over the whole set, every rank's shard.
     Non-finite results stop the fold before anything of the epoch is saved."""
@@ -201,8 +204,8 @@ def validation_pass(model, loader, labels: torch.Tensor, criterion, amp: str, di
                             f"probabilities; the fold stopped unfinished, nothing of this epoch was saved. "
                             f"Try a lower --lr, --grad_clip 1, or --amp none.")
     m = evaluate(y.numpy(), probs)
-    return idx.numpy(), probs, dict(val_loss=val_loss, val_acc=m["acc"], val_f1=m["f1"], val_f1_mask=m["f1_mask"],
-                                    val_f1_gender=m["f1_gender"], val_f1_age=m["f1_age"])
+    values = (val_loss, m["acc"], m["f1"], m["f1_mask"], m["f1_gender"], m["f1_age"])
+    return idx.numpy(), probs, dict(zip(VAL_METRICS, values))
 
 
 def fit_fold(ins: RunInputs, k: int):
@@ -278,24 +281,31 @@ def fit_fold(ins: RunInputs, k: int):
         dist_mod.sync_buffers(dist, model)
         if ema is not None:
             dist_mod.sync_buffers(dist, ema.module)
-        idx, probs, metrics = validation_pass(eval_model, val_loader, val_labels, criterion, cfg.amp, dist, k, epoch)
+        validated = (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1
+        metrics, improved = {}, {}
+        if validated:
+            idx, probs, metrics = validation_pass(eval_model, val_loader, val_labels, criterion, cfg.amp, dist, k,
+                                                  epoch)
+            improved = checkpointer.improved(metrics)
+            stopper.step(metrics[cfg.early_stop_monitor])
         lr = optimizer.param_groups[0]["lr"]
         if sched_when == "epoch":
             scheduler.step()
-        elif sched_when == "val_loss":
+        elif sched_when == "val_loss" and validated:
             scheduler.step(metrics["val_loss"])
-        improved = checkpointer.improved(metrics)
-        stopper.step(metrics[cfg.early_stop_monitor])
         stop = dist_mod.broadcast(dist, stopper.should_stop)
         rngs = dist_mod.gather_objects(dist, rng_state())  # every rank's, so a DDP resume is exact too
         last_epoch = stop or epoch == cfg.epochs - 1
         if dist.main:
-            checkpointer.save_best(epoch, metrics, improved)
-            cm = confusion(val_labels[idx].numpy(), probs.argmax(1))
-            if improved["val_f1"] if cfg.oof_from == "best_f1" else last_epoch:
-                ins.records.out_of_fold(k, epoch, ins.table, val_rows[idx], probs, cm)
-            ins.records.epoch(dict(fold=k, epoch=epoch, lr=lr, **train_stats, **metrics,
-                                   time_s=time.perf_counter() - t0, best_f1=improved["val_f1"]), cm)
+            cm = None
+            if validated:
+                checkpointer.save_best(epoch, metrics, improved)
+                cm = confusion(val_labels[idx].numpy(), probs.argmax(1))
+                if improved["val_f1"] if cfg.oof_from == "best_f1" else last_epoch:
+                    ins.records.out_of_fold(k, epoch, ins.table, val_rows[idx], probs, cm)
+            ins.records.epoch(dict(fold=k, epoch=epoch, lr=lr, **train_stats, **(dict.fromkeys(VAL_METRICS, math.nan)
+                                                                                 | metrics),
+                                   time_s=time.perf_counter() - t0, best_f1=improved.get("val_f1", False)), cm)
             checkpointer.save_last(epoch, rngs, finished=last_epoch)
             if ins.after_epoch is not None:
                 ins.after_epoch(k, epoch, metrics, last_epoch)

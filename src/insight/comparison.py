@@ -214,7 +214,8 @@ def curves_figure(metrics: pd.DataFrame):
             colour = f"C{int(k)}"
             for col, style in zip(columns, ("-", "--")):
                 if col in g:
-                    ax.plot(g["epoch"], g[col], style, color=colour, marker=".", label=f"fold {k}" if style == "-"
+                    h = g[["epoch", col]].dropna()  # epochs not validated (val_every) have no val_* values
+                    ax.plot(h["epoch"], h[col], style, color=colour, marker=".", label=f"fold {k}" if style == "-"
                             else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch", fontsize=8)

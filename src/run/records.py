@@ -45,21 +45,26 @@ class RunRecords:
             save_csv(pd.concat(parts, ignore_index=True).sort_values(["fold", "epoch"]), self.run.metrics,
                      float_format="%.6g")
 
-    def epoch(self, row: dict, cm: np.ndarray):
+    def epoch(self, row: dict, cm: np.ndarray | None):
+        """One epoch's row; cm is None for an epoch not validated (val_every), whose val_* values are NaN."""
         self.rows.append(row)
         save_csv(pd.DataFrame(self.rows), self.run.fold_metrics(row["fold"]), float_format="%.6g")
         with self.run.lock():
             self.rebuild_metrics()
         k, epoch = row["fold"], row["epoch"]
         for key, value in row.items():
-            if key not in ("fold", "epoch", "best_f1"):
+            if key not in ("fold", "epoch", "best_f1") and not np.isnan(value):
                 self.writer.add_scalar(f"fold{k}/{key}", value, epoch)
-        self.writer.add_figure(f"fold{k}/confusion", confusion_figure(cm, f"fold {k} epoch {epoch}"), epoch)
+        if cm is not None:
+            self.writer.add_figure(f"fold{k}/confusion", confusion_figure(cm, f"fold {k} epoch {epoch}"), epoch)
         self.writer.flush()
-        log.info("fold %d epoch %d  lr %.2e  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f  "
-                 "(mask %.3f gender %.3f age %.3f)  %.0fs", k, epoch, row["lr"], row["train_loss"], row["val_loss"],
-                 row["val_acc"], row["val_f1"], row["val_f1_mask"], row["val_f1_gender"], row["val_f1_age"],
-                 row["time_s"])
+        head = "fold %d epoch %d  lr %.2e  train_loss %.4f  " % (k, epoch, row["lr"], row["train_loss"])
+        if cm is None:
+            log.info("%snot validated (val_every)  %.0fs", head, row["time_s"])
+            return
+        log.info("%sval_loss %.4f  val_acc %.4f  val_f1 %.4f  (mask %.3f gender %.3f age %.3f)  %.0fs", head,
+                 row["val_loss"], row["val_acc"], row["val_f1"], row["val_f1_mask"], row["val_f1_gender"],
+                 row["val_f1_age"], row["time_s"])
         log.info("confusion matrix (rows true, columns predicted):\n%s", confusion_text(cm), extra=FILE_ONLY)
 
     def end_fold(self, k: int):

@@ -207,7 +207,7 @@ class Worker:
                 prune_fold = k
                 trial.set_user_attr("prune_fold", k)
             mark(run, record, "running", fold=k, epoch=epoch)
-            if k != prune_fold:
+            if k != prune_fold or not metrics:  # other folds, and epochs not validated (val_every), report nothing
                 return
             trial.report(metrics["val_f1"], epoch)
             if not last and trial.should_prune():  # after a fold's last epoch there is nothing left to save
