@@ -407,3 +407,41 @@ def test_val_every_validates_only_its_epochs_and_the_last_without_changing_train
     assert torch.load(runs[2].checkpoint(0, "best_f1"), weights_only=True)["epoch"] == best_epoch
     weights = [load_weights(runs[k].last(0)) for k in (1, 2)]
     assert all(torch.allclose(weights[0][name], weights[1][name], atol=1e-6) for name in weights[0])
+
+
+@pytest.mark.slow
+def test_a_resume_that_ends_a_fold_on_an_epoch_not_validated_validates_it(dataset, tmp_path):
+    from src.run.checkpoint import FoldState
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt_after_epoch_0(k, epoch, metrics, last):
+        assert metrics == {}  # val_every 3: epoch 0 was not validated
+        raise Interrupted
+
+    settings = dict(data_dir=dataset, log_dir=tmp_path, fold=0, val_every=3, oof_from="last")
+    for name in ("short", "due"):
+        with pytest.raises(Interrupted):
+            trainer.train(tiny_cfg(name=name, epochs=3, **settings), interrupt_after_epoch_0)
+    short = RunDir(tmp_path, "short")
+    assert short.last(0).is_file() and not short.oof(0).exists() and not short.checkpoint(0, "best_f1").exists()
+    val_rows = (pd.read_csv(short.folds_csv)["fold"] == 0).sum() * 7
+
+    # fewer epochs than already ran: the saved epoch becomes the fold's last, and is validated now
+    trainer.train(tiny_cfg(name="short", epochs=1, resume="true", **settings))
+    state = FoldState.load(short.last(0))
+    assert state.finished and state.epoch == 0
+    assert len(pd.read_csv(short.oof(0))) == val_rows and short.checkpoint(0, "best_f1").is_file()
+
+    # a stopper already due (patience lowered below its saved wait, and a best val_loss no epoch beats): the epoch
+    # that stops the fold validates
+    due = RunDir(tmp_path, "due")
+    state = FoldState.load(due.last(0))
+    state.early_stopping = dict(best=0.0, wait=2)
+    state.save(due.last(0))
+    trainer.train(tiny_cfg(name="due", epochs=3, early_stop_patience=1, resume="true", **settings))
+    metrics = pd.read_csv(due.metrics)
+    assert metrics["epoch"].tolist() == [0, 1]  # stopped after epoch 1, which val_every 3 would have skipped
+    assert metrics["val_f1"].isna().tolist() == [True, False]
+    assert FoldState.load(due.last(0)).finished and len(pd.read_csv(due.oof(0))) == val_rows

@@ -99,3 +99,16 @@ def test_the_sweep_command_line_refuses_in_one_line(tmp_path, capsys, argv, mess
     message = message.replace("{tmp}", str(tmp_path))
     assert e.value.code == 2 and message in err and "secret" not in err, err
     assert not (tmp_path / "sweeps.db").exists()  # reading a study never creates one
+
+
+def test_a_pruner_over_a_base_that_validates_only_the_last_epoch_is_refused(tmp_path):
+    text = f"base: {BASE}\nspace:\n  lr: {{low: 1.0e-4, high: 1.0e-2}}\npruner: median\n"
+    message = refused(tmp_path, text, ["--val_every", "6"])  # quick.yaml trains 6 epochs
+    assert "pruner median would never prune" in message and "val_every 6 >= epochs 6" in message
+    assert load_spec(spec_file(tmp_path, text), ["--val_every", "2"]).pruner["name"] == "median"
+    assert load_spec(spec_file(tmp_path, text.replace("median", "none")), ["--val_every", "6"]).pruner == {"name": "none"}
+    # the shipped sweep's base is cpu15 validated after every epoch
+    assert load_spec("experiments/sweeps/cpu.yaml", ["--data_dir", "/x"]).pruner["name"] == "median"
+    with pytest.raises(ConfigError, match="would never prune"):
+        load_spec(spec_file(tmp_path, "base: experiments/cpu15.yaml\nspace:\n  lr: {low: 1.0e-4, high: 1.0e-2}\n"
+                                      "pruner: median\n"), [])

@@ -262,10 +262,29 @@ def fit_fold(ins: RunInputs, k: int):
         log.info("fold %d: resumed from %s after epoch %d", k, run.last(k), state.epoch)
     if ins.records is not None:
         ins.records.start_fold(k, start_epoch)
+
+    def keep_validated(epoch: int, idx, probs, metrics: dict, improved: dict, last_epoch: bool) -> np.ndarray:
+        """Rank 0, a validated epoch: best_* files and, for the oof_from epoch, oof.csv; returns its confusion."""
+        checkpointer.save_best(epoch, metrics, improved)
+        cm = confusion(val_labels[idx].numpy(), probs.argmax(1))
+        if improved["val_f1"] if cfg.oof_from == "best_f1" else last_epoch:
+            ins.records.out_of_fold(k, epoch, ins.table, val_rows[idx], probs, cm)
+        return cm
+
     if state is not None and start_epoch >= cfg.epochs:  # resumed with fewer epochs than it already ran
+        # the saved epoch becomes the fold's last; it is validated now (val_every may have skipped it), so the fold
+        # ends with its oof.csv and best_* files as if it had stopped there
+        idx, probs, metrics = validation_pass(eval_model, val_loader, val_labels, criterion, cfg.amp, dist, k,
+                                              state.epoch)
+        improved = checkpointer.improved(metrics)
         if dist.main:
+            keep_validated(state.epoch, idx, probs, metrics, improved, True)
             checkpointer.mark_finished(state)
-        log.info("fold %d: already ran %d of the %d epochs asked; marked finished", k, start_epoch, cfg.epochs)
+        log.info("fold %d: already ran %d of the %d epochs asked; validated epoch %d and marked finished", k,
+                 start_epoch, cfg.epochs, state.epoch)
+        dist_mod.barrier(dist)
+        if ins.records is not None:
+            ins.records.end_fold(k)
         return
 
     # loop
@@ -281,7 +300,8 @@ def fit_fold(ins: RunInputs, k: int):
         dist_mod.sync_buffers(dist, model)
         if ema is not None:
             dist_mod.sync_buffers(dist, ema.module)
-        validated = (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1
+        # a stopper already due (patience lowered on resume) ends the fold here, so this epoch validates too
+        validated = (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1 or stopper.should_stop
         metrics, improved = {}, {}
         if validated:
             idx, probs, metrics = validation_pass(eval_model, val_loader, val_labels, criterion, cfg.amp, dist, k,
@@ -297,12 +317,7 @@ def fit_fold(ins: RunInputs, k: int):
         rngs = dist_mod.gather_objects(dist, rng_state())  # every rank's, so a DDP resume is exact too
         last_epoch = stop or epoch == cfg.epochs - 1
         if dist.main:
-            cm = None
-            if validated:
-                checkpointer.save_best(epoch, metrics, improved)
-                cm = confusion(val_labels[idx].numpy(), probs.argmax(1))
-                if improved["val_f1"] if cfg.oof_from == "best_f1" else last_epoch:
-                    ins.records.out_of_fold(k, epoch, ins.table, val_rows[idx], probs, cm)
+            cm = keep_validated(epoch, idx, probs, metrics, improved, last_epoch) if validated else None
             ins.records.epoch(dict(fold=k, epoch=epoch, lr=lr, **train_stats, **(dict.fromkeys(VAL_METRICS, math.nan)
                                                                                  | metrics),
                                    time_s=time.perf_counter() - t0, best_f1=improved.get("val_f1", False)), cm)

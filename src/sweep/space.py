@@ -157,6 +157,12 @@ def load_spec(path, fixed_args: list[str]) -> SweepSpec:
     spec.timeout = timeout
     spec.sampler = named(data.get("sampler", spec.sampler), SAMPLERS, f"{where}: sampler")
     spec.pruner = named(data.get("pruner", spec.pruner), PRUNERS, f"{where}: pruner")
+    searched = {p.key for p in spec.space}
+    if spec.pruner["name"] != "none" and not searched & {"val_every", "epochs"} and \
+            template.val_every >= template.epochs:  # a trial is only pruned between validated epochs, never after its last
+        raise ConfigError(f"{where}: pruner {spec.pruner['name']} would never prune: the base validates only each "
+                          f"fold's last epoch (val_every {template.val_every} >= epochs {template.epochs}); give "
+                          f"--val_every 1, a base with a smaller val_every, or pruner: none")
     return spec
 
 
