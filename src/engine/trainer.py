@@ -279,9 +279,10 @@ def fit_fold(ins: RunInputs, k: int):
         improved = checkpointer.improved(metrics)
         if dist.main:
             keep_validated(state.epoch, idx, probs, metrics, improved, True)
+            state.best = dict(checkpointer.best)
             checkpointer.mark_finished(state)
-        log.info("fold %d: already ran %d of the %d epochs asked; validated epoch %d and marked finished", k,
-                 start_epoch, cfg.epochs, state.epoch)
+        log.info("fold %d: already ran %d epochs (%d asked); validated epoch %d and marked finished", k, start_epoch,
+                 cfg.epochs, state.epoch)
         dist_mod.barrier(dist)
         if ins.records is not None:
             ins.records.end_fold(k)
@@ -300,7 +301,7 @@ def fit_fold(ins: RunInputs, k: int):
         dist_mod.sync_buffers(dist, model)
         if ema is not None:
             dist_mod.sync_buffers(dist, ema.module)
-        # a stopper already due (patience lowered on resume) ends the fold here, so this epoch validates too
+        # a stopper already due (patience lowered on resume) may end the fold here, so this epoch validates too
         validated = (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1 or stopper.should_stop
         metrics, improved = {}, {}
         if validated:

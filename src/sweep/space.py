@@ -119,7 +119,7 @@ def load_spec(path, fixed_args: list[str]) -> SweepSpec:
             raise one_of(f"{where}: key", key, TOP_KEYS)
     if "base" not in data or not isinstance(data["base"], str):
         raise ConfigError(f"{where}: 'base' names the recipe every trial starts from (for example "
-                          f"experiments/cpu15.yaml)")
+                          f"experiments/cpu15_every_epoch.yaml)")
     base = Path(data["base"])
     if not base.is_file() and (path.parent / base).is_file():
         base = Path(os.path.normpath(path.parent / base))
@@ -158,11 +158,12 @@ def load_spec(path, fixed_args: list[str]) -> SweepSpec:
     spec.sampler = named(data.get("sampler", spec.sampler), SAMPLERS, f"{where}: sampler")
     spec.pruner = named(data.get("pruner", spec.pruner), PRUNERS, f"{where}: pruner")
     searched = {p.key for p in spec.space}
+    # a trial is pruned only between validated epochs, never after a fold's last
     if spec.pruner["name"] != "none" and not searched & {"val_every", "epochs"} and \
-            template.val_every >= template.epochs:  # a trial is only pruned between validated epochs, never after its last
-        raise ConfigError(f"{where}: pruner {spec.pruner['name']} would never prune: the base validates only each "
-                          f"fold's last epoch (val_every {template.val_every} >= epochs {template.epochs}); give "
-                          f"--val_every 1, a base with a smaller val_every, or pruner: none")
+            template.val_every >= template.epochs:
+        raise ConfigError(f"{where}: pruner {spec.pruner['name']} would never prune: the base and the fixed keys "
+                          f"validate only each fold's last epoch (val_every {template.val_every} >= epochs "
+                          f"{template.epochs}); give --val_every 1, a base with a smaller val_every, or pruner: none")
     return spec
 
 
