@@ -14,15 +14,15 @@ blurs every cue by S of its spread (Gaussian). CPU seconds; no images are drawn.
 """
 import argparse
 import datetime
-import warnings
 
 import numpy as np
+import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.model_selection import StratifiedKFold
 
 from bench.age_ceiling import people
+from src.data.tables import assign_folds
 from src.decision import decide, fast_macro_f1, tune
-from src.labels import NUM_CLASSES, PHOTO_MASK, PHOTO_NAMES, decode_label, encode_label
+from src.labels import NUM_CLASSES, PHOTO_MASK, PHOTO_NAMES, age_band, decode_label, encode_label
 
 FOLDS = 4
 TARGET_F1, TARGET_GAP = 0.72, 0.03  # issue 16's must-show
@@ -55,14 +55,12 @@ def blurred(cues: np.ndarray, scale: np.ndarray, rng: np.random.Generator) -> np
 def one_draw(rng: np.random.Generator, train_people: int, eval_sizes: list[int], cue_noise: float = 0.0
              ) -> tuple[float, list[float]]:
     """(tuned CV, [eval macro-F1 for each eval size]) of one draw of the data."""
-    x, y, g = people(train_people, rng)
+    x, ages, g = people(train_people, rng)
+    y = age_band(ages)
     scale = cue_noise * x.std(0)  # the training people's spread of each cue
     x = blurred(x, scale, rng)
-    folds = np.empty(len(y), dtype=np.int64)
-    with warnings.catch_warnings():  # a draw may hold fewer 60+ men than folds, as real data may; the split copes
-        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        for k, (_, held) in enumerate(StratifiedKFold(FOLDS, shuffle=True, random_state=0).split(x, 2 * y + g)):
-            folds[held] = k  # people stratified on gender x age band, as the repository's folds are
+    table = pd.DataFrame(dict(person_id=np.arange(len(y)), gender=g, age=ages))
+    folds = assign_folds(table, FOLDS, seed=0)["fold"].to_numpy()  # the repository's own person-level folds
     oof = np.zeros((len(y), 3))
     models = []
     for k in range(FOLDS):  # as cpu15: each fold's model predicts its held-out people, and all of them eval
@@ -72,8 +70,8 @@ def one_draw(rng: np.random.Generator, train_people: int, eval_sizes: list[int],
     tuning = tune(class_probs(oof, g), photo_labels(g, y), folds[photos(len(y))[0]])
     evals = []
     for n in eval_sizes:
-        ex, ey, eg = people(n, rng)
-        ex = blurred(ex, scale, rng)
+        ex, eages, eg = people(n, rng)
+        ex, ey = blurred(ex, scale, rng), age_band(eages)
         eprobs = class_probs(np.mean([m.predict_proba(ex) for m in models], axis=0), eg)
         evals.append(fast_macro_f1(photo_labels(eg, ey), decide(eprobs, tuning.offsets)))
     return tuning.cv_tuned, evals

@@ -5,10 +5,12 @@ import pytest
 
 from bench import age_ceiling
 from src.decision import value_offsets
+from src.labels import age_band
 
 
 def test_cues_follow_the_age_and_the_plugin_offsets_favour_the_weak_band():
-    cues, bands, _ = age_ceiling.people(600, np.random.default_rng(0))
+    cues, ages, _ = age_ceiling.people(600, np.random.default_rng(0))
+    bands = age_band(ages)
     assert cues.shape == (600, 4) and set(bands) == {0, 1, 2}
     assert cues[bands == 2, 3].mean() > cues[bands == 1, 3].mean() > cues[bands == 0, 3].mean()  # wrinkles
     probs = np.array([[0.9, 0.1, 0.0]] * 4 + [[0.1, 0.9, 0.0]] * 4 + [[0.0, 0.6, 0.4]] * 2)

@@ -60,6 +60,7 @@ class FoldCheckpointer:
                   ema=self.ema.state_dict() if self.ema is not None else None).save(self.last)
 
     def mark_finished(self, state: FoldState):
-        """A fold resumed with no epochs left to run: last.pt as it was, marked finished."""
-        state.finished = True
+        """A fold resumed with no epochs left to run: last.pt as it was, with the best values as they are now,
+        marked finished."""
+        state.best, state.finished = dict(self.best), True
         state.save(self.last)

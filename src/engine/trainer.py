@@ -279,7 +279,6 @@ def fit_fold(ins: RunInputs, k: int):
         improved = checkpointer.improved(metrics)
         if dist.main:
             keep_validated(state.epoch, idx, probs, metrics, improved, True)
-            state.best = dict(checkpointer.best)
             checkpointer.mark_finished(state)
         log.info("fold %d: already ran %d epochs (%d asked); validated epoch %d and marked finished", k, start_epoch,
                  cfg.epochs, state.epoch)
