@@ -8,6 +8,9 @@
 # Relative DATA_DIR, LOG_DIR, RECIPE and --config paths are the caller's: they are resolved before the launcher
 # changes into the repository (a RECIPE that is not there is looked up in the repository).
 set -euo pipefail
+case ${GPUS:-1} in
+  *[!0-9]*) echo "error: GPUS must be a whole number of GPUs (1 or more), got '${GPUS}'" >&2; exit 2 ;;
+esac
 caller=$PWD
 repo=$(cd "$(dirname "$0")/.." && pwd)
 from_caller() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s' "$caller/$1" ;; esac; }

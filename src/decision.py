@@ -38,6 +38,7 @@ def terms_of_class() -> np.ndarray:
 
 TERMS_OF_CLASS = terms_of_class()
 F1_FLOOR = 0.1  # a task value's F1 below this counts as this: its offset stays at most -log 0.1 = 2.3
+MAX_OFFSET = 7.0  # a class's offset sums three task terms of at most 2.3 (plug-in) or 2 (GRID): never beyond this
 
 
 def fast_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int = NUM_CLASSES) -> float:

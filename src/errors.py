@@ -1,4 +1,5 @@
-"""The one error base of maskcls, and the one place that turns it into a line on stderr and an exit code.
+"""The one error base of maskcls, and the one place that turns it, or Ctrl-C and SIGTERM, into a line on stderr
+and an exit code.
 
 A domain error says, in one line, the file (and row) or setting at fault and what to do; it carries its
 exit code. Built-in exceptions are never raised as domain errors, so a stray one keeps its traceback.
@@ -6,7 +7,16 @@ exit code. Built-in exceptions are never raised as domain errors, so a stray one
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
+import threading
+
+
+def brief(value, limit: int = 60) -> str:
+    """repr(value) for a message, cut to `limit` characters: a value read from a file never floods the line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 class MaskclsError(Exception):
@@ -104,6 +114,10 @@ def filesystem_error(error: OSError, path, doing: str) -> FileSystemError:
                            f"--log_dir or --out")
 
 
+class TrackerError(MaskclsError):
+    """A tracker (MLflow, W&B) that did not take what python -m tools.track sent; the run folder keeps it to send again."""
+
+
 class Interrupted(MaskclsError):
     """Ctrl-C or SIGTERM: training stopped at once; what was saved is intact."""
 
@@ -115,11 +129,57 @@ class Interrupted(MaskclsError):
         return [str(self)]
 
 
+SIGNALLED: set[int] = set()  # the signals interruptible() has received; training checks it again at every batch
+
+
+class TermSignal(BaseException):
+    """SIGTERM, raised where it arrives so that the stack unwinds as it does for Ctrl-C."""
+
+
+def nothing_half_written(signal_name: str) -> str:
+    return (f"interrupted ({signal_name}); every output is replaced whole or not at all, so nothing was left "
+            f"half-written")
+
+
 @contextlib.contextmanager
-def fail_cleanly():
-    """Entry points: a MaskclsError becomes its lines on stderr and its exit code; anything else propagates."""
+def interruptible(describe=nothing_half_written):
+    """Ctrl-C and SIGTERM end the block at once as Interrupted(describe(signal name)): one line and exit codes
+    130 and 143. Loader workers fork with the handler: there SIGTERM ends the worker quietly as Ctrl-C does.
+    Outside the main thread signals cannot be caught, and the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    main_pid = os.getpid()
+    SIGNALLED.clear()
+
+    def on_signal(signum, _frame):
+        SIGNALLED.add(signum)
+        raise TermSignal() if signum == signal.SIGTERM and os.getpid() == main_pid else KeyboardInterrupt()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+    except (KeyboardInterrupt, TermSignal) as e:
+        name = "SIGTERM" if isinstance(e, TermSignal) else "SIGINT"
+        raise Interrupted(describe(name), name) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def stop_if_signalled():
+    """Raise again a signal whose exception was swallowed where it landed (a loader's __del__ ignores exceptions)."""
+    if SIGNALLED:
+        raise TermSignal() if signal.SIGTERM in SIGNALLED else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def fail_cleanly():
+    """Entry points: a MaskclsError, Ctrl-C and SIGTERM included, becomes its lines on stderr and its exit code;
+    anything else propagates."""
+    try:
+        with interruptible():
+            yield
     except MaskclsError as e:
         for line in e.lines():
             print(line, file=sys.stderr)

@@ -1,11 +1,17 @@
 """Reading a file named by untrusted data: only a regular file is read, and opening never blocks (a named pipe
-or a device is a problem naming it, not a hang)."""
+or a device is a problem naming it, not a hang). YAML and JSON that a user or a run folder hands in are parsed
+with limits: no YAML alias (an anchor can expand without end), bounded nesting and size."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
 
+import yaml
+
+MAX_NESTING = 64  # of lists and mappings in a YAML file; settings need a handful
+MAX_DOCUMENT_BYTES = 256 * 2**20  # the largest YAML or JSON file read (face boxes of a big image set fit)
 KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
 
@@ -40,6 +46,17 @@ def read_regular(path) -> bytes:
         os.close(fd)
 
 
+def real(path) -> Path:
+    """The path with every symlink followed. Unlike Path.resolve, a symlink loop is no exception: the looping part
+    stays as it is, and reading it later fails as any unreadable file does."""
+    return Path(os.path.realpath(path))
+
+
+def within(path, root) -> bool:
+    """Whether path, its symlinks followed, lies inside root (also followed); nothing is opened."""
+    return real(path).is_relative_to(real(root))
+
+
 def is_regular(path: Path) -> bool:
     return irregular(path) is None
 
@@ -48,3 +65,46 @@ def shown(name) -> str:
     """A name as a message shows it: quoted when spaces at its ends or unprintable characters would hide."""
     text = str(name)
     return repr(text) if text != text.strip() or not text.isprintable() else text
+
+
+def read_document(path) -> str:
+    """A regular file's text (undecodable bytes replaced), refused above MAX_DOCUMENT_BYTES."""
+    size = os.stat(path).st_size
+    if size > MAX_DOCUMENT_BYTES:
+        raise ValueError(f"is {size:,} bytes, more than the {MAX_DOCUMENT_BYTES:,} such a file may hold")
+    return read_regular(path).decode("utf-8", errors="replace")
+
+
+def load_yaml(text: str):
+    """yaml.safe_load, after the event stream showed no alias and no nesting deeper than MAX_NESTING. Raises
+    yaml.YAMLError for bad YAML, ValueError for what the limits refuse."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ValueError(f"uses the YAML alias *{event.anchor}, which is not accepted (aliases can expand "
+                             f"without limit); write the value out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ValueError(f"nests lists or mappings more than {MAX_NESTING} deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return yaml.safe_load(text)
+
+
+def load_json(text: str | bytes):
+    """json.loads, with nesting too deep for the decoder a ValueError instead of a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nests lists or objects too deep to read") from None
+
+
+def read_yaml(path):
+    """A YAML file's value through load_yaml's limits; OSError, ValueError or yaml.YAMLError when it cannot be."""
+    return load_yaml(read_document(path))
+
+
+def read_json(path):
+    """A JSON file's value through load_json's limits; OSError or ValueError when it cannot be."""
+    return load_json(read_document(path))

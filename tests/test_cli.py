@@ -43,3 +43,10 @@ def test_the_launcher_resolves_relative_paths_against_the_callers_folder(dataset
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
     assert report["data_dir"] == str(caller / "data") and len(report["folds"]) == 2  # mine.yaml was applied
+
+
+def test_a_gpu_count_that_is_not_a_number_is_one_line_and_exit_2():
+    proc = subprocess.run(["bash", str(ROOT / "experiments" / "quick.sh")], capture_output=True, text=True,
+                          env={**os.environ, "GPUS": "two", "DATA_DIR": "/nonexistent"})
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "error: GPUS must be a whole number of GPUs (1 or more), got 'two'"]

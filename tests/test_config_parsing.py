@@ -215,3 +215,54 @@ def test_bare_words_are_the_photos_of_predict_anywhere_among_the_options():
     assert "--inputs" not in str(e.value).split("Valid options:")[1]
     with pytest.raises(ConfigError, match="unexpected argument 'p.jpg': options look like --key value"):
         parse(["--run", "r", "p.jpg"], InferConfig)  # only predict.py takes bare words
+
+
+LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else 'ha'] * 9)}]\n" for i in range(9))
+
+
+@pytest.mark.parametrize("text", [
+    LAUGHS + "pretrained_path: *l8\n",  # an alias under an allowed key: 9^9 items if it were expanded
+    "crop_box: &b [0.1, 0.1, 0.9, 0.9]\ncrop: center\nmean: *b\n",
+])
+def test_a_yaml_alias_is_refused_before_anything_expands(tmp_path, text):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        parse(["--config", str(recipe)])
+    assert "uses the YAML alias" in str(e.value) and len(str(e.value)) < 300
+
+
+def test_deep_nesting_is_refused_in_one_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("crop_box: " + "[" * 200000 + "\n")
+    with pytest.raises(ConfigError, match="nests lists or mappings more than 64 deep"):
+        parse(["--config", str(recipe)])
+    saved = tmp_path / "run"
+    saved.mkdir()
+    (saved / "config.yaml").write_text("lr: " + "[" * 5000 + "]" * 5000 + "\n")
+    from src.config.policy import from_saved
+
+    with pytest.raises(ConfigError, match="more than 64 deep"):
+        from_saved(saved / "config.yaml")
+
+
+def test_an_error_never_shows_the_content_of_a_file_that_is_no_recipe(tmp_path):
+    """extends may only name a recipe, and a key that is no option name is never echoed: a recipe aimed at a
+    secret file cannot print it."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$saltsalt$hashhashhash:19000:0:99999:7:::\n")
+    (tmp_path / "a.yaml").write_text(f"extends: {secret}\n")
+    with pytest.raises(ConfigError, match=r"extends must name a recipe file ending in \.yaml or \.yml") as e:
+        parse(["--config", str(tmp_path / "a.yaml")])
+    named = tmp_path / "shadow.yaml"
+    named.write_text(secret.read_text())
+    for argv in (["--config", str(named)], ["--config", str(secret)]):
+        with pytest.raises(ConfigError, match="a key that is not an option name") as e:
+            parse(argv)
+        assert "saltsalt" not in str(e.value) and "19000" not in str(e.value)
+
+
+def test_a_long_value_is_cut_in_the_error():
+    with pytest.raises(ConfigError) as e:
+        parse(["--lr", "x" * 100000])
+    assert len(str(e.value)) < 200 and "100,002 characters" in str(e.value)

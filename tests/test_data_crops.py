@@ -140,3 +140,22 @@ def test_a_run_predicts_through_its_crop(tmp_path):
     assert white.shape == (64, 48, 3) and (white == 255).all()
     whole = builders.file_images(tiny_cfg(cache_margin=1.0), [path], tmp_path, 10**7)[0]
     assert whole.shape == (64, 48, 3) and whole.mean() == pytest.approx(127.5, abs=1)
+
+
+def test_a_store_nested_too_deep_is_read_as_damaged(tmp_path, caplog):
+    (tmp_path / crops.STORE).write_text("[" * 200000)
+    assert crops.FaceStore(tmp_path).read() == {}
+    assert "is unreadable (nests lists or objects too deep to read)" in caplog.text
+
+
+def test_crop_face_without_its_package_is_refused_before_a_run_folder_exists(dataset, tmp_path, monkeypatch):
+    import sys
+
+    from src.engine import trainer
+    from src.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # as if it were not installed
+    cfg = tiny_cfg(data_dir=dataset, log_dir=tmp_path, name="f", crop="face")
+    with pytest.raises(ConfigError, match="--crop face needs the face detector facenet-pytorch"):
+        trainer.train(cfg)
+    assert not (tmp_path / "f").exists()

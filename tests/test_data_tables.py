@@ -238,3 +238,40 @@ def test_an_image_id_with_hidden_whitespace_is_shown_quoted(dataset, tmp_path):
     with pytest.raises(DataError) as caught:
         load_eval(data)
     assert f"image '{data / 'eval' / 'images' / info.loc[0, 'ImageID']}' not found" in caught.value.problems[0]
+
+
+def test_a_photo_symlinked_out_of_the_data_is_refused_unopened(dataset, tmp_path, capsys):
+    """A person folder inside the data may still hold a photo that links out of it: it is named, never read."""
+    data = copy_data(dataset, tmp_path)
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(first_eval_image(dataset).read_bytes())  # a real JPEG: it would train if it were read
+    folder = next((data / "train" / "images").iterdir())
+    photo = next(folder.glob("mask1.*"))
+    photo.unlink()
+    photo.symlink_to(outside)
+    code, err = cli(train.main, "--data_dir", data, "--check_data", "--n_folds", "2", capsys=capsys)
+    assert code == 1 and f"{photo}: resolves outside {data / 'train' / 'images'}" in err and "missing" not in err
+    inside = next(p for p in (data / "train" / "images").iterdir() if p != folder)
+    photo.unlink()
+    photo.symlink_to(next(inside.glob("mask2.*")))  # a link within the data is the data's own business
+    assert len(load_train(data)) == 168
+
+
+def test_a_symlink_loop_among_the_photos_is_a_problem_not_a_crash(dataset, tmp_path, capsys):
+    data = copy_data(dataset, tmp_path)
+    folder = next((data / "train" / "images").iterdir())
+    photo = next(folder.glob("mask4.*"))
+    photo.unlink()
+    os.symlink(photo.name, photo)  # links to itself
+    code, err = cli(train.main, "--data_dir", data, "--check_data", "--n_folds", "2", capsys=capsys)
+    assert code == 1 and str(photo) in err and "Traceback" not in err
+
+
+def test_corrections_whose_ids_are_absent_are_one_summary_line(dataset, caplog):
+    caplog.set_level("INFO", logger="maskcls")
+    load_train(dataset, CORRECTIONS)
+    lines = [r.getMessage() for r in caplog.records]
+    applied = [m for m in lines if m.startswith("correction ")]
+    assert not [m for m in lines if "not in this dataset" in m] and 0 < len(applied) < 11
+    assert [m for m in lines if m.startswith("corrections:")] == [
+        f"corrections: {len(applied)} of 11 apply to this data ({CORRECTIONS}); the other ids are not in it"]

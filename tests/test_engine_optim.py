@@ -56,3 +56,23 @@ def test_scheduler_hyperparameters_arrive():
     cfg = tiny_cfg(scheduler="plateau", plateau_factor=0.3, plateau_patience=4)
     sched, when = build_scheduler(cfg, build_optimizer(cfg, builders.model(cfg)), 10)
     assert (sched.factor, sched.patience, when) == (0.3, 4, "val_loss")
+
+
+@pytest.mark.parametrize("epochs, steps, pct", [(1, 4, 0.25), (2, 2, 0.25), (1, 2, 0.5), (1, 1, 0.25), (3, 1, 0.9)])
+def test_onecycle_runs_every_step_of_tiny_schedules(epochs, steps, pct):
+    """A warm-up of exactly one step (epochs x steps x pct_start = 1) made torch's OneCycleLR divide by zero."""
+    cfg = tiny_cfg(scheduler="onecycle", onecycle_pct_start=pct, epochs=epochs, lr=0.1)
+    opt = build_optimizer(cfg, builders.model(cfg))
+    sched, _ = build_scheduler(cfg, opt, steps)
+    lrs = []
+    for _ in range(epochs * steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert all(0 < lr <= 0.1 + 1e-12 for lr in lrs)
+    assert len(lrs) < 3 or max(lrs) > lrs[-1]  # it warms up, then anneals
+
+
+def test_onecycle_pct_start_of_one_is_refused():
+    with pytest.raises(ConfigError, match="onecycle_pct_start must be > 0 and < 1"):
+        parse(["--onecycle_pct_start", "1"])

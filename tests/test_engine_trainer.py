@@ -445,3 +445,25 @@ def test_a_resume_that_ends_a_fold_on_an_epoch_not_validated_validates_it(datase
     assert metrics["epoch"].tolist() == [0, 1]  # stopped after epoch 1, which val_every 3 would have skipped
     assert metrics["val_f1"].isna().tolist() == [True, False]
     assert FoldState.load(due.last(0)).finished and len(pd.read_csv(due.oof(0))) == val_rows
+
+
+@pytest.mark.slow
+def test_resume_of_a_run_that_saved_no_epoch_takes_the_new_settings(dataset, tmp_path, monkeypatch):
+    """A run that failed before its first epoch holds nothing to continue: --resume with other settings starts it
+    again instead of refusing them."""
+    cfg = tiny_cfg(data_dir=dataset, log_dir=tmp_path, name="early", fold=0, epochs=1)
+
+    def fail(ins, k):
+        raise RuntimeError("failed before the first epoch")
+
+    monkeypatch.setattr(trainer, "fit_fold", fail)
+    with pytest.raises(RuntimeError, match="before the first epoch"):
+        trainer.train(cfg)
+    run = RunDir(tmp_path, "early")
+    assert run.exists and not run.last(0).is_file()
+    monkeypatch.undo()
+    trainer.train(tiny_cfg(data_dir=dataset, log_dir=tmp_path, name="early", fold=0, epochs=1, lr=3e-3,
+                           resume="true"))
+    assert "lr: 0.003" in run.config.read_text() and run.last(0).is_file()
+    with pytest.raises(trainer.ConfigError, match=r"lr \(saved 0.003, now 0.001\)"):  # a saved epoch: refused
+        trainer.train(tiny_cfg(data_dir=dataset, log_dir=tmp_path, name="early", fold=1, epochs=1, resume="true"))

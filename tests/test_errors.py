@@ -1,5 +1,8 @@
 """src/errors.py: one error base; fail_cleanly turns it, and only it, into a line and an exit code."""
+import os
 import pickle
+import signal
+import time
 
 import pytest
 import torch
@@ -56,3 +59,33 @@ def test_a_built_in_exception_is_never_taken_for_a_domain_error(stray):
 def test_a_worker_traceback_is_reduced_to_the_problem():
     text = "Traceback (most recent call last):\n  File ...\nsrc.errors.DataError:   - a.jpg: truncated JPEG\n"
     assert DataError(text).problems == ["a.jpg: truncated JPEG"]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_are_one_line_and_their_exit_codes_in_every_entry_point(capsys, sig, code):
+    with pytest.raises(SystemExit) as exit_info, fail_cleanly():
+        os.kill(os.getpid(), sig)
+        time.sleep(30)  # the signal arrives first
+    assert exit_info.value.code == code
+    assert capsys.readouterr().err.splitlines() == [f"interrupted ({signal.Signals(sig).name}); every output is "
+                                                    f"replaced whole or not at all, so nothing was left half-written"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
+
+
+ENTRY_POINTS = ["train.py", "infer.py", "pseudo_train.py", "predict.py", "export.py", "sweep.py"]
+
+
+@pytest.mark.parametrize("script", ENTRY_POINTS)
+def test_every_entry_point_runs_its_work_under_fail_cleanly(script):
+    """The signal handler and the one-line errors come with fail_cleanly: each entry point's main runs its work in
+    it (read from its source, so a new entry point without it fails here)."""
+    import ast
+
+    from tests.helpers import ROOT
+
+    tree = ast.parse((ROOT / script).read_text())
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    withs = [w for w in ast.walk(main) if isinstance(w, ast.With)
+             and any(isinstance(i.context_expr, ast.Call) and getattr(i.context_expr.func, "id", "") == "fail_cleanly"
+                     for i in w.items)]
+    assert withs, f"{script}: main() does not run its work under fail_cleanly()"

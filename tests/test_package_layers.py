@@ -9,7 +9,7 @@ from src.errors import MaskclsError
 from tests.helpers import ROOT
 
 # lowest first; a module may import from its own level or below
-LEVELS = [{"errors", "files", "labels", "seeds", "metrics", "decision"}, {"config"}, {"run"}, {"data"}, {"model"}, {"engine"},
+LEVELS = [{"errors", "files", "labels", "seeds", "metrics", "decision", "people"}, {"config"}, {"run"}, {"data"}, {"model"}, {"engine"},
           {"predict"}, {"sweep"}, {"insight"}]
 
 

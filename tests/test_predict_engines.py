@@ -63,7 +63,7 @@ def test_the_export_is_cached_reused_and_rebuilt_when_a_checkpoint_changes(own_r
 
 
 @pytest.mark.slow
-def test_a_damaged_cached_export_is_exported_again(own_run, dataset, tmp_path, capsys):
+def test_a_damaged_or_changed_cached_export_is_exported_again(own_run, dataset, tmp_path, capsys):
     log_dir, name = own_run
     run = RunDir(log_dir, name)
     _, first, _ = infer_with("onnxruntime", dataset, log_dir, name, tmp_path / "a.csv", capsys)
@@ -72,6 +72,12 @@ def test_a_damaged_cached_export_is_exported_again(own_run, dataset, tmp_path, c
     _, again, err = infer_with("onnxruntime", dataset, log_dir, name, tmp_path / "b.csv", capsys)
     assert f"the cached export {cached} is unreadable" in err and "exported 2 fold(s)" in err
     assert run.onnx_exports("best_f1", "flip") == [cached] and np.array_equal(first, again)
+    infer_with("onnxruntime", dataset, log_dir, name, tmp_path / "c.csv", capsys, "--tta", "none")
+    (other,) = run.onnx_exports("best_f1", "none")
+    cached.write_bytes(other.read_bytes())  # a valid graph, but another one: only its digest tells
+    _, third, err = infer_with("onnxruntime", dataset, log_dir, name, tmp_path / "d.csv", capsys)
+    assert f"the cached export {cached} does not match the digest" in err and "exported 2 fold(s)" in err
+    assert np.array_equal(first, third)
 
 
 @pytest.mark.slow

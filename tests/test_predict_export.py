@@ -166,3 +166,19 @@ def test_model_json_describes_the_crop_and_runs_that_crop_differently_are_refuse
     assert card["fallback_box"] == tuple(face.cfg.crop_box) and "MTCNN" in card["detector"]
     with pytest.raises(ConfigError, match="--runs crop differently .c crop center box 0.1 0.2 0.9 0.8, n crop none"):
         common_crop([center, whole])
+
+
+@pytest.mark.slow
+def test_export_takes_the_runs_own_data_and_refuses_a_read_only_out_before_the_parity_check(trained_run, dataset,
+                                                                                           tmp_path, capsys):
+    from tests.helpers import read_only
+
+    log_dir, name = trained_run
+    shut = tmp_path / "shut"
+    shut.mkdir()
+    with read_only(shut):
+        code, err = cli(export.main, "--log_dir", log_dir, "--run", name, "--out", shut / "ship", capsys=capsys)
+    assert code == 1 and "Read-only file system" in one_line(err) and "parity" not in err
+    code, err = cli(export.main, "--log_dir", log_dir, "--run", name, "--out", tmp_path / "ship", capsys=capsys)
+    card = json.loads((tmp_path / "ship" / CARD).read_text())
+    assert code == 0 and card["parity"]["data_dir"] == str(dataset), err

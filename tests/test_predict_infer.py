@@ -45,18 +45,25 @@ def test_the_decision_is_the_runs_tuned_offsets_or_argmax(own_run, dataset, tmp_
     run = RunDir(log_dir, name)
     saved = json.loads(run.decision.read_text())  # written by train.py: every fold finished
     assert len(saved["offsets"]) == 18 and {"cv_f1_tuned", "cv_f1_argmax", "oof_rows"} <= set(saved)
-    offsets = [0.0] * 18
-    offsets[5] = 30.0  # overrules any probability: every image becomes class 5
+    offsets = [-7.0] * 18
+    offsets[5] = 7.0  # the widest offsets accepted overrule the tiny model's probabilities: every image is class 5
     run.decision.write_text(json.dumps(dict(saved, offsets=offsets)))
     sub = pd.read_csv(predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "t.csv")))
     assert (sub["ans"] == 5).all()
     record = yaml.safe_load((tmp_path / "t.yaml").read_text())["decision"]
-    assert record["rule"] == "tuned" and record["offsets"][5] == 30.0 and str(run.decision) in record["how"]
+    assert record["rule"] == "tuned" and record["offsets"][5] == 7.0 and str(run.decision) in record["how"]
     plain = pd.read_csv(predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "a.csv", decision="argmax")))
     probs = pd.read_csv(tmp_path / "a.probs.csv")[PROBS].to_numpy()
     assert (plain["ans"] == probs.argmax(1)).all() and not (plain["ans"] == 5).all()
     run.decision.write_text(json.dumps(dict(saved, offsets=[0.0] * 17)))
     with pytest.raises(CheckpointError, match="decision.json: expected 18 finite 'offsets'"):
+        predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "x.csv"))
+    run.decision.write_text(json.dumps(dict(saved, offsets=[0.0] * 17 + [1e308])))  # would decide every row alike
+    with pytest.raises(CheckpointError, match=r"decision.json: expected 18 finite 'offsets' within \+-7"):
+        predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "x.csv"))
+    run.decision.unlink()
+    run.decision.mkdir()  # not silently taken for a missing file, which would mean argmax
+    with pytest.raises(CheckpointError, match="decision.json: expected 18"):
         predict.infer(infer_cfg(dataset, log_dir, run=name, out=tmp_path / "x.csv"))
 
 
@@ -192,3 +199,21 @@ def test_infer_into_a_read_only_run_fails_in_one_line_before_predicting(own_run,
         code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, capsys=capsys)
     assert code == 1 and "cannot write into" in one_line(err) and "Read-only file system" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_config_edited_to_another_network_is_one_line_naming_both_files(own_run, dataset, tmp_path, capsys):
+    import export as export_py
+    import predict as predict_py
+
+    log_dir, name = own_run
+    run = RunDir(log_dir, name)
+    run.config.write_text(run.config.read_text().replace("model: test_efficientnet", "model: resnet18"))
+    for main, args in ((infer.main, ["--data_dir", dataset, "--out", tmp_path / "s.csv"]),
+                       (predict_py.main, [dataset / "eval" / "images"]),
+                       (export_py.main, ["--out", tmp_path / "ship"])):
+        code, err = cli(main, "--log_dir", log_dir, "--run", name, "--engine" if main is not export_py.main else
+                        "--tta", "torch" if main is not export_py.main else "flip", *args, capsys=capsys)
+        line = one_line(err)
+        assert code == 1 and "does not match" in line and str(run.config) in line and "model resnet18" in line
+        assert "Traceback" not in err

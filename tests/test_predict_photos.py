@@ -120,3 +120,24 @@ def test_out_is_never_a_photo_and_agrees_with_the_format(trained_run, dataset, t
     assert code == 2 and "ends in .json but --format is csv" in one_line(err)
     code, err = cli(predict.main, "--log_dir", log_dir, "--run", name, capsys=capsys)
     assert code == 2 and "name the photos to predict" in one_line(err)
+
+
+@pytest.mark.slow
+def test_a_symlink_loop_or_a_read_only_out_is_one_line(trained_run, dataset, tmp_path, capsys):
+    from tests.helpers import read_only
+
+    log_dir, name = trained_run
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(first_eval_image(dataset).read_bytes())
+    os.symlink("loop.jpg", folder / "loop.jpg")
+    code, err = cli(predict.main, "--log_dir", log_dir, "--run", name, folder, "--out", tmp_path / "p.csv",
+                    capsys=capsys)
+    rows = pd.read_csv(tmp_path / "p.csv")
+    assert code == 0 and "Traceback" not in err and rows["error"].isna().tolist() == [True, False]
+    shut = tmp_path / "shut"
+    shut.mkdir()
+    with read_only(shut):
+        code, err = cli(predict.main, "--log_dir", log_dir, "--run", name, folder, "--out", shut / "p.csv",
+                        capsys=capsys)
+    assert code == 1 and "Read-only file system" in one_line(err) and "predict" not in err.split("error:")[0]

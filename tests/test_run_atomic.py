@@ -112,3 +112,16 @@ def test_a_read_only_place_is_one_line_naming_the_file(tmp_path, monkeypatch):
         atomic.save_text("x", tmp_path / "f.txt")
     assert str(caught.value).startswith(f"cannot write {tmp_path / 'f.txt'} (Read-only file system)")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_read_only_place_that_refuses_even_the_cleanup_is_still_one_line(tmp_path, monkeypatch):
+    """On a read-only disk the temp file is never made, and unlinking it fails too (EROFS, not ENOENT): that must
+    not hide the clean error."""
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(atomic.Path, "unlink", refuse)
+    with pytest.raises(FileSystemError, match=f"cannot write {tmp_path / 'f.txt'}"):
+        atomic.replace_with(tmp_path / "f.txt", refuse)
+    with pytest.raises(FileSystemError, match="cannot write"):
+        atomic.replace_together({tmp_path / "a": refuse, tmp_path / "b": refuse})

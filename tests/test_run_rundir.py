@@ -7,7 +7,7 @@ import train
 from src.config.schema import CHECKPOINT_KINDS
 from src.errors import ConfigError, RunExists
 from src.run.rundir import RunDir, latest, prediction_files
-from tests.helpers import TINY, cli, one_line, read_only, run_py
+from tests.helpers import ROOT, TINY, cli, one_line, read_only, run_py
 
 
 def test_paths_of_a_run(tmp_path):
@@ -104,3 +104,38 @@ def test_training_into_a_read_only_log_dir_is_one_line(dataset, tmp_path, capsys
         code, err = cli(train.main, "--data_dir", dataset, "--log_dir", logs, "--name", "r", *TINY, capsys=capsys)
     assert code == 1 and "Read-only file system" in one_line(err) and str(logs) in one_line(err)
     assert "Traceback" not in err
+
+
+def test_overwrite_is_refused_while_a_reader_holds_the_run(tmp_path):
+    """A process reading a run (infer, predict, export, pseudo labels, report) holds it shared: --overwrite may not
+    delete it under the reader, whose outputs would land in the new run."""
+    import subprocess
+    import sys
+
+    from src.errors import RunBusy
+
+    run = RunDir(tmp_path, "ow")
+    run.root.mkdir()
+    run.config.write_text("name: ow\n")
+    hold = ("import sys, time\nfrom src.run.rundir import RunDir\n"
+            "with RunDir(sys.argv[1], 'ow').reading():\n    print('held', flush=True)\n    time.sleep(600)\n")
+    reader = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "held\n"
+        with RunDir(tmp_path, "ow").reading():  # readers do not exclude each other
+            pass
+        with pytest.raises(RunBusy, match="run ow cannot be replaced: it is held by a reader"):
+            run.claim(resume=False, overwrite=True)
+        assert run.config.read_text() == "name: ow\n"
+    finally:
+        reader.kill()
+        reader.wait()
+    assert run.claim(resume=False, overwrite=True) == "replaced" and not run.config.exists()
+
+
+def test_a_reader_of_a_run_in_a_read_only_log_dir_needs_no_lock_file(tmp_path):
+    run = RunDir(tmp_path, "r")
+    run.root.mkdir()
+    with read_only(tmp_path):
+        with run.reading():
+            assert not run.readers_lock_file().exists()

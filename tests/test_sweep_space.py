@@ -112,3 +112,10 @@ def test_a_pruner_over_a_base_that_validates_only_the_last_epoch_is_refused(tmp_
     with pytest.raises(ConfigError, match="would never prune"):
         load_spec(spec_file(tmp_path, "base: experiments/cpu15.yaml\nspace:\n  lr: {low: 1.0e-4, high: 1.0e-2}\n"
                                       "pruner: median\n"), [])
+
+
+def test_an_alias_in_a_sweep_file_is_refused_before_it_expands(tmp_path):
+    laughs = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else '1'] * 9)}]\n" for i in range(9))
+    message = refused(tmp_path, f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\n{laughs}"
+                                f"sampler: {{name: random, seed: *l8}}\n")
+    assert "uses the YAML alias" in message and len(message) < 300

@@ -27,6 +27,7 @@ from src.labels import CLASS_NAMES
 from src.run.atomic import save_csv
 from src.run.checkpoint import is_finished
 from src.run.rundir import RunDir
+from src.files import real
 
 
 def missing_folds(run: RunDir, n_folds: int) -> list[int]:
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
             raise RunNotFound(f"run {run.root}: fold(s) {', '.join(map(str, missing))} of {cfg.n_folds} not "
                                     f"finished; the finder needs out-of-fold probabilities for every training image. "
                                     f"Train them: python train.py --name {a.run} --fold K --resume (or --fold all)")
-        if a.suggest and cfg.corrections != "none" and a.suggest.resolve() == Path(cfg.corrections).resolve():
+        if a.suggest and cfg.corrections != "none" and real(a.suggest) == real(cfg.corrections):
             raise policy.ConfigError(f"--suggest {a.suggest} is the corrections file itself, which the finder "
                                          f"never edits: write the suggestions elsewhere, then append what you accept")
         images = training_images(a.data_dir, run, cfg)

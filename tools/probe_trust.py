@@ -7,13 +7,19 @@ ImageID, `--name ..` with `--overwrite`, `--overwrite` with a missing weights fi
 empty eval JPEG read by a loader worker, and two folds trained at once. Then the faults: --out onto the data or
 a folder, a named pipe as a photo, damaged cache files, read-only disks (bind mounts: run as root), names taken
 by a file or too long, Ctrl-C and SIGTERM, a pickle as weights, infer beside a fold still training, a killed
-infer's temp file, a hand-edited config.yaml, a hidden space, and a relative DATA_DIR. With --strace, check_data and infer
-of the traversal dataset run under `strace -f -e trace=openat`, and every opened path outside the data,
-the run folder, the repository and the Python installation is listed (there should be none).
+infer's temp file, a hand-edited config.yaml, a hidden space, and a relative DATA_DIR. Then hostile files: a photo
+linked out of the data, a symlink loop among photos, YAML aliases and deep nesting in recipes, sweep files and run
+files, a recipe that extends a secret file, a decision.json out of range or a folder, a changed cached .onnx, a
+config.yaml naming another network, read-only --out folders, a missing face detector, GPUS=two, and the quick
+recipe on 30 people; and readers: --overwrite while infer reads the run, Ctrl-C and SIGTERM on infer. With
+--strace, check_data and infer of the traversal dataset, and check_data of the linked photo, run under
+`strace -f -e trace=openat`, and every opened path outside the data, the run folder, the repository and the Python
+installation is listed (there should be none).
 """
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -152,6 +158,8 @@ def main():
            [], fake.returncode == 0 and folds == [0, 1, 2])
 
     faults(a, data, logs, base)
+    hostile_files(a, data, logs, base)
+    readers_and_signals(a, data, logs, base)
 
     if a.strace:
         allowed = [str(trav), str(logs), str(ROOT), sys.prefix, sys.base_prefix, "/usr/", "/lib", "/etc/", "/proc/",
@@ -286,3 +294,196 @@ def faults(a, data: Path, logs: Path, base: list):
 
 if __name__ == "__main__":
     main()
+
+
+def reader_active(lock_file: Path) -> bool:
+    """Whether some process holds a (shared) reader lock on the run: an exclusive probe is refused."""
+    import fcntl
+
+    if not lock_file.is_file():
+        return False
+    with open(lock_file, "a+") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(f, fcntl.LOCK_UN)
+    return False
+
+
+def laughs(leaf: str) -> str:
+    """YAML anchors that expand to 9^9 copies of `leaf` through the alias *l8."""
+    return "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else leaf] * 9)}]\n" for i in range(9))
+
+
+def hostile_files(a, data: Path, logs: Path, base: list):
+    """Files a user or an attacker hands in: links out of the data, YAML bombs, deep nesting, out-of-range records."""
+    linked = copy(data, a.work / "linked")
+    folder = sorted((linked / "train" / "images").iterdir())[0]
+    photo = next(folder.glob("mask1.*"))
+    outside = a.work / "outside" / "face.jpg"
+    outside.write_bytes(photo.read_bytes())  # a real JPEG: it would be trained on if it were read
+    photo.unlink()
+    photo.symlink_to(outside)
+    proc, err = run("train.py", "--data_dir", linked, "--check_data")
+    report("a photo linked to a JPEG outside the data (check_data)", proc, err,
+           proc.returncode == 1 and "resolves outside" in proc.stderr)
+    if a.strace:
+        trace = a.work / "strace_linked.txt"
+        run("train.py", "--data_dir", linked, "--check_data", prefix=("strace", "-f", "-e", "trace=openat", "-o",
+                                                                       str(trace)))
+        hits = sorted({o for o in re.findall(r'openat\([^,]+, "([^"]+)"', trace.read_text())
+                       if o.startswith(str(a.work / "outside"))})
+        print(f"strace check_data of the linked photo: opened under {a.work / 'outside'}: {hits or 'none'}")
+
+    photos = a.work / "loop_photos"
+    photos.mkdir()
+    shutil.copy(next(folder.glob("mask2.*")), photos / "a.jpg")
+    os.symlink("loop.jpg", photos / "loop.jpg")
+    proc, err = run("predict.py", "--log_dir", logs, "--run", "ref", photos, "--out", a.work / "p.csv")
+    rows = pd.read_csv(a.work / "p.csv") if (a.work / "p.csv").is_file() else pd.DataFrame({"error": []})
+    report("a symlink loop among the photos of predict --out", proc, err,
+           proc.returncode == 0 and rows["error"].notna().sum() == 1 and "Traceback" not in proc.stderr)
+
+    bombs = {"a sweep file's sampler.seed": ("sweep.py", "--sweep", "{f}", "--study", "b", "--data_dir", data,
+                                             "--log_dir", a.work / "bomb_logs"),
+             "--config crop_box": ("train.py", "--config", "{f}", "--data_dir", data),
+             "--config pretrained_path": ("train.py", "--config", "{f}", "--data_dir", data)}
+    texts = {"a sweep file's sampler.seed": "base: " + str(ROOT / "experiments/quick.yaml")
+             + "\nspace: {lr: {low: 0.001, high: 0.01}}\n" + laughs("1") + "sampler: {name: random, seed: *l8}\n",
+             "--config crop_box": laughs("0.5") + "crop_box: *l8\n",
+             "--config pretrained_path": laughs("lol") + "pretrained_path: *l8\n"}
+    for case, args in bombs.items():
+        bomb = a.work / f"bomb{len(case)}.yaml"
+        bomb.write_text(texts[case])
+        t0 = time.time()
+        proc, err = run(*[str(bomb) if x == "{f}" else x for x in args])
+        report(f"YAML aliases under {case} ({time.time() - t0:.1f} s)", proc, err,
+               proc.returncode == 2 and len(err) == 1 and "YAML alias" in err[0] and len(proc.stderr) < 1000)
+    deep = a.work / "deep.yaml"
+    deep.write_text("crop_box: " + "[" * 200000 + "\n")
+    proc, err = run("train.py", "--config", deep, "--data_dir", data)
+    report("a --config nested 200,000 deep", proc, err, proc.returncode == 2 and len(err) == 1
+           and "deep" in err[0] and "Traceback" not in proc.stderr)
+    secret = a.work / "outside" / "shadow"
+    secret.write_text("root:$6$saltsalt$hashhash:19000:0:99999:7:::\n")
+    (a.work / "extends.yaml").write_text(f"extends: {secret}\n")
+    proc, err = run("train.py", "--config", a.work / "extends.yaml", "--data_dir", data)
+    report("a recipe that extends a secret file", proc, err,
+           proc.returncode == 2 and len(err) == 1 and "saltsalt" not in proc.stderr)
+
+    decided = copy(logs / "ref", logs / "decided")
+    for case, write in (("decision.json offsets of 1e308", lambda p: p.write_text(json.dumps(
+                            {"offsets": [0.0] * 17 + [1e308]}))),
+                        ("decision.json nested 200,000 deep", lambda p: p.write_text("[" * 200000)),
+                        ("decision.json as a folder", lambda p: p.mkdir())):
+        target = decided / "decision.json"
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        write(target)
+        proc, err = run("infer.py", "--data_dir", data, "--log_dir", logs, "--run", "decided", "--out",
+                        a.work / "d.csv")
+        report(case, proc, err, proc.returncode == 1 and len(err) == 1 and "decision.json: expected 18" in err[0]
+               and "Traceback" not in proc.stderr)
+
+    cached = copy(logs / "ref", logs / "cached")
+    run("infer.py", "--data_dir", data, "--log_dir", logs, "--run", "cached", "--out", a.work / "c1.csv")
+    run("infer.py", "--data_dir", data, "--log_dir", logs, "--run", "cached", "--tta", "none", "--out",
+        a.work / "c2.csv")
+    (flip,), (plain,) = (sorted((cached / "onnx").glob(f"*.{t}.*.onnx")) for t in ("flip", "none"))
+    flip.write_bytes(plain.read_bytes())  # a valid graph, but another one
+    proc, err = run("infer.py", "--data_dir", data, "--log_dir", logs, "--run", "cached", "--out", a.work / "c3.csv")
+    report("a valid but changed cached .onnx", proc, err,
+           proc.returncode == 0 and "does not match the digest" in proc.stderr and "exported" in proc.stderr)
+
+    other = copy(logs / "ref", logs / "other_net")
+    (other / "config.yaml").write_text((other / "config.yaml").read_text().replace("model: test_efficientnet",
+                                                                                 "model: resnet18"))
+    for script, extra in (("infer.py", ["--data_dir", data, "--out", a.work / "o.csv"]),
+                          ("predict.py", [photos / "a.jpg"]), ("export.py", ["--out", a.work / "o_ship"])):
+        proc, err = run(script, "--log_dir", logs, "--run", "other_net", *extra)
+        report(f"config.yaml edited to another network ({script})", proc, err,
+               proc.returncode == 1 and len(err) == 1 and "does not match" in err[0] and "Traceback" not in proc.stderr)
+
+    shut = a.work / "ro_out"
+    shut.mkdir()
+    with read_only(shut):
+        for script, extra in (("predict.py", [photos / "a.jpg", "--out", shut / "p.csv"]),
+                              ("export.py", ["--out", shut / "ship"])):
+            t0 = time.time()
+            proc, err = run(script, "--log_dir", logs, "--run", "ref", *extra)
+            report(f"a read-only --out ({script}, {time.time() - t0:.1f} s)", proc, err,
+                   proc.returncode == 1 and len(err) == 1 and "Read-only" in err[0] and "parity" not in proc.stderr)
+    proc, err = run("export.py", "--log_dir", logs, "--run", "ref", "--out", a.work / "own_data_ship")
+    report("export.py without --data_dir takes the run's own data", proc, err, proc.returncode == 0
+           and str(data) in json.loads((a.work / "own_data_ship" / "model.json").read_text())["parity"]["data_dir"])
+
+    blocker = a.work / "no_facenet"
+    blocker.mkdir()
+    (blocker / "facenet_pytorch.py").write_text("raise ImportError('not installed')\n")
+    proc, err = run("train.py", *base, "--name", "face", "--crop", "face", env={"PYTHONPATH": str(blocker)})
+    report("--crop face without facenet-pytorch", proc, err,
+           proc.returncode == 2 and "facenet-pytorch" in err[0] and not (logs / "face").exists())
+    proc = subprocess.run(["bash", str(ROOT / "experiments" / "quick.sh")], capture_output=True, text=True,
+                          env={**os.environ, "GPUS": "two", "DATA_DIR": str(data)})
+    report("GPUS=two bash experiments/quick.sh", proc, error_lines(proc.stderr),
+           proc.returncode == 2 and len(proc.stderr.splitlines()) == 1)
+
+    locked = a.work / "ro_logs2"
+    locked.mkdir()
+    with read_only(locked):
+        proc, err = run("train.py", *base[:2], "--log_dir", locked, *TINY, "--name", "r")
+    first = proc.stderr.splitlines()[0] if proc.stderr else ""
+    report("a read-only log_dir: the first line is the error", proc, err,
+           proc.returncode == 1 and first.startswith("error:") and "Read-only" in first)
+    proc, err = run("train.py", *base, "--name", "noise", "--fold", "0")
+    absent = [line for line in proc.stderr.splitlines() if "not in this dataset" in line]
+    summary = [line for line in proc.stderr.splitlines() if line.startswith("corrections:")]
+    report(f"corrections absent from the data: {summary[0] if summary else 'no summary'}", proc, err,
+           proc.returncode == 0 and not absent and len(summary) == 1)
+
+    small = a.work / "d30"
+    run("-m", "tools.make_synthetic_data", "--out", small, "--train_people", 30, "--eval_people", 4, "--seed",
+        a.seed + 1)
+    env = {**os.environ, "DATA_DIR": str(small), "LOG_DIR": str(a.work / "q_logs"), "NAME": "q"}
+    proc = subprocess.run(["bash", str(ROOT / "experiments" / "quick.sh"), "--epochs", "1"], capture_output=True,
+                          text=True, env=env, timeout=900)
+    inferred = subprocess.run(["bash", str(ROOT / "infer.sh")], capture_output=True, text=True,
+                              env={**env, "RUN": "q"}, timeout=900)
+    report("DATA_DIR=D30 bash experiments/quick.sh --epochs 1, then infer.sh", proc, error_lines(proc.stderr),
+           proc.returncode == 0 and inferred.returncode == 0 and (a.work / "q_logs" / "q" / "submission.csv").is_file())
+
+
+def readers_and_signals(a, data: Path, logs: Path, base: list):
+    """--overwrite while infer reads the run; Ctrl-C and SIGTERM on infer."""
+    big = copy(data, a.work / "big_eval")
+    info = pd.read_csv(big / "eval" / "info.csv", dtype=str)
+    images = big / "eval" / "images"
+    rows = [f"dup{i:05d}.jpg" for i in range(6000)]  # links within the data: a long infer
+    for i, name in enumerate(rows):
+        (images / name).symlink_to(info["ImageID"][i % len(info)])
+    pd.DataFrame({"ImageID": rows, "ans": 0}).to_csv(big / "eval" / "info.csv", index=False)
+    readers = logs / ".ow.readers.lock"
+    run("train.py", *base, "--name", "ow", "--fold", "0")
+    reader = subprocess.Popen([sys.executable, "infer.py", "--data_dir", big, "--log_dir", logs, "--run", "ow"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not reader_active(readers) and reader.poll() is None:
+        time.sleep(0.1)
+    before = (logs / "ow" / "fold0" / "last.pt").read_bytes()
+    proc, err = run("train.py", *base, "--name", "ow", "--fold", "0", "--overwrite")
+    reader_err = reader.communicate(timeout=600)[1]
+    report("train --overwrite while infer reads the run", proc, err,
+           proc.returncode == 1 and "cannot be replaced" in err[0] and reader.returncode == 0
+           and (logs / "ow" / "fold0" / "last.pt").read_bytes() == before and (logs / "ow" / "submission.csv").is_file()
+           and "Traceback" not in reader_err)
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        reader = subprocess.Popen([sys.executable, "infer.py", "--data_dir", big, "--log_dir", logs, "--run", "ow",
+                                   "--out", a.work / f"sig{code}.csv"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        while not reader_active(readers) and reader.poll() is None:
+            time.sleep(0.1)
+        time.sleep(1)
+        reader.send_signal(sig)
+        reader.stderr = reader.communicate(timeout=300)[1]
+        err = error_lines(reader.stderr)
+        report(f"{signal.Signals(sig).name} on infer", reader, err, reader.returncode == code and len(err) == 1
+               and "Traceback" not in reader.stderr and not (a.work / f"sig{code}.csv").exists())

@@ -9,6 +9,7 @@ missing files are shown as such. --study adds a sweep's study (sweep.py): its tr
 parameter importances and parallel coordinates, drawn by Optuna.
 """
 import argparse
+import contextlib
 import fnmatch
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from src.insight.study_page import study_section
 from src.run.atomic import save_text
 from src.run.rundir import RunDir, list_runs, report_file
 from src.sweep import study as studies
+from src.files import real
 
 
 def chosen_runs(log_dir: Path, names, pattern: str) -> list[RunDir]:
@@ -59,13 +61,16 @@ def main(argv=None) -> int:
             study = studies.load_study(studies.open_storage(a.storage, a.log_dir, 60, create=False), a.study)
         sections.append(study_section(study))
     answers = pd.read_csv(a.answers) if a.answers else None
-    summaries = sort_runs([summarize(r, answers) for r in runs], a.sort)
     out = a.out or report_file(a.log_dir)
-    save_text(build_html(summaries, a.log_dir, answers is not None, sections), out)
+    with contextlib.ExitStack() as held:  # the runs read (and their errors.png written) stay the same runs
+        for run in runs:
+            held.enter_context(run.reading())
+        summaries = sort_runs([summarize(r, answers) for r in runs], a.sort)
+        save_text(build_html(summaries, a.log_dir, answers is not None, sections), out)
     for s in summaries:
         cv = f"{s.cv['f1']:.4f}" if s.cv else "—"
         print(f"{s.run.name:<24} CV {cv}  {s.status}" + "".join(f"\n    note: {n}" for n in s.notes))
-    print(f"report: {out.resolve()}")
+    print(f"report: {real(out)}")
     return 0
 
 

@@ -13,6 +13,7 @@ import functools
 import inspect
 import io
 import math
+import re
 import sys
 import tokenize
 import typing
@@ -21,13 +22,16 @@ from typing import Annotated, Literal
 
 import yaml
 
-from src.config.schema import ENTRY_POINTS, RESERVED_NAMES, AgeSpan, Box, Name, Needs, Positional, Range, TrainConfig
-from src.errors import ConfigError, fail_cleanly
-from src.files import irregular, read_regular
+from src.config.schema import (ENTRY_POINTS, RESERVED_NAMES, AgeSpan, Box, Choices, Name, Needs, Positional, Range,
+                               TrainConfig)
+from src.errors import ConfigError, brief, fail_cleanly
+from src.files import irregular, load_yaml, read_document, real
 
 EXTENDS = "extends"  # the recipe key naming a base recipe, relative to the recipe's own folder
+RECIPE_SUFFIXES = (".yaml", ".yml")  # what `extends` may name: never an arbitrary file whose lines an error would show
 SAVED_EXTRA = ("git_commit", "git_dirty", "recipes")  # written beside the settings, ignored when read back
 NOT_OPTIONS = ("recipes",)  # fields that --config sets; not options of their own
+OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # what a key must look like to be shown in an error
 
 
 @functools.cache
@@ -47,9 +51,9 @@ def field_extras(cls, key: str) -> tuple:
 
 @functools.cache
 def field_type(cls, key: str):
-    """(base type, Literal choices or None, rule (a Range, Name, AgeSpan or Box) or None) of a field."""
+    """(base type, Literal choices or None, rule (a Range, Name, AgeSpan, Box or Choices) or None) of a field."""
     typ, extras = field_extras(cls, key)
-    rule = next((e for e in extras if isinstance(e, (Range, Name, AgeSpan, Box))), None)
+    rule = next((e for e in extras if isinstance(e, (Range, Name, AgeSpan, Box, Choices))), None)
     if typing.get_origin(typ) is Literal:
         return str, typing.get_args(typ), rule
     return typ, None, rule
@@ -126,7 +130,7 @@ def convert(cls, key: str, raw):
             raw = raw[0]
         return to_scalar(typ, raw)
     except ValueError as e:
-        raise ConfigError(f"--{key} {e}, got {raw!r}", key) from None
+        raise ConfigError(f"--{key} {e}, got {brief(raw)}", key) from None
 
 
 def is_option(cls, key: str) -> bool:
@@ -157,20 +161,23 @@ def check_settings(cfg):
         _, allowed, rule = field_type(cls, key)
         value = getattr(cfg, key)
         if allowed is not None and value not in allowed:
-            raise ConfigError(f"--{key} {value!r} is not supported; choose one of: {', '.join(allowed)}", key)
+            raise ConfigError(f"--{key} {brief(value)} is not supported; choose one of: {', '.join(allowed)}", key)
         if isinstance(rule, Name) and not rule.allows(value):
             reserved = [v for v in (value if isinstance(value, list) else [value]) if v in RESERVED_NAMES]
             if reserved:
-                raise ConfigError(f"--{key} {reserved[0]!r} is reserved for log_dir/{reserved[0]}; choose another name",
+                raise ConfigError(f"--{key} {brief(reserved[0])} is reserved for log_dir/{reserved[0]}; choose another name",
                                   key)
-            raise ConfigError(f"--{key} {value!r} is not a run name: use {rule}", key)
+            raise ConfigError(f"--{key} {brief(value)} is not a run name: use {rule}", key)
+        if isinstance(rule, Choices) and not rule.allows(value):
+            bad = next(v for v in value if v not in rule.values)
+            raise ConfigError(f"--{key} {brief(bad)} is not supported; choose {rule}", key)
         if isinstance(rule, (Range, AgeSpan, Box)) and not rule.allows(value):
-            raise ConfigError(f"--{key} must be {rule}, got {value}", key)
+            raise ConfigError(f"--{key} must be {rule}, got {brief(value)}", key)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{key} must be a finite number, got {value}", key)
+            raise ConfigError(f"--{key} must be a finite number, got {brief(value)}", key)
     if isinstance(cfg, TrainConfig):
         if cfg.fold != "all" and (not cfg.fold.isdigit() or not 0 <= int(cfg.fold) < cfg.n_folds):
-            raise ConfigError(f"--fold must be 'all' or an integer from 0 to {cfg.n_folds - 1}, got {cfg.fold!r}")
+            raise ConfigError(f"--fold must be 'all' or an integer from 0 to {cfg.n_folds - 1}, got {brief(cfg.fold)}")
         if cfg.loss in ("focal", "f1") and cfg.label_smoothing > 0:
             raise ConfigError(f"--label_smoothing applies to --loss ce and ce_f1, not {cfg.loss}; set --loss ce or "
                               f"--label_smoothing 0")
@@ -190,11 +197,15 @@ def read_mapping(path: Path, source: str) -> dict:
     if why:
         raise ConfigError(f"{source}: {'file not found' if why == 'not found' else why}")
     try:
-        data = yaml.safe_load(read_regular(path).decode("utf-8", errors="replace"))
+        data = load_yaml(read_document(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{source}:{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot be read ({e.strerror})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -205,8 +216,8 @@ def read_mapping(path: Path, source: str) -> dict:
 def recipe_layers(path, seen: tuple = ()) -> list[tuple[Path, dict]]:
     """[(file, its own keys)] of a recipe and the bases it extends, the deepest base first."""
     path = Path(path)
-    if path.resolve() in seen:
-        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+    if real(path) in seen:
+        chain = " -> ".join(str(p) for p in (*seen, real(path)))
         raise ConfigError(f"--config {path}: recipes extend each other in a loop: {chain}")
     data = read_mapping(path, f"--config {path}")
     own = {k: v for k, v in data.items() if k not in SAVED_EXTRA and k != EXTENDS}
@@ -214,11 +225,14 @@ def recipe_layers(path, seen: tuple = ()) -> list[tuple[Path, dict]]:
     if base is None:
         return [(path, own)]
     if not isinstance(base, str) or not base.strip():
-        raise ConfigError(f"--config {path}: {EXTENDS} must name one recipe file, got {base!r}")
+        raise ConfigError(f"--config {path}: {EXTENDS} must name one recipe file, got {brief(base)}")
+    if Path(base).suffix.lower() not in RECIPE_SUFFIXES:
+        raise ConfigError(f"--config {path}: {EXTENDS} must name a recipe file ending in "
+                          f"{' or '.join(RECIPE_SUFFIXES)}")
     base_path = Path(base) if Path(base).is_absolute() else path.parent / base
     if not base_path.is_file():
         raise ConfigError(f"--config {path}: {EXTENDS}: {base_path} not found")
-    return [*recipe_layers(base_path, (*seen, path.resolve())), (path, own)]
+    return [*recipe_layers(base_path, (*seen, real(path))), (path, own)]
 
 
 def load_file(path) -> dict:
@@ -235,6 +249,9 @@ def apply(cfg, updates: dict, source: str, lines: dict | None = None):
     for key, value in updates.items():
         where = f"{source} line {lines[key]}" if lines and key in lines else source
         if key not in fields_of(cls) or key in NOT_OPTIONS:
+            if not (isinstance(key, str) and OPTION_NAME.fullmatch(key)):  # not a mistyped option: never echoed
+                raise ConfigError(f"{where}: a key that is not an option name; recipes hold key: value lines of "
+                                  f"{ENTRY_POINTS.get(cls, cls.__name__)} options")
             raise ConfigError(f"{where}: {unknown_key_error(cls, key)}")
         try:
             setattr(cfg, key, convert(cls, key, value))
@@ -248,8 +265,8 @@ def apply(cfg, updates: dict, source: str, lines: dict | None = None):
 def key_lines(path: Path) -> dict[str, int]:
     """The line of each top-level key of a YAML mapping file (1-based), for errors that name it."""
     try:
-        node = yaml.compose(read_regular(path).decode("utf-8", errors="replace"))
-    except (yaml.YAMLError, OSError, ValueError):
+        node = yaml.compose(read_document(path))
+    except (yaml.YAMLError, OSError, ValueError, RecursionError):  # read_mapping has said what is wrong
         return {}
     if not isinstance(node, yaml.MappingNode):
         return {}
@@ -314,7 +331,7 @@ def parse(argv: list[str] | None = None, cls=TrainConfig):
     # bare words may come before, between or after the options: predict.py --run R a.jpg --out x.csv
     ns, rest = parser.parse_known_intermixed_args(argv) if bare else parser.parse_known_args(argv)
     if rest:
-        raise ConfigError(f"unexpected argument {rest[0]!r}: options look like --key value")
+        raise ConfigError(f"unexpected argument {brief(rest[0])}: options look like --key value")
     given = vars(ns)
     if given.pop("help", False):
         print(parser.format_help())

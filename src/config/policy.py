@@ -11,12 +11,15 @@ import yaml
 
 from src.config.parsing import (SAVED_EXTRA, apply, check_settings, fields_of, key_lines, needs, read_mapping,
                                 recipe_layers)
-from src.config.schema import RunSwitches, TrainConfig
+from src.config.schema import RunSwitches, Tracking, TrainConfig
 from src.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Switches of one invocation, not settings of a run: left out of the saved config.yaml.
-SWITCHES = tuple(f.name for f in dataclasses.fields(RunSwitches) if f.name != "name") + ("recipes",)
+# Switches of one invocation, not settings of a run: left out of the saved config.yaml. The tracking keys are too:
+# where an invocation also logs changes nothing it trains, a resume may add a tracker or move to another server, and
+# the run folder's tracking.json records where the run went.
+SWITCHES = (tuple(f.name for f in dataclasses.fields(RunSwitches) if f.name != "name")
+            + tuple(f.name for f in dataclasses.fields(Tracking)) + ("recipes",))
 # Settings a resumed (or joined) run may give differently: the rest must match its config.yaml. A different
 # seed is overruled by the run's own (folds.csv, weights and augmentation all follow it); onecycle's epochs
 # are fixed (resume_conflicts); finished folds are never extended.

@@ -2,7 +2,7 @@
 
 Defaults reproduce the 4th-place entry (SPEC section 3). Each entry point takes the groups it uses:
 train.py `TrainConfig`, infer.py `InferConfig`, pseudo_train.py `PseudoConfig`, predict.py `PredictConfig`,
-export.py `ExportConfig`. A field's trailing comment is its `--help` text. `Needs(key, value)` beside a field
+export.py `ExportConfig`, python -m tools.track `TrackConfig`. A field's trailing comment is its `--help` text. `Needs(key, value)` beside a field
 says which setting it depends on: given without it, the run warns that it has no effect. Parsing lives in parsing.py, the rules about runs in policy.py.
 """
 from __future__ import annotations
@@ -17,20 +17,22 @@ CHECKPOINT_KINDS = ("best_f1", "best_loss", "best_acc", "last")
 BEST_BY_METRIC = {"val_f1": "best_f1", "val_loss": "best_loss", "val_acc": "best_acc"}
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one folder name: no '/', no '..', never empty
 RUN_NAME_TEXT = "letters, digits, '.', '_' or '-', starting with a letter or digit (no '/', no '..', not empty)"
-RESERVED_NAMES = ("cache",)  # folders of log_dir that are not runs
+RESERVED_NAMES = ("cache", "mlartifacts")  # folders of log_dir that are not runs (mlartifacts: the embedded MLflow's files)
 MAX_IMAGE_PIXELS = 50_000_000  # default of max_image_pixels: larger images are refused from their header
 
 
 @dataclass(frozen=True)
 class Range:
-    """Allowed values of a number field: lo <= v <= hi (lo < v when open_lo). Floats must be finite."""
+    """Allowed values of a number field: lo <= v <= hi (lo < v when open_lo, v < hi when open_hi). Floats must be
+    finite."""
     lo: float | None = None
     hi: float | None = None
     open_lo: bool = False
+    open_hi: bool = False
 
     def __str__(self) -> str:
         low = "" if self.lo is None else f"{'>' if self.open_lo else '>='} {self.lo:g}"
-        high = "" if self.hi is None else f"<= {self.hi:g}"
+        high = "" if self.hi is None else f"{'<' if self.open_hi else '<='} {self.hi:g}"
         return " and ".join(p for p in (low, high) if p) or "finite"
 
     def allows(self, v) -> bool:
@@ -38,7 +40,7 @@ class Range:
             return False
         if self.lo is not None and (v <= self.lo if self.open_lo else v < self.lo):
             return False
-        return self.hi is None or v <= self.hi
+        return self.hi is None or (v < self.hi if self.open_hi else v <= self.hi)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,21 @@ class Box:
     def allows(self, v) -> bool:
         return (len(v) == 4 and all(math.isfinite(c) and 0 <= c <= 1 for c in v)
                 and v[0] < v[2] and v[1] < v[3])
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Allowed entries of a list field: each entry one of `values`."""
+    values: tuple
+
+    def __init__(self, *values):
+        object.__setattr__(self, "values", values)
+
+    def __str__(self) -> str:
+        return f"one or more of: {', '.join(self.values)}"
+
+    def allows(self, v) -> bool:
+        return all(entry in self.values for entry in v)
 
 
 @dataclass(frozen=True)
@@ -240,7 +257,7 @@ class Optimisation:
     scheduler: Literal["cosine", "onecycle", "plateau", "none"] = "cosine"  # onecycle steps per batch, the others per epoch
     cosine_t_max: Annotated[Count, Needs("scheduler", "cosine")] = 70  # cosine half-period in epochs
     eta_min: Annotated[NonNeg, Needs("scheduler", "cosine")] = 7e-5  # cosine floor
-    onecycle_pct_start: Annotated[float, Range(0, 1, open_lo=True), Needs("scheduler", "onecycle")] = 0.25  # fraction of onecycle spent warming up
+    onecycle_pct_start: Annotated[float, Range(0, 1, open_lo=True, open_hi=True), Needs("scheduler", "onecycle")] = 0.25  # fraction of onecycle spent warming up
     plateau_factor: Annotated[float, Range(0, 1, open_lo=True), Needs("scheduler", "plateau")] = 0.5  # plateau lr multiplier
     plateau_patience: Annotated[NonNegInt, Needs("scheduler", "plateau")] = 2  # plateau epochs without val_loss improvement
     sampler: Literal["none", "weighted"] = "none"  # shuffled, or WeightedRandomSampler by inverse class frequency
@@ -314,6 +331,7 @@ class Photos:
 class Export:
     """the exported model"""
     out: str = ""  # folder that receives model.onnx and model.json
+    data_dir: str = ""  # the data whose eval images check parity; default the first run's own data_dir (config.yaml)
     parity_images: Count = 32  # eval images of data_dir predicted by both PyTorch and onnxruntime before writing
     parity_tolerance: Positive = 1e-4  # the largest probability difference allowed between the two
 
@@ -329,15 +347,32 @@ class Sweep:
     show: bool = False  # print the study's trials, best first, each with the command that reproduces it, and the parameter importances
 
 
+TRACKERS = ("none", "mlflow", "wandb")
+
+
+@dataclass
+class Tracking:
+    """experiment tracking: the run folder stays the record, and python -m tools.track sends it again later"""
+    tracker: Annotated[list[str], Choices(*TRACKERS)] = field(default_factory=lambda: ["none"])  # also log to mlflow, wandb or both (mlflow,wandb); a run tracked once stays tracked on --resume, infer and export
+    tracking_uri: str = ""  # MLflow store: default sqlite:///<log_dir>/mlflow.db (embedded, nothing to start); http://host:port for a shared tracking server
+    experiment: str = ""  # MLflow experiment and W&B project; default: a sweep trial's study, else the log_dir's folder name
+
+
+@dataclass
+class Replay:
+    """the run whose folder is sent"""
+    run: Annotated[str, Name(optional=True)] = ""  # the run folder <log_dir>/<run> to send to its trackers (and to --tracker)
+
+
 # Field order of --help follows the base classes from the last to the first.
 @dataclass
 class TrainConfig(SemiSupervised, EarlyStop, Optimisation, Augmentation, Crop, Loss, Model, Data, Precision, Loading,
-                  RunSwitches, Paths):
+                  Tracking, RunSwitches, Paths):
     """train.py: the settings of a run; saved as the run's config.yaml"""
 
 
 @dataclass
-class InferConfig(Submission, Engine, Prediction, Precision, Loading, Paths):
+class InferConfig(Submission, Engine, Prediction, Precision, Loading, Tracking, Paths):
     """infer.py: predict eval/info.csv with finished runs"""
 
 
@@ -352,7 +387,7 @@ class PredictConfig(Photos, Engine, Prediction, Precision, Loading, LogDir):
 
 
 @dataclass
-class ExportConfig(Export, Prediction, Loading, Paths):
+class ExportConfig(Export, Prediction, Loading, Tracking, LogDir):
     """export.py: write finished runs as one ONNX graph (model.onnx) and what a consumer needs (model.json)"""
 
 
@@ -361,5 +396,11 @@ class SweepConfig(Sweep):
     """sweep.py: search train.py settings with Optuna; trials are ordinary runs"""
 
 
+@dataclass
+class TrackConfig(Tracking, Replay, LogDir):
+    """python -m tools.track: send what a run folder holds and its trackers lack (live logging sends the same)"""
+
+
 ENTRY_POINTS = {TrainConfig: "train.py", InferConfig: "infer.py", PseudoConfig: "pseudo_train.py",
-                PredictConfig: "predict.py", ExportConfig: "export.py", SweepConfig: "sweep.py"}
+                PredictConfig: "predict.py", ExportConfig: "export.py", SweepConfig: "sweep.py",
+                TrackConfig: "python -m tools.track"}

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from src.data.cache import locked
 from src.data.images import read_rgb
 from src.errors import ConfigError, DataError
-from src.files import read_regular
+from src.files import read_json
 from src.run.atomic import save_text
 
 log = logging.getLogger("maskcls")
@@ -115,7 +115,7 @@ class FaceStore:
         if not self.path.exists():
             return {}
         try:
-            data = json.loads(read_regular(self.path))
+            data = read_json(self.path)
             entries = data["images"]
             if data.get("detector") != DETECTOR or not isinstance(entries, dict):
                 raise ValueError("another detector's store")
@@ -155,12 +155,17 @@ def valid_entry(e) -> bool:
         return False
 
 
-def detector():
+def detector_class():
+    """facenet-pytorch's MTCNN, or the one line that says how to install it."""
     try:
         from facenet_pytorch import MTCNN
     except ImportError:
         raise ConfigError(f"--crop face needs the face detector facenet-pytorch; install it with: {INSTALL}") from None
-    return MTCNN(min_face_size=MIN_FACE, select_largest=True, device="cpu")
+    return MTCNN
+
+
+def detector():
+    return detector_class()(min_face_size=MIN_FACE, select_largest=True, device="cpu")
 
 
 def detect(paths: list[str], max_pixels: int) -> list[dict | None]:

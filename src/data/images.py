@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from src.config.schema import MAX_IMAGE_PIXELS
 from src.errors import DataError
-from src.files import read_regular, shown
+from src.files import read_regular, shown, within
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
@@ -106,7 +106,7 @@ def inside(root: Path, name: str) -> tuple[Path | None, str | None]:
     if problem:
         return None, problem
     path = root / name
-    if not path.resolve().is_relative_to(root.resolve()):
+    if not within(path, root):
         return None, f"resolves outside {root}"
     return path, None
 

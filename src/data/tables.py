@@ -15,7 +15,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from src.data.images import IMAGE_EXTS, inside
 from src.errors import DataError
-from src.files import irregular, read_regular, shown
+from src.files import irregular, read_regular, real, shown, within
 from src.labels import AGE_NAMES, GENDER_NAMES, NUM_CLASSES, PHOTO_MASK, PHOTO_NAMES, age_band, encode_label
 
 log = logging.getLogger("maskcls")
@@ -25,9 +25,11 @@ TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 EVAL_COLUMNS = ("ImageID", "ans")
 GENDERS = {"male": 0, "female": 1}
 AGE_RANGE = (0, 120)
+SKIPPED = " skipped"  # ends the message of a correction whose id the data does not hold
 
 
-def list_person_photos(folder: Path, problems: list[str], junk: list[str]) -> dict[str, Path]:
+def list_person_photos(folder: Path, root: Path, problems: list[str], junk: list[str]) -> dict[str, Path]:
+    """The seven photos of a person folder by name; each must be a regular file that resolves inside `root`."""
     found: dict[str, Path] = {}
     for f in sorted(folder.iterdir()):
         if f.name.startswith("."):
@@ -41,10 +43,11 @@ def list_person_photos(folder: Path, problems: list[str], junk: list[str]) -> di
         if stem in found:
             problems.append(f"{folder}: two files for {stem}: {found[stem].name} and {f.name}")
             continue
-        why = irregular(f)
-        if why:  # a named pipe or a device would block or never end when read
-            problems.append(f"{shown(f)}: {why}")
         found[stem] = f
+        if not within(f, root):  # a symlink out of the data is never opened, not even to say what it is
+            problems.append(f"{shown(f)}: resolves outside {root}; a photo must lie inside the data")
+        elif why := irregular(f):  # a named pipe or a device would block or never end when read
+            problems.append(f"{shown(f)}: {why}")
     missing = [n for n in PHOTO_NAMES if n not in found]
     if missing:
         problems.append(f"{folder}: missing {', '.join(missing)} (a person folder needs all seven photos)")
@@ -124,16 +127,16 @@ def build_image_table(data_dir: Path, people: pd.DataFrame, problems: list[str],
             problems.append(f"{data_dir / 'train' / 'train.csv'} row {i + 2} (id {p['id']}): path {p['path']!r} "
                             f"{problem}")
             continue
-        real = folder.resolve()
-        if real in owners:
+        resolved = real(folder)
+        if resolved in owners:
             problems.append(f"{data_dir / 'train' / 'train.csv'} row {i + 2} (id {p['id']}): folder {p['path']!r} "
-                            f"is also the folder of id {owners[real]}")
+                            f"is also the folder of id {owners[resolved]}")
             continue
-        owners[real] = p["id"]
+        owners[resolved] = p["id"]
         if not folder.is_dir():
             problems.append(f"{folder}: person folder listed in train.csv (id {p['id']}) not found")
             continue
-        photos = list_person_photos(folder, problems, junk)
+        photos = list_person_photos(folder, img_root, problems, junk)
         for name, f in photos.items():
             rows.append(dict(path=str(f), person_id=p["id"], photo=name, mask=PHOTO_MASK[name],
                              gender=GENDERS.get(p["gender"], -1),
@@ -148,7 +151,7 @@ def apply_corrections(images: pd.DataFrame, corrections: pd.DataFrame) -> list[s
     for _, c in corrections.iterrows():
         sel = images["person_id"] == c["id"]
         if not sel.any():
-            changes.append(f"{c['id']}: not in this dataset, {c['fix']} skipped")
+            changes.append(f"{c['id']}: not in this dataset, {c['fix']}{SKIPPED}")
             continue
         if c["fix"] in ("gender_male", "gender_female"):
             new = 0 if c["fix"] == "gender_male" else 1
@@ -216,8 +219,12 @@ def load_train(data_dir, corrections: str = "none", age_filter: int = 60, n_fold
         raise DataError(problems)
     raw_label = encode_label(images["mask"], images["gender"], age_band(images["age"].to_numpy()))
     changes = apply_corrections(images, fixes)
-    for msg in changes:
+    applied = [msg for msg in changes if not msg.endswith(SKIPPED)]
+    for msg in applied:
         log.info("correction %s", msg)
+    if len(fixes):
+        log.info("corrections: %d of %d apply to this data (%s)%s", len(applied), len(fixes), corrections,
+                 "" if len(applied) == len(fixes) else "; the other ids are not in it")
     images = add_labels(images, age_filter)
     fold_warnings: list[str] = []
     images = assign_folds(images, n_folds, seed, fold_warnings) if n_folds else images.assign(fold=-1)
@@ -282,8 +289,7 @@ def load_unlabeled(data_dir, unlabeled_dir: str = "") -> pd.DataFrame:
     if not folder.is_dir():
         raise DataError([f"{folder}: unlabeled_dir not found"])
     files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith("."))
-    outside = [f"{f}: resolves outside unlabeled_dir {folder}" for f in files
-               if not f.resolve().is_relative_to(folder.resolve())]
+    outside = [f"{f}: resolves outside unlabeled_dir {folder}" for f in files if not within(f, folder)]
     if outside:
         raise DataError(outside)
     if not files:

@@ -11,7 +11,7 @@ from timm.utils import ModelEmaV3
 from src.config.schema import Augmentation, Crop, Data, Loading, Loss, Model, Optimisation, Precision, SemiSupervised
 from src.data import transforms
 from src.data.cache import image_source
-from src.data.crops import Crops, crop_boxes
+from src.data.crops import Crops, crop_boxes, detector_class
 from src.data.images import FileImages
 from src.data.loaders import make_loader
 from src.engine.mixing import BatchMixer
@@ -68,8 +68,12 @@ def loader(dataset, cfg: Loading, device, batch_size: int, sampler=None, drop_la
     return make_loader(dataset, device, batch_size, cfg.num_workers, cfg.prefetch_factor, sampler, drop_last, seed)
 
 
-def check_model_weights(cfg: Model | Augmentation):
+def check_requirements(cfg: Model | Augmentation | Crop):
+    """What a run needs beyond its data, checked before a run folder is made or replaced: the weights, and the face
+    detector's package for crop=face."""
     check_weights(cfg.model, input_size(cfg), cfg.pretrained, cfg.pretrained_path)
+    if cfg.crop == "face":
+        detector_class()
 
 
 def model(cfg: Model | Augmentation | Precision, pretrained: bool | None = None) -> MaskClassifier:
@@ -80,6 +84,11 @@ def model(cfg: Model | Augmentation | Precision, pretrained: bool | None = None)
                           gem_p=cfg.gem_p, neck=cfg.neck, neck_dim=cfg.neck_dim, neck_dropout=cfg.neck_dropout,
                           head=cfg.head, heads=cfg.heads, msd_count=cfg.msd_count, msd_p=cfg.msd_p, arc_s=cfg.arc_s,
                           channels_last=cfg.channels_last)
+
+
+def forward_model(cfg: Optimisation, model: torch.nn.Module) -> torch.nn.Module:
+    """What the training step calls: the model, or its torch.compile wrapper (which shares its weights)."""
+    return torch.compile(model) if cfg.compile else model
 
 
 def criterion(cfg: Model | Loss, train_labels=None) -> Criterion:

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from src.config.schema import BEST_BY_METRIC
-from src.run.checkpoint import FoldState, save_best, set_rng_state
+from src.run.checkpoint import FoldState, load_into, save_best, set_rng_state
 
 LOWER_IS_BETTER = ("val_loss",)
 
@@ -27,9 +27,10 @@ class FoldCheckpointer:
         return {key: (metrics[key] < best) if key in LOWER_IS_BETTER else (metrics[key] > best)
                 for key, best in self.best.items()}
 
-    def restore(self, state: FoldState, rank: int, world: int, steps_per_epoch: int) -> int:
-        """Load last.pt's state into the fold's objects; returns the first epoch still to run."""
-        self.model.load_state_dict(state.model)
+    def restore(self, state: FoldState, rank: int, world: int, steps_per_epoch: int, network: str) -> int:
+        """Load last.pt's state into the fold's objects; returns the first epoch still to run. `network` names the
+        settings' model for the error when the weights are another's."""
+        load_into(self.model, state.model, self.last, network)
         self.optimizer.load_state_dict(state.optimizer)
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state.scheduler)

@@ -14,10 +14,13 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    backend: str = ""  # the process group's (nccl or gloo); empty without one
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        """A process group exists: always under torchrun, one rank included (it then trains through DDP and
+        the backend as several ranks do), never in a plain process."""
+        return bool(self.backend)
 
     @property
     def main(self) -> bool:
@@ -25,16 +28,17 @@ class Dist:
 
 
 def setup(backend: str = "auto") -> Dist:
-    """Read torchrun's environment; pick nccl on GPUs and gloo on CPU unless told otherwise."""
+    """Read torchrun's environment; pick nccl on GPUs and gloo on CPU unless told otherwise. torchrun's processes
+    (TORCHELASTIC_RUN_ID set) always join a process group, so a one-rank torchrun runs the DDP path too."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    if world > 1 and not td.is_initialized():
+    if (world > 1 or "TORCHELASTIC_RUN_ID" in os.environ) and not td.is_initialized():
         td.init_process_group(backend=("nccl" if cuda else "gloo") if backend == "auto" else backend)
-    return Dist(rank, world, local_rank, device)
+    return Dist(rank, world, local_rank, device, str(td.get_backend()) if td.is_initialized() else "")
 
 
 def barrier(dist: Dist):

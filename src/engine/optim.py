@@ -1,6 +1,8 @@
 """Optimizer and learning-rate schedule of a config."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from src.config.schema import Optimisation
@@ -26,9 +28,12 @@ def build_scheduler(cfg: Optimisation, optimizer, steps_per_epoch: int):
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.cosine_t_max, eta_min=cfg.eta_min), \
             "epoch"
     if s == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, epochs=cfg.epochs,
-                                                   steps_per_epoch=max(steps_per_epoch, 1),
-                                                   pct_start=cfg.onecycle_pct_start), "batch"
+        total = cfg.epochs * max(steps_per_epoch, 1)
+        pct_start = cfg.onecycle_pct_start
+        if math.isclose(pct_start * total, 1):  # torch divides by zero when the warm-up is exactly one step
+            pct_start *= 1 + 1e-9
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
+                                                   pct_start=pct_start), "batch"
     if s == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.plateau_factor,
                                                           patience=cfg.plateau_patience), "val_loss"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,10 +32,11 @@ from src.engine.forward import predict_loader
 from src.engine.optim import build_optimizer, build_scheduler
 from src.engine.step import TrainStep
 from src.engine.stopping import EarlyStopping
-from src.errors import ConfigError, Interrupted, NonFinite
+from src.errors import ConfigError, Interrupted, NonFinite, interruptible, stop_if_signalled
 from src.labels import NUM_CLASSES
 from src.metrics import confusion, evaluate, macro_f1
-from src.run.atomic import save_csv, save_text
+from src.run import tracking
+from src.run.atomic import check_writable, save_csv, save_text
 from src.run.checkpoint import FOR_RESUME, FoldState, read, rng_state
 from src.run.logging import FILE_ONLY, setup_logging
 from src.run.records import RunRecords
@@ -75,43 +74,6 @@ class Progress:
         saved = read(self.last, FOR_RESUME, mmap=True)["epoch"] if self.last and self.last.is_file() else None
         kept = f"last.pt (epoch {saved}) is intact" if saved is not None else "no epoch of it was saved yet"
         return f"interrupted ({signal_name}) in fold {self.fold}, epoch {self.epoch}: {kept}; continue with --resume"
-
-
-SIGNALLED: set[int] = set()  # the signals interruptible() has received; checked again at every training batch
-
-
-class TermSignal(BaseException):
-    """SIGTERM in the training process, raised where it arrives so that the stack unwinds like Ctrl-C."""
-
-
-@contextlib.contextmanager
-def interruptible(progress: Progress):
-    """Ctrl-C and SIGTERM stop training at once with one line (stderr and train.log) and exit codes 130 and 143.
-    Loader workers fork with the handler: there SIGTERM ends the worker quietly as Ctrl-C does."""
-    main_pid = os.getpid()
-    SIGNALLED.clear()
-
-    def on_signal(signum, _frame):
-        SIGNALLED.add(signum)
-        raise TermSignal() if signum == signal.SIGTERM and os.getpid() == main_pid else KeyboardInterrupt()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    except (KeyboardInterrupt, TermSignal) as e:
-        name = "SIGTERM" if isinstance(e, TermSignal) else "SIGINT"
-        message = progress.stopped(name)
-        log.warning("%s", message, extra=FILE_ONLY)
-        raise Interrupted(message, name) from None
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def stop_if_signalled():
-    """Raise again a signal whose exception was swallowed where it landed (a loader's __del__ ignores exceptions)."""
-    if SIGNALLED:
-        raise TermSignal() if signal.SIGTERM in SIGNALLED else KeyboardInterrupt()
 
 
 def dropped(table: pd.DataFrame, drop_ages: str) -> np.ndarray:
@@ -245,7 +207,7 @@ def fit_fold(ins: RunInputs, k: int):
     scheduler, sched_when = build_scheduler(cfg, optimizer, len(train_loader))
     stopper = EarlyStopping(cfg.early_stop_monitor, cfg.early_stop_mode, cfg.early_stop_patience,
                             cfg.early_stop_min_delta)
-    forward_model = torch.compile(model) if cfg.compile else model
+    forward_model = builders.forward_model(cfg, model)
     ema = builders.ema(cfg, model)
     step = builders.train_step(
         cfg, DistributedDataParallel(forward_model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -258,7 +220,8 @@ def fit_fold(ins: RunInputs, k: int):
     # restore
     start_epoch = 0
     if state is not None:
-        start_epoch = checkpointer.restore(state, dist.rank, dist.world, len(train_loader))
+        start_epoch = checkpointer.restore(state, dist.rank, dist.world, len(train_loader),
+                                           f"model {cfg.model}, heads {cfg.heads}")
         log.info("fold %d: resumed from %s after epoch %d", k, run.last(k), state.epoch)
     if ins.records is not None:
         ins.records.start_fold(k, start_epoch)
@@ -334,6 +297,11 @@ def fit_fold(ins: RunInputs, k: int):
         ins.records.end_fold(k)
 
 
+def saved_any_epoch(run: RunDir, n_folds: int) -> bool:
+    """Whether a fold of the run has a last.pt, or a trainer at work that may write one."""
+    return any(run.last(k).is_file() for k in run.folds()) or bool(run.training_folds(n_folds))
+
+
 def open_run(cfg: TrainConfig, dist, table: pd.DataFrame) -> tuple[RunDir, pd.DataFrame]:
     """Claim the run name (RunDir's rule). A new run saves its fold assignment and settings; a resumed run, or a
     process joining a run that another just created, must have the same settings (policy.MAY_CHANGE_ON_RESUME
@@ -341,6 +309,11 @@ def open_run(cfg: TrainConfig, dist, table: pd.DataFrame) -> tuple[RunDir, pd.Da
     run = RunDir(cfg.log_dir, cfg.name)
 
     def prepare(_how: str):
+        if run.exists and not saved_any_epoch(run, cfg.n_folds):
+            # a run that failed before its first epoch holds nothing to continue: --resume starts it afresh
+            log.info("run %s: no epoch was saved yet, so it starts again with these settings", run.name)
+            for path in (run.config, run.folds_csv):
+                path.unlink(missing_ok=True)
         if run.exists:
             conflicts = policy.resume_conflicts(policy.from_saved(run.config), cfg)
             if conflicts:
@@ -373,15 +346,20 @@ def train(cfg: TrainConfig, after_epoch: Callable[[int, int, dict, bool], None] 
     dist = dist_mod.setup(cfg.dist_backend)
     progress = Progress()
     try:
-        with interruptible(progress):
+        with interruptible(progress.stopped):
             return train_folds(cfg, dist, progress, after_epoch)
+    except Interrupted as e:
+        log.warning("%s", e, extra=FILE_ONLY)
+        raise
     finally:
+        tracking.close_all()  # the trackers this run opened, however it ended
         dist_mod.cleanup()
 
 
 def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) -> dict:
     """train()'s work: the data, the run folder, every configured fold, cv.json."""
     setup_logging(None, dist.main)
+    check_writable(Path(cfg.log_dir))  # a log_dir that cannot take the run is said before the data is read
     data_report: dict = {}
     table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed, data_report)
     left_out = dropped(table, cfg.drop_ages)
@@ -389,12 +367,13 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) ->
         raise ConfigError(f"--drop_ages {cfg.drop_ages} leaves out every person of the data: nothing would train")
     pseudo = load_pseudo(cfg.pseudo_csv, cfg.pseudo_threshold)
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.uda else None
-    builders.check_model_weights(cfg)  # everything checkable is checked before --overwrite may delete a run
+    builders.check_requirements(cfg)  # everything checkable is checked before --overwrite may delete a run
+    trackers = tracking.check(cfg)  # and a tracker that cannot be reached or written, before the run folder exists
     run, table = open_run(cfg, dist, table)
     setup_logging(run.train_log, dist.main)
     seeds.seed_everything(cfg.seed + dist.rank, cfg.deterministic)
-    log.info("run %s  commit %s  device %s  world %d\n%s", run.root, policy.git_commit()[0], dist.device,
-             dist.world, policy.dump(cfg, TrainConfig))
+    log.info("run %s  commit %s  device %s  world %d%s\n%s", run.root, policy.git_commit()[0], dist.device,
+             dist.world, f"  backend {dist.backend}" if dist.backend else "", policy.dump(cfg, TrainConfig))
     log.info("%s", "\n".join(policy.changes(cfg, cfg.recipes)))
     for warning in policy.pointless(cfg):
         log.warning("warning: %s", warning)
@@ -409,7 +388,7 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) ->
                  left_out.sum(), table.loc[left_out, "person_id"].nunique())
     images, pseudo_images, unlabeled_images = shared_image_sources(cfg, dist, table, pseudo, unlabeled)
     ins = RunInputs(cfg, dist, run, table, images, pseudo, pseudo_images, unlabeled_images,
-                    RunRecords(run) if dist.main else None, progress, after_epoch)
+                    RunRecords(run, trackers) if dist.main else None, progress, after_epoch)
     for k in range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]:
         with run.fold_lock(k) if dist.main else contextlib.nullcontext():
             progress.fold, progress.epoch, progress.last = k, 0, run.last(k)

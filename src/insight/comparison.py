@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from sklearn.metrics import f1_score
 
 from src.config import parsing, policy
@@ -26,6 +24,7 @@ from src.metrics import confusion, scores
 from src.run.checkpoint import is_finished
 from src.run.figures import confusion_figure, png_bytes, pyplot
 from src.run.rundir import RunDir, prediction_files
+from src.files import read_json, read_yaml
 
 ERRORS_PER_TASK = 8
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
@@ -80,7 +79,7 @@ def recipe_paths(names) -> list[Path]:
 
 def read_settings(s: RunSummary):
     """config.yaml as saved (read raw: a run of another version may hold keys this one lacks), and the folds."""
-    saved = yaml.safe_load(s.run.config.read_text()) or {}
+    saved = read_yaml(s.run.config) or {}
     s.commit, s.dirty = str(saved.get("git_commit", "?")), bool(saved.get("git_dirty", False))
     s.settings = {k: v for k, v in saved.items() if k not in parsing.SAVED_EXTRA and k != "name"}
     s.n_folds = int(s.settings.get("n_folds", 0))
@@ -98,7 +97,7 @@ def read_settings(s: RunSummary):
 def read_changes(s: RunSummary):
     """The same lines train.log opens with: keys changed from the defaults and from the recipes."""
     cfg = policy.from_saved(s.run.config)
-    recipes = recipe_paths((yaml.safe_load(s.run.config.read_text()) or {}).get("recipes"))
+    recipes = recipe_paths((read_yaml(s.run.config) or {}).get("recipes"))
     gone = [str(p) for p in recipes if not p.is_file()]
     s.changes = policy.changes(cfg, [p for p in recipes if p.is_file()])
     if gone:
@@ -114,7 +113,7 @@ def read_status(s: RunSummary):
     s.status = (f"training (fold {', '.join(map(str, busy))})" if busy else
                 f"stopped: {s.planned - len(s.finished)} fold(s) unfinished")
     try:
-        trial = json.loads(s.run.sweep.read_text()) if s.run.sweep.is_file() else None
+        trial = read_json(s.run.sweep) if s.run.sweep.is_file() else None
         if not busy and trial and trial["state"] == "pruned":
             s.status = f"pruned by study {trial['study']} (trial {trial['trial']}) after epoch {trial['epoch']}"
     except (OSError, ValueError, KeyError, TypeError):
@@ -140,8 +139,8 @@ def read_oof_scores(s: RunSummary):
     s.cv = scores(s.oof["label"], pred)
     if s.run.cv.is_file():
         try:
-            s.cv_tuned = json.loads(s.run.cv.read_text()).get("cv_f1_tuned")
-        except ValueError:
+            s.cv_tuned = read_json(s.run.cv).get("cv_f1_tuned")
+        except (OSError, ValueError, AttributeError):
             s.notes.append(f"{s.run.cv.name} is unreadable")
     s.fold_f1 = {int(k): scores(g["label"], pred[g.index])["f1"] for k, g in s.oof.groupby("fold")}
 

@@ -3,9 +3,7 @@ One run uses its decision.json (fitted by train.py on all its out-of-fold rows);
 the runs' mean out-of-fold probabilities, the same mean its predictions take."""
 from __future__ import annotations
 
-import json
 import logging
-import math
 
 import numpy as np
 import pandas as pd
@@ -14,6 +12,7 @@ from src import decision
 from src.errors import CheckpointError
 from src.labels import NUM_CLASSES, PROB_COLUMNS
 from src.predict.plans import RunPlan
+from src.files import irregular, read_json
 
 log = logging.getLogger("maskcls")
 
@@ -21,18 +20,22 @@ log = logging.getLogger("maskcls")
 def saved_offsets(plan: RunPlan) -> tuple[np.ndarray | None, str]:
     """A run's decision.json offsets (checked: 18 finite numbers), and why."""
     path = plan.run.decision
-    if not path.is_file():
+    why = irregular(path)
+    if why == "not found":
         return None, (f"argmax: run {plan.name} has no {path.name} (offsets are fitted once every fold has "
                       f"finished)")
     try:
-        saved = json.loads(path.read_text())
-        offsets = saved["offsets"]
-        ok = len(offsets) == NUM_CLASSES and all(isinstance(v, (int, float)) and math.isfinite(v) for v in offsets)
+        if why:
+            raise ValueError(why)
+        offsets = read_json(path)["offsets"]
+        ok = len(offsets) == NUM_CLASSES and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 and abs(v) <= decision.MAX_OFFSET for v in offsets)
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:
-        raise CheckpointError(f"{path}: expected {NUM_CLASSES} finite 'offsets'; retrain the run's last fold to "
-                              f"rewrite it, or use --decision argmax")
+        raise CheckpointError(f"{path}: expected {NUM_CLASSES} finite 'offsets' within +-{decision.MAX_OFFSET:g} "
+                              f"(what a fit makes); retrain the run's last fold to rewrite it, or use --decision "
+                              f"argmax")
     return np.asarray(offsets, dtype=np.float64), f"tuned: offsets of {path}"
 
 

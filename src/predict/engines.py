@@ -17,8 +17,8 @@ from src.engine.forward import forward_views, probabilities
 from src.errors import FileSystemError, NonFinite, NoSpace, ParityError
 from src.predict import onnx_graph
 from src.predict.plans import RunPlan
-from src.run.atomic import replace_with, write_bytes
-from src.run.checkpoint import load_weights
+from src.run.atomic import replace_together, text_writer, write_bytes
+from src.run.checkpoint import load_into, load_weights
 from src.run.rundir import RunDir
 
 log = logging.getLogger("maskcls")
@@ -37,7 +37,7 @@ def load_models(run_cfg: TrainConfig, checkpoints, device) -> list[torch.nn.Modu
     models = []
     for path in checkpoints:
         model = builders.model(run_cfg, pretrained=False)  # the checkpoint holds every weight
-        model.load_state_dict(load_weights(path))
+        load_into(model, load_weights(path), path, f"model {run_cfg.model}, heads {run_cfg.heads}")
         models.append(model.to(device).eval())  # the model keeps its own memory format (channels_last for conv nets)
     return models
 
@@ -107,6 +107,27 @@ def check_parity(graph, sess, what: str, tolerance: float, images: torch.Tensor)
     return diff
 
 
+def cached_graph(run_name: str, path: Path, digest_file: Path):
+    """A session on a cached export whose bytes still have the digest recorded beside them; None (with a warning)
+    for one changed, damaged or without its digest, which is then exported again."""
+    try:
+        sess = onnx_graph.session(str(path))
+    except Exception as e:  # onnxruntime raises its own types for a damaged file
+        log.warning("run %s: the cached export %s is unreadable (%s); exporting again", run_name, path,
+                    str(e).strip().splitlines()[0][:200])
+        return None
+    try:
+        recorded = digest_file.read_text().strip()
+    except OSError:
+        recorded = ""
+    if file_digest(path) != recorded:  # a valid graph, but not the one exported here
+        log.warning("run %s: the cached export %s does not match the digest recorded in %s; exporting again",
+                    run_name, path, digest_file.name)
+        return None
+    log.info("run %s: onnxruntime on %s", run_name, path)
+    return sess
+
+
 def cached_session(run: RunDir, run_cfg: TrainConfig, checkpoints: list[Path], folds: list[int], checkpoint: str,
                    tta: str):
     """A session on the run's exported graph: onnx/<checkpoint>.<tta>.<key>.onnx, exported (and checked against
@@ -115,13 +136,8 @@ def cached_session(run: RunDir, run_cfg: TrainConfig, checkpoints: list[Path], f
     key = export_key(run, checkpoints, tta)
     path = run.onnx_export(checkpoint, tta, key)
     if path.is_file():
-        try:
-            sess = onnx_graph.session(str(path))
-        except Exception as e:  # onnxruntime raises its own types for a damaged file
-            log.warning("run %s: the cached export %s is unreadable (%s); exporting again", run.name, path,
-                        str(e).strip().splitlines()[0][:200])
-        else:
-            log.info("run %s: onnxruntime on %s", run.name, path)
+        sess = cached_graph(run.name, path, run.onnx_digest(path))
+        if sess is not None:
             return sess
     size = builders.input_size(run_cfg)
     cpu = torch.device("cpu")
@@ -133,13 +149,15 @@ def cached_session(run: RunDir, run_cfg: TrainConfig, checkpoints: list[Path], f
     sess = onnx_graph.session(model)
     diff = check_parity(graph, sess, f"run {run.name}: the exported graph", PARITY_TOLERANCE, noise)
     try:
-        replace_with(path, lambda tmp: write_bytes(model, tmp))
+        replace_together({path: lambda tmp: write_bytes(model, tmp),
+                          run.onnx_digest(path): text_writer(hashlib.sha256(model).hexdigest() + "\n")})
     except (FileSystemError, NoSpace) as e:
         log.warning("run %s: the exported graph is not cached (%s); it is used from memory", run.name, e)
     else:
         for stale in run.onnx_exports(checkpoint, tta):
             if stale != path:
                 stale.unlink(missing_ok=True)
+                run.onnx_digest(stale).unlink(missing_ok=True)
         log.info("run %s: exported %d fold(s) (tta=%s) to %s; parity with PyTorch %.1e", run.name, len(checkpoints),
                  tta, path, diff)
     return sess

@@ -2,6 +2,7 @@
 (model.json), written together only after onnxruntime matched PyTorch on real images of the run's data."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -16,14 +17,15 @@ from src.data import crops
 from src.data.dataset import FaceDataset
 from src.data.tables import load_eval
 from src.engine import builders
-from src.errors import ConfigError, DataError, filesystem_error
-from src.files import shown
+from src.errors import ConfigError, DataError
+from src.files import read_yaml, real, shown
 from src.labels import CLASS_NAMES, TASK_NAMES
 from src.predict import onnx_graph
 from src.predict.decisions import choose, describe
 from src.predict.engines import check_parity, file_digest, load_models
-from src.predict.plans import RunPlan, plan_runs
-from src.run.atomic import replace_together, text_writer, write_bytes
+from src.predict.plans import RunPlan, reading_runs
+from src.run import tracking
+from src.run.atomic import check_writable, replace_together, text_writer, write_bytes
 from src.run.logging import setup_logging
 
 log = logging.getLogger("maskcls")
@@ -81,8 +83,8 @@ def parity_batch(data_dir, n: int, run_cfg, log_dir, max_pixels: int) -> torch.T
 
 def run_record(plan: RunPlan) -> dict:
     try:
-        trained = yaml.safe_load(plan.run.config.read_text()).get("git_commit", "unknown")
-    except (OSError, yaml.YAMLError, AttributeError):
+        trained = read_yaml(plan.run.config).get("git_commit", "unknown")
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):
         trained = "unknown"
     return dict(name=plan.name, model=plan.cfg.model, heads=plan.cfg.heads, folds=plan.folds, trained_at=trained,
                 checkpoint=plan.checkpoint,
@@ -125,14 +127,25 @@ def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, crop: dict, 
 
 def export(cfg: ExportConfig) -> Path:
     setup_logging()
+    trackers = tracking.check(cfg)  # a tracker that cannot be reached or written, before the parity check's minutes
     if not cfg.out:
         raise ConfigError("--out names the folder that receives model.onnx and model.json")
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {shown(cfg.out)} is a file; give a folder")
-    if out.resolve().is_relative_to(Path(cfg.data_dir).resolve()):
-        raise ConfigError(f"--out {shown(cfg.out)} lies inside data_dir {cfg.data_dir}; exports never go into the data")
-    plans = plan_runs(cfg)
+    with reading_runs(cfg) as plans:
+        data_dir = cfg.data_dir or plans[0].cfg.data_dir
+        if real(out).is_relative_to(real(data_dir)):
+            raise ConfigError(f"--out {shown(cfg.out)} lies inside data_dir {data_dir}; exports never go into the "
+                              f"data")
+        check_writable(out)  # before the parity check's minutes
+        model = export_runs(dataclasses.replace(cfg, data_dir=data_dir), out, plans)
+        # tracked runs (and --tracker) get model.onnx and model.json as artifacts
+        tracking.add_outputs(trackers, [plan.run for plan in plans], "export", dict(model=model, card=out / CARD))
+        return model
+
+
+def export_runs(cfg: ExportConfig, out: Path, plans: list[RunPlan]) -> Path:
     size, work = common_sizes(plans)
     crop = common_crop(plans)
     images = parity_batch(cfg.data_dir, cfg.parity_images, plans[0].cfg, cfg.log_dir, cfg.max_image_pixels)  # before any model loads
@@ -144,10 +157,6 @@ def export(cfg: ExportConfig) -> Path:
     log.info("parity with PyTorch on %d eval images of %s: largest probability difference %.2e (tolerance %g)",
              len(images), cfg.data_dir, diff, cfg.parity_tolerance)
     card = model_card(cfg, plans, size, work, crop, diff, len(images))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise filesystem_error(e, out, "create the folder") from None
     replace_together({out / MODEL: lambda tmp: write_bytes(model, tmp),
                       out / CARD: text_writer(json.dumps(card, indent=2) + "\n")})
     log.info("wrote %s (%.1f MB) and %s", out / MODEL, len(model) / 1e6, out / CARD)

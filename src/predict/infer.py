@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,14 @@ from src.data.dataset import FaceDataset
 from src.data.images import read_rgb
 from src.data.tables import load_eval, load_unlabeled
 from src.engine import builders
-from src.errors import ConfigError, filesystem_error
-from src.files import shown
+from src.errors import ConfigError
+from src.files import real, shown
 from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
 from src.predict.decisions import decide
 from src.predict.engines import predict_run
-from src.predict.plans import RunPlan, plan_runs
-from src.run.atomic import csv_writer, remove_stale_tmp, replace_together, save_csv, save_text, text_writer
+from src.predict.plans import RunPlan, reading_runs
+from src.run import tracking
+from src.run.atomic import check_writable, csv_writer, remove_stale_tmp, replace_together, save_csv, save_text, text_writer
 from src.run.figures import png_writer, pyplot
 from src.run.logging import setup_logging
 from src.run.rundir import CONFIG, PREDICTION_NAMES, RUN_FILES, RunDir, prediction_files
@@ -56,36 +56,29 @@ def output_files(cfg: InferConfig, plans: list[RunPlan]) -> dict[str, Path]:
     if out.is_dir():
         raise ConfigError(f"{what} is a folder; give the submission's file name, for example {out / 'submission.csv'}")
     files = prediction_files(out)
-    data = Path(cfg.data_dir).resolve()
-    inputs = {p.resolve(): f"checkpoint of run {plan.name}" for plan in plans for p in plan.checkpoints}
-    inputs |= {plan.run.config.resolve(): f"settings of run {plan.name}" for plan in plans}
-    inputs |= {Path(plan.cfg.corrections).resolve(): "the corrections file" for plan in plans
+    data = real(cfg.data_dir)
+    inputs = {real(p): f"checkpoint of run {plan.name}" for plan in plans for p in plan.checkpoints}
+    inputs |= {real(plan.run.config): f"settings of run {plan.name}" for plan in plans}
+    inputs |= {real(plan.cfg.corrections): "the corrections file" for plan in plans
                if plan.cfg.corrections.lower() != "none"}
-    own = {plan.run.root.resolve() for plan in plans}
+    own = {real(plan.run.root) for plan in plans}
     for path in files.values():
-        real = path.resolve()
-        if real.is_relative_to(data):
+        resolved = real(path)
+        if resolved.is_relative_to(data):
             raise ConfigError(f"{what}: {path} would lie inside data_dir {cfg.data_dir}; predictions never go into "
                               f"the data")
-        if real in inputs:
-            raise ConfigError(f"{what}: {path} is the {inputs[real]}, an input of this prediction; choose another name")
+        if resolved in inputs:
+            raise ConfigError(f"{what}: {path} is the {inputs[resolved]}, an input of this prediction; choose another name")
         if path.is_dir():
             raise ConfigError(f"{what}: {path} is a folder; choose another name")
-        folder = real.parent
+        folder = resolved.parent
         if (folder / CONFIG).is_file() and folder not in own:
             raise ConfigError(f"{what}: {path} would lie in the folder of run {folder.name}, which is not predicting; "
                               f"choose another place")
         if folder in own and path.name in RUN_FILES and path.name not in PREDICTION_NAMES:
             raise ConfigError(f"{what}: {path} would replace run {folder.name}'s own {path.name}; choose another name")
-    folder = out.parent
-    probe = folder / f".{out.name}.{os.getpid()}.tmp"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise filesystem_error(e, folder, "write into") from None
-    remove_stale_tmp(folder)
+    check_writable(out.parent)
+    remove_stale_tmp(out.parent)
     return files
 
 
@@ -107,9 +100,17 @@ def infer(cfg: InferConfig) -> Path:
     inference settings (inference.yaml) into the run folder, or X.probs.csv, X.preview.png and X.yaml beside
     --out X.csv: all four new, or all four as they were."""
     setup_logging()
-    info = load_eval(cfg.data_dir)
-    plans = plan_runs(cfg)  # every run and checkpoint is checked before any model loads
-    files = output_files(cfg, plans)  # and every output rule, before any prediction
+    trackers = tracking.check(cfg)  # a tracker that cannot be reached or written, before any prediction
+    with reading_runs(cfg) as plans:  # every run and checkpoint is checked before any model loads
+        files = output_files(cfg, plans)  # and every output rule, before the data is read
+        submission = write_submission(cfg, load_eval(cfg.data_dir), plans, files)
+        # tracked runs (and --tracker) get the submission's digest and its settings file
+        tracking.add_outputs(trackers, [plan.run for plan in plans], "infer",
+                             dict(submission=files["submission"], settings=files["settings"]))
+        return submission
+
+
+def write_submission(cfg: InferConfig, info: pd.DataFrame, plans: list[RunPlan], files: dict[str, Path]) -> Path:
     probs = predict_runs(cfg, plans, info["path"])
     classes, decided = decide(cfg.decision, plans, probs)
     submission = pd.DataFrame({"ImageID": info["ImageID"], "ans": classes.astype(int)})
@@ -132,9 +133,9 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
         log.info("pseudo labels: reusing %s", run.pseudo_labels)
         return run.pseudo_labels
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir)
-    plans = plan_runs(cfg)
-    probs = predict_runs(cfg, plans, unlabeled["path"])
-    labels, _ = decide(cfg.decision, plans, probs)
+    with reading_runs(cfg) as plans:
+        probs = predict_runs(cfg, plans, unlabeled["path"])
+        labels, _ = decide(cfg.decision, plans, probs)
     df = pd.DataFrame({"path": unlabeled["path"], "label": labels, "confidence": probs[np.arange(len(probs)), labels]})
     kept = df[df["confidence"] >= cfg.pseudo_threshold]
     save_csv(kept, run.pseudo_labels, float_format="%.6f")

@@ -18,12 +18,12 @@ from src.config.schema import PredictConfig
 from src.data.images import FileImages, read_rgb
 from src.engine import builders
 from src.errors import ConfigError, DataError
-from src.files import shown
+from src.files import real, shown
 from src.labels import NUM_CLASSES, PROB_COLUMNS, TASK_NAMES, decode_label, task_probabilities
 from src.predict.decisions import decide
 from src.predict.engines import predict_run
-from src.predict.plans import plan_runs
-from src.run.atomic import save_text
+from src.predict.plans import reading_runs
+from src.run.atomic import check_writable, save_text
 from src.run.logging import setup_logging
 
 log = logging.getLogger("maskcls")
@@ -127,12 +127,13 @@ def check_out(cfg: PredictConfig, found):
     out = Path(cfg.out)
     if out.is_dir():
         raise ConfigError(f"--out {shown(cfg.out)} is a folder; give the predictions file's name")
-    if out.resolve() in {Path(p).resolve() for p, _ in found}:
+    if real(out) in {real(p) for p, _ in found}:
         raise ConfigError(f"--out {shown(cfg.out)} is one of the photos to predict; choose another name")
     suffix = out.suffix.lower().lstrip(".")
     if suffix in ("csv", "json") and suffix != cfg.format:
         raise ConfigError(f"--out {shown(cfg.out)} ends in .{suffix} but --format is {cfg.format}; "
                           f"pass --format {suffix}")
+    check_writable(out.parent)
     return out
 
 
@@ -143,7 +144,11 @@ def predict(cfg: PredictConfig) -> pd.DataFrame:
         raise ConfigError("name the photos to predict: image files, folders or globs after the options")
     found = collect(cfg.inputs)
     out = check_out(cfg, found)
-    plans = plan_runs(cfg)  # every run and checkpoint is checked before any model loads
+    with reading_runs(cfg) as plans:  # every run and checkpoint is checked before any model loads
+        return predict_found(cfg, found, out, plans)
+
+
+def predict_found(cfg: PredictConfig, found, out, plans) -> pd.DataFrame:
     problems = {i: p for i, (_, p) in enumerate(found) if p}
     if problems and cfg.strict:
         i = min(problems)

@@ -3,6 +3,7 @@ trainer still holds. Every caller (infer, pseudo labels, predict, export) checks
 loads."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,16 @@ def plan_runs(cfg: Prediction | LogDir) -> list[RunPlan]:
         busy = "".join(f"; fold {k} is still being trained by {who} and is left out" for k, who in plan.training.items())
         log.info("run %s: fold(s) %s used (%s)%s", plan.name, ", ".join(map(str, plan.folds)), plan.checkpoint, busy)
     return plans
+
+
+@contextlib.contextmanager
+def reading_runs(cfg: Prediction | LogDir):
+    """plan_runs(cfg) for the block, every run held against --overwrite (RunDir.reading) until it ends: what a
+    prediction reads and writes belongs to the runs it planned."""
+    with contextlib.ExitStack() as stack:
+        for name in chosen_runs(cfg):
+            stack.enter_context(RunDir(cfg.log_dir, name).reading())
+        yield plan_runs(cfg)
 
 
 def check_runs(cfg: Prediction | LogDir):

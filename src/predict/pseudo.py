@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from src.config.schema import PseudoConfig
 from src.data.tables import load_train, load_unlabeled
@@ -12,8 +11,10 @@ from src.engine.trainer import train
 from src.errors import ConfigError
 from src.predict.infer import make_pseudo_labels
 from src.predict.plans import check_runs, chosen_runs
+from src.run import tracking
 from src.run.logging import setup_logging
 from src.run.rundir import RunDir
+from src.files import real
 
 log = logging.getLogger("maskcls")
 
@@ -29,14 +30,15 @@ def pseudo_train(cfg: PseudoConfig) -> dict:
         check_runs(cfg)
         load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
         load_unlabeled(cfg.data_dir, cfg.unlabeled_dir)
-        builders.check_model_weights(cfg)
+        builders.check_requirements(cfg)
+        tracking.check(cfg)  # a tracker that cannot be reached or written, before the run name is claimed
         dist = dist_mod.setup(cfg.dist_backend)
         run = RunDir(cfg.log_dir, cfg.name)
         if dist.main:
             run.claim(cfg.resume, cfg.overwrite)
             make_pseudo_labels(cfg, run)
         dist_mod.barrier(dist)
-        if cfg.pseudo_csv and Path(cfg.pseudo_csv).resolve() != run.pseudo_labels.resolve():
+        if cfg.pseudo_csv and real(cfg.pseudo_csv) != real(run.pseudo_labels):
             log.info("pseudo_csv %s replaced by the fresh labels %s", cfg.pseudo_csv, run.pseudo_labels)
         cfg.pseudo_csv = str(run.pseudo_labels)
     elif not cfg.pseudo_csv:

@@ -3,6 +3,7 @@ crash nor a power cut leaves half a file, and files written together are all old
 clear error and the previous file stays; a read-only disk or a missing permission is one line too."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -14,6 +15,7 @@ import pandas as pd
 import torch
 
 from src.errors import NoSpace, filesystem_error
+from src.files import read_json
 
 TMP_NAME = re.compile(r".*\.(\d+)\.tmp$")  # <name>.<pid>.tmp: the writer's pid tells a stale file
 MOVES_NAME = re.compile(r".*\.(\d+)\.moves$")  # the journal of replace_together's moves
@@ -65,10 +67,20 @@ def replace_together(writes: dict):
             raise NoSpace(f"no space left on device while writing {current}; {intact}") from None
         raise filesystem_error(e, current, "write") from None
     finally:
-        for tmp in tmps.values():
-            tmp.unlink(missing_ok=True)
-        if journal is not None:
-            journal.unlink(missing_ok=True)
+        for leftover in [*tmps.values(), *([journal] if journal is not None else [])]:
+            with contextlib.suppress(OSError):  # a read-only disk refuses even this: the error above says why
+                leftover.unlink(missing_ok=True)
+
+
+def check_writable(folder: Path):
+    """Make folder if needed and write a temp file into it, before any long work: one line if it cannot be."""
+    probe = _tmp(Path(folder) / "probe")
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise filesystem_error(e, folder, "write into") from None
 
 
 def write_bytes(data, tmp):
@@ -106,7 +118,7 @@ def remove_stale_tmp(folder: Path) -> list[Path]:
         m = MOVES_NAME.match(journal.name)
         if m and not pid_alive(int(m.group(1))):
             try:
-                moves = json.loads(journal.read_text())
+                moves = read_json(journal)
             except ValueError:  # killed while writing the journal: no move had started
                 moves = []
             for tmp, path in moves:

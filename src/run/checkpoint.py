@@ -16,6 +16,7 @@ import torch
 
 from src.errors import CheckpointError
 from src.run.atomic import save_torch
+from src.run.rundir import CONFIG
 
 FOR_RESUME = "delete it to restart the fold from scratch (its best_*.pt stay usable by infer)"
 FOR_INFER = "choose another --checkpoint (best_f1, best_loss, best_acc or last)"
@@ -96,6 +97,18 @@ def load_weights(path: Path) -> dict:
     if state.get("ema"):
         return {k.removeprefix("module."): v for k, v in state["ema"].items()}
     return state["model"]
+
+
+def load_into(model: torch.nn.Module, weights: dict, path: Path, network: str):
+    """model.load_state_dict(weights); a checkpoint made by another network than the run's settings describe
+    (`network`, e.g. "model resnet34") is one line naming both files."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        settings = Path(path).parent.parent / CONFIG
+        raise CheckpointError(f"{path} does not match {settings} ({network}): the weights are another network's "
+                              f"({detail[:120]}); restore the settings the run was trained with") from None
 
 
 def is_finished(last_path: Path) -> bool:

@@ -1,5 +1,6 @@
 """What a training run writes besides checkpoints: train.log lines, metrics.csv, TensorBoard, confusion
-matrices, out-of-fold predictions and cv.json. Paths come from RunDir.
+matrices, out-of-fold predictions and cv.json. Paths come from RunDir. With --tracker (or a run tracked before),
+each write is followed by a sync that sends the trackers what the folder holds and they lack (src/run/tracking.py).
 
 The console gets one line per epoch; the epoch's confusion matrix goes to train.log and TensorBoard, and the
 console sees the best epoch's matrix once, when the fold ends."""
@@ -16,6 +17,7 @@ from src.metrics import confusion, confusion_text, evaluate, scores
 from src.run.atomic import save_csv, save_text
 from src.run.figures import confusion_figure, save_png
 from src.run.logging import CONSOLE_ONLY, FILE_ONLY, log
+from src.run import tracking
 from src.run.rundir import RunDir
 
 
@@ -26,18 +28,27 @@ class RunRecords:
     Each fold's own files hold its state; the run-level metrics.csv and cv.json are rebuilt from them under
     the run's lock, so processes training different folds side by side never overwrite each other's rows."""
 
-    def __init__(self, run: RunDir):
+    def __init__(self, run: RunDir, trackers: tracking.Wanted | None = None):
         from torch.utils.tensorboard import SummaryWriter  # imported here: inference and benchmarks skip it
 
         self.run = run
         self.writer = SummaryWriter(str(run.tensorboard))
         self.rows: list[dict] = []
+        self.tracking = tracking.start(trackers or tracking.Wanted(), run)
+        self.fold: int | None = None  # the fold this process trains now (its lock is ours)
+
+    def track(self):
+        """Send the trackers what the run folder holds and they lack (an epoch once its last.pt is saved)."""
+        if self.tracking is not None:
+            self.tracking.sync(self.fold)
 
     def start_fold(self, k: int, start_epoch: int):
         """Rows of epochs that will run (again) are dropped, so a kill between writes never duplicates one."""
         path = self.run.fold_metrics(k)
         rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
         self.rows = [r for r in rows if r["epoch"] < start_epoch]
+        self.fold = k
+        self.track()
 
     def rebuild_metrics(self):
         parts = [pd.read_csv(self.run.fold_metrics(k)) for k in self.run.folds() if self.run.fold_metrics(k).is_file()]
@@ -58,6 +69,7 @@ class RunRecords:
         if cm is not None:
             self.writer.add_figure(f"fold{k}/confusion", confusion_figure(cm, f"fold {k} epoch {epoch}"), epoch)
         self.writer.flush()
+        self.track()
         head = "fold %d epoch %d  lr %.2e  train_loss %.4f  " % (k, epoch, row["lr"], row["train_loss"])
         if cm is None:
             log.info("%snot validated (val_every)  %.0fs", head, row["time_s"])
@@ -68,11 +80,12 @@ class RunRecords:
         log.info("confusion matrix (rows true, columns predicted):\n%s", confusion_text(cm), extra=FILE_ONLY)
 
     def end_fold(self, k: int):
-        """The confusion matrix of fold k's oof.csv, once on the console."""
+        """The confusion matrix of fold k's oof.csv, once on the console; the trackers get the fold's last epoch."""
         if self.run.oof(k).is_file():
             oof = pd.read_csv(self.run.oof(k))
             log.info("fold %d: confusion matrix of its out-of-fold rows (rows true, columns predicted):\n%s", k,
                      confusion_text(confusion(oof["label"], oof["pred"])), extra=CONSOLE_ONLY)
+        self.track()
 
     def out_of_fold(self, k: int, epoch: int, table: pd.DataFrame, rows, probs: np.ndarray, cm: np.ndarray):
         """oof.csv (path, label, fold, pred, p0..p17) and confusion.png of fold k's oof_from epoch."""
@@ -91,10 +104,15 @@ class RunRecords:
 
     def close(self):
         self.writer.close()
+        if self.tracking is not None:
+            self.tracking.close()
 
     def write_cv(self, n_folds: int) -> dict:
         with self.run.lock():
-            return write_cv(self.run, n_folds)
+            cv = write_cv(self.run, n_folds)
+        self.fold = None
+        self.track()
+        return cv
 
 
 def write_cv(run: RunDir, n_folds: int) -> dict:

@@ -4,13 +4,18 @@ Nothing else spells a file name of a run. Layout (README "What goes where in log
 
     <log_dir>/<name>/config.yaml  folds.csv  train.log  metrics.csv  cv.json  decision.json  tb/  pseudo_labels.csv (+ .yaml)
                      fold<k>/last.pt  best_f1.pt  best_loss.pt  best_acc.pt  oof.csv  confusion.png  metrics.csv
-    <log_dir>/.<name>.lock   the run's lock (creation, run-level files); .<name>.fold<k>.lock: fold k's trainer
+    <log_dir>/.<name>.lock   the run's lock (creation, run-level files); .<name>.fold<k>.lock: fold k's trainer;
+                     .<name>.readers.lock: held shared by every process reading the run, against --overwrite
                      submission.csv  eval_probs.csv  eval_preview.png  inference.yaml   (written by infer)
-                     onnx/<checkpoint>.<tta>.<key>.onnx   the exported graph of --engine onnxruntime (its cache)
+                     onnx/<checkpoint>.<tta>.<key>.onnx (+ .sha256)   the exported graph of --engine onnxruntime (its cache)
                      errors.png   (tools.report)   label_issues.csv  label_issues.png   (tools.find_label_issues)
                      sweep.json   (a trial of sweep.py: study, trial, parameters, state)
+                     tracking.json   where the run is tracked (--tracker): tracker run ids, what was sent, what failed
+                     wandb/offline-run-*   the W&B runs of --tracker wandb (offline unless WANDB_MODE says otherwise)
+    <log_dir>/.<name>.track.lock   held while a process sends the run to its trackers; .<name>.wandb.lock: its W&B run
     <log_dir>/report.html   the comparison of runs (python -m tools.report)
     <log_dir>/sweeps.db     the sweeps' embedded Optuna storage (sweep.py without --storage)
+    <log_dir>/mlflow.db  mlartifacts/   the embedded MLflow store of --tracker mlflow and its files; .mlflow.db.lock
 
     python -m src.run.rundir latest [LOG_DIR]     prints the most recently written run's name (for shell scripts)
 """
@@ -26,11 +31,14 @@ from pathlib import Path
 from src.config.schema import CHECKPOINT_KINDS, RESERVED_NAMES, RUN_NAME, RUN_NAME_TEXT
 from src.errors import ConfigError, RunBusy, RunExists, filesystem_error
 from src.run.atomic import remove_stale_tmp
+from src.files import real
 
 CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, TENSORBOARD = ("config.yaml", "folds.csv", "train.log", "metrics.csv",
                                                      "cv.json", "tb")
 DECISION = "decision.json"
 SWEEP = "sweep.json"  # a sweep trial's study, trial number, parameters and state (running, pruned, complete)
+TRACKING, WANDB = "tracking.json", "wandb"  # where the run is tracked and what was sent; W&B's own run folders
+MLFLOW_DB, MLFLOW_ARTIFACTS = "mlflow.db", "mlartifacts"  # the embedded MLflow store in log_dir, its files beside it
 PSEUDO_LABELS, PSEUDO_SETTINGS = "pseudo_labels.csv", "pseudo_labels.yaml"
 OOF, CONFUSION = "oof.csv", "confusion.png"
 ONNX_EXPORTS = "onnx"
@@ -39,7 +47,7 @@ SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS = ("submission.csv", "e
                                                             "inference.yaml")
 PREDICTION_NAMES = (SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS)
 RUN_FILES = (CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, DECISION, SWEEP, TENSORBOARD, PSEUDO_LABELS, PSEUDO_SETTINGS, ERRORS, LABEL_ISSUES,
-             LABEL_ISSUES_GALLERY, SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS, ONNX_EXPORTS)
+             LABEL_ISSUES_GALLERY, SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS, ONNX_EXPORTS, TRACKING, WANDB)
 
 
 
@@ -95,10 +103,10 @@ def is_held(lock_file: Path) -> bool:
 
 
 @contextlib.contextmanager
-def exclusive(lock_file: Path, wait: bool, busy: str):
+def exclusive(lock_file: Path, wait: bool, busy: str, held_by=holder):
     """A POSIX record lock (fcntl.lockf) on lock_file, held for the block; the file records the holder's pid.
     Record locks belong to the process: forked loader workers do not inherit them, and a killed trainer's lock
-    is gone at once. Without `wait`, a held lock raises RunBusy naming its holder."""
+    is gone at once. Without `wait`, a held lock raises RunBusy naming its holder (`held_by(lock_file)`)."""
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         f = open(lock_file, "a+")
@@ -108,10 +116,31 @@ def exclusive(lock_file: Path, wait: bool, busy: str):
         try:
             fcntl.lockf(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError:
-            raise RunBusy(f"{busy} is held by {holder(lock_file)} ({lock_file}); wait for it or stop it") from None
+            raise RunBusy(f"{busy} is held by {held_by(lock_file)} ({lock_file}); wait for it or stop it") from None
         f.truncate(0)
         f.write(f"{os.getpid()}\n")
         f.flush()
+        try:
+            yield
+        finally:
+            fcntl.lockf(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def shared(lock_file: Path):
+    """A shared POSIX record lock on lock_file for the block: any number of holders, and exclusive() is refused
+    while one holds it. Where the lock file cannot be made (a read-only log_dir) nothing can replace the run
+    either, so the block runs without it."""
+    try:
+        f = open(lock_file, "a+")
+    except OSError:
+        try:
+            f = open(lock_file)
+        except OSError:
+            yield
+            return
+    with f:
+        fcntl.lockf(f, fcntl.LOCK_SH)  # waits only while --overwrite replaces the run (a moment)
         try:
             yield
         finally:
@@ -145,6 +174,8 @@ class RunDir:
     errors = property(lambda self: self.root / ERRORS)
     label_issues = property(lambda self: self.root / LABEL_ISSUES)
     label_issues_gallery = property(lambda self: self.root / LABEL_ISSUES_GALLERY)
+    tracking = property(lambda self: self.root / TRACKING)
+    wandb = property(lambda self: self.root / WANDB)
 
     def fold(self, k: int) -> Path:
         return self.root / f"fold{k}"
@@ -173,6 +204,11 @@ class RunDir:
             raise ConfigError(f"checkpoint kind {checkpoint!r}; choose one of: {', '.join(CHECKPOINT_KINDS)}")
         return self.root / ONNX_EXPORTS / f"{checkpoint}.{tta}.{key}.onnx"
 
+    @staticmethod
+    def onnx_digest(export: Path) -> Path:
+        """The sha256 of an exported graph, written with it: a graph changed since is never used."""
+        return export.with_name(f"{export.name}.sha256")
+
     def onnx_exports(self, checkpoint: str, tta: str) -> list[Path]:
         return sorted((self.root / ONNX_EXPORTS).glob(f"{checkpoint}.{tta}.*.onnx"))
 
@@ -187,6 +223,24 @@ class RunDir:
 
     def fold_lock_file(self, k: int) -> Path:
         return self.log_dir / f".{self.name}.fold{k}.lock"
+
+    def readers_lock_file(self) -> Path:
+        return self.log_dir / f".{self.name}.readers.lock"
+
+    def track_lock(self):
+        """Held while a process sends the run to its trackers and updates tracking.json: processes training folds side
+        by side, and tools.track, send each record once."""
+        return exclusive(self.log_dir / f".{self.name}.track.lock", wait=True, busy=f"tracking of run {self.name}")
+
+    def wandb_lock(self):
+        """Held by the one process whose W&B run of this run is open; another finds it busy and leaves the sending to
+        it (or to a later sync)."""
+        return exclusive(self.log_dir / f".{self.name}.wandb.lock", wait=False, busy=f"the W&B run of run {self.name}")
+
+    def reading(self):
+        """Held while a process reads the run and writes into it (infer, predict, export, pseudo labels, report):
+        --overwrite is refused until every reader has finished, so no reader mixes two runs."""
+        return shared(self.readers_lock_file())
 
     def training_folds(self, n_folds: int) -> list[int]:
         """Folds whose lock a live trainer holds now (a killed trainer's lock is gone at once)."""
@@ -230,13 +284,15 @@ class RunDir:
     def _claim(self, resume: bool, overwrite: bool) -> str:
         if self.exists:
             if overwrite:
-                if self.root.is_symlink() or self.root.resolve().parent != self.log_dir.resolve():
+                if self.root.is_symlink() or real(self.root).parent != real(self.log_dir):
                     raise RunExists(f"{self.root} is not a run folder directly inside {self.log_dir}; not deleted")
                 for k in self.folds():
                     with self.fold_lock(k):  # refused while a trainer holds it
                         pass
-                shutil.rmtree(self.root)
-                self.root.mkdir(parents=True)
+                with exclusive(self.readers_lock_file(), wait=False, busy=f"run {self.name} cannot be replaced: it",
+                               held_by=lambda _: "a reader (infer, predict, export, pseudo labels or a report)"):
+                    shutil.rmtree(self.root)
+                    self.root.mkdir(parents=True)
                 return "replaced"
             if not resume:
                 raise RunExists(f"{self.root} already exists; use --resume to continue it or --overwrite to "
@@ -262,6 +318,23 @@ def prediction_files(submission: Path) -> dict[str, Path]:
     stem = submission.with_suffix("") if submission.suffix == ".csv" else submission
     return dict(submission=submission, probs=stem.with_name(f"{stem.name}.probs.csv"),
                 preview=stem.with_name(f"{stem.name}.preview.png"), settings=stem.with_name(f"{stem.name}.yaml"))
+
+
+def mlflow_db(log_dir) -> Path:
+    """The embedded MLflow store of --tracker mlflow without --tracking_uri."""
+    return Path(log_dir) / MLFLOW_DB
+
+
+def mlflow_artifacts(db: Path) -> Path:
+    """Where runs of the SQLite store `db` keep their files (MLflow's default would follow the working folder)."""
+    return Path(db).parent / MLFLOW_ARTIFACTS
+
+
+def store_lock(db: Path):
+    """Held while this machine's processes write into the SQLite store `db`: one writer at a time, so none meets a
+    locked database."""
+    db = Path(db)
+    return exclusive(db.with_name(f".{db.name}.lock"), wait=True, busy=f"the MLflow store {db}")
 
 
 def report_file(log_dir) -> Path:

@@ -24,7 +24,7 @@ import optuna
 
 from src.config.parsing import apply, check_settings, convert, field_type, fields_of, is_option, parse, read_mapping
 from src.config.schema import TrainConfig
-from src.errors import ConfigError
+from src.errors import ConfigError, brief
 
 TOP_KEYS = ("base", "objective", "space", "n_trials", "timeout", "sampler", "pruner")
 OBJECTIVE_KEYS = ("folds",)
@@ -106,7 +106,7 @@ def given_keys(train_args: list[str]) -> list[str]:
 def one_of(what: str, value, valid) -> ConfigError:
     close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
     hint = f" Did you mean: {close[0]}?" if close else ""
-    return ConfigError(f"{what} {value!r} is not supported.{hint} Valid: {', '.join(map(str, valid))}")
+    return ConfigError(f"{what} {brief(value)} is not supported.{hint} Valid: {', '.join(map(str, valid))}")
 
 
 def load_spec(path, fixed_args: list[str]) -> SweepSpec:
@@ -153,7 +153,7 @@ def load_spec(path, fixed_args: list[str]) -> SweepSpec:
     spec.n_trials = whole(data.get("n_trials", spec.n_trials), f"{where}: n_trials", 1)
     timeout = data.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ConfigError(f"{where}: timeout is seconds (> 0) or absent, got {timeout!r}")
+        raise ConfigError(f"{where}: timeout is seconds (> 0) or absent, got {brief(timeout)}")
     spec.timeout = timeout
     spec.sampler = named(data.get("sampler", spec.sampler), SAMPLERS, f"{where}: sampler")
     spec.pruner = named(data.get("pruner", spec.pruner), PRUNERS, f"{where}: pruner")
@@ -169,7 +169,7 @@ def load_spec(path, fixed_args: list[str]) -> SweepSpec:
 
 def whole(value, what: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{what} must be a whole number >= {low}, got {value!r}")
+        raise ConfigError(f"{what} must be a whole number >= {low}, got {brief(value)}")
     return value
 
 
@@ -214,11 +214,11 @@ def param(template: TrainConfig, key: str, rule, fixed: list[str], where: str) -
     if key in fixed:
         raise ConfigError(f"{what}: --{key} is also fixed on the command line; search it or fix it, not both")
     if not isinstance(rule, dict):
-        raise ConfigError(f"{what}: give {{choices: [...]}} or {{low: .., high: ..}}, got {rule!r}")
+        raise ConfigError(f"{what}: give {{choices: [...]}} or {{low: .., high: ..}}, got {brief(rule)}")
     if "choices" in rule:
         extra = [k for k in rule if k not in CHOICE_KEYS]
         if extra:
-            raise ConfigError(f"{what}: choices take no {extra[0]!r} (a range has low, high, log, step)")
+            raise ConfigError(f"{what}: choices take no {brief(extra[0])} (a range has low, high, log, step)")
         values = rule["choices"]
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{what}: choices must be a non-empty list")
@@ -238,9 +238,9 @@ def param(template: TrainConfig, key: str, rule, fixed: list[str], where: str) -
     low, high, log, step = rule["low"], rule["high"], rule.get("log", False), rule.get("step")
     for name, v in (("low", low), ("high", high)) + ((("step", step),) if step is not None else ()):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (typ is int and not isinstance(v, int)):
-            raise ConfigError(f"{what}: {name} must be {'a whole number' if typ is int else 'a number'}, got {v!r}")
+            raise ConfigError(f"{what}: {name} must be {'a whole number' if typ is int else 'a number'}, got {brief(v)}")
     if not isinstance(log, bool):
-        raise ConfigError(f"{what}: log is true or false, got {log!r}")
+        raise ConfigError(f"{what}: log is true or false, got {brief(log)}")
     if not low < high:
         raise ConfigError(f"{what}: low {low} must be below high {high}")
     if log and (low <= 0 or step is not None):

@@ -18,6 +18,7 @@ from src.config.parsing import fields_of, parse
 from src.config.schema import SweepConfig, TrainConfig
 from src.errors import ConfigError, Interrupted, InvalidTrial, MaskclsError, ModelError, NonFinite
 from src.engine import trainer
+from src.run import tracking
 from src.run.atomic import save_text
 from src.run.logging import setup_logging
 from src.run.rundir import RunDir, list_runs
@@ -31,6 +32,17 @@ log = logging.getLogger("maskcls")
 TRIAL_ERRORS = (NonFinite, ModelError, InvalidTrial)
 # train.py keys that differ between machines of one study; every other setting must match for a worker to join
 MACHINE_KEYS = ("data_dir", "log_dir", "num_workers", "prefetch_factor", "infer_batch_size", "recipes")
+
+
+class QuietInterruption(logging.Filter):
+    """Optuna logs a trial's exception with its traceback before raising it again; an interruption prints its own
+    one line (and the worker says that the trial is queued again), so Optuna's record of it is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], Interrupted))
+
+
+logging.getLogger("optuna.study._optimize").addFilter(QuietInterruption())
 
 
 def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -196,6 +208,7 @@ class Worker:
             raise InvalidTrial(f"trial {trial.number}: {e}", e.key) from None
         run = RunDir(cfg.log_dir, name)
         cfg.resume = run.exists  # a retry carries on from its original's last.pt
+        cfg.experiment = cfg.experiment or self.cfg.study  # with --tracker: the study's trials are runs of one experiment
         record = dict(study=self.cfg.study, storage=studies.shown_url(studies.storage_url(self.cfg.storage,
                                                                                               self.log_dir)),
                       trial=int(name.rsplit("-", 1)[1]), attempt=trial.number, params=params)
@@ -232,5 +245,8 @@ class Worker:
 
 
 def mark(run: RunDir, record: dict, state: str, **extra):
-    """The run folder says which study and trial trained it, and how the trial ended."""
+    """The run folder says which study and trial trained it, and how the trial ended; once training has ended, a
+    tracked trial's trackers get its state (a pruned trial's go with the end of its training)."""
     save_text(json.dumps(record | dict(state=state, **extra), indent=2), run.sweep)
+    if state in ("complete", "failed", "interrupted"):
+        tracking.send_once(run)

@@ -1,0 +1,390 @@
+"""src/run/tracking.py (and trackers.py, tools/track.py): MLflow on an embedded SQLite store and on a real `mlflow
+server`, W&B offline, folds side by side, kill -9 and --resume, replay of an untracked run, a server killed mid-run,
+infer and export outputs, a sweep trial's tags, and every fault as one line before the run folder exists."""
+import ast
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import export
+import infer
+import train
+from src.engine import trainer
+from src.run.rundir import RunDir
+from src.run.tracking import saved_epoch
+from tests.helpers import ROOT, TINY, cli, one_line, read_only, tiny_cfg
+from tools import track
+
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner process: the test needs none
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables made: tests copy it rather than each paying the schema migrations."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+def store_in(log_dir: Path, empty_store: Path) -> str:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(empty_store, log_dir / "mlflow.db")
+    return f"sqlite:///{log_dir / 'mlflow.db'}"
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def runs_of(uri: str, experiment: str) -> tuple:
+    """(the maskcls run, {fold: child run}) of the one run in `experiment`."""
+    c = client(uri)
+    found = c.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment} in {uri}"
+    runs = c.search_runs([found.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in runs]
+    children = {int(r.data.tags["fold"]): r for r in runs if r.data.tags.get("mlflow.parentRunId") ==
+                parents[0].info.run_id}
+    assert len(runs) == 1 + len(children)
+    return parents[0], children
+
+
+def steps(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client(uri).get_metric_history(run_id, key))
+
+
+def assert_run_in_mlflow(uri: str, experiment: str, run: RunDir, folds: int):
+    """The run, a child per fold with each saved epoch's metrics exactly once (step = epoch, values of metrics.csv),
+    the cv.json figures, the confusion figures, the params and the git tags."""
+    parent, children = runs_of(uri, experiment)
+    assert sorted(children) == list(range(folds))
+    metrics = pd.read_csv(run.metrics)
+    for k, child in children.items():
+        rows = metrics[metrics["fold"] == k].sort_values("epoch")
+        for key in ("val_f1", "train_loss", "lr", "epoch"):
+            got = steps(uri, child.info.run_id, key)
+            assert [s for s, _ in got] == rows["epoch"].tolist(), (k, key, got)  # every epoch, none twice
+            assert [v for _, v in got] == pytest.approx(rows[key].tolist(), rel=1e-6), (k, key)
+        assert child.info.status == "FINISHED"
+        assert "confusion.png" in [a.path for a in client(uri).list_artifacts(child.info.run_id)]
+    cv = json.loads(run.cv.read_text())
+    assert parent.data.metrics["cv_f1"] == pytest.approx(cv["cv_f1"])
+    assert parent.data.metrics["cv_f1_tuned"] == pytest.approx(cv["cv_f1_tuned"])
+    assert parent.info.status == "FINISHED" and parent.info.run_name == run.name
+    artifacts = [a.path for a in client(uri).list_artifacts(parent.info.run_id)]
+    assert {"confusion.png", "config.yaml", "cv.json", "decision.json"} <= set(artifacts), artifacts
+    saved = __import__("yaml").safe_load(run.config.read_text())
+    assert parent.data.params["model"] == saved["model"] and parent.data.params["lr"] == str(saved["lr"])
+    assert parent.data.tags["git_commit"] == saved["git_commit"] == parent.data.tags["mlflow.source.git.commit"]
+    return parent, children
+
+
+def ids(run: RunDir) -> dict:
+    (t,) = [t for t in json.loads(run.tracking.read_text())["targets"].values() if t["tracker"] == "mlflow"]
+    return dict(run=t.get("run_id"), folds=t.get("folds"))
+
+
+@pytest.mark.slow
+def test_folds_side_by_side_killed_and_resumed_log_every_epoch_once_into_the_same_runs(dataset, tmp_path,
+                                                                                       empty_store, capsys):
+    """Fold 0 trains in another process while this one trains fold 1, both logging into one SQLite store; fold 0's
+    process is killed (kill -9) after its epoch 1 is saved, then resumed: the same MLflow runs, no step twice."""
+    logs = tmp_path / "logs"
+    uri = store_in(logs, empty_store)
+    args = ["--data_dir", dataset, "--log_dir", logs, "--name", "sbs", *TINY, "--tracker", "mlflow", "--resume"]
+    run = RunDir(logs, "sbs")
+    first = subprocess.Popen([sys.executable, "train.py", *map(str, args), "--fold", "0", "--epochs", "3"], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "fold0.log", "w"),
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lock = run.fold_lock_file(0)
+    deadline = time.time() + 300
+    while not (lock.exists() and lock.read_text().strip()) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None, (tmp_path / "fold0.log").read_text()[-3000:]
+
+    def kill_after_epoch_1():
+        while first.poll() is None and saved_epoch(run.last(0))[0] < 1:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_after_epoch_1)
+    killer.start()
+    try:
+        assert cli(train.main, *args, "--fold", "1", capsys=capsys)[0] == 0  # side by side with fold 0
+    finally:
+        killer.join(timeout=300)
+        first.kill()
+        first.wait()
+    assert first.returncode == -signal.SIGKILL
+    assert saved_epoch(run.last(0)) == (1, False), "the kill should land in fold 0's epoch 2"
+    before = ids(run)
+    assert before["run"] and sorted(before["folds"]) == ["0", "1"]
+
+    code, err = cli(train.main, *args, "--fold", "0", "--epochs", "3", capsys=capsys)
+    assert code == 0 and "warning" not in err.lower()
+    assert ids(run) == before  # the same runs continue
+    assert_run_in_mlflow(uri, "logs", run, folds=2)
+    assert steps(uri, before["folds"]["0"], "val_f1")[-1][0] == 2  # fold 0's three epochs, fold 1's two
+    state = json.loads(run.tracking.read_text())["targets"]
+    assert [t["epochs"] for t in state.values()] == [{"0": 2, "1": 1}] and "failed" not in json.dumps(state)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(db: Path, artifacts: Path, port: int, log: Path) -> subprocess.Popen:
+    """`mlflow server` on loopback with a SQLite backend, as a team would start it; returns once it answers."""
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(artifacts),
+                             "--workers", "1"], cwd=db.parent, stdout=open(log, "a"), stderr=subprocess.STDOUT,
+                            env={**os.environ, **MLFLOW_SERVER_ENV}, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+    stop_server(proc)
+    raise AssertionError(f"mlflow server did not answer within 180 s: {log.read_text()[-3000:]}")
+
+
+def stop_server(proc: subprocess.Popen):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the server and its uvicorn worker
+    proc.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_killed_mid_run_costs_one_warning_and_the_replay_fills_the_gap(dataset, tmp_path,
+                                                                                        empty_store, capsys):
+    served = tmp_path / "server"
+    served.mkdir()
+    shutil.copy(empty_store, served / "backend.db")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    logs = tmp_path / "logs"
+    server = start_server(served / "backend.db", served / "artifacts", port, tmp_path / "server.log")
+    try:
+        def kill_server(k, epoch, metrics, last):
+            if (k, epoch) == (0, 0):
+                stop_server(server)
+
+        cfg = tiny_cfg(data_dir=dataset, log_dir=logs, name="srv", tracker="mlflow", tracking_uri=url,
+                       experiment="team")
+        cv = trainer.train(cfg, kill_server)
+        assert server.poll() is not None and cv["cv_f1_tuned"] >= 0  # the run finished without its server
+        run = RunDir(logs, "srv")
+        warnings = [line for line in run.train_log.read_text().splitlines() if " WARNING " in line]
+        assert len(warnings) == 1 and f"tracker mlflow ({url}) failed" in warnings[0], warnings
+        assert "python -m tools.track --run srv" in warnings[0]
+        (target,) = json.loads(run.tracking.read_text())["targets"].values()
+        assert target["failed"] and target["epochs"].get("0", -1) < 1  # what was not sent is on record
+
+        server = start_server(served / "backend.db", served / "artifacts", port, tmp_path / "server.log")
+        code, err = cli(track.main, "--run", "srv", "--log_dir", logs, capsys=capsys)
+        assert code == 0, err
+        assert_run_in_mlflow(url, "team", run, folds=2)
+        (target,) = json.loads(run.tracking.read_text())["targets"].values()
+        assert "failed" not in target and target["epochs"] == {"0": 1, "1": 1}
+    finally:
+        stop_server(server)
+
+
+def test_replay_of_an_untracked_run_sends_it_once_and_a_second_replay_changes_nothing(own_run, empty_store,
+                                                                                       capsys):
+    logs, name = own_run
+    run = RunDir(logs, name)
+    uri = store_in(logs, empty_store)
+    assert not run.tracking.exists()
+    assert track.main(["--run", name, "--log_dir", str(logs), "--tracker", "mlflow"]) == 0
+    # 2 folds x 2 epochs; config.yaml, cv.json, decision.json and each fold's confusion.png; the run and 2 folds
+    assert ": 1 cv, 4 epochs, 5 files, 3 runs" in capsys.readouterr().out
+    parent, children = assert_run_in_mlflow(uri, logs.name, run, folds=2)
+    before = run.tracking.read_bytes()
+    history = {k: steps(uri, c.info.run_id, "val_f1") for k, c in children.items()}
+
+    assert track.main(["--run", name, "--log_dir", str(logs)]) == 0  # the trackers tracking.json names
+    assert capsys.readouterr().out.strip().endswith(": nothing new to send")
+    assert run.tracking.read_bytes() == before
+    again, again_children = runs_of(uri, logs.name)
+    assert again.info.run_id == parent.info.run_id and {k: c.info.run_id for k, c in again_children.items()} == {
+        k: c.info.run_id for k, c in children.items()}
+    assert {k: steps(uri, c.info.run_id, "val_f1") for k, c in again_children.items()} == history
+    assert len(steps(uri, parent.info.run_id, "cv_f1")) == 1
+
+
+def wandb_records(path: Path):
+    """The records of a W&B transaction log (run-<id>.wandb: LevelDB's log format of protobuf Records), as `wandb
+    sync` reads them."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    ident, magic, _ = struct.unpack("<4sHB", data[:7])
+    assert ident == b":W&B" and magic == 0xBEE1
+    block, pos, pending = 32768, 7, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def test_wandb_logs_offline_into_the_run_folder_with_the_config_and_the_cv_f1(own_run, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    logs, name = own_run
+    run = RunDir(logs, name)
+    code, err = cli(track.main, "--run", name, "--log_dir", logs, "--tracker", "wandb", capsys=capsys)
+    assert code == 0, err
+    assert "W&B offline (WANDB_MODE unset)" in err and f"wandb sync {run.wandb}/offline-run-*" in err
+    (offline,) = run.wandb.glob("offline-run-*/run-*.wandb")
+    records = list(wandb_records(offline))
+
+    def items(kind: str, entries):  # the key: value pairs of each record of a kind, one dict per record
+        for r in records:
+            if r.WhichOneof("record_type") == kind:
+                yield {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in entries(getattr(r, kind))}
+
+    config = {k: v for d in items("run", lambda run: run.config.update) for k, v in d.items()}
+    summary = {k: v for d in items("summary", lambda summary: summary.update) for k, v in d.items()}
+    history = list(items("history", lambda history: history.item))
+    saved = __import__("yaml").safe_load(run.config.read_text())
+    assert config["model"] == saved["model"] and config["lr"] == saved["lr"] and config["git_commit"]
+    assert summary["cv_f1"] == pytest.approx(json.loads(run.cv.read_text())["cv_f1"])
+    metrics = pd.read_csv(run.metrics)
+    assert [h["fold0/val_f1"] for h in history if "fold0/val_f1" in h] == pytest.approx(
+        metrics[metrics["fold"] == 0].sort_values("epoch")["val_f1"].tolist())
+    assert any(key.startswith("fold1/confusion") for h in history for key in h)
+    # a second replay finds nothing to log and opens no second W&B run
+    assert cli(track.main, "--run", name, "--log_dir", logs, capsys=capsys)[0] == 0
+    assert len(list(run.wandb.glob("offline-run-*"))) == 1
+
+
+def test_infer_and_export_add_their_outputs_to_the_tracked_run(own_run, dataset, tmp_path, empty_store, capsys):
+    logs, name = own_run
+    uri = store_in(logs, empty_store)
+    assert cli(track.main, "--run", name, "--log_dir", logs, "--tracker", "mlflow", capsys=capsys)[0] == 0
+    # no --tracker: the run was tracked, so its MLflow run gets the outputs
+    assert cli(infer.main, "--data_dir", dataset, "--log_dir", logs, "--run", name, "--engine", "torch",
+               "--tta", "none", capsys=capsys)[0] == 0
+    out = tmp_path / "exported"
+    assert cli(export.main, "--data_dir", dataset, "--log_dir", logs, "--run", name, "--out", out,
+               "--parity_images", "4", "--tta", "none", capsys=capsys)[0] == 0
+    parent, _ = runs_of(uri, logs.name)
+    run = RunDir(logs, name)
+    assert parent.data.tags["submission_sha256"] == hashlib.sha256(run.submission.read_bytes()).hexdigest()
+    c = client(uri)
+    assert [a.path for a in c.list_artifacts(parent.info.run_id, "inference")] == ["inference/inference.yaml"]
+    assert sorted(a.path for a in c.list_artifacts(parent.info.run_id, "export")) == ["export/model.json",
+                                                                                     "export/model.onnx"]
+    onnx = Path(c.download_artifacts(parent.info.run_id, "export/model.onnx", str(tmp_path)))
+    assert onnx.read_bytes() == (out / "model.onnx").read_bytes()
+
+
+def test_a_sweep_trial_goes_to_the_studys_experiment_tagged_with_trial_and_state(own_run, empty_store, capsys):
+    logs, name = own_run
+    shutil.move(logs / name, logs / "st-000")
+    run = RunDir(logs, "st-000")
+    sweep = dict(study="st", trial=0, attempt=0, params={"lr": 0.001}, state="running", fold=0, epoch=1)
+    run.sweep.write_text(json.dumps(sweep))
+    uri = store_in(logs, empty_store)
+    assert cli(track.main, "--run", "st-000", "--log_dir", logs, "--tracker", "mlflow", capsys=capsys)[0] == 0
+    parent, _ = runs_of(uri, "st")
+    assert (parent.data.tags["study"], parent.data.tags["trial"], parent.data.tags["state"]) == ("st", "0", "running")
+    run.sweep.write_text(json.dumps(sweep | dict(state="complete", value=0.5)))
+    assert cli(track.main, "--run", "st-000", "--log_dir", logs, capsys=capsys)[0] == 0
+    assert runs_of(uri, "st")[0].data.tags["state"] == "complete"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tracker", "mlfow"], "--tracker 'mlfow' is not supported; choose one or more of: none, mlflow, wandb"),
+    (["--tracker", "none,mlflow"], "--tracker none cannot go with mlflow"),
+    (["--tracker", "mlflow", "--tracking_uri", "ftp://host/x"], "use sqlite:///PATH (an embedded store"),
+    (["--tracker", "mlflow", "--tracking_uri", "http://127.0.0.1:{port}"], "no MLflow server answers there"),
+    (["--tracker", "wandb", "--hide", "wandb"], "pip install wandb==0.31.0"),
+    (["--tracker", "mlflow", "--hide", "mlflow"], "pip install mlflow==3.17.2"),
+    (["--tracker", "wandb", "--env", "WANDB_MODE=online"], "W&B finds no API key here"),
+], ids=["unknown", "none-and-mlflow", "scheme", "unreachable", "no-wandb", "no-mlflow", "wandb-online-no-key"])
+def test_a_tracker_fault_is_one_line_exit_2_and_no_run_folder(dataset, tmp_path, monkeypatch, capsys, extra,
+                                                               message):
+    if "--hide" in extra:  # the package as if it were not installed
+        i = extra.index("--hide")
+        monkeypatch.setitem(sys.modules, extra.pop(i + 1), None)
+        extra.pop(i)
+    if "--env" in extra:
+        i = extra.index("--env")
+        key, value = extra.pop(i + 1).split("=")
+        extra.pop(i)
+        monkeypatch.setenv(key, value)
+        monkeypatch.delenv("WANDB_API_KEY", raising=False)
+        monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    extra = [e.format(port=free_port()) for e in extra]
+    code, err = cli(train.main, "--data_dir", dataset, "--log_dir", tmp_path / "logs", "--name", "r", *TINY, *extra,
+                    capsys=capsys)
+    assert code == 2 and message in one_line(err), err
+    assert not (tmp_path / "logs" / "r").exists()
+
+
+def test_a_read_only_store_is_one_line_before_training(dataset, tmp_path, capsys):
+    store = tmp_path / "store"
+    store.mkdir()
+    with sqlite3.connect(store / "mlflow.db") as con:
+        con.execute("create table t (a)")
+    with read_only(store):
+        code, err = cli(train.main, "--data_dir", dataset, "--log_dir", tmp_path / "logs", "--name", "r", *TINY,
+                        "--tracker", "mlflow", "--tracking_uri", f"sqlite:///{store / 'mlflow.db'}", capsys=capsys)
+    assert code == 2 and "the MLflow store cannot be written" in one_line(err), err
+    assert not (tmp_path / "logs" / "r").exists()
+
+
+def test_infer_refuses_an_unreachable_tracker_before_predicting(tmp_path, capsys):
+    code, err = cli(infer.main, "--data_dir", tmp_path, "--log_dir", tmp_path, "--run", "nothing", "--tracker",
+                    "mlflow", "--tracking_uri", f"http://127.0.0.1:{free_port()}", capsys=capsys)
+    assert code == 2 and "no MLflow server answers there" in one_line(err)
+
+
+def test_tracker_packages_are_imported_only_inside_functions():
+    """Importing src (train.py --help, every entry point) never imports mlflow or wandb: only choosing them does."""
+    files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "tools").glob("*.py"), *ROOT.glob("*.py")]
+    top_level = []
+    for path in files:
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(
+                node, ast.ImportFrom) else []
+            top_level += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("mlflow", "wandb")]
+    assert top_level == []
