@@ -1,32 +1,64 @@
 #!/usr/bin/env bash
-# GPU benchmark for a lent H200 (no internet there; its image has torch, timm, opencv, pandas, scikit-learn).
-#   1. here, once:            bash bench/gpu.sh --fetch-wheels   (albumentations and its small deps into .whl/)
-#   2. on the device machine: bash bench/gpu.sh                  (carry .whl along)
-# Setup measured: tf_efficientnet_b3_ns at 384x288, bf16 autocast, channels_last, batch 64,
-# 0, 8 and 16 loader workers, cache off and on, on 200 generated people at 384x512 (1,400 images).
+# The GPU check for a lent H200, one script within 8 minutes (no internet there; its image has Python 3.12 with
+# torch, timm, opencv, pandas, scikit-learn and onnxruntime, and bench/wheels.py's wheels bring the rest):
+#   1. the CUDA tests, tests/test_cuda.py (AMP bf16 and fp16, channels_last, pinned batches, torch.compile, torchrun
+#      over NCCL, a killed and resumed two-fold baseline run, infer, predict and export against the CPU engine)
+#   2. the throughput table: tf_efficientnet_b3_ns at 384x288, bf16, channels_last, batch 64, original augmentation,
+#      16, 8 and 0 loader workers, cache off and on, on 200 generated people (1,400 images at 384x512), 2 rounds of
+#      1 window of 2 steps (the original augmentation costs about 0.2 s an image on one core: bench/RESULTS.md);
+#      then the pipeline against the model-only step per worker count, flagged under 0.9 (data-bound)
+#   3. one epoch (fold 0) of experiments/baseline.yaml on the same people at full size: images/s and wall time
+# Each step has a time limit (TESTS_S 240, BENCH_S 170, EPOCH_S 80 seconds) and the next runs whatever it did.
+# Everything goes under $OUT (a new temp folder when unset): gpu.log (all of it), cuda_tests.xml, throughput.md and
+# epoch/ (the run's logs and records); the data, the wheels' site, the image cache and checkpoints are removed.
+#   bash bench/gpu.sh --fetch-wheels   once, where there is internet: the wheels into .whl/ (carry it along)
+#   bash bench/gpu.sh                  on the GPU machine; extra arguments go to bench.throughput
+#   bash bench/gpu.sh --dry-run        the same steps on the CPU at a tiny size, in a few minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHEELS=(albumentations==2.0.8 albucore==0.0.24 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0
-        typing-inspection==0.4.5 typing_extensions==4.16.0 simsimd==6.5.16 stringzilla==5.3.2 pyyaml==6.0.4
-        tqdm==4.70.1)
-if [ "${1:-}" = "--fetch-wheels" ]; then
-  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
-  for w in "${WHEELS[@]}"; do
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-      -d .whl "$w"
-  done
-  ls .whl
-  exit 0
+if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+if [ "${1:-}" = "--fetch-wheels" ]; then exec "$PY" -m bench.wheels fetch --dest .whl; fi
+DRY=false
+if [ "${1:-}" = "--dry-run" ]; then DRY=true; shift; fi
+OUT=${OUT:-$(mktemp -d -t maskcls-gpu.XXXXXX)}
+OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
+SCRATCH=$OUT/scratch DATA=$OUT/scratch/data
+exec > >(tee -a "$OUT/gpu.log") 2>&1
+log_pid=$!
+trap 'rm -rf "$SCRATCH" "$OUT/epoch/cache"; find "$OUT/epoch" -name "*.pt" -delete 2>/dev/null
+      exec >&- 2>&-; wait "$log_pid" 2>/dev/null || true' EXIT
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=$SCRATCH/site${PYTHONPATH:+:$PYTHONPATH}
+if $DRY; then  # the same steps at a tiny size: seconds each on 2 CPU cores
+  PEOPLE=12 SIZE=96x128
+  MODEL=(--model test_efficientnet --img_height 64 --img_width 48 --batch_size 8)
+  BENCH=(--workers 1 0) EPOCH=(--num_workers 1 --infer_batch_size 16)
+else
+  PEOPLE=200 SIZE=384x512
+  MODEL=(--model tf_efficientnet_b3_ns --img_height 384 --img_width 288 --batch_size 64)
+  BENCH=(--workers 16 8 0) EPOCH=()
 fi
-if ! python3 -c "import albumentations" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c "import torch, timm, albumentations; print('torch', torch.__version__, 'timm', timm.__version__, 'albumentations', albumentations.__version__)"
-DATA=/tmp/maskcls_gpu_data
-[ -f "$DATA/train/train.csv" ] || python3 -m tools.make_synthetic_data --out "$DATA" --train_people 200 --eval_people 1 --seed 0
-PYTHONUNBUFFERED=1 python3 -m bench.throughput --data_dir "$DATA" --model tf_efficientnet_b3_ns \
-  --img_height 384 --img_width 288 --batch_size 64 --amp bf16 --channels_last true --aug original \
-  --workers 0 8 16 "$@"
+"$PY" -m bench.wheels install --dest .whl --target "$SCRATCH/site"
+{ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; } \
+  || echo "no nvidia-smi: no GPU here"
+"$PY" -c "import sys, torch, timm, albumentations; print('python', sys.version.split()[0], 'torch', torch.__version__,
+'cuda', torch.cuda.is_available(), 'timm', timm.__version__, 'albumentations', albumentations.__version__)"
+"$PY" -m tools.make_synthetic_data --out "$DATA" --train_people "$PEOPLE" --eval_people 1 --seed 0 --size "$SIZE"
+
+summary=() failed=0
+step() {  # step NAME SECONDS FILE COMMAND...: run it with a time limit (its stdout also into FILE), note its exit
+  local name=$1 limit=$2 file=$3 start=$SECONDS rc=0  # status and wall time, and go on
+  shift 3
+  echo -e "\n== $name (at most $limit s)"
+  timeout -k 10 "$limit" "$@" | tee "$file" || rc=$?
+  summary+=("$name: exit $rc, $((SECONDS - start)) s")
+  [ "$rc" = 0 ] || failed=1
+}
+step "CUDA tests" "${TESTS_S:-240}" /dev/null "$PY" -m pytest -m cuda tests/test_cuda.py -v -rs \
+  --basetemp "$SCRATCH/pytest" --junitxml "$OUT/cuda_tests.xml"
+step "throughput" "${BENCH_S:-170}" "$OUT/throughput.md" "$PY" -m bench.throughput --data_dir "$DATA" "${MODEL[@]}" \
+  --amp bf16 --channels_last true --aug original --rounds 2 --windows 1 --steps 2 --flag_below 0.9 "${BENCH[@]}" "$@"
+step "one epoch of baseline.yaml" "${EPOCH_S:-80}" /dev/null "$PY" -m bench.epoch --config experiments/baseline.yaml \
+  --data_dir "$DATA" --log_dir "$OUT/epoch" --name baseline --pretrained false "${MODEL[@]}" "${EPOCH[@]}"
+echo -e "\n== summary ($($DRY && echo "dry run on the CPU" || echo GPU)); everything is in $OUT"
+printf '  %s\n' "${summary[@]}"
+exit $failed

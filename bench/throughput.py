@@ -13,12 +13,15 @@ Rows (images/s, median of timed windows after warm-up):
   d    inference with flip TTA (one doubled batch)
   ref  the original entry's loop: its augmentation on full-size decodes, no cache, 4 workers, NCHW step
   e    ratio b(cache on) / a: rows a and b alternate in rounds; e is the median of the per-round ratios
-The last line is exactly ratio_pipeline_to_limit=<float> (cache on, the first worker count).
+Then each b row against the limit per worker count, flagged where it falls under --flag_below (0.9): there the data
+cannot keep up with the model. The last line is exactly ratio_pipeline_to_limit=<float> (cache on, the first worker
+count).
 """
 import argparse
 import datetime
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +57,9 @@ def parse(argv=None):
     p.add_argument("--windows", type=int, default=2, help="timed windows per row (per round for a and b)")
     p.add_argument("--steps", type=int, default=3, help="train steps per timed window")
     p.add_argument("--no_reference", action="store_true", help="skip the reference row")
+    p.add_argument("--compile", default="false", choices=["true", "false"], help="torch.compile the model's step")
+    p.add_argument("--flag_below", type=float, default=0.9,
+                   help="flag a pipeline under this share of the model-only step: the data cannot keep up")
     a = p.parse_args(argv)
     if a.quick:
         a.rounds, a.windows, a.steps = 3, 1, 3
@@ -78,13 +84,15 @@ def median_rate(step, warmup: int, windows: int, steps: int) -> float:
 
 
 class Trainer:
-    """One model + loss + optimizer around the trainer's own TrainStep (src/engine/step.py)."""
+    """One model + loss + optimizer around the trainer's own TrainStep (src/engine/step.py), which calls the model
+    as the trainer does (compiled when cfg.compile)."""
 
     def __init__(self, cfg, device):
         self.cfg, self.device = cfg, device
         self.model = builders.model(cfg).to(device).train()
-        self.train_step = builders.train_step(cfg, self.model, builders.criterion(cfg).to(device),
-                                              build_optimizer(cfg, self.model), device)
+        self.train_step = builders.train_step(cfg, builders.forward_model(cfg, self.model),
+                                              builders.criterion(cfg).to(device), build_optimizer(cfg, self.model),
+                                              device)
 
     def step(self, x, y) -> int:
         self.train_step(x, y)
@@ -114,13 +122,39 @@ def loader_rate(images, labels, cfg, aug, workers, a) -> float:
     return rate
 
 
+class Rows(list):
+    """The table's (key, what, img/s) rows, each also printed to stderr once measured: a run stopped by a time limit
+    still shows what it measured."""
+
+    def append(self, row):
+        super().append(row)
+        print(f"measured: {row[0]} | {row[1]} | {row[2]:.1f} img/s", file=sys.stderr, flush=True)
+
+
+def keep_up_table(pipeline: dict[tuple[int, bool], float], limit: float, flag_below: float) -> list[str]:
+    """Rows of pipeline / model-only step per worker count, cache off and on (`pipeline`: (workers, cache on) ->
+    img/s); a ratio under flag_below is flagged: there the data cannot keep up."""
+    def cell(key):
+        if key not in pipeline:
+            return "-"
+        ratio = pipeline[key] / limit
+        return f"{ratio:.2f}" + (f" **under {flag_below:g}: data-bound**" if ratio < flag_below else "")
+
+    lines = ["| workers | cache off / limit | cache on / limit |", "|---|---|---|"]
+    for w in dict.fromkeys(w for w, _ in pipeline):
+        lines.append(f"| {w} | {cell((w, False))} | {cell((w, True))} |")
+    bound = sum(v / limit < flag_below for v in pipeline.values())
+    lines.append(f"data_bound_rows={bound} of {len(pipeline)} (pipeline under {flag_below:g} of the model-only step)")
+    return lines
+
+
 def main(argv=None):
     a = parse(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = TrainConfig(model=a.model, pretrained=False, img_height=a.img_height, img_width=a.img_width,
                  batch_size=a.batch_size, optimizer="adamw", lr=1e-4, loss="ce", head="linear",
                  amp=a.amp if device.type == "cuda" else "none", channels_last=a.channels_last == "true",
-                 infer_batch_size=a.batch_size)
+                 infer_batch_size=a.batch_size, compile=a.compile == "true")
     data_dir = Path(a.data_dir) if a.data_dir else Path(tempfile.gettempdir()) / "maskcls_bench_data"
     if not (data_dir / "train" / "train.csv").is_file():
         from tools.make_synthetic_data import main as make_data
@@ -133,7 +167,7 @@ def main(argv=None):
     cached = build_cache("ram", table["path"], size, "none", Path(), num_workers=default_workers(-1))
     cache_s = time.perf_counter() - t0
     trainer = Trainer(cfg, device)
-    rows = []
+    rows = Rows()
 
     x = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_height, cfg.img_width), dtype=torch.uint8).to(device)
     y = torch.randint(0, 18, (cfg.batch_size,)).to(device)
@@ -151,17 +185,19 @@ def main(argv=None):
         pipe_rates.append(statistics.median(pipeline_rates(trainer, cached, labels, cfg, a.aug, workers[0], a)))
         round_ratios.append(pipe_rates[-1] / limit_rates[-1])
     limit, with_cache = statistics.median(limit_rates), {workers[0]: statistics.median(pipe_rates)}
+    pipeline = {}  # (workers, cache on) -> img/s of row b
     rows.append(("a", "model-only train step (limit)", limit))
     nchw_cfg = TrainConfig(**{**cfg.__dict__, "channels_last": not cfg.channels_last})
     nchw = Trainer(nchw_cfg, device)
     rows.append(("a2", f"model-only train step, channels_last={nchw_cfg.channels_last}",
                  median_rate(lambda: nchw.step(x, y), 2, a.windows, a.steps)))
     for w in workers:
-        rows.append(("b", f"full pipeline, cache off, {w} workers",
-                     statistics.median(pipeline_rates(trainer, FileImages(table["path"], size), labels, cfg,
-                                                      a.aug, w, a))))
+        pipeline[w, False] = statistics.median(pipeline_rates(trainer, FileImages(table["path"], size), labels, cfg,
+                                                              a.aug, w, a))
+        rows.append(("b", f"full pipeline, cache off, {w} workers", pipeline[w, False]))
         if w not in with_cache:
             with_cache[w] = statistics.median(pipeline_rates(trainer, cached, labels, cfg, a.aug, w, a))
+        pipeline[w, True] = with_cache[w]
         rows.append(("b", f"full pipeline, cache on, {w} workers", with_cache[w]))
     rows.append(("c", f"loader alone, cache on, {workers[0]} workers",
                  loader_rate(cached, labels, cfg, a.aug, workers[0], a)))
@@ -187,7 +223,8 @@ def main(argv=None):
     print(f"\nsetup: {datetime.date.today()}  device={device}"
           f"{' ' + torch.cuda.get_device_name() if device.type == 'cuda' else ''}  torch threads={threads}  "
           f"cores={len(os.sched_getaffinity(0))}  model={a.model}  input={a.img_height}x{a.img_width}  "
-          f"batch={a.batch_size}  amp={cfg.amp}  channels_last={cfg.channels_last}  aug={a.aug}  "
+          f"batch={a.batch_size}  amp={cfg.amp}  channels_last={cfg.channels_last}  compile={cfg.compile}  "
+          f"aug={a.aug}  "
           f"data={data_dir} ({len(table)} images)  cache built in {cache_s:.1f}s  "
           f"rounds={a.rounds} windows={a.windows}x{a.steps} steps")
     print("| row | what | img/s | x limit |\n|---|---|---|---|")
@@ -198,6 +235,7 @@ def main(argv=None):
         print(f"| e2 | pipeline (cache on) / reference | {with_cache[workers[0]] / ref_rate:.2f} | |")
     print(f"| e | pipeline (cache on) / limit, median of per-round ratios "
           f"{' '.join(f'{r:.3f}' for r in round_ratios)} | {ratio:.3f} | |")
+    print("\n" + "\n".join(keep_up_table(pipeline, limit, a.flag_below)))
     print(f"ratio_pipeline_to_limit={ratio:.4f}")
 
 

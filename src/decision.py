@@ -65,11 +65,16 @@ def value_offsets(true: np.ndarray, pred: np.ndarray, size: int) -> np.ndarray:
 
 
 def plugin_offsets(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The class offsets: TERMS_OF_CLASS @ (value_offsets of each task, for the argmax of `probs` against
+    """The class offsets for the argmax of `probs` against `labels` (offsets_of)."""
+    return offsets_of(np.asarray(probs).argmax(1), labels)
+
+
+def offsets_of(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The class offsets: TERMS_OF_CLASS @ (value_offsets of each task, for the classes `pred` against
     `labels`)."""
     values_true = decode_label(np.asarray(labels, dtype=np.int64))
-    values_pred = decode_label(np.asarray(probs).argmax(1))
-    terms = [value_offsets(true, pred, size) for true, pred, size in zip(values_true, values_pred, TASK_SIZES)]
+    values_pred = decode_label(np.asarray(pred, dtype=np.int64))
+    terms = [value_offsets(true, p, size) for true, p, size in zip(values_true, values_pred, TASK_SIZES)]
     return TERMS_OF_CLASS @ np.concatenate(terms)
 
 

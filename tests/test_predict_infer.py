@@ -217,3 +217,38 @@ def test_a_config_edited_to_another_network_is_one_line_naming_both_files(own_ru
         line = one_line(err)
         assert code == 1 and "does not match" in line and str(run.config) in line and "model resnet18" in line
         assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_infer_groups_the_eval_people_or_says_why_not(own_run, dataset, tmp_path, capsys):
+    log_dir, name = own_run
+    run = RunDir(log_dir, name)
+    with np.load(run.people) as saved:  # written by train.py with cv.json: the person metric of the training photos
+        assert saved["matrix"].ndim == 2 and len(saved["paths"]) == len(saved["embedded"]) == 168
+    cv = json.loads(run.cv.read_text())
+    assert {"cv_f1_grouped", "cv_f1_grouped_tuned", "grouping"} <= set(cv)
+    assert len(json.loads(run.decision.read_text())["person_offsets"]) == 18
+
+    code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--out",
+                    tmp_path / "p.csv", capsys=capsys)
+    probs = pd.read_csv(tmp_path / "p.probs.csv")
+    record = yaml.safe_load((tmp_path / "p.yaml").read_text())["grouping"]
+    assert code == 0 and "group people: " in err and record["fallback"] is None and "group" in probs
+    assert record["formed"] * 7 + record["single"] == 28 == (probs["group"] >= 0).sum() + record["single"]
+
+    code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--group", "none",
+                    "--out", tmp_path / "n.csv", capsys=capsys)
+    assert code == 0 and "group people: none (--group none)" in err
+    assert (pd.read_csv(tmp_path / "n.probs.csv")["group"] == -1).all()
+
+    short = copy_data(dataset, tmp_path)
+    info = pd.read_csv(short / "eval" / "info.csv")
+    info.iloc[:27].to_csv(short / "eval" / "info.csv", index=False)  # one person is missing a photo
+    code, err = cli(infer.main, "--data_dir", short, "--log_dir", log_dir, "--run", name, "--out",
+                    tmp_path / "s.csv", capsys=capsys)
+    assert code == 0 and "group people: none (27 photos are not a multiple of 7" in err
+
+    run.people.unlink()  # a run trained before grouping existed
+    code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--out",
+                    tmp_path / "o.csv", capsys=capsys)
+    assert code == 0 and f"run {name} has no people.npz" in err

@@ -141,3 +141,15 @@ def test_a_symlink_loop_or_a_read_only_out_is_one_line(trained_run, dataset, tmp
         code, err = cli(predict.main, "--log_dir", log_dir, "--run", name, folder, "--out", shut / "p.csv",
                         capsys=capsys)
     assert code == 1 and "Read-only file system" in one_line(err) and "predict" not in err.split("error:")[0]
+
+
+@pytest.mark.slow
+def test_predict_decides_each_photo_alone_whatever_group_says(trained_run, dataset, tmp_path, capsys):
+    log_dir, name = trained_run
+    folder = dataset / "eval" / "images"  # 28 photos of 4 people, but predict.py cannot know that
+    code, err = cli(predict.main, "--log_dir", log_dir, "--run", name, folder, "--out", tmp_path / "a.csv",
+                    capsys=capsys)
+    assert code == 0 and "group people: none (predict.py's photos are any photos" in err
+    code, _ = cli(predict.main, "--log_dir", log_dir, "--run", name, folder, "--group", "none", "--out",
+                  tmp_path / "b.csv", capsys=capsys)
+    assert code == 0 and (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()

@@ -1,8 +1,15 @@
 """src/run/tracking.py (and trackers.py, tools/track.py): MLflow on an embedded SQLite store and on a real `mlflow
 server`, W&B offline, folds side by side, kill -9 and --resume, replay of an untracked run, a server killed mid-run,
-infer and export outputs, a sweep trial's tags, and every fault as one line before the run folder exists."""
+infer and export outputs, a sweep trial's tags, and every fault as one line before the run folder exists.
+
+Kept cheap: only what live training alone does trains here (folds side by side, a kill and --resume, a server lost
+mid-run; one epoch where that shows it). Everything else sends a copy of the session's trained run with tools.track,
+the same sending that live training does."""
 import ast
+import fcntl
 import hashlib
+import importlib.metadata
+import inspect
 import json
 import os
 import shutil
@@ -14,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +33,7 @@ import infer
 import train
 from src.engine import trainer
 from src.run.rundir import RunDir
+from src.run.trackers import PINS
 from src.run.tracking import saved_epoch
 from tests.helpers import ROOT, TINY, cli, one_line, read_only, tiny_cfg
 from tools import track
@@ -107,7 +116,9 @@ def ids(run: RunDir) -> dict:
 def test_folds_side_by_side_killed_and_resumed_log_every_epoch_once_into_the_same_runs(dataset, tmp_path,
                                                                                        empty_store, capsys):
     """Fold 0 trains in another process while this one trains fold 1, both logging into one SQLite store; fold 0's
-    process is killed (kill -9) after its epoch 1 is saved, then resumed: the same MLflow runs, no step twice."""
+    process is killed (kill -9) after its epoch 1 is saved, then resumed: the same MLflow runs, no step twice. The
+    finished two-fold run is then what MlflowClient finds: a child per fold with each epoch's metrics, cv.json's
+    figures, the confusion figures and the params (assert_run_in_mlflow)."""
     logs = tmp_path / "logs"
     uri = store_in(logs, empty_store)
     args = ["--data_dir", dataset, "--log_dir", logs, "--name", "sbs", *TINY, "--tracker", "mlflow", "--resume"]
@@ -180,43 +191,57 @@ def stop_server(proc: subprocess.Popen):
 
 
 @pytest.mark.slow
-def test_a_tracking_server_killed_mid_run_costs_one_warning_and_the_replay_fills_the_gap(dataset, tmp_path,
-                                                                                        empty_store, capsys):
+def test_a_tracking_server_takes_the_live_run_and_losing_it_mid_run_costs_one_warning_and_the_replay_fills_the_gap(
+        dataset, tmp_path, empty_store, capsys):
+    """A real `mlflow server` (loopback, SQLite backend) gets fold 0 live; it is killed once fold 1's epoch is saved:
+    one warning, the run finishes, and tools.track sends the rest into the same runs once the server is back."""
     served = tmp_path / "server"
     served.mkdir()
     shutil.copy(empty_store, served / "backend.db")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     logs = tmp_path / "logs"
+    run = RunDir(logs, "srv")
     server = start_server(served / "backend.db", served / "artifacts", port, tmp_path / "server.log")
     try:
+        live = {}
+
         def kill_server(k, epoch, metrics, last):
-            if (k, epoch) == (0, 0):
+            if (k, epoch) == (1, 0):  # fold 0 has ended: what the server holds of it came live
+                (target,) = json.loads(run.tracking.read_text())["targets"].values()
+                live.update(target=target, val_f1=steps(url, target["folds"]["0"], "val_f1"))
                 stop_server(server)
 
-        cfg = tiny_cfg(data_dir=dataset, log_dir=logs, name="srv", tracker="mlflow", tracking_uri=url,
+        cfg = tiny_cfg(data_dir=dataset, log_dir=logs, name="srv", epochs=1, tracker="mlflow", tracking_uri=url,
                        experiment="team")
         cv = trainer.train(cfg, kill_server)
         assert server.poll() is not None and cv["cv_f1_tuned"] >= 0  # the run finished without its server
-        run = RunDir(logs, "srv")
+        sent = live["target"]
+        assert sent["epochs"] == {"0": 0} and sent["status"]["0"] == "FINISHED" and "failed" not in sent
+        assert "fold0/confusion.png" in sent["files"] and [step for step, _ in live["val_f1"]] == [0]
         warnings = [line for line in run.train_log.read_text().splitlines() if " WARNING " in line]
         assert len(warnings) == 1 and f"tracker mlflow ({url}) failed" in warnings[0], warnings
         assert "python -m tools.track --run srv" in warnings[0]
         (target,) = json.loads(run.tracking.read_text())["targets"].values()
-        assert target["failed"] and target["epochs"].get("0", -1) < 1  # what was not sent is on record
+        assert target["failed"] and "1" not in target["epochs"]  # what was not sent is on record
 
         server = start_server(served / "backend.db", served / "artifacts", port, tmp_path / "server.log")
         code, err = cli(track.main, "--run", "srv", "--log_dir", logs, capsys=capsys)
         assert code == 0, err
         assert_run_in_mlflow(url, "team", run, folds=2)
-        (target,) = json.loads(run.tracking.read_text())["targets"].values()
-        assert "failed" not in target and target["epochs"] == {"0": 1, "1": 1}
+        (after,) = json.loads(run.tracking.read_text())["targets"].values()
+        assert "failed" not in after and after["epochs"] == {"0": 0, "1": 0}
+        # the same runs, filled: the live run and every child made before the server went
+        assert after["run_id"] == sent["run_id"] == target["run_id"] and after["folds"]["0"] == sent["folds"]["0"]
+        assert after["folds"].items() >= target["folds"].items()
     finally:
         stop_server(server)
 
 
-def test_replay_of_an_untracked_run_sends_it_once_and_a_second_replay_changes_nothing(own_run, empty_store,
-                                                                                       capsys):
+def test_replay_of_an_untracked_run_sends_it_once_and_infer_and_export_add_their_outputs(own_run, dataset, tmp_path,
+                                                                                          empty_store, capsys):
+    """tools.track on a run trained with --tracker none: the run, a child per fold, every epoch, cv.json, the figures
+    and params; a second call changes nothing. Then infer and export, without --tracker, add their outputs to it."""
     logs, name = own_run
     run = RunDir(logs, name)
     uri = store_in(logs, empty_store)
@@ -237,12 +262,52 @@ def test_replay_of_an_untracked_run_sends_it_once_and_a_second_replay_changes_no
     assert {k: steps(uri, c.info.run_id, "val_f1") for k, c in again_children.items()} == history
     assert len(steps(uri, parent.info.run_id, "cv_f1")) == 1
 
+    # no --tracker: the run was tracked, so its MLflow run gets the outputs
+    assert cli(infer.main, "--data_dir", dataset, "--log_dir", logs, "--run", name, "--engine", "torch",
+               "--tta", "none", capsys=capsys)[0] == 0
+    out = tmp_path / "exported"
+    assert cli(export.main, "--data_dir", dataset, "--log_dir", logs, "--run", name, "--out", out,
+               "--parity_images", "4", "--tta", "none", capsys=capsys)[0] == 0
+    parent, _ = runs_of(uri, logs.name)
+    assert parent.data.tags["submission_sha256"] == hashlib.sha256(run.submission.read_bytes()).hexdigest()
+    c = client(uri)
+    assert [a.path for a in c.list_artifacts(parent.info.run_id, "inference")] == ["inference/inference.yaml"]
+    assert sorted(a.path for a in c.list_artifacts(parent.info.run_id, "export")) == ["export/model.json",
+                                                                                     "export/model.onnx"]
+    onnx = Path(c.download_artifacts(parent.info.run_id, "export/model.onnx", str(tmp_path)))
+    assert onnx.read_bytes() == (out / "model.onnx").read_bytes()
 
-def wandb_records(path: Path):
+
+WANDB_PIN = PINS["wandb"]  # not in requirements.txt: installed for this test only, once, into .cache/
+WANDB_TARGET = ROOT / ".cache" / WANDB_PIN.replace("==", "-")
+
+
+def wandb_folder() -> Path:
+    """A folder holding the pinned wandb for PYTHONPATH, installed once per clone with pip --target (git ignores
+    .cache/). pytest-xdist workers that get here together wait on a file lock, and the stamp, written last, marks a
+    whole install. Whatever wandb shares with this environment is pinned to this environment's versions, so the copies
+    that pip --target adds beside wandb (and that come first on PYTHONPATH) are the same code."""
+    stamp = WANDB_TARGET / "installed.txt"
+    WANDB_TARGET.parent.mkdir(exist_ok=True)
+    with open(WANDB_TARGET.with_name(f".{WANDB_TARGET.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.is_file() and stamp.read_text() == WANDB_PIN:
+            return WANDB_TARGET
+        shutil.rmtree(WANDB_TARGET, ignore_errors=True)  # a half install (killed) is redone
+        here = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
+        constraints = WANDB_TARGET.with_name(f".{WANDB_TARGET.name}.constraints.txt")
+        constraints.write_text("".join(f"{n}=={v}\n" for n, v in here.items() if n.lower() != "wandb"))
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--target",
+                               str(WANDB_TARGET), "-c", str(constraints), WANDB_PIN], capture_output=True, text=True)
+        constraints.unlink()
+        assert proc.returncode == 0, f"pip install --target {WANDB_TARGET} {WANDB_PIN} failed:\n{proc.stderr[-3000:]}"
+        stamp.write_text(WANDB_PIN)
+    return WANDB_TARGET
+
+
+def wandb_records(path: Path, record_type):
     """The records of a W&B transaction log (run-<id>.wandb: LevelDB's log format of protobuf Records), as `wandb
-    sync` reads them."""
-    from wandb.proto import wandb_internal_pb2
-
+    sync` reads them. Runs in the subprocess that has wandb (record_type: its protobuf Record)."""
     data = path.read_bytes()
     ident, magic, _ = struct.unpack("<4sHB", data[:7])
     assert ident == b":W&B" and magic == 0xBEE1
@@ -259,60 +324,69 @@ def wandb_records(path: Path):
         chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
+            record = record_type()
             record.ParseFromString(pending)
             yield record
 
 
-def test_wandb_logs_offline_into_the_run_folder_with_the_config_and_the_cv_f1(own_run, monkeypatch, capsys):
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+def offline_run(path: Path) -> dict:
+    """The config, summary and history rows of a W&B offline run, read from its transaction log."""
+    from wandb.proto import wandb_internal_pb2
+
+    def values(items) -> dict:
+        return {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
+
+    config, summary, history = {}, {}, []
+    for record in wandb_records(path, wandb_internal_pb2.Record):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            config |= values(record.run.config.update)
+        elif kind == "summary":
+            summary |= values(record.summary.update)
+        elif kind == "history":
+            history.append(values(record.history.item))
+    return dict(config=config, summary=summary, history=history)
+
+
+# run with wandb on PYTHONPATH, after the imports and the two readers above: a replay with --tracker wandb, a second
+# replay, then what the offline run holds
+WANDB_IMPORTS = "import json, struct, sys\nfrom pathlib import Path\n\nfrom tools import track\n\n"
+WANDB_REPLAY = """
+logs, name, out = sys.argv[1:]
+codes = [track.main(["--run", name, "--log_dir", logs, "--tracker", "wandb"]),
+         track.main(["--run", name, "--log_dir", logs])]  # the trackers tracking.json names: nothing new
+found = sorted(Path(logs, name, "wandb").glob("offline-run-*/run-*.wandb"))
+Path(out).write_text(json.dumps(dict(codes=codes, found=[str(f) for f in found], **offline_run(found[0]))))
+"""
+
+
+def test_wandb_logs_offline_into_the_run_folder_with_the_config_and_the_cv_f1(own_run, tmp_path):
+    """W&B offline (WANDB_MODE unset): the offline run in the run folder holds the config, cv.json's cv_f1 in its
+    summary, each epoch's val_f1 and the confusion figures; a second replay opens no second W&B run. wandb is not in
+    requirements.txt, so this runs in a subprocess that finds the pinned one in .cache/."""
     logs, name = own_run
     run = RunDir(logs, name)
-    code, err = cli(track.main, "--run", name, "--log_dir", logs, "--tracker", "wandb", capsys=capsys)
-    assert code == 0, err
-    assert "W&B offline (WANDB_MODE unset)" in err and f"wandb sync {run.wandb}/offline-run-*" in err
-    (offline,) = run.wandb.glob("offline-run-*/run-*.wandb")
-    records = list(wandb_records(offline))
-
-    def items(kind: str, entries):  # the key: value pairs of each record of a kind, one dict per record
-        for r in records:
-            if r.WhichOneof("record_type") == kind:
-                yield {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in entries(getattr(r, kind))}
-
-    config = {k: v for d in items("run", lambda run: run.config.update) for k, v in d.items()}
-    summary = {k: v for d in items("summary", lambda summary: summary.update) for k, v in d.items()}
-    history = list(items("history", lambda history: history.item))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env |= dict(PYTHONPATH=os.pathsep.join(filter(None, [str(wandb_folder()), os.environ.get("PYTHONPATH")])),
+                WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"), WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"),
+                WANDB_DATA_DIR=str(tmp_path / "wandb-data"))
+    script = WANDB_IMPORTS + inspect.getsource(wandb_records) + inspect.getsource(offline_run) + WANDB_REPLAY
+    out = tmp_path / "offline.json"
+    proc = subprocess.run([sys.executable, "-c", script, str(logs), name, str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and out.is_file(), proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["codes"] == [0, 0] and proc.stdout.strip().endswith(": nothing new to send"), proc.stdout
+    assert "W&B offline (WANDB_MODE unset)" in proc.stderr and f"wandb sync {run.wandb}/offline-run-*" in proc.stderr
+    assert len(got["found"]) == 1 and len(list(run.wandb.glob("offline-run-*"))) == 1  # the second opened none
     saved = __import__("yaml").safe_load(run.config.read_text())
+    config = got["config"]
     assert config["model"] == saved["model"] and config["lr"] == saved["lr"] and config["git_commit"]
-    assert summary["cv_f1"] == pytest.approx(json.loads(run.cv.read_text())["cv_f1"])
+    assert got["summary"]["cv_f1"] == pytest.approx(json.loads(run.cv.read_text())["cv_f1"])
     metrics = pd.read_csv(run.metrics)
-    assert [h["fold0/val_f1"] for h in history if "fold0/val_f1" in h] == pytest.approx(
+    assert [h["fold0/val_f1"] for h in got["history"] if "fold0/val_f1" in h] == pytest.approx(
         metrics[metrics["fold"] == 0].sort_values("epoch")["val_f1"].tolist())
-    assert any(key.startswith("fold1/confusion") for h in history for key in h)
-    # a second replay finds nothing to log and opens no second W&B run
-    assert cli(track.main, "--run", name, "--log_dir", logs, capsys=capsys)[0] == 0
-    assert len(list(run.wandb.glob("offline-run-*"))) == 1
-
-
-def test_infer_and_export_add_their_outputs_to_the_tracked_run(own_run, dataset, tmp_path, empty_store, capsys):
-    logs, name = own_run
-    uri = store_in(logs, empty_store)
-    assert cli(track.main, "--run", name, "--log_dir", logs, "--tracker", "mlflow", capsys=capsys)[0] == 0
-    # no --tracker: the run was tracked, so its MLflow run gets the outputs
-    assert cli(infer.main, "--data_dir", dataset, "--log_dir", logs, "--run", name, "--engine", "torch",
-               "--tta", "none", capsys=capsys)[0] == 0
-    out = tmp_path / "exported"
-    assert cli(export.main, "--data_dir", dataset, "--log_dir", logs, "--run", name, "--out", out,
-               "--parity_images", "4", "--tta", "none", capsys=capsys)[0] == 0
-    parent, _ = runs_of(uri, logs.name)
-    run = RunDir(logs, name)
-    assert parent.data.tags["submission_sha256"] == hashlib.sha256(run.submission.read_bytes()).hexdigest()
-    c = client(uri)
-    assert [a.path for a in c.list_artifacts(parent.info.run_id, "inference")] == ["inference/inference.yaml"]
-    assert sorted(a.path for a in c.list_artifacts(parent.info.run_id, "export")) == ["export/model.json",
-                                                                                     "export/model.onnx"]
-    onnx = Path(c.download_artifacts(parent.info.run_id, "export/model.onnx", str(tmp_path)))
-    assert onnx.read_bytes() == (out / "model.onnx").read_bytes()
+    assert any(key.startswith("fold1/confusion") for h in got["history"] for key in h)
 
 
 def test_a_sweep_trial_goes_to_the_studys_experiment_tagged_with_trial_and_state(own_run, empty_store, capsys):
@@ -335,15 +409,20 @@ def test_a_sweep_trial_goes_to_the_studys_experiment_tagged_with_trial_and_state
     (["--tracker", "none,mlflow"], "--tracker none cannot go with mlflow"),
     (["--tracker", "mlflow", "--tracking_uri", "ftp://host/x"], "use sqlite:///PATH (an embedded store"),
     (["--tracker", "mlflow", "--tracking_uri", "http://127.0.0.1:{port}"], "no MLflow server answers there"),
-    (["--tracker", "wandb", "--hide", "wandb"], "pip install wandb==0.31.0"),
-    (["--tracker", "mlflow", "--hide", "mlflow"], "pip install mlflow==3.17.2"),
-    (["--tracker", "wandb", "--env", "WANDB_MODE=online"], "W&B finds no API key here"),
+    (["--tracker", "wandb", "--hide", "wandb"], "install it with: pip install wandb==0.31.0   (not in requirements"),
+    (["--tracker", "mlflow", "--hide", "mlflow"], "install it with: pip install mlflow==3.17.2   (it is in"),
+    (["--tracker", "wandb", "--fake", "wandb", "--env", "WANDB_MODE=online"], "W&B finds no API key here"),
 ], ids=["unknown", "none-and-mlflow", "scheme", "unreachable", "no-wandb", "no-mlflow", "wandb-online-no-key"])
 def test_a_tracker_fault_is_one_line_exit_2_and_no_run_folder(dataset, tmp_path, monkeypatch, capsys, extra,
                                                                message):
-    if "--hide" in extra:  # the package as if it were not installed
+    if "--hide" in extra:  # the package as if it were not installed (wandb is not, unless a user added it)
         i = extra.index("--hide")
         monkeypatch.setitem(sys.modules, extra.pop(i + 1), None)
+        extra.pop(i)
+    if "--fake" in extra:  # an importable stand-in: the check after the import is under test, not wandb itself
+        i = extra.index("--fake")
+        name = extra.pop(i + 1)
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
         extra.pop(i)
     if "--env" in extra:
         i = extra.index("--env")

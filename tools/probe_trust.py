@@ -292,9 +292,6 @@ def faults(a, data: Path, logs: Path, base: list):
            proc.returncode == 0 and (logs / "ref" / "submission.csv").is_file())
 
 
-if __name__ == "__main__":
-    main()
-
 
 def reader_active(lock_file: Path) -> bool:
     """Whether some process holds a (shared) reader lock on the run: an exclusive probe is refused."""
@@ -487,3 +484,7 @@ def readers_and_signals(a, data: Path, logs: Path, base: list):
         err = error_lines(reader.stderr)
         report(f"{signal.Signals(sig).name} on infer", reader, err, reader.returncode == code and len(err) == 1
                and "Traceback" not in reader.stderr and not (a.work / f"sig{code}.csv").exists())
+
+
+if __name__ == "__main__":
+    main()

@@ -303,6 +303,12 @@ class Prediction:
     decision: Literal["tuned", "argmax"] = "tuned"  # tuned: per-class offsets for macro-F1 (-log F1 of each task value) from the runs' out-of-fold rows, where every fold has them; else argmax
 
 
+@dataclass
+class People:
+    """photos of one person decided together"""
+    group: Literal["people", "none"] = "people"  # people: find each person's seven photos (5 worn, 1 incorrect, 1 not) and decide gender and age once per person; none: every photo alone. Falls back to none, saying why, where the photos are not whole people
+
+
 ENGINES = ("auto", "torch", "onnxruntime")
 
 
@@ -372,17 +378,17 @@ class TrainConfig(SemiSupervised, EarlyStop, Optimisation, Augmentation, Crop, L
 
 
 @dataclass
-class InferConfig(Submission, Engine, Prediction, Precision, Loading, Tracking, Paths):
+class InferConfig(Submission, Engine, People, Prediction, Precision, Loading, Tracking, Paths):
     """infer.py: predict eval/info.csv with finished runs"""
 
 
 @dataclass
-class PseudoConfig(Engine, Prediction, TrainConfig):
+class PseudoConfig(Engine, People, Prediction, TrainConfig):
     """pseudo_train.py: label unlabelled images with --run/--runs, then train a run on them"""
 
 
 @dataclass
-class PredictConfig(Photos, Engine, Prediction, Precision, Loading, LogDir):
+class PredictConfig(Photos, Engine, People, Prediction, Precision, Loading, LogDir):
     """predict.py: predict any photos with finished runs"""
 
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from src import seeds
 from src.config import policy
 from src.config.schema import AgeSpan, TrainConfig
+from src.data.appearance import appearance
 from src.data.dataset import FaceDataset, Take
 from src.data.loaders import default_workers, forever, set_epoch
 from src.data.samplers import train_sampler
@@ -39,7 +40,7 @@ from src.run import tracking
 from src.run.atomic import check_writable, save_csv, save_text
 from src.run.checkpoint import FOR_RESUME, FoldState, read, rng_state
 from src.run.logging import FILE_ONLY, setup_logging
-from src.run.records import RunRecords
+from src.run.records import PhotoPeople, RunRecords
 from src.run.rundir import RunDir
 
 log = logging.getLogger("maskcls")
@@ -393,7 +394,9 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) ->
         with run.fold_lock(k) if dist.main else contextlib.nullcontext():
             progress.fold, progress.epoch, progress.last = k, 0, run.last(k)
             fit_fold(ins, k)
-    cv = ins.records.write_cv(cfg.n_folds) if dist.main else {}
+    photo_people = PhotoPeople(lambda paths: appearance(paths, cfg.max_image_pixels, default_workers(cfg.num_workers)),
+                               dict(zip(table["path"], table["person_id"].astype(str))))
+    cv = ins.records.write_cv(cfg.n_folds, photo_people) if dist.main else {}
     if cv:
         log.info("CV macro-F1 %.4f over %d out-of-fold images; per fold %s", cv["cv_f1"], cv["oof_rows"],
                  {k: round(v, 4) for k, v in cv["fold_f1"].items()})

@@ -8,17 +8,19 @@ import logging
 import numpy as np
 import pandas as pd
 
-from src import decision
+from src import decision, people
 from src.errors import CheckpointError
 from src.labels import NUM_CLASSES, PROB_COLUMNS
+from src.predict import grouping
 from src.predict.plans import RunPlan
 from src.files import irregular, read_json
 
 log = logging.getLogger("maskcls")
 
 
-def saved_offsets(plan: RunPlan) -> tuple[np.ndarray | None, str]:
-    """A run's decision.json offsets (checked: 18 finite numbers), and why."""
+def saved_offsets(plan: RunPlan, key: str = "offsets") -> tuple[np.ndarray | None, str]:
+    """A run's decision.json offsets under `key` (checked: 18 numbers a fit can make), and why. The person offsets
+    ("person_offsets") are None without a word where an older decision.json lacks them."""
     path = plan.run.decision
     why = irregular(path)
     if why == "not found":
@@ -27,16 +29,19 @@ def saved_offsets(plan: RunPlan) -> tuple[np.ndarray | None, str]:
     try:
         if why:
             raise ValueError(why)
-        offsets = read_json(path)["offsets"]
+        saved = read_json(path)
+        if key != "offsets" and isinstance(saved, dict) and key not in saved:
+            return None, f"{path} has no {key}"
+        offsets = saved[key]
         ok = len(offsets) == NUM_CLASSES and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                  and abs(v) <= decision.MAX_OFFSET for v in offsets)
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:
-        raise CheckpointError(f"{path}: expected {NUM_CLASSES} finite 'offsets' within +-{decision.MAX_OFFSET:g} "
+        raise CheckpointError(f"{path}: expected {NUM_CLASSES} finite '{key}' within +-{decision.MAX_OFFSET:g} "
                               f"(what a fit makes); retrain the run's last fold to rewrite it, or use --decision "
                               f"argmax")
-    return np.asarray(offsets, dtype=np.float64), f"tuned: offsets of {path}"
+    return np.asarray(offsets, dtype=np.float64), f"tuned: {key} of {path}"
 
 
 def complete_oof(plan: RunPlan) -> pd.DataFrame | None:
@@ -67,11 +72,50 @@ def choose(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, str]:
                             f"{tuning.cv_argmax:.4f})")
 
 
-def decide(rule: str, plans: list[RunPlan], probs: np.ndarray) -> tuple[np.ndarray, dict]:
-    """The classes of `probs`, and what the settings file records of the decision."""
+def choose_people(rule: str, plans: list[RunPlan], photo: np.ndarray | None) -> tuple[np.ndarray | None, str]:
+    """(offsets for decisions per person, how) for --decision `rule`: one run's decision.json person_offsets
+    (fitted on its grouped out-of-fold rows); for a run ensemble, fitted on the runs' mean out-of-fold rows grouped
+    as the first run grouped its own (people.npz). Without them, the per-photo offsets `photo` apply per person."""
+    if rule == "argmax":
+        return None, "argmax per person (--decision argmax)"
+    if len(plans) == 1:
+        offsets, how = saved_offsets(plans[0], "person_offsets")
+    else:
+        offsets, how = ensemble_person_offsets(plans)
+    if offsets is None:
+        return photo, f"{how}: the per-photo offsets apply per person"
+    return offsets, how
+
+
+def ensemble_person_offsets(plans: list[RunPlan]) -> tuple[np.ndarray | None, str]:
+    oofs = [complete_oof(p) for p in plans]
+    saved = grouping.saved_people(plans[0])
+    if any(o is None for o in oofs) or saved is None or any(not o.index.equals(oofs[0].index) for o in oofs):
+        return None, f"run {plans[0].name} has no grouped out-of-fold rows all the runs share"
+    order = pd.Index(saved["paths"]).get_indexer(oofs[0].index)
+    if (order < 0).any():
+        return None, f"{plans[0].run.people} does not hold the runs' out-of-fold rows"
+    probs = np.mean([o[PROB_COLUMNS].to_numpy() for o in oofs], axis=0)
+    labels, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
+    groups = people.oof_groups(saved["embedded"][order], probs, folds)
+    crossed = people.cross_fitted_people(probs, labels, folds, groups)
+    return people.person_offsets(probs, labels, groups), (
+        f"tuned: person offsets fitted on the {len(plans)} runs' mean out-of-fold rows, grouped (cross-fitted CV "
+        f"{decision.fast_macro_f1(labels, crossed):.4f})")
+
+
+def decide(rule: str, plans: list[RunPlan], probs: np.ndarray,
+           found: people.Grouping | None = None) -> tuple[np.ndarray, dict]:
+    """The classes of `probs`, per person where `found` holds groups, and what the settings file records of the
+    decision."""
     offsets, how = choose(rule, plans)
     log.info("decision: %s", how)
-    return decision.decide(probs, offsets), describe(offsets, how)
+    if found is None or not found.formed:
+        return decision.decide(probs, offsets), describe(offsets, how)
+    person, person_how = choose_people(rule, plans, offsets)
+    log.info("decision per person: %s", person_how)
+    return (people.decide_people(probs, found.groups, person, offsets),
+            describe(offsets, how) | dict(people=describe(person, person_how)))
 
 
 def describe(offsets: np.ndarray | None, how: str) -> dict:

@@ -21,6 +21,7 @@ from src.files import real, shown
 from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
 from src.predict.decisions import decide
 from src.predict.engines import predict_run
+from src.predict.grouping import find_people
 from src.predict.plans import RunPlan, reading_runs
 from src.run import tracking
 from src.run.atomic import check_writable, csv_writer, remove_stale_tmp, replace_together, save_csv, save_text, text_writer
@@ -112,14 +113,17 @@ def infer(cfg: InferConfig) -> Path:
 
 def write_submission(cfg: InferConfig, info: pd.DataFrame, plans: list[RunPlan], files: dict[str, Path]) -> Path:
     probs = predict_runs(cfg, plans, info["path"])
-    classes, decided = decide(cfg.decision, plans, probs)
+    found = find_people(cfg.group, plans, info["path"], probs, cfg.max_image_pixels, cfg.num_workers)
+    classes, decided = decide(cfg.decision, plans, probs, found)
     submission = pd.DataFrame({"ImageID": info["ImageID"], "ans": classes.astype(int)})
-    probs_df = pd.concat([info[["ImageID"]], pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
+    probs_df = pd.concat([info[["ImageID"]], pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1).assign(
+        group=found.groups)  # -1: decided alone
     folds = {plan.name: dict(used=plan.folds, checkpoint=plan.checkpoint,
                              still_training={k: who for k, who in plan.training.items()}) for plan in plans}
     replace_together({files["probs"]: csv_writer(probs_df, float_format="%.6f"),
                       files["preview"]: png_writer(preview_figure(info, probs, classes), dpi=60),
-                      files["settings"]: text_writer(policy.dump(cfg, extra=dict(folds=folds, decision=decided))),
+                      files["settings"]: text_writer(policy.dump(cfg, extra=dict(folds=folds, decision=decided,
+                                                                                  grouping=found.record()))),
                       files["submission"]: csv_writer(submission)})
     log.info("submission %s (%d rows); probabilities %s; preview %s; settings %s", files["submission"], len(info),
              files["probs"], files["preview"], files["settings"])
@@ -135,11 +139,13 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir)
     with reading_runs(cfg) as plans:
         probs = predict_runs(cfg, plans, unlabeled["path"])
-        labels, _ = decide(cfg.decision, plans, probs)
+        found = find_people(cfg.group, plans, unlabeled["path"], probs, cfg.max_image_pixels, cfg.num_workers)
+        labels, _ = decide(cfg.decision, plans, probs, found)
     df = pd.DataFrame({"path": unlabeled["path"], "label": labels, "confidence": probs[np.arange(len(probs)), labels]})
     kept = df[df["confidence"] >= cfg.pseudo_threshold]
     save_csv(kept, run.pseudo_labels, float_format="%.6f")
-    save_text(policy.dump(cfg, Prediction, extra=dict(checkpoints={p.name: p.checkpoint for p in plans})),
+    save_text(policy.dump(cfg, Prediction, extra=dict(checkpoints={p.name: p.checkpoint for p in plans},
+                                                      grouping=found.record())),
               run.pseudo_settings)
     log.info("pseudo labels: kept %d of %d images at confidence >= %.3f -> %s", len(kept), len(df),
              cfg.pseudo_threshold, run.pseudo_labels)

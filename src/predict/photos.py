@@ -168,6 +168,9 @@ def predict_found(cfg: PredictConfig, found, out, plans) -> pd.DataFrame:
     for j in np.flatnonzero(bad):
         problems[readable[j]] = problem_of(paths[j], cfg.max_image_pixels)
     total[list(problems)] = 1.0 / NUM_CLASSES  # placeholders; error rows carry no prediction
+    if cfg.group == "people":
+        log.info("group people: none (predict.py's photos are any photos, not known to be whole people); every "
+                 "photo decided alone")
     classes, _ = decide(cfg.decision, plans, total)
     df = rows(found, total, classes, {i: problems[i] for i in sorted(problems)})
     text = output_text(df, cfg.format)

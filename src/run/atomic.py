@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -105,6 +106,13 @@ def text_writer(text: str):
 
 def save_csv(df: pd.DataFrame, path, **kwargs):
     replace_with(path, csv_writer(df, **kwargs))
+
+
+def save_npz(arrays: dict, path):
+    """numpy arrays in one .npz, serialised in memory first like save_torch."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    replace_with(path, lambda tmp: write_bytes(buf.getbuffer(), tmp))
 
 
 def save_text(text: str, path):

@@ -7,14 +7,16 @@ console sees the best epoch's matrix once, when the fold ends."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from src import decision
+from src import decision, people
 from src.labels import PROB_COLUMNS
 from src.metrics import confusion, confusion_text, evaluate, scores
-from src.run.atomic import save_csv, save_text
+from src.run.atomic import save_csv, save_npz, save_text
 from src.run.figures import confusion_figure, save_png
 from src.run.logging import CONSOLE_ONLY, FILE_ONLY, log
 from src.run import tracking
@@ -107,18 +109,19 @@ class RunRecords:
         if self.tracking is not None:
             self.tracking.close()
 
-    def write_cv(self, n_folds: int) -> dict:
+    def write_cv(self, n_folds: int, photo_people: PhotoPeople | None = None) -> dict:
         with self.run.lock():
-            cv = write_cv(self.run, n_folds)
+            cv = write_cv(self.run, n_folds, photo_people)
         self.fold = None
         self.track()
         return cv
 
 
-def write_cv(run: RunDir, n_folds: int) -> dict:
+def write_cv(run: RunDir, n_folds: int, photo_people: PhotoPeople | None = None) -> dict:
     """cv.json: macro-F1 of each fold's OOF rows and of all OOF rows together (argmax). Once every fold has its
     OOF rows, also the tuned decision: offsets fitted on all of them (decision.json), and the tuned CV, cross-fitted
-    (each fold decided by offsets fitted on the other folds), with its per-task scores."""
+    (each fold decided by offsets fitted on the other folds), with its per-task scores; with `photo_people`, the
+    same per person (write_people)."""
     parts = [pd.read_csv(run.oof(k)) for k in range(n_folds) if run.oof(k).is_file()]
     if not parts:
         return {}
@@ -132,8 +135,49 @@ def write_cv(run: RunDir, n_folds: int) -> dict:
         tuning = decision.tune(probs, labels, oof["fold"].to_numpy())
         tuned = scores(labels, tuning.crossed)
         cv |= {"cv_f1_tuned": tuned["f1"], **{f"cv_{k}_tuned": v for k, v in tuned.items() if k != "f1"}}
-        save_text(json.dumps(dict(offsets=[round(float(v), 4) for v in tuning.offsets],
-                                  oof_rows=len(oof), cv_f1_tuned=tuned["f1"], cv_f1_argmax=whole["f1"]), indent=2),
-                  run.decision)
+        chosen = dict(offsets=rounded(tuning.offsets), oof_rows=len(oof), cv_f1_tuned=tuned["f1"],
+                      cv_f1_argmax=whole["f1"])
+        missing = [p for p in oof["path"] if photo_people is not None and p not in photo_people.person_of]
+        if missing:  # rows of data at another place (a resume with another data_dir)
+            log.info("grouped CV: skipped, %d out-of-fold rows are not photos of this data (%s)", len(missing),
+                     missing[0])
+        elif photo_people is not None:
+            grouped = write_people(run, oof, photo_people)
+            cv |= grouped.record() | {f"cv_{k}_grouped_tuned": v for k, v in
+                                      scores(labels, grouped.crossed).items() if k != "f1"}
+            chosen |= dict(person_offsets=rounded(grouped.offsets), cv_f1_grouped_tuned=grouped.cv_tuned)
+        save_text(json.dumps(chosen, indent=2), run.decision)
     save_text(json.dumps(cv, indent=2), run.cv)
     return cv
+
+
+def rounded(offsets: np.ndarray) -> list[float]:
+    return [round(float(v), 4) for v in offsets]
+
+
+@dataclass(frozen=True)
+class PhotoPeople:
+    """What the grouped CV needs of the training photos that this layer cannot read itself: their appearance
+    features (`appearance(paths)`) and their known people, which fit each fold's person metric on the other folds
+    and score the clustering afterwards; the clustering never sees them."""
+    appearance: Callable[[list[str]], np.ndarray]
+    person_of: dict[str, str]
+
+
+def write_people(run: RunDir, oof: pd.DataFrame, photo_people: PhotoPeople) -> people.PeopleCV:
+    """The grouped CV of the out-of-fold rows, and people.npz: the person metric fitted on every training photo
+    (infer groups eval with it) and each out-of-fold row's place under its fold's metric (run ensembles group their
+    mean out-of-fold rows with it)."""
+    paths = oof["path"].tolist()
+    thumbs = photo_people.appearance(paths)
+    ids = np.array([photo_people.person_of[p] for p in paths])
+    folds = oof["fold"].to_numpy()
+    embedded = people.oof_embedding(thumbs, ids, folds)
+    grouped = people.people_cv(oof[PROB_COLUMNS].to_numpy(), oof["label"].to_numpy(), folds, embedded, ids)
+    metric = people.PersonMetric.fit(thumbs, ids)
+    save_npz(dict(paths=np.array(paths), embedded=embedded, matrix=metric.matrix, offset=metric.offset),
+             run.people)
+    log.info("grouped CV: %s; macro-F1 %.4f argmax, %.4f tuned (cross-fitted)",
+             ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in grouped.clustering.items()),
+             grouped.cv_argmax, grouped.cv_tuned)
+    return grouped

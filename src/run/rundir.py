@@ -2,7 +2,8 @@
 
 Nothing else spells a file name of a run. Layout (README "What goes where in logs/"):
 
-    <log_dir>/<name>/config.yaml  folds.csv  train.log  metrics.csv  cv.json  decision.json  tb/  pseudo_labels.csv (+ .yaml)
+    <log_dir>/<name>/config.yaml  folds.csv  train.log  metrics.csv  cv.json  decision.json  people.npz  tb/
+                     pseudo_labels.csv (+ .yaml)
                      fold<k>/last.pt  best_f1.pt  best_loss.pt  best_acc.pt  oof.csv  confusion.png  metrics.csv
     <log_dir>/.<name>.lock   the run's lock (creation, run-level files); .<name>.fold<k>.lock: fold k's trainer;
                      .<name>.readers.lock: held shared by every process reading the run, against --overwrite
@@ -36,6 +37,7 @@ from src.files import real
 CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, TENSORBOARD = ("config.yaml", "folds.csv", "train.log", "metrics.csv",
                                                      "cv.json", "tb")
 DECISION = "decision.json"
+PEOPLE = "people.npz"  # the person metric and the out-of-fold rows' places under it (src/people.py)
 SWEEP = "sweep.json"  # a sweep trial's study, trial number, parameters and state (running, pruned, complete)
 TRACKING, WANDB = "tracking.json", "wandb"  # where the run is tracked and what was sent; W&B's own run folders
 MLFLOW_DB, MLFLOW_ARTIFACTS = "mlflow.db", "mlartifacts"  # the embedded MLflow store in log_dir, its files beside it
@@ -46,8 +48,8 @@ ERRORS, LABEL_ISSUES, LABEL_ISSUES_GALLERY, REPORT = "errors.png", "label_issues
 SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS = ("submission.csv", "eval_probs.csv", "eval_preview.png",
                                                             "inference.yaml")
 PREDICTION_NAMES = (SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS)
-RUN_FILES = (CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, DECISION, SWEEP, TENSORBOARD, PSEUDO_LABELS, PSEUDO_SETTINGS, ERRORS, LABEL_ISSUES,
-             LABEL_ISSUES_GALLERY, SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS, ONNX_EXPORTS, TRACKING, WANDB)
+RUN_FILES = (CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, DECISION, PEOPLE, SWEEP, TENSORBOARD, PSEUDO_LABELS,
+             PSEUDO_SETTINGS, ERRORS, LABEL_ISSUES, LABEL_ISSUES_GALLERY, SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS, ONNX_EXPORTS, TRACKING, WANDB)
 
 
 
@@ -166,6 +168,7 @@ class RunDir:
     metrics = property(lambda self: self.root / METRICS)
     cv = property(lambda self: self.root / CV)
     decision = property(lambda self: self.root / DECISION)
+    people = property(lambda self: self.root / PEOPLE)
     sweep = property(lambda self: self.root / SWEEP)
     tensorboard = property(lambda self: self.root / TENSORBOARD)
     pseudo_labels = property(lambda self: self.root / PSEUDO_LABELS)

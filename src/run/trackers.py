@@ -19,12 +19,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.errors import ConfigError
+from src.errors import ConfigError, MaskclsError
+from src.run.atomic import check_writable
 from src.run.rundir import RunDir, mlflow_artifacts, store_lock
 
 log = logging.getLogger("maskcls")
 
-PINS = {"mlflow": "mlflow==3.17.2", "wandb": "wandb==0.31.0"}  # as in requirements.txt
+# mlflow is in requirements.txt; wandb is not (with it installed, `import timm` imports it, which slows every process
+# that trains): whoever wants W&B installs it with this pin, and tests/test_run_tracking.py installs it into .cache/
+PINS = {"mlflow": "mlflow==3.17.2", "wandb": "wandb==0.31.0"}
+IN_REQUIREMENTS = {"mlflow"}
 SQLITE, HTTP = "sqlite:///", ("http://", "https://")
 # the MLflow client's HTTP defaults retry for minutes; a tracker must never hold training up that long (user env wins)
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -57,8 +61,16 @@ def require(tracker: str):
     try:
         return importlib.import_module(tracker)
     except ImportError as e:
-        raise ConfigError(f"--tracker {tracker} needs the {tracker} package, which cannot be imported ({e}); install "
-                          f"it with: pip install {PINS[tracker]}   (or pip install -r requirements.txt)") from None
+        where = ("it is in requirements.txt" if tracker in IN_REQUIREMENTS else
+                 "not in requirements.txt: an extra step, see README \"Experiment tracking\"")
+        raise ConfigError(f"--tracker {tracker} needs the {tracker} package, which cannot be imported "
+                          f"({first_line(e)}); install it with: pip install {PINS[tracker]}   ({where})") from None
+
+
+def first_line(error: Exception) -> str:
+    """An exception's message as one short line, for a message that must stay one line."""
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 # MLflow ----------------------------------------------------------------------------------------------------------
@@ -95,9 +107,11 @@ def check_store(uri: str):
             except sqlite3.Error as e:
                 raise ConfigError(f"{cannot} ({e}); make it writable or give another --tracking_uri") from None
         folder = next(p for p in (db.parent, *db.parent.parents) if p.exists())
-        if not os.access(folder, os.W_OK | os.X_OK):
+        try:
+            check_writable(folder)
+        except MaskclsError:
             raise ConfigError(f"{cannot}: its folder {folder} is not writable (SQLite keeps its journal there); make "
-                              f"it writable or give another --tracking_uri")
+                              f"it writable or give another --tracking_uri") from None
         return
     try:
         with urllib.request.urlopen(f"{uri}/health", timeout=5) as answer:

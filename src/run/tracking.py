@@ -32,12 +32,13 @@ import yaml
 
 from src.config.parsing import SAVED_EXTRA
 from src.errors import CheckpointError, ConfigError, MaskclsError, RunBusy, TrackerError
+from src.files import read_json, read_yaml
 from src.run.atomic import save_text
 from src.run.checkpoint import FOR_RESUME, read
 from src.run.logging import FILE_ONLY
 from src.run.rundir import RunDir, is_held, mlflow_db
-from src.run.trackers import (SQLITE, Spec, backend, check_store, check_wandb, http_limits, require, store_uri,
-                              wandb_mode)
+from src.run.trackers import (SQLITE, Spec, backend, check_store, check_wandb, first_line, http_limits, require,
+                              store_uri, wandb_mode)
 
 log = logging.getLogger("maskcls")
 
@@ -87,7 +88,7 @@ def check_spec(spec: Spec):
 
 
 def default_experiment(run: RunDir) -> str:
-    sweep = read_json(run.sweep)
+    sweep = read_record(run.sweep)
     return str(sweep["study"]) if sweep and sweep.get("study") else run.log_dir.resolve().name
 
 
@@ -99,12 +100,23 @@ def specs_of(wanted: Wanted, run: RunDir) -> list[Spec]:
 
 # the run folder --------------------------------------------------------------------------------------------------
 
-def read_json(path: Path) -> dict | None:
+def read_record(path: Path) -> dict | None:
+    """A JSON object the run folder holds (cv.json, sweep.json, tracking.json), read with the guarded reader; None
+    when missing, unreadable or not an object: the trackers get it once it is whole."""
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_config(path: Path) -> dict:
+    """config.yaml as a mapping, read with the guarded reader; {} when missing or unreadable (sent once it is)."""
+    try:
+        config = read_yaml(path)
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def fingerprint(path: Path) -> str | None:
@@ -158,10 +170,7 @@ class Folder:
 
     def __init__(self, run: RunDir, training: int | None, outputs: dict):
         self.run = run
-        try:
-            config = yaml.load(run.config.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
-        except (OSError, yaml.YAMLError):
-            config = {}
+        config = read_config(run.config)
         self.config_mark = fingerprint(run.config)
         self.params = {k: v for k, v in config.items() if k not in SAVED_EXTRA}
         self.run_tags = dict(git_commit=str(config.get("git_commit", "unknown")),
@@ -170,8 +179,8 @@ class Folder:
                              run_dir=str(run.root.resolve()))
         self.started_ms = mtime_ms(run.config)
         self.folds = {k: self.fold(k, training) for k in run.folds()}
-        self.cv, self.cv_mark = read_json(run.cv), fingerprint(run.cv)
-        self.sweep, self.sweep_mark = read_json(run.sweep), fingerprint(run.sweep)
+        self.cv, self.cv_mark = read_record(run.cv), fingerprint(run.cv)
+        self.sweep, self.sweep_mark = read_record(run.sweep), fingerprint(run.sweep)
         self.outputs = outputs
         running = [k for k, v in self.folds.items() if v.status == "RUNNING"]
         planned = range(int(config.get("n_folds", 0))) if config.get("fold") == "all" else self.folds
@@ -247,73 +256,126 @@ class Folder:
 # sending ---------------------------------------------------------------------------------------------------------
 
 def send(tracker, t: dict, folder: Folder, save) -> collections.Counter:
-    """Send `tracker` what the folder holds and its record `t` says it lacks; record each part once sent."""
-    n = collections.Counter()
-    t.setdefault("epochs", {}), t.setdefault("files", {}), t.setdefault("status", {})
-    if tracker.open(t, folder):
-        n["runs"] += 1
-        save()
-    if t.get("params") != folder.config_mark:
-        tracker.params(t, folder.params, folder.run_tags)
-        t["params"] = folder.config_mark
-    for k, sent_to in (t.pop("sending", None) or {}).items():  # a send cut short: ask the tracker what arrived
-        arrived = tracker.last_epoch(t, int(k)) if k in t.get("folds", {}) else None
-        if arrived is not None:
-            t["epochs"][k] = min(arrived, sent_to)
-        save()
-    for k, view in folder.folds.items():
-        done = t["epochs"].get(str(k), -1)
-        again = done > view.epoch  # the fold restarted from scratch (its last.pt deleted)
-        if tracker.child(t, k, folder, again):
-            n["runs"] += 1
-            save()
-        if again:
-            done = t["epochs"][str(k)] = -1
-        rows = [r for r in view.rows if r["epoch"] > done]
-        if rows:
-            t["sending"] = {str(k): rows[-1]["epoch"]}
-            save()
-            tracker.rows(t, k, rows)
-            t["epochs"][str(k)] = rows[-1]["epoch"]
-            del t["sending"]
-            save()
-            n["epochs"] += len(rows)
-    if folder.cv and t.get("cv") != folder.cv_mark:
-        tracker.cv(t, folder.cv_values(), t.get("cv_sent", 0))
+    """Send `tracker` what the folder holds and its record `t` says it lacks, recording each part once sent; returns
+    how many of each went. The runs go first (the rest goes into them), the states last (a run ends after its data)."""
+    sending = Sending(tracker, t, folder, save)
+    for part in (sending.runs, sending.cut_short, sending.epochs, sending.cv, sending.files, sending.sweep,
+                 sending.outputs, sending.states):
+        part()
+    return sending.n
+
+
+class Sending:
+    """One tracker's send of one folder, part by part. `t` is the tracker's record in tracking.json; `save()` writes
+    it where a crash would otherwise lose what the tracker already holds (made runs, rows under way)."""
+
+    def __init__(self, tracker, t: dict, folder: Folder, save):
+        self.tracker, self.t, self.folder, self.save = tracker, t, folder, save
+        self.n = collections.Counter()
+        for part in ("epochs", "files", "status"):
+            t.setdefault(part, {})
+
+    def runs(self):
+        """The tracker's run of this maskcls run, and its params and tags whenever config.yaml changed."""
+        t, folder = self.t, self.folder
+        if self.tracker.open(t, folder):
+            self.n["runs"] += 1
+            self.save()
+        if t.get("params") != folder.config_mark:
+            self.tracker.params(t, folder.params, folder.run_tags)
+            t["params"] = folder.config_mark
+
+    def cut_short(self):
+        """A send of rows that a crash cut short: the tracker is asked what arrived, so none goes twice."""
+        t = self.t
+        for k, sent_to in (t.pop("sending", None) or {}).items():
+            arrived = self.tracker.last_epoch(t, int(k)) if k in t.get("folds", {}) else None
+            if arrived is not None:
+                t["epochs"][k] = min(arrived, sent_to)
+            self.save()
+
+    def epochs(self):
+        """Each fold's child run and its saved epochs not sent yet, the fold's range marked `sending` meanwhile."""
+        t = self.t
+        for k, view in self.folder.folds.items():
+            done = t["epochs"].get(str(k), -1)
+            again = done > view.epoch  # the fold restarted from scratch (its last.pt deleted)
+            if self.tracker.child(t, k, self.folder, again):
+                self.n["runs"] += 1
+                self.save()
+            if again:
+                done = t["epochs"][str(k)] = -1
+            rows = [r for r in view.rows if r["epoch"] > done]
+            if rows:
+                t["sending"] = {str(k): rows[-1]["epoch"]}
+                self.save()
+                self.tracker.rows(t, k, rows)
+                t["epochs"][str(k)] = rows[-1]["epoch"]
+                del t["sending"]
+                self.save()
+                self.n["epochs"] += len(rows)
+
+    def cv(self):
+        """cv.json's figures whenever it changed (step = how often it went before), with the out-of-fold figure."""
+        t, folder = self.t, self.folder
+        if not folder.cv or t.get("cv") == folder.cv_mark:
+            return
+        self.tracker.cv(t, folder.cv_values(), t.get("cv_sent", 0))
         with tempfile.TemporaryDirectory() as tmp:
             figure = folder.oof_figure(Path(tmp))
             if figure is not None:
-                tracker.file(t, None, figure, None, "confusion")
+                self.tracker.file(t, None, figure, None, "confusion")
         t["cv"], t["cv_sent"] = folder.cv_mark, t.get("cv_sent", 0) + 1
-        n["cv"] += 1
-    for name, path, k, artifact_dir, image in folder.files():
-        mark = fingerprint(path)
-        if mark is not None and t["files"].get(name) != mark:
-            tracker.file(t, k, path, artifact_dir, image)
+        self.n["cv"] += 1
+
+    def files(self):
+        """The run's files and figures, each version once."""
+        for name, path, k, artifact_dir, image in self.folder.files():
+            mark = fingerprint(path)
+            if mark is not None and self.t["files"].get(name) != mark:
+                self.tracker.file(self.t, k, path, artifact_dir, image)
+                self.t["files"][name] = mark
+                self.n["files"] += 1
+
+    def sweep(self):
+        """A sweep trial's study, trial and state, as tags."""
+        folder = self.folder
+        if folder.sweep and self.t.get("sweep") != folder.sweep_mark:
+            self.tracker.tags(self.t, {key: folder.sweep.get(key, "") for key in ("study", "trial", "state")})
+            self.t["sweep"] = folder.sweep_mark
+
+    def outputs(self):
+        """infer's and export's outputs: a submission as its digest (the file may be large and is shared anyway),
+        the rest as files."""
+        t = self.t
+        for name, path, kind, role in self.folder.output_files():
+            mark = fingerprint(path)
+            if mark is None or t["files"].get(name) == mark:
+                continue
+            if role == "submission":
+                self.tracker.tags(t, {"submission": str(path),
+                                      "submission_sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+            else:
+                self.tracker.file(t, None, path, "inference" if kind == "infer" else "export", None)
             t["files"][name] = mark
-            n["files"] += 1
-    if folder.sweep and t.get("sweep") != folder.sweep_mark:
-        tracker.tags(t, {key: folder.sweep.get(key, "") for key in ("study", "trial", "state")})
-        t["sweep"] = folder.sweep_mark
-    for name, path, kind, role in folder.output_files():
-        mark = fingerprint(path)
-        if mark is None or t["files"].get(name) == mark:
-            continue
-        if role == "submission":
-            tracker.tags(t, {"submission": str(path), "submission_sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
-        else:
-            tracker.file(t, None, path, "inference" if kind == "infer" else "export", None)
-        t["files"][name] = mark
-        n["files"] += 1
-    for k, view in folder.folds.items():
-        if t["status"].get(str(k)) != view.status:
-            tracker.status(t, k, view.status, mtime_ms(folder.run.last(k)))
-            t["status"][str(k)] = view.status
-    if t["status"].get("run") != folder.status:
-        tracker.status(t, None, folder.status, max(filter(None, [mtime_ms(folder.run.cv), *(
-            mtime_ms(folder.run.last(k)) for k in folder.folds)]), default=None))
-        t["status"]["run"] = folder.status
-    return n
+            self.n["files"] += 1
+
+    def states(self):
+        """Each fold's state and the run's, as they changed; a run ends when its last file was written."""
+        t, run = self.t, self.folder.run
+        for k, view in self.folder.folds.items():
+            if t["status"].get(str(k)) != view.status:
+                self.tracker.status(t, k, view.status, mtime_ms(run.last(k)))
+                t["status"][str(k)] = view.status
+        if t["status"].get("run") != self.folder.status:
+            ended = [mtime_ms(run.cv), *(mtime_ms(run.last(k)) for k in self.folder.folds)]
+            self.tracker.status(t, None, self.folder.status, max(filter(None, ended), default=None))
+            t["status"]["run"] = self.folder.status
+
+
+def write_state(run: RunDir, state: dict):
+    """tracking.json, written atomically."""
+    save_text(json.dumps(state, indent=1, sort_keys=True) + "\n", run.tracking)
 
 
 class Saver:
@@ -326,7 +388,7 @@ class Saver:
     def __call__(self):
         now = json.dumps(self.state, sort_keys=True)
         if now != self.last:
-            save_text(json.dumps(self.state, indent=1, sort_keys=True) + "\n", self.run.tracking)
+            write_state(self.run, self.state)
             self.last = now
 
 
@@ -334,7 +396,7 @@ def load_state(run: RunDir) -> dict:
     """tracking.json: {targets: {key: record}, outputs: {key: {kind, files}}}."""
     if not run.tracking.exists():
         return dict(targets={}, outputs={})
-    state = read_json(run.tracking)
+    state = read_record(run.tracking)
     if state is None:
         raise ConfigError(f"{run.tracking}: not a readable tracking record; fix it, or delete it to track the run "
                           f"afresh (as new tracker runs)")
@@ -457,11 +519,6 @@ class Tracking:
                 self.fail(target, e, quiet=True)
 
 
-def first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
-
-
 def close_all():
     """End every Tracking still open (train() calls this however it ends). Never raises: the run's own outcome stands."""
     for tracking in list(_OPEN):
@@ -508,7 +565,7 @@ def add_outputs(wanted: Wanted, runs: list[RunDir], kind: str, files: dict):
             with run.track_lock():
                 state = load_state(run)
                 state["outputs"][key] = dict(kind=kind, files=files)
-                save_text(json.dumps(state, indent=1, sort_keys=True) + "\n", run.tracking)
+                write_state(run, state)
         except MaskclsError as e:
             log.warning("warning: the %s outputs were not recorded for tracking run %s: %s", kind, run.name, e)
             _OPEN.remove(tracking)
