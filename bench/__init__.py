@@ -1,2 +1,2 @@
-"""Benchmarks run from the repository root as modules: python -m bench.throughput, python -m bench.recipes.
-bench/RESULTS.md holds every measured figure."""
+"""Benchmarks, run as modules from the repository root (python -m bench.<name>) or by path from anywhere
+(python bench/<name>.py), as tools/ are. bench/RESULTS.md holds the current figures, bench/notes/ older ones."""

@@ -10,23 +10,30 @@ the plug-in rule train.py fits (src/decision.py's value_offsets, here on the age
 -log of its F1 on the learner's own out-of-fold argmax). Scored on 20,000 fresh people; the small-data row is the mean (and range)
 of `--repeats` training draws. CPU seconds; no images are drawn.
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
 import datetime
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import f1_score
-from sklearn.model_selection import cross_val_predict
 
-from src.decision import decide, value_offsets
 from src.labels import AGE_NAMES, age_band
-from tools.make_synthetic_data import person_style, sample_person
 
 TEST_PEOPLE = 20_000
+# scikit-learn, src.decision and the generator are imported where they are used: --help starts without them
 
 
 def people(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cues: hair R, G, B and wrinkles; age; gender) of n generated people."""
+    from tools.make_synthetic_data import person_style, sample_person
+
     cues, ages, genders = [], [], []
     for _ in range(n):
         gender, age = sample_person(rng)
@@ -38,6 +45,12 @@ def people(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np
 
 
 def ceiling(train_people: int, rng: np.random.Generator, test) -> tuple[float, float]:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import cross_val_predict
+
+    from src.decision import decide, value_offsets
+
     x, ages, _ = people(train_people, rng)
     y = age_band(ages)
     model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=0)

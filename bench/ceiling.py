@@ -10,6 +10,15 @@ scored as a run is: 4 folds by person (the run's own folds.csv with --run, else 
 CV cross-fitted, eval the mean of the fold models; argmax and src/decision.py's plug-in offsets. Every photo of a
 person has the same cues, so per-photo and per-person decisions are one here. CPU seconds; no image is read.
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
 import datetime
 import hashlib

@@ -9,8 +9,17 @@ Per run and rule: the CV macro-F1 over all out-of-fold rows (the offsets cross-f
 offsets fitted on the other folds), eval macro-F1 and per-task F1 with offsets fitted on every out-of-fold row,
 and CV - eval. Then, per run, one term alone: the 60+ age term over a few values, its macro-F1 on every
 out-of-fold row and on eval (nothing fitted), which shows whether the two agree on where the rare band's best
-offset lies. No training: seconds per run.
+offset lies. No training: seconds per run. The search (`fit_offsets`) lives here: only this comparison uses it.
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
 import datetime
 from pathlib import Path
@@ -19,15 +28,41 @@ import numpy as np
 import pandas as pd
 
 from src import decision
-from src.insight.oof import read_oof
 from src.labels import NUM_CLASSES, PROB_COLUMNS
 from src.metrics import scores
+from src.run.oof import read_oof
 from src.run.rundir import RunDir, prediction_files
 
+GRID = np.round(np.linspace(-2.0, 2.0, 41), 2)  # candidate values of one task term, in log-probability units
+ROUNDS = 3  # passes over the task terms; a pass that improves nothing ends the search
 AGE_60_TERMS = (0.0, 0.5, 1.0, 1.5)  # the 60+ term's values in the second table; 0 is the argmax
+
+
+def fit_offsets(probs: np.ndarray, labels: np.ndarray,
+                terms_of_class: np.ndarray = decision.TERMS_OF_CLASS) -> np.ndarray:
+    """The class offsets (terms_of_class @ terms) that maximise the whole-set macro-F1 of `labels`, by coordinate
+    ascent over each term's GRID, from zero; np.eye(18) gives a free offset per class. RULES compares these
+    searches with the plug-in rule train.py fits (src/decision.py)."""
+    logp, labels = decision.log_probs(probs), np.asarray(labels, dtype=np.int64)
+    terms = np.zeros(terms_of_class.shape[1])
+    best = decision.fast_macro_f1(labels, logp.argmax(1))
+    for _ in range(ROUNDS):
+        improved = False
+        for t in range(len(terms)):
+            for value in GRID:
+                trial = terms.copy()
+                trial[t] = value
+                score = decision.fast_macro_f1(labels, (logp + terms_of_class @ trial).argmax(1))
+                if score > best + 1e-12:
+                    best, terms, improved = score, trial, True
+        if not improved:
+            break
+    return terms_of_class @ terms
+
+
 RULES = {"argmax": None,
-         "search, per class (18 free offsets)": lambda p, y: decision.fit_offsets(p, y, np.eye(NUM_CLASSES)),
-         "search, per task (8 terms)": lambda p, y: decision.fit_offsets(p, y, decision.TERMS_OF_CLASS),
+         "search, per class (18 free offsets)": lambda p, y: fit_offsets(p, y, np.eye(NUM_CLASSES)),
+         "search, per task (8 terms)": lambda p, y: fit_offsets(p, y, decision.TERMS_OF_CLASS),
          "plug-in, -log F1 per task value (train.py's)": decision.plugin_offsets}
 
 

@@ -12,6 +12,15 @@ Then, with the cache warm, `python infer.py --engine torch|onnxruntime` on every
 seconds per round, and the ratio torch / onnxruntime. The first onnxruntime infer (with the export) is timed
 apart. Both engines use torch's thread count. Never run it beside another job: the figure would mean nothing.
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
 import datetime
 import os
@@ -21,15 +30,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import torch
-
-from src.config.schema import MAX_IMAGE_PIXELS
-from src.data.dataset import FaceDataset
-from src.data.tables import load_eval
-from src.engine import builders
-from src.predict.engines import OnnxEngine, TorchEngine, cached_session, load_models
-from src.predict.plans import plan_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,6 +74,15 @@ def print_table(first: str, unit: str, rows: dict[str, list[float]], ratio: tupl
 
 def main(argv=None):
     a = parse(argv)
+    import torch  # after the arguments: --help and a bad one cost none of these imports
+
+    from src.config.schema import MAX_IMAGE_PIXELS
+    from src.data.dataset import FaceDataset
+    from src.data.tables import load_eval
+    from src.engine import builders
+    from src.predict.engines import OnnxEngine, TorchEngine, cached_session, load_models
+    from src.predict.plans import plan_run
+
     plan = plan_run(a.log_dir, a.run, a.checkpoint)
     cfg, kind = plan.cfg, plan.checkpoint
     paths = load_eval(a.data_dir)["path"][:a.images]

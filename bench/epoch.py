@@ -7,22 +7,30 @@ otherwise. The last line is the epoch's: the fold's training and validation imag
 (metrics.csv's time_s: training, validation and its checkpoints), the images per second they make, and the wall
 time of the whole train.py run (start-up, data check, image cache, the epoch).
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import sys
 import time
 
-import pandas as pd
-
-import train
 from src.config.parsing import parse_or_exit
 from src.config.schema import TrainConfig
-from src.data.tables import load_train, with_saved_folds
-from src.engine.trainer import dropped
-from src.run.rundir import RunDir
 
 
-def fold_images(cfg: TrainConfig, run: RunDir, k: int) -> tuple[int, int]:
-    """(training, validation) images of fold k, as the trainer splits them: the run's saved folds, the age filter's
-    labels, drop_ages left out of training."""
+def fold_images(cfg: TrainConfig, run, k: int) -> tuple[int, int]:
+    """(training, validation) images of fold k of `run` (a RunDir), as the trainer splits them: the run's saved
+    folds, the age filter's labels, drop_ages left out of training."""
+    import pandas as pd
+
+    from src.data.tables import load_train, with_saved_folds
+    from src.engine.trainer import dropped
+
     table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
     table = with_saved_folds(table, pd.read_csv(run.folds_csv, dtype={"person_id": str}), run.folds_csv)
     val = (table["fold"] == k).to_numpy()
@@ -35,6 +43,11 @@ def main(argv=None) -> int:
     if cfg.fold == "all":
         print("error: bench.epoch times one fold: give --fold k", file=sys.stderr)
         return 2
+    import pandas as pd  # after the arguments: --help and a bad one cost no torch import
+
+    import train
+    from src.run.rundir import RunDir
+
     t0 = time.perf_counter()
     code = train.main(argv)
     wall = time.perf_counter() - t0

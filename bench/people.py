@@ -14,6 +14,15 @@ default), that plus the model's gender and age log-probabilities, and the model'
 mean of the fold models) alone and with the appearance. --folds scores each fold's model alone on eval beside its
 own out-of-fold F1: how much of what infer submits a single fold model's CV can see.
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
 import datetime
 import subprocess

@@ -12,9 +12,17 @@ fold finished and wrote decision.json, else argmax) and the per-task eval F1 of 
 rule), the CV of that rule - eval of the submission, and the wall
 time of train + infer. Runs one at a time: never time two things at once.
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
 import datetime
-import json
 import os
 import shlex
 import subprocess
@@ -22,15 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parent.parent
-
-from src import decision
-from src.labels import PROB_COLUMNS
-from src.metrics import scores
-from src.run.rundir import RunDir, prediction_files
 
 
 def run(*args):
@@ -46,6 +46,15 @@ def main(argv=None):
     p.add_argument("--recipe", required=True, help="the recipe every variant starts from")
     p.add_argument("--variant", action="append", required=True, help="name|train args[|pseudo args]")
     a = p.parse_args(argv)
+    import numpy as np  # after the arguments: --help and a bad one cost none of these imports
+    import pandas as pd
+
+    from src import decision
+    from src.files import read_json
+    from src.labels import PROB_COLUMNS
+    from src.metrics import scores
+    from src.run.rundir import RunDir, prediction_files
+
     answers = pd.read_csv(a.data_dir / "eval_answers.csv")
     print(f"setup: {datetime.date.today()}  cores={len(os.sched_getaffinity(0))}  recipe={a.recipe}  "
           f"data={a.data_dir}  log_dir={a.log_dir}", flush=True)
@@ -69,12 +78,12 @@ def main(argv=None):
         assert (probs["ImageID"] == answers["ImageID"]).all() and (submitted["ImageID"] == answers["ImageID"]).all()
         p = probs[PROB_COLUMNS].to_numpy()
         # decision.json and the tuned CV exist once every fold has trained (not with --fold k)
-        chosen = json.loads(run_dir.decision.read_text()) if run_dir.decision.is_file() else None
+        chosen = read_json(run_dir.decision) if run_dir.decision.is_file() else None
         plain = scores(answers["ans"], decision.decide(p, None))["f1"]
         tuned = f"{scores(answers['ans'], decision.decide(p, np.asarray(chosen['offsets'])))['f1']:.4f}" \
             if chosen else "-"
         s = scores(answers["ans"], submitted["ans"])
-        cv = json.loads(run_dir.cv.read_text())
+        cv = read_json(run_dir.cv)
         extra = train_args + (f" + pseudo {pseudo[0]}".rstrip() if pseudo else "")
         rule = "tuned" if chosen else "argmax"
         cv_chosen = cv["cv_f1_tuned"] if rule == "tuned" else cv["cv_f1"]

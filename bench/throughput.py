@@ -17,6 +17,15 @@ Then each b row against the limit per worker count, flagged where it falls under
 cannot keep up with the model. The last line is exactly ratio_pipeline_to_limit=<float> (cache on, the first worker
 count).
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
 import datetime
 import os
@@ -26,18 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from src.config.schema import TrainConfig
-from src.data.cache import build_cache
-from src.data.dataset import FaceDataset
-from src.data.images import FileImages
-from src.data.loaders import default_workers, forever, make_loader
-from src.data.samplers import train_sampler
-from src.data.tables import load_train
-from src.engine import builders
-from src.engine.forward import forward_views
-from src.engine.optim import build_optimizer
+# torch and the pipeline are imported where they are used: --help and a bad argument start without them
 
 
 def parse(argv=None):
@@ -67,6 +65,8 @@ def parse(argv=None):
 
 
 def window_rates(step, warmup: int, windows: int, steps: int) -> list[float]:
+    import torch
+
     for _ in range(warmup):
         step()
     rates = []
@@ -88,6 +88,9 @@ class Trainer:
     as the trainer does (compiled when cfg.compile)."""
 
     def __init__(self, cfg, device):
+        from src.engine import builders
+        from src.engine.optim import build_optimizer
+
         self.cfg, self.device = cfg, device
         self.model = builders.model(cfg).to(device).train()
         self.train_step = builders.train_step(cfg, builders.forward_model(cfg, self.model),
@@ -99,11 +102,21 @@ class Trainer:
         return len(x)
 
 
-def pipeline_rates(trainer, images, labels, cfg, aug, workers, a, warmup=2) -> list[float]:
+def training_batches(images, labels, cfg, aug, workers, device):
+    """(the loader, an endless iterator of its batches) of the trainer's own Dataset, sampler and loader."""
+    from src.data.dataset import FaceDataset
+    from src.data.loaders import forever, make_loader
+    from src.data.samplers import train_sampler
+    from src.engine import builders
+
     ds = FaceDataset(images, labels, builders.train_transform(cfg, aug), seed=0)
     sampler = train_sampler("none", labels, 1, 0, 0)
-    loader = make_loader(ds, trainer.device, cfg.batch_size, workers, cfg.prefetch_factor, sampler, drop_last=True)
-    batches = forever(loader, sampler)
+    loader = make_loader(ds, device, cfg.batch_size, workers, cfg.prefetch_factor, sampler, drop_last=True)
+    return loader, forever(loader, sampler)
+
+
+def pipeline_rates(trainer, images, labels, cfg, aug, workers, a, warmup=2) -> list[float]:
+    loader, batches = training_batches(images, labels, cfg, aug, workers, trainer.device)
     rates = window_rates(lambda: trainer.step(*next(batches)[:2]), warmup, a.windows, a.steps)
     batches.close()
     del loader  # stops the persistent workers before the next row
@@ -111,11 +124,9 @@ def pipeline_rates(trainer, images, labels, cfg, aug, workers, a, warmup=2) -> l
 
 
 def loader_rate(images, labels, cfg, aug, workers, a) -> float:
-    ds = FaceDataset(images, labels, builders.train_transform(cfg, aug), seed=0)
-    sampler = train_sampler("none", labels, 1, 0, 0)
-    loader = make_loader(ds, torch.device("cpu"), cfg.batch_size, workers, cfg.prefetch_factor, sampler,
-                         drop_last=True)
-    batches = forever(loader, sampler)
+    import torch
+
+    loader, batches = training_batches(images, labels, cfg, aug, workers, torch.device("cpu"))
     rate = median_rate(lambda: len(next(batches)[0]), 2, a.windows, a.steps * 4)
     batches.close()
     del loader
@@ -150,6 +161,16 @@ def keep_up_table(pipeline: dict[tuple[int, bool], float], limit: float, flag_be
 
 def main(argv=None):
     a = parse(argv)
+    import torch
+
+    from src.config.schema import TrainConfig
+    from src.data.cache import build_cache
+    from src.data.images import FileImages
+    from src.data.loaders import default_workers
+    from src.data.tables import load_train
+    from src.engine import builders
+    from src.engine.forward import forward_views
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = TrainConfig(model=a.model, pretrained=False, img_height=a.img_height, img_width=a.img_width,
                  batch_size=a.batch_size, optimizer="adamw", lr=1e-4, loss="ce", head="linear",
@@ -160,7 +181,7 @@ def main(argv=None):
         from tools.make_synthetic_data import main as make_data
 
         make_data(["--out", str(data_dir), "--train_people", "40", "--eval_people", "1", "--seed", "0"])
-    table = load_train(data_dir, "none")
+    table = load_train(data_dir, "none", 60, None, 42)
     labels = table["label"].to_numpy()
     size = builders.work_size(cfg)
     t0 = time.perf_counter()

@@ -7,12 +7,12 @@ maximize F1 score"): for calibrated scores the F1-best threshold is half the bes
 is low should be decided at a lower probability. Each class's offset is the sum, over its task values (its mask
 state, gender and age band), of -log F1 of that value on the out-of-fold argmax: dividing p by F1 / 2 is adding
 -log F1, the log 2 being common to every class. Three numbers that matter here (the age bands' F1; mask and gender
-are near 1) are measured on hundreds of rows each, where a search for the F1-best offsets (`fit_offsets`,
-coordinate ascent; bench/decisions.py compares both) followed the handful of people in each 60+ class
-(bench/RESULTS.md, "Decision offsets" and "The epoch a fold keeps").
+are near 1) are measured on hundreds of rows each, where a search for the F1-best offsets (bench/decisions.py's
+`fit_offsets`, coordinate ascent, compared there with this rule) followed the handful of people in each 60+ class
+(bench/RESULTS.md, "Decisions"; the earlier searches: bench/notes/2026-12-02-decision-searches.md).
 Cross-fitting (offsets fitted on the other folds, applied to the held-out one) keeps a tuned CV honest. It is
-reported, not used as a gate: on out-of-fold rows with about 20 people of 60+ it fell below the argmax CV on two
-fresh seeds of five where the offsets still raised eval macro-F1."""
+reported, not used as a gate: on out-of-fold rows with about 20 people of 60+ it can fall below the argmax CV
+while the offsets still raise eval macro-F1 (bench/RESULTS.md, "Decisions")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,9 +21,6 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from src.labels import NUM_CLASSES, TASK_SIZES, decode_label
-
-GRID = np.round(np.linspace(-2.0, 2.0, 41), 2)  # candidate values of one task term, in log-probability units
-ROUNDS = 3  # passes over the task terms; a pass that improves nothing ends the search
 
 
 def terms_of_class() -> np.ndarray:
@@ -38,7 +35,7 @@ def terms_of_class() -> np.ndarray:
 
 TERMS_OF_CLASS = terms_of_class()
 F1_FLOOR = 0.1  # a task value's F1 below this counts as this: its offset stays at most -log 0.1 = 2.3
-MAX_OFFSET = 7.0  # a class's offset sums three task terms of at most 2.3 (plug-in) or 2 (GRID): never beyond this
+MAX_OFFSET = 7.0  # a class's offset: three task terms of at most 2.3 (plug-in) or 2 (bench's GRID), never beyond this
 
 
 def fast_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int = NUM_CLASSES) -> float:
@@ -76,27 +73,6 @@ def offsets_of(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     values_pred = decode_label(np.asarray(pred, dtype=np.int64))
     terms = [value_offsets(true, p, size) for true, p, size in zip(values_true, values_pred, TASK_SIZES)]
     return TERMS_OF_CLASS @ np.concatenate(terms)
-
-
-def fit_offsets(probs: np.ndarray, labels: np.ndarray, terms_of_class: np.ndarray = TERMS_OF_CLASS) -> np.ndarray:
-    """The class offsets (terms_of_class @ terms) that maximise the whole-set macro-F1 of `labels`, by coordinate
-    ascent over each term's GRID, from zero; np.eye(18) gives a free offset per class. bench/decisions.py compares
-    these searches with the plug-in rule."""
-    logp, labels = log_probs(probs), np.asarray(labels, dtype=np.int64)
-    terms = np.zeros(terms_of_class.shape[1])
-    best = fast_macro_f1(labels, logp.argmax(1))
-    for _ in range(ROUNDS):
-        improved = False
-        for t in range(len(terms)):
-            for value in GRID:
-                trial = terms.copy()
-                trial[t] = value
-                score = fast_macro_f1(labels, (logp + terms_of_class @ trial).argmax(1))
-                if score > best + 1e-12:
-                    best, terms, improved = score, trial, True
-        if not improved:
-            break
-    return terms_of_class @ terms
 
 
 def cross_fitted(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit=plugin_offsets) -> np.ndarray:

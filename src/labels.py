@@ -1,4 +1,4 @@
-"""Class encoding: class = 6 * mask + 3 * gender + age band (SPEC 1). Light: numpy only."""
+"""Class encoding: class = 6 * mask + 3 * gender + age band, the competition's 18 classes. Light: numpy only."""
 import numpy as np
 
 PHOTO_NAMES = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")

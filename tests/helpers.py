@@ -99,3 +99,13 @@ def applied_offsets(run_root: Path):
     path = Path(run_root) / "decision.json"
     return np.array(json.loads(path.read_text())["offsets"]) if path.is_file() else None
 
+
+def hand_table():
+    """Ten masked men: 4 under 30, 4 of 30-59, and 2 of 60+ whom the model always finds a little younger (classes 0,
+    1, 2 of 18; the other classes get no probability). For src/decision.py's tests and bench/decisions.py's."""
+    import numpy as np
+
+    rows = [[0.9, 0.05, 0.05]] * 4 + [[0.1, 0.85, 0.05]] * 4 + [[0.1, 0.5, 0.4]] * 2
+    probs = np.zeros((10, 18))
+    probs[:, :3] = rows
+    return probs, np.array([0] * 4 + [1] * 4 + [2] * 2)

@@ -29,7 +29,6 @@ from src.config.parsing import parse
 from src.config.schema import ExportConfig
 from src.data.tables import load_train
 from src.engine import builders, trainer
-from src.engine.checkpointer import FoldCheckpointer
 from src.engine.forward import forward_views, probabilities, to_device
 from src.engine.optim import build_optimizer
 from src.engine.stopping import EarlyStopping
@@ -40,6 +39,7 @@ from src.predict.export import parity_batch
 from src.predict.plans import plan_runs
 from src.run.checkpoint import FoldState, is_finished, load_weights, rng_state
 from src.run.rundir import RunDir
+from src.run.saver import FoldObjects, FoldSaver
 from tests.helpers import ROOT, TINY, applied_offsets, run_py, tiny_cfg
 
 pytestmark = [pytest.mark.cuda, pytest.mark.slow,
@@ -80,7 +80,7 @@ def amp(request):
 def test_a_train_step_in_amp_with_channels_last_and_pinned_batches_reloads_on_the_cpu(dataset, tmp_path, amp):
     cfg = tiny_cfg(data_dir=dataset, log_dir=tmp_path, amp=amp, channels_last="true", num_workers=2)
     table = load_train(dataset, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
-    images = builders.images(cfg, table["path"], builders.work_size(cfg))
+    images = builders.images(cfg, table["path"], builders.work_size(cfg), 0)
     train_ds, train_labels, _, _ = trainer.fold_datasets(cfg, table, images, 0)
     loader = builders.loader(train_ds, cfg, CUDA, cfg.batch_size, drop_last=True)
     model = builders.model(cfg).to(CUDA)
@@ -103,12 +103,14 @@ def test_a_train_step_in_amp_with_channels_last_and_pinned_batches_reloads_on_th
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
 
     # last.pt as the trainer writes it; on the CPU it gives the same weights and, in fp32, the same probabilities
-    checkpointer = FoldCheckpointer(tmp_path / "last.pt", lambda kind: tmp_path / f"{kind}.pt", model, optimizer,
-                                    None, step, EarlyStopping(cfg.early_stop_monitor))
-    checkpointer.save_last(0, [rng_state()], finished=False)
-    state = FoldState.load(tmp_path / "last.pt")
+    run = RunDir(tmp_path, "cuda")
+    saver = FoldSaver(run, 0, FoldObjects(model=model, optimizer=optimizer, scheduler=None, step=step,
+                                          stopper=EarlyStopping(cfg.early_stop_monitor)), oof_from="best_f1",
+                      writes=True)
+    saver.save_epoch(0, dict(lr=cfg.lr), None, last=False, rngs=[rng_state()])
+    state = FoldState.load(run.last(0))
     cpu_model = builders.model(cfg, pretrained=False)
-    cpu_model.load_state_dict(load_weights(tmp_path / "last.pt"))
+    cpu_model.load_state_dict(load_weights(run.last(0)))
     for key, value in model.state_dict().items():
         assert state.model[key].device.type == "cpu" and torch.equal(state.model[key], value.cpu()), key
     x = next(iter(loader))[0]
@@ -122,8 +124,9 @@ def test_a_train_step_in_amp_with_channels_last_and_pinned_batches_reloads_on_th
     model2 = builders.model(cfg, pretrained=False).to(CUDA)
     optimizer2 = build_optimizer(cfg, model2)
     step2 = builders.train_step(cfg, model2, builders.criterion(cfg, train_labels).to(CUDA), optimizer2, CUDA)
-    FoldCheckpointer(tmp_path / "last.pt", None, model2, optimizer2, None, step2,
-                     EarlyStopping(cfg.early_stop_monitor)).restore(state, 0, 1, len(loader), f"model {cfg.model}")
+    FoldSaver(run, 0, FoldObjects(model=model2, optimizer=optimizer2, scheduler=None, step=step2,
+                                  stopper=EarlyStopping(cfg.early_stop_monitor)), oof_from="best_f1",
+              writes=False).restore(state, 0, 1, len(loader), f"model {cfg.model}")
     if amp == "fp16":
         assert step2.scaler.get_scale() == step.scaler.get_scale()
     else:
@@ -217,7 +220,7 @@ def test_infer_with_flip_tta_on_cuda_matches_the_cpu_engine(baseline_run, datase
     out = {}
     for key, amp, env in (("cpu", "none", CPU_ONLY), ("fp32", "none", None), ("bf16", "bf16", None)):
         proc = run_py("infer.py", "--data_dir", dataset, "--log_dir", logs, "--run", name, "--tta", "flip",
-                      "--amp", amp, "--out", logs / f"{key}.csv", env=env)
+                      "--amp", amp, "--group", "none", "--out", logs / f"{key}.csv", env=env)
         assert ("engine onnxruntime" if key == "cpu" else "engine torch") in proc.stderr
         out[key] = pd.read_csv(logs / f"{key}.probs.csv").merge(pd.read_csv(logs / f"{key}.csv"), on="ImageID")
     offsets = applied_offsets(logs / name)

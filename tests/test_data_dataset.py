@@ -7,7 +7,7 @@ from src.data.tables import load_train
 
 
 def test_dataset_returns_rgb_uint8_label_and_index(dataset):
-    table = load_train(dataset, "none")
+    table = load_train(dataset, "none", 60, None, 42)
     ds = FaceDataset(FileImages(table["path"][:3]), table["label"][:3])
     img, label, idx = ds[2]
     assert img.dtype == np.uint8 and img.shape == (128, 96, 3) and idx == 2 and label == table["label"][2]

@@ -1,10 +1,11 @@
 """src/data/images.py: untrusted images: empty, truncated, huge, odd names."""
+import cv2
 import numpy as np
 import pytest
 
 import infer
 import train
-from src.data.images import FileImages
+from src.data.images import FileImages, read_rgb
 from src.errors import DataError
 from tests.helpers import TINY, cli, copy_data, first_eval_image, one_line
 
@@ -74,3 +75,12 @@ def test_odd_names_and_jpeg_trailers(tmp_path):
     data = jpg.tobytes()
     assert image_header(data + b"SAMSUNG-TRAILER" * 100, "x.jpg", 10**8) is None  # data after the end marker
     assert "truncated JPEG" in image_header(data[: len(data) // 2], "x.jpg", 10**8)
+
+
+def test_a_jpeg_decodes_at_a_fraction_of_its_size_when_asked(tmp_path):
+    img = np.random.default_rng(0).integers(0, 255, (64, 48, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.jpg"), img)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    assert read_rgb(tmp_path / "a.jpg").shape == (64, 48, 3)
+    assert read_rgb(tmp_path / "a.jpg", reduce=4).shape == (16, 12, 3)
+    assert read_rgb(tmp_path / "a.png", reduce=4).shape == (16, 12, 3)

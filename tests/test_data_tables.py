@@ -35,7 +35,7 @@ def test_unknown_fix_in_corrections_file_is_refused(dataset, tmp_path):
     bad = tmp_path / "c.csv"
     bad.write_text("id,fix\n000020,make_older\n")
     with pytest.raises(DataError, match="make_older.*gender_male"):
-        load_train(dataset, str(bad))
+        load_train(dataset, str(bad), 60, None, 42)
 
 
 def test_age_filter_changes_training_labels_only():
@@ -62,12 +62,12 @@ def test_folds_group_persons_and_balance_strata(tmp_path):
 
 
 def test_a_stratum_smaller_than_the_folds_is_a_warning_naming_it(dataset, caplog):
-    people = load_train(dataset).groupby("person_id").first()
+    people = load_train(dataset, "none", 60, None, 42).groupby("person_id").first()
     bands = pd.Series(people["gender"] * 3 + people["age"].map(lambda a: 0 if a < 30 else 1 if a < 60 else 2))
     small = {s: m for s, m in bands.value_counts().items() if m < 4}
     assert small  # the fixture's 24 people leave some stratum under 4 people
     report = {}
-    table = load_train(dataset, n_folds=4, report=report)
+    table = load_train(dataset, "none", 60, 4, 42, report=report)
     assert sorted(table["fold"].unique()) == [0, 1, 2, 3]
     expected = sorted(f"stratum {('male', 'female')[s // 3]}, age {('<30', '30-59', '60+')[s % 3]} has {m} people "
                       f"for 4 folds: {4 - m} fold(s) validate without it" for s, m in small.items())
@@ -77,8 +77,8 @@ def test_a_stratum_smaller_than_the_folds_is_a_warning_naming_it(dataset, caplog
 
 def test_n_folds_may_not_exceed_the_people(dataset):
     with pytest.raises(DataError, match="n_folds 25 exceeds the 24 people of the data.*use --n_folds 24 or fewer"):
-        load_train(dataset, n_folds=25)
-    assert load_train(dataset, n_folds=24)["fold"].nunique() == 24  # one person per fold still splits
+        load_train(dataset, "none", 60, 25, 42)
+    assert load_train(dataset, "none", 60, 24, 42)["fold"].nunique() == 24  # one person per fold still splits
 
 
 @pytest.mark.parametrize("bad", ["../../../outside/victim", "/etc", "a/../../b", ""])
@@ -109,7 +109,7 @@ def test_symlink_out_of_the_images_folder_is_refused_but_a_symlinked_images_fold
     moved = copy_data(dataset, tmp_path / "m")
     shutil.move(moved / "train" / "images", tmp_path / "disk2")
     (moved / "train" / "images").symlink_to(tmp_path / "disk2")
-    assert len(load_train(moved)) == 168
+    assert len(load_train(moved, "none", 60, None, 42)) == 168
 
 
 def test_two_ids_sharing_one_folder_is_an_error(dataset, tmp_path):
@@ -118,7 +118,7 @@ def test_two_ids_sharing_one_folder_is_an_error(dataset, tmp_path):
     people.loc[1, "path"] = people.loc[0, "path"]
     people.to_csv(data / "train" / "train.csv", index=False)
     with pytest.raises(DataError, match=f"row 3 .*is also the folder of id {people.loc[0, 'id']}"):
-        load_train(data)
+        load_train(data, "none", 60, None, 42)
 
 
 @pytest.mark.parametrize("age, message", [("²", "is not a whole number"), ("-3", "is out of range 0..120"),
@@ -130,7 +130,7 @@ def test_ages_are_ascii_whole_numbers_in_range(dataset, tmp_path, age, message):
     people.loc[4, "age"] = age
     people.to_csv(data / "train" / "train.csv", index=False)
     with pytest.raises(DataError, match=f"row 6 .*age {age!r} {message}"):
-        load_train(data)
+        load_train(data, "none", 60, None, 42)
 
 
 def test_age_zero_and_120_are_accepted(dataset, tmp_path):
@@ -138,7 +138,7 @@ def test_age_zero_and_120_are_accepted(dataset, tmp_path):
     people = pd.read_csv(data / "train" / "train.csv", dtype=str)
     people.loc[[0, 1], "age"] = ["0", "120"]
     people.to_csv(data / "train" / "train.csv", index=False)
-    assert set(load_train(data)["age"]) >= {0, 120}
+    assert set(load_train(data, "none", 60, None, 42)["age"]) >= {0, 120}
 
 
 def test_eval_table_keeps_info_order(dataset):
@@ -254,7 +254,7 @@ def test_a_photo_symlinked_out_of_the_data_is_refused_unopened(dataset, tmp_path
     inside = next(p for p in (data / "train" / "images").iterdir() if p != folder)
     photo.unlink()
     photo.symlink_to(next(inside.glob("mask2.*")))  # a link within the data is the data's own business
-    assert len(load_train(data)) == 168
+    assert len(load_train(data, "none", 60, None, 42)) == 168
 
 
 def test_a_symlink_loop_among_the_photos_is_a_problem_not_a_crash(dataset, tmp_path, capsys):
@@ -269,7 +269,7 @@ def test_a_symlink_loop_among_the_photos_is_a_problem_not_a_crash(dataset, tmp_p
 
 def test_corrections_whose_ids_are_absent_are_one_summary_line(dataset, caplog):
     caplog.set_level("INFO", logger="maskcls")
-    load_train(dataset, CORRECTIONS)
+    load_train(dataset, CORRECTIONS, 60, None, 42)
     lines = [r.getMessage() for r in caplog.records]
     applied = [m for m in lines if m.startswith("correction ")]
     assert not [m for m in lines if "not in this dataset" in m] and 0 < len(applied) < 11

@@ -1,10 +1,11 @@
-"""src/decision.py: offsets (the plug-in rule and the search) raise macro-F1 as computed by hand; cross-fitting
-never uses a fold's own rows."""
+"""src/decision.py: the plug-in offsets raise macro-F1 as computed by hand; cross-fitting never uses a fold's own
+rows. The search (bench/decisions.py's fit_offsets) is tested in test_bench_decisions.py."""
 import numpy as np
 import pytest
 
 from src import decision
 from src.metrics import macro_f1
+from tests.helpers import hand_table
 
 
 def test_fast_macro_f1_is_sklearns():
@@ -18,28 +19,6 @@ def test_fast_macro_f1_is_sklearns():
     assert decision.fast_macro_f1(y, np.array([0, 0, 0]), 3) == pytest.approx((0.8 + 0 + 0) / 3)
 
 
-def hand_table():
-    """Ten masked men: 4 under 30, 4 of 30-59, and 2 of 60+ whom the model always finds a little younger (classes 0,
-    1, 2 of 18; the other classes get no probability)."""
-    rows = [[0.9, 0.05, 0.05]] * 4 + [[0.1, 0.85, 0.05]] * 4 + [[0.1, 0.5, 0.4]] * 2
-    probs = np.zeros((10, 18))
-    probs[:, :3] = rows
-    return probs, np.array([0] * 4 + [1] * 4 + [2] * 2)
-
-
-def test_offsets_raise_macro_f1_on_a_hand_made_table():
-    probs, labels = hand_table()
-    # argmax never says 60+. Class 0 perfect (F1 1); class 1: tp 4, fp 2, fn 0 -> 8/10; class 2: 0.
-    # Over the three present classes: (1 + .8 + 0) / 3 = .6
-    assert decision.fast_macro_f1(labels, probs.argmax(1), 3) == pytest.approx(0.6)
-    offsets = decision.fit_offsets(probs, labels)
-    tuned = decision.decide(probs, offsets)
-    # log .4 + o2 > log .5 + o1 while log .05 + o2 < log .85 + o1: every row right, macro-F1 1
-    assert list(tuned) == list(labels) and decision.fast_macro_f1(labels, tuned, 3) == 1.0
-    assert np.log(0.4) + offsets[2] > np.log(0.5) + offsets[1] and np.log(0.05) + offsets[2] < np.log(0.85) + offsets[1]
-    assert list(decision.decide(probs, None)) == list(probs.argmax(1))
-
-
 def test_plugin_offsets_are_minus_log_f1_of_each_task_value():
     probs, labels = hand_table()
     offsets = decision.plugin_offsets(probs, labels)
@@ -51,17 +30,6 @@ def test_plugin_offsets_are_minus_log_f1_of_each_task_value():
     # 60+ row: log .4 + 2.303 = 1.386 beats log .5 + .223 = -0.470; 30-59 row: log .85 + .223 = 0.061 beats
     # log .05 + 2.303 = -0.693; under-30 row: log .9 = -0.105 beats -0.693. Every row right.
     assert list(decision.decide(probs, offsets)) == list(labels)
-
-
-def test_each_searched_class_offset_is_the_sum_of_its_task_terms():
-    probs, labels = hand_table()
-    offsets = decision.fit_offsets(probs, labels)
-    # the age term that lifted 60+ for masked men lifts it for every mask state and gender alike
-    by_class = offsets.reshape(3, 2, 3)  # mask, gender, age
-    age = by_class - by_class[..., :1]
-    assert np.allclose(age, age[0, 0]) and age[0, 0, 2] > age[0, 0, 1]
-    assert decision.TERMS_OF_CLASS.shape == (18, 8) and (decision.TERMS_OF_CLASS.sum(1) == 3).all()
-    assert list(np.flatnonzero(decision.TERMS_OF_CLASS[17])) == [2, 4, 7]  # not_wear, female, 60+
 
 
 def test_cross_fitting_never_uses_a_folds_own_rows():

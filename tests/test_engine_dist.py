@@ -35,7 +35,8 @@ def test_two_process_gloo_run_covers_each_validation_image_once(dataset, tmp_pat
     model.load_state_dict(torch.load(tmp_path / "ddp" / "fold0" / "best_f1.pt", weights_only=True)["model"])
     model.eval()
     ds = FaceDataset(FileImages(oof["path"], work_size(cfg)), None, eval_transform(cfg))
-    _, logits = predict_loader([model], make_loader(ds, torch.device("cpu"), 16, 0), torch.device("cpu"))
+    _, logits = predict_loader([model], make_loader(ds, torch.device("cpu"), 16, 0), torch.device("cpu"),
+                                 "none", "none")
     probs = probabilities(logits).numpy()
     assert np.allclose(probs, oof[PROBS].to_numpy(), atol=1e-4)
     single = evaluate(oof["label"], probs)

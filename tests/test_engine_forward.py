@@ -23,7 +23,7 @@ def test_amp_is_autocast_on_cuda_only():
 
 
 def average_probs(models, loader, cfg, tta):
-    return probabilities(forward_predict(models, loader, torch.device("cpu"), tta)[1]).numpy()
+    return probabilities(forward_predict(models, loader, torch.device("cpu"), tta, "none")[1]).numpy()
 
 
 class Constant(torch.nn.Module):

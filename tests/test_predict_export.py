@@ -1,5 +1,5 @@
 """src/predict/export.py (export.py): model.onnx and model.json of finished runs, checked against PyTorch on real
-images; the README's consumer runs them with onnxruntime, numpy and Pillow alone."""
+images; the consumer example of docs/ship.md runs them with onnxruntime, numpy and Pillow alone."""
 import io
 import json
 import re
@@ -124,14 +124,14 @@ def consumer_python():
 
 
 @pytest.mark.slow
-def test_the_readme_consumer_runs_without_torch(trained_run, dataset, tmp_path, capsys):
+def test_the_docs_consumer_runs_without_torch(trained_run, dataset, tmp_path, capsys):
     log_dir, name = trained_run
     code, err = cli(export.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--out", tmp_path / "ship",
                     capsys=capsys)
     assert code == 0, err
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "ship.md").read_text()
     script = tmp_path / "consumer.py"
-    script.write_text(readme.split("<!-- consumer-example -->")[1].split("```python\n")[1].split("```")[0])
+    script.write_text(page.split("<!-- consumer-example -->")[1].split("```python\n")[1].split("```")[0])
     python = consumer_python()
     modules = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('torch'), "
                               "u.find_spec('cv2'))"], capture_output=True, text=True, check=True).stdout

@@ -14,6 +14,7 @@ import yaml
 import infer
 from src.config.schema import InferConfig
 from src.decision import decide
+from src.people import decide_people
 from src.errors import CheckpointError, DataError, RunNotFound
 from src.labels import PROB_COLUMNS as PROBS
 from src.predict import infer as predict
@@ -22,7 +23,8 @@ from tests.helpers import ROOT, TINY, applied_offsets, cli, copy_data, one_line,
 
 
 def infer_cfg(dataset, log_dir, **kw):
-    return tiny_cfg(InferConfig, data_dir=dataset, log_dir=log_dir, **kw)
+    """Per photo unless a test says otherwise: these tests check each photo's decision."""
+    return tiny_cfg(InferConfig, data_dir=dataset, log_dir=log_dir, **({"group": "none"} | kw))
 
 
 @pytest.mark.slow
@@ -235,6 +237,10 @@ def test_infer_groups_the_eval_people_or_says_why_not(own_run, dataset, tmp_path
     record = yaml.safe_load((tmp_path / "p.yaml").read_text())["grouping"]
     assert code == 0 and "group people: " in err and record["fallback"] is None and "group" in probs
     assert record["formed"] * 7 + record["single"] == 28 == (probs["group"] >= 0).sum() + record["single"]
+    saved = json.loads(run.decision.read_text())
+    by_person = decide_people(probs[PROBS].to_numpy(), probs["group"].to_numpy(), np.array(saved["person_offsets"]),
+                              np.array(saved["offsets"]))
+    assert (pd.read_csv(tmp_path / "p.csv")["ans"].to_numpy() == by_person).all()
 
     code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--group", "none",
                     "--out", tmp_path / "n.csv", capsys=capsys)

@@ -37,7 +37,7 @@ def test_graph_matches_pytorch_per_head_kind(overrides):
     assert onnx_graph.parity(graph, sess, x) < 1e-5
     probs, mask, gender, age = sess.run(None, {onnx_graph.INPUT: x.numpy()})
     with torch.no_grad():
-        expected = probabilities(forward_views(models, x, torch.device("cpu"))).numpy()
+        expected = probabilities(forward_views(models, x, torch.device("cpu"), "none", "none")).numpy()
     assert probs.shape == (5, 18) and np.allclose(probs, expected, atol=1e-5)
     assert [t.shape for t in (mask, gender, age)] == [(5, 3), (5, 2), (5, 3)]
     for ours, theirs in zip((mask, gender, age), task_probabilities(expected)):
@@ -61,7 +61,7 @@ def test_runs_of_an_ensemble_weigh_equally_whatever_their_fold_counts():
     graph, sess = exported([a, b], "none")
     x = images(4)
     with torch.no_grad():
-        per_run = [probabilities(forward_views(m, x, torch.device("cpu"))).numpy() for m in (a, b)]
+        per_run = [probabilities(forward_views(m, x, torch.device("cpu"), "none", "none")).numpy() for m in (a, b)]
     assert np.allclose(onnx_graph.run_session(sess, x), (per_run[0] + per_run[1]) / 2, atol=1e-5)
 
 

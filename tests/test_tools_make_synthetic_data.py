@@ -91,5 +91,5 @@ def test_label_noise_writes_wrong_labels_and_their_truth(tmp_path):
 
 def test_generated_data_for_these_tests_has_three_people_in_its_smallest_stratum(tmp_path):
     d = make_data(tmp_path / "d")
-    assert len(load_train(d, n_folds=3)) == 168
-    assert np.isin(load_train(d, n_folds=3)["fold"], [0, 1, 2]).all()
+    assert len(load_train(d, "none", 60, 3, 42)) == 168
+    assert np.isin(load_train(d, "none", 60, 3, 42)["fold"], [0, 1, 2]).all()

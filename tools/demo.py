@@ -3,8 +3,16 @@ the run comparison logs/report.html.
 
     python -m tools.demo --data_dir data/synthetic [--name demo]
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -36,6 +44,7 @@ def main():
 
     import pandas as pd
 
+    from src.files import read_json
     from src.labels import PROB_COLUMNS
     from src.metrics import evaluate
     from src.run.rundir import RunDir, prediction_files, report_file
@@ -47,7 +56,7 @@ def main():
     submission = pd.read_csv(files["submission"])
     assert (probs["ImageID"] == answers["ImageID"]).all() and (submission["ImageID"] == answers["ImageID"]).all()
     scores = evaluate(answers["ans"], probs[PROB_COLUMNS].to_numpy())
-    cv = json.loads(run.cv.read_text())
+    cv = read_json(run.cv)
     minutes = (time.perf_counter() - t0) / 60
     print("\n| what | value |\n|---|---|")
     print(f"| CV macro-F1 (out-of-fold) | {cv['cv_f1']:.4f} |")

@@ -10,6 +10,15 @@ rows that corrections.csv can express (gender, swap) in its format, for you to r
 single-image mask suspects are listed for fixing by hand. corrections.csv itself is never edited, and the
 eval labels are never touched. `--truth` scores the ranking against generated data's label_noise.csv.
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
 import sys
 from pathlib import Path
@@ -22,15 +31,17 @@ from src.data.tables import load_train
 from src.errors import DataError, RunNotFound, fail_cleanly
 from src.insight.gallery import save_gallery
 from src.insight.label_issues import ISSUE_KINDS, corrections_rows, find_issues
-from src.insight.oof import image_key, read_oof
+from src.insight.oof import image_key
 from src.labels import CLASS_NAMES
 from src.run.atomic import save_csv
-from src.run.checkpoint import is_finished
+from src.run.oof import read_oof
 from src.run.rundir import RunDir
 from src.files import real
 
 
 def missing_folds(run: RunDir, n_folds: int) -> list[int]:
+    from src.run.checkpoint import is_finished  # imports torch: here, so that --help starts without it
+
     return [k for k in range(n_folds) if not (is_finished(run.last(k)) and run.oof(k).is_file())]
 
 
@@ -40,7 +51,7 @@ def training_images(data_dir, run: RunDir, cfg) -> pd.DataFrame:
     corrections = cfg.corrections
     if corrections.lower() != "none" and not Path(corrections).is_file() and (ROOT / corrections).is_file():
         corrections = str(ROOT / corrections)  # saved relative to the repository, where train.py ran
-    table = load_train(data_dir, corrections, cfg.age_filter)
+    table = load_train(data_dir, corrections, cfg.age_filter, None, cfg.seed)
     oof = read_oof(run, range(cfg.n_folds))
     mine = table[["path", "person_id", "photo", "age", "train_label"]].rename(columns={"train_label": "label"})
     merged = mine.assign(key=table["path"].map(image_key)).merge(

@@ -10,6 +10,15 @@ Each person is drawn from its own RNG (seed, index), so output is deterministic 
 turn: gender flipped, age moved across a band boundary, or incorrect_mask/normal photos swapped. The photos
 show the truth; <out>/label_noise.csv (id, kind, given, true) lists every flip so label finders can be scored.
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
 import csv
 import hashlib
@@ -23,7 +32,7 @@ from PIL import Image, ImageDraw
 
 from src.labels import PHOTO_MASK, PHOTO_NAMES, age_band, encode_label
 
-# Ids of the publicly reported label errors (SPEC 2); the shipped corrections file repairs them.
+# Ids of the publicly reported label errors of the competition data; corrections.csv repairs them.
 TRULY_MALE_LABELLED_FEMALE = ["006359", "006360", "006361", "006362", "006363", "006364"]
 TRULY_FEMALE_LABELLED_MALE = ["001498-1", "004432"]
 SWAPPED_INCORRECT_NORMAL = ["000020", "004418", "005227"]
@@ -41,7 +50,8 @@ def mix(a, b, t):
 
 
 def sample_person(rng: np.random.Generator):
-    """Gender (0 male, 1 female) and age with the real distributions (SPEC 2)."""
+    """Gender (0 male, 1 female) and age with the competition data's distributions: 61% female, age bands
+    47/46/7%."""
     gender = int(rng.random() < 0.61)
     band = rng.choice(3, p=[0.47, 0.46, 0.07])
     if band == 0:

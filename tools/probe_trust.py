@@ -16,6 +16,15 @@ recipe on 30 people; and readers: --overwrite while infer reads the run, Ctrl-C 
 `strace -f -e trace=openat`, and every opened path outside the data, the run folder, the repository and the Python
 installation is listed (there should be none).
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
 import contextlib
 import hashlib
@@ -30,7 +39,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--model", "test_efficientnet", "--pretrained", "false", "--img_height", "64", "--img_width", "48",
@@ -244,6 +252,8 @@ def faults(a, data: Path, logs: Path, base: list):
         logged = (logs / name / "train.log").read_text()
         report(f"{signal.Signals(sig).name} mid-epoch", proc, err, proc.returncode == code and len(err) == 1
                and err[0] in logged and not list((logs / name).rglob("*.tmp")) and "Traceback" not in proc.stderr)
+
+    import torch  # only this case needs it: --help starts without it
 
     payload = a.work / "payload.pt"
     torch.save({"model": Payload()}, payload)

@@ -8,26 +8,26 @@ rows, per-fold F1, and with --answers the eval score of each run's submission. R
 missing files are shown as such. --study adds a sweep's study (sweep.py): its trials, optimisation history,
 parameter importances and parallel coordinates, drawn by Optuna.
 """
+if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
+    import os
+    import sys
+
+    script = os.path.realpath(__file__)
+    root, package = os.path.split(os.path.dirname(script))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", f"{package}.{os.path.basename(script)[:-3]}", *sys.argv[1:]])
+
 import argparse
 import contextlib
 import fnmatch
 import sys
 from pathlib import Path
 
-import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
-from src.errors import fail_cleanly
-from src.insight.comparison import SORTS, build_html, sort_runs, summarize
-from src.insight.study_page import study_section
-from src.run.atomic import save_text
-from src.run.rundir import RunDir, list_runs, report_file
-from src.sweep import study as studies
-from src.files import real
+def chosen_runs(log_dir: Path, names, pattern: str) -> list:
+    """The named runs (each must exist) as RunDirs, else every run in log_dir whose name matches the glob."""
+    from src.run.rundir import RunDir, list_runs
 
-
-def chosen_runs(log_dir: Path, names, pattern: str) -> list[RunDir]:
-    """The named runs (each must exist), else every run in log_dir whose name matches the glob."""
     if names:
         runs = [RunDir(log_dir, n) for n in names]
         missing = [str(r.root) for r in runs if not r.exists]
@@ -44,10 +44,21 @@ def main(argv=None) -> int:
     p.add_argument("--runs", nargs="+", metavar="NAME", help="these runs (default: every run in log_dir)")
     p.add_argument("--glob", default="*", help="runs whose name matches this pattern (default *)")
     p.add_argument("--answers", type=Path, help="eval truth (ImageID,ans) to score each run's submission")
-    p.add_argument("--sort", default="cv", help=f"row order: one of {', '.join(SORTS)} (default cv)")
+    p.add_argument("--sort", default="cv", help="row order: cv (best CV first), name or start (default cv)")
     p.add_argument("--study", help="add this sweep study (sweep.py --study) to the page")
     p.add_argument("--storage", default="", help="the study's storage URL (default: log_dir/sweeps.db)")
     a = p.parse_args(argv)
+
+    import pandas as pd  # after parsing: --help costs none of these imports
+
+    from src.errors import fail_cleanly
+    from src.files import real
+    from src.insight.comparison import SORTS, build_html, sort_runs, summarize
+    from src.insight.study_page import study_section
+    from src.run.atomic import save_text
+    from src.run.rundir import report_file
+    from src.sweep import study as studies
+
     if a.sort not in SORTS:
         p.error(f"--sort {a.sort!r} is not supported; choose one of: {', '.join(SORTS)}")
     if a.answers and not a.answers.is_file():

@@ -1,6 +1,6 @@
 """Every setting of maskcls in one place, grouped; each field has its choices or range beside it.
 
-Defaults reproduce the 4th-place entry (SPEC section 3). Each entry point takes the groups it uses:
+Defaults reproduce the 4th-place entry's settings. Each entry point takes the groups it uses:
 train.py `TrainConfig`, infer.py `InferConfig`, pseudo_train.py `PseudoConfig`, predict.py `PredictConfig`,
 export.py `ExportConfig`, python -m tools.track `TrackConfig`. A field's trailing comment is its `--help` text. `Needs(key, value)` beside a field
 says which setting it depends on: given without it, the run warns that it has no effect. Parsing lives in parsing.py, the rules about runs in policy.py.

@@ -13,6 +13,7 @@ from src.data.images import read_rgb
 
 GRID = (16, 12)  # rows, columns of the colour grid (a 4:3 portrait)
 FEATURES = GRID[0] * GRID[1] * 3
+DECODE_REDUCE = 8  # a JPEG is decoded at 1/8 of its size: the grid needs no more, and it is 3-4 times faster
 
 
 def thumbnail(img: np.ndarray) -> np.ndarray:
@@ -25,7 +26,7 @@ def appearance(paths, max_pixels: int, workers: int = 2) -> np.ndarray:
     """(len(paths), FEATURES) features; a row of NaN for a photo that cannot be decoded (it is decided alone)."""
     def one(path):
         try:
-            return thumbnail(read_rgb(path, max_pixels))
+            return thumbnail(read_rgb(path, max_pixels, reduce=DECODE_REDUCE))
         except Exception:  # any decode failure: that photo joins no group
             return np.full(FEATURES, np.nan, dtype=np.float32)
 

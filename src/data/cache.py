@@ -79,7 +79,7 @@ def reserve(path: Path, nbytes: int):
                       f"{nbytes / 1e9:.2f} GB; use --cache ram or --cache none") from None
 
 
-def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int = 0,
+def build_cache(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int,
                 max_pixels: int = MAX_IMAGE_PIXELS, boxes=None) -> ArrayImages:
     """The cached images for `paths` cut to `boxes` (see FileImages) at `size` (H, W); built on first use with a
     progress bar."""
@@ -170,7 +170,7 @@ def build_disk(target: Path, paths, size, shape, num_workers: int, max_pixels: i
         tmp.unlink(missing_ok=True)
 
 
-def image_source(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int = 0,
+def image_source(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int,
                  max_pixels: int = MAX_IMAGE_PIXELS, boxes=None):
     """Cached images (kind ram or disk) or, with kind none, files decoded per access; both cut to `boxes` and
     resized to `size`."""

@@ -14,7 +14,7 @@ class DistributedWeightedSampler(Sampler):
     The draw is seeded by (seed, epoch), so set_epoch() changes it and a resumed run replays it.
     """
 
-    def __init__(self, weights, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+    def __init__(self, weights, num_replicas: int, rank: int, seed: int):
         self.weights = torch.as_tensor(weights, dtype=torch.double)
         self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
         self.num_samples = math.ceil(len(self.weights) / num_replicas)

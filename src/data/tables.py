@@ -197,10 +197,11 @@ def assign_folds(images: pd.DataFrame, n_folds: int, seed: int, notes: list[str]
     return images
 
 
-def load_train(data_dir, corrections: str = "none", age_filter: int = 60, n_folds: int | None = None, seed: int = 42,
+def load_train(data_dir, corrections: str, age_filter: int, n_folds: int | None, seed: int,
                report: dict | None = None) -> pd.DataFrame:
     """The training image table: path, person_id, photo, mask, gender, age, label, train_label, fold
-    (fold -1 when n_folds is None: callers that only need the images).
+    (fold -1 when n_folds is None: callers that only need the images). The settings have no defaults here: each
+    caller passes its config's (corrections 'none' disables them).
 
     `label` uses the true age bands (validation); `train_label` applies the age filter (training).
     Raises DataError listing every structural problem. `report` (if given) receives counts and changes.

@@ -1,6 +1,7 @@
 """Augmentation with albumentations 2.x. Transforms return uint8 CHW tensors; the model normalises.
 
-`original` ports the entry's pipeline (SPEC 3); 1.x names that changed are noted inline.
+`original` ports the 4th-place entry's pipeline, written for albumentations 1.x; the names that changed since are
+noted inline.
 """
 from __future__ import annotations
 

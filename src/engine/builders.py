@@ -50,7 +50,7 @@ def crops(cfg: Crop | Augmentation, paths, cache_dir: Path, max_pixels: int) -> 
                       max_pixels)
 
 
-def images(cfg: Data | Loading | Crop, paths, size: tuple[int, int], num_workers: int = 0):
+def images(cfg: Data | Loading | Crop, paths, size: tuple[int, int], num_workers: int):
     """The image source of `paths` cropped as cfg.crop says, at `size`, cached as cfg.cache says."""
     cache_dir = Path(cfg.log_dir) / "cache"
     boxes = crops(cfg, paths, cache_dir, cfg.max_image_pixels).boxes

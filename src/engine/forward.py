@@ -29,7 +29,7 @@ def views(x: torch.Tensor, tta: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def forward_views(models, x: torch.Tensor, device, tta: str = "none", amp: str = "none") -> torch.Tensor:
+def forward_views(models, x: torch.Tensor, device, tta: str, amp: str) -> torch.Tensor:
     """fp32 logits of shape (models x views, batch, classes); each model sees all views as one batch."""
     x = views(to_device(x, device), tta)
     out = []
@@ -46,7 +46,7 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_loader(models, loader, device, tta: str = "none", amp: str = "none", desc: str | None = None):
+def predict_loader(models, loader, device, tta: str, amp: str, desc: str | None = None):
     """(dataset indices, logits of shape (models x views, N, classes)) over a loader, on the CPU."""
     for m in models:
         m.eval()

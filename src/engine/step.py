@@ -34,7 +34,7 @@ class TrainStep:
     The weight average (timm ModelEmaV3) follows `ema_source`, the model without DDP or compile wrappers.
     """
 
-    def __init__(self, model, criterion, optimizer, device, *, amp: str = "none", mixer: BatchMixer | None = None,
+    def __init__(self, model, criterion, optimizer, device, *, amp: str, mixer: BatchMixer | None = None,
                  grad_clip: float = 0.0, grad_clip_mode: str = "norm", uda: UdaTerm | None = None, ema=None,
                  ema_source=None):
         self.model, self.criterion, self.optimizer, self.device = model, criterion, optimizer, device

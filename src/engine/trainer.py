@@ -3,6 +3,7 @@ resume from last.pt, whole-set metrics, out-of-fold predictions and DDP via torc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -28,20 +29,20 @@ from src.data.samplers import train_sampler
 from src.data.tables import load_pseudo, load_train, load_unlabeled, with_saved_folds
 from src.engine import builders
 from src.engine import dist as dist_mod
-from src.engine.checkpointer import FoldCheckpointer
 from src.engine.forward import predict_loader
 from src.engine.optim import build_optimizer, build_scheduler
 from src.engine.step import TrainStep
 from src.engine.stopping import EarlyStopping
 from src.errors import ConfigError, Interrupted, NonFinite, interruptible, stop_if_signalled
 from src.labels import NUM_CLASSES
-from src.metrics import confusion, evaluate, macro_f1
+from src.metrics import evaluate, macro_f1
 from src.run import tracking
 from src.run.atomic import check_writable, save_csv, save_text
-from src.run.checkpoint import FOR_RESUME, FoldState, read, rng_state
+from src.run.checkpoint import FOR_RESUME, read, rng_state
 from src.run.logging import FILE_ONLY, setup_logging
 from src.run.records import PhotoPeople, RunRecords
 from src.run.rundir import RunDir
+from src.run.saver import FoldObjects, FoldSaver, Validated, saved_state
 
 log = logging.getLogger("maskcls")
 
@@ -155,7 +156,7 @@ VAL_METRICS = ("val_loss", "val_acc", "val_f1", "val_f1_mask", "val_f1_gender", 
 def validation_pass(model, loader, labels: torch.Tensor, criterion, amp: str, dist, k: int, epoch: int) -> tuple:
     """(positions in the validation set, probabilities, metrics) over the whole set, every rank's shard.
     Non-finite results stop the fold before anything of the epoch is saved."""
-    idx, logits = predict_loader([model], loader, dist.device, amp=amp)
+    idx, logits = predict_loader([model], loader, dist.device, tta="none", amp=amp)  # no TTA in validation
     idx, logits = dist_mod.gather_rows(dist, idx, logits[0])
     y = labels[idx]
     with torch.no_grad():
@@ -171,20 +172,40 @@ def validation_pass(model, loader, labels: torch.Tensor, criterion, amp: str, di
     return idx.numpy(), probs, dict(zip(VAL_METRICS, values))
 
 
-def fit_fold(ins: RunInputs, k: int):
-    """Build, restore, loop (train, validate, record, save), stop."""
-    cfg, dist, device, run = ins.cfg, ins.dist, ins.dist.device, ins.run
-    state = FoldState.load(run.last(k)) if run.last(k).is_file() else None
-    if state is not None and state.finished:
-        log.info("fold %d: finished earlier, skipped", k)
-        return
-    if dist.main:
-        run.fold(k).mkdir(parents=True, exist_ok=True)
-    # each fold starts from its own seed: the same weights whether it trains alone, after other folds, or again
-    seed = seeds.fold_seed(cfg.seed, k, dist.rank)
-    seeds.seed_everything(seed, cfg.deterministic)
+@dataclass
+class Fold:
+    """One fold's data and training objects (build_fold)."""
+    k: int
+    train_ds: object
+    sampler: object
+    train_loader: object
+    val_loader: object
+    val_labels: torch.Tensor
+    val_rows: np.ndarray  # rows of the run's table, in val_loader's order
+    unl_loader: object  # the unlabelled stream of UDA, or None
+    unl_sampler: object
+    criterion: torch.nn.Module
+    sched_when: str  # when the scheduler steps: batch, epoch, val_loss (or never)
+    eval_model: torch.nn.Module  # the weights that validate, are saved as best_* and predict
+    objects: FoldObjects  # what last.pt holds
 
-    # build
+
+def unlabeled_loader(ins: RunInputs, seed: int) -> tuple:
+    """(loader, sampler) of UDA's unlabelled images: its own seed, the same on every fold."""
+    cfg, dist = ins.cfg, ins.dist
+    unl_seed = seeds.unlabeled_seed(cfg.seed)
+    unl_ds = FaceDataset(ins.unlabeled_images, None, builders.uda_transform(cfg),
+                         seed=seeds.unlabeled_seed(cfg.seed, dist.rank))
+    unl_sampler = train_sampler("none", np.zeros(len(unl_ds), int), dist.world, dist.rank, unl_seed)
+    unl_bs = max(1, round(cfg.batch_size * cfg.uda_ratio))
+    return builders.loader(unl_ds, cfg, dist.device, unl_bs, unl_sampler, drop_last=len(unl_ds) > unl_bs,
+                           seed=seed), unl_sampler
+
+
+def build_fold(ins: RunInputs, k: int) -> Fold:
+    """Fold k's datasets, loaders and training objects, drawn in one fixed order from the fold's seed."""
+    cfg, dist, device = ins.cfg, ins.dist, ins.dist.device
+    seed = seeds.fold_seed(cfg.seed, k, dist.rank)
     train_ds, train_labels, val_ds, val_rows = fold_datasets(cfg, ins.table, ins.images, k, dist.rank, ins.pseudo,
                                                              ins.pseudo_images)
     sampler = train_sampler(cfg.sampler, train_labels, dist.world, dist.rank, cfg.seed)
@@ -192,16 +213,7 @@ def fit_fold(ins: RunInputs, k: int):
                                    drop_last=len(train_ds) > cfg.batch_size, seed=seed)
     val_loader = builders.loader(Subset(val_ds, range(dist.rank, len(val_ds), dist.world)), cfg, device,
                                  cfg.infer_batch_size, seed=seed)
-    val_labels = torch.as_tensor(val_ds.labels)
-    unl_loader = None
-    if cfg.uda:
-        unl_seed = seeds.unlabeled_seed(cfg.seed)
-        unl_ds = FaceDataset(ins.unlabeled_images, None, builders.uda_transform(cfg),
-                             seed=seeds.unlabeled_seed(cfg.seed, dist.rank))
-        unl_sampler = train_sampler("none", np.zeros(len(unl_ds), int), dist.world, dist.rank, unl_seed)
-        unl_bs = max(1, round(cfg.batch_size * cfg.uda_ratio))
-        unl_loader = builders.loader(unl_ds, cfg, device, unl_bs, unl_sampler, drop_last=len(unl_ds) > unl_bs,
-                                     seed=seed)
+    unl_loader, unl_sampler = unlabeled_loader(ins, seed) if cfg.uda else (None, None)
     model = builders.model(cfg).to(device)
     criterion = builders.criterion(cfg, train_labels).to(device)
     optimizer = build_optimizer(cfg, model)
@@ -214,88 +226,96 @@ def fit_fold(ins: RunInputs, k: int):
         cfg, DistributedDataParallel(forward_model, device_ids=[device.index] if device.type == "cuda" else None)
         if dist.enabled else forward_model, criterion, optimizer, device, ema, model)
     # the weights that validate, are saved as best_* and predict: the average when there is one
-    eval_model, kept_model = (ema.module, ema.module) if ema is not None else (forward_model, model)
-    checkpointer = FoldCheckpointer(run.last(k), lambda kind: run.checkpoint(k, kind), model, optimizer, scheduler,
-                                    step, stopper, ema, kept_model)
+    eval_model, kept = (ema.module, ema.module) if ema is not None else (forward_model, model)
+    return Fold(k, train_ds, sampler, train_loader, val_loader, torch.as_tensor(val_ds.labels), val_rows, unl_loader,
+                unl_sampler, criterion, sched_when, eval_model,
+                FoldObjects(model=model, optimizer=optimizer, scheduler=scheduler, step=step, stopper=stopper, ema=ema,
+                            kept=kept))
 
-    # restore
-    start_epoch = 0
-    if state is not None:
-        start_epoch = checkpointer.restore(state, dist.rank, dist.world, len(train_loader),
-                                           f"model {cfg.model}, heads {cfg.heads}")
-        log.info("fold %d: resumed from %s after epoch %d", k, run.last(k), state.epoch)
-    if ins.records is not None:
-        ins.records.start_fold(k, start_epoch)
 
-    def keep_validated(epoch: int, idx, probs, metrics: dict, improved: dict, last_epoch: bool) -> np.ndarray:
-        """Rank 0, a validated epoch: best_* files and, for the oof_from epoch, oof.csv; returns its confusion."""
-        checkpointer.save_best(epoch, metrics, improved)
-        cm = confusion(val_labels[idx].numpy(), probs.argmax(1))
-        if improved["val_f1"] if cfg.oof_from == "best_f1" else last_epoch:
-            ins.records.out_of_fold(k, epoch, ins.table, val_rows[idx], probs, cm)
-        return cm
-
+def fit_fold(ins: RunInputs, k: int):
+    """Build, restore, loop (train, validate, save), stop."""
+    cfg, dist, run = ins.cfg, ins.dist, ins.run
+    state = saved_state(run, k)
+    if state is not None and state.finished:
+        log.info("fold %d: finished earlier, skipped", k)
+        return
+    if dist.main:
+        run.fold(k).mkdir(parents=True, exist_ok=True)
+    # each fold starts from its own seed: the same weights whether it trains alone, after other folds, or again
+    seeds.seed_everything(seeds.fold_seed(cfg.seed, k, dist.rank), cfg.deterministic)
+    fold = build_fold(ins, k)
+    saver = FoldSaver(run, k, fold.objects, oof_from=cfg.oof_from, records=ins.records, writes=dist.main)
+    start_epoch = saver.resume(state, steps_per_epoch=len(fold.train_loader), rank=dist.rank, world=dist.world,
+                               network=f"model {cfg.model}, heads {cfg.heads}")
     if state is not None and start_epoch >= cfg.epochs:  # resumed with fewer epochs than it already ran
         # the saved epoch becomes the fold's last; it is validated now (val_every may have skipped it), so the fold
         # ends with its oof.csv and best_* files as if it had stopped there
-        idx, probs, metrics = validation_pass(eval_model, val_loader, val_labels, criterion, cfg.amp, dist, k,
-                                              state.epoch)
-        improved = checkpointer.improved(metrics)
-        if dist.main:
-            keep_validated(state.epoch, idx, probs, metrics, improved, True)
-            checkpointer.mark_finished(state)
+        saver.finish_saved(state, validate(ins, fold, state.epoch))
         log.info("fold %d: already ran %d epochs (%d asked); validated epoch %d and marked finished", k, start_epoch,
                  cfg.epochs, state.epoch)
         dist_mod.barrier(dist)
-        if ins.records is not None:
-            ins.records.end_fold(k)
-        return
-
-    # loop
     for epoch in range(start_epoch, cfg.epochs):
-        ins.progress.epoch = epoch
-        t0 = time.perf_counter()
-        sampler.set_epoch(epoch)
-        set_epoch(train_ds, epoch)
-        # the unlabelled stream of each epoch starts afresh from the epoch number, so a resume replays it
-        uda_iter = forever(unl_loader, unl_sampler, seeds.unlabeled_epoch(epoch)) if unl_loader is not None else None
-        train_stats = train_epoch(step, train_loader, k, epoch, scheduler if sched_when == "batch" else None,
-                                  uda_iter, dist.main)
-        dist_mod.sync_buffers(dist, model)
-        if ema is not None:
-            dist_mod.sync_buffers(dist, ema.module)
-        # a stopper already due (patience lowered on resume) may end the fold here, so this epoch validates too
-        validated = (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1 or stopper.should_stop
-        metrics, improved = {}, {}
-        if validated:
-            idx, probs, metrics = validation_pass(eval_model, val_loader, val_labels, criterion, cfg.amp, dist, k,
-                                                  epoch)
-            improved = checkpointer.improved(metrics)
-            stopper.step(metrics[cfg.early_stop_monitor])
-        lr = optimizer.param_groups[0]["lr"]
-        if sched_when == "epoch":
-            scheduler.step()
-        elif sched_when == "val_loss" and validated:
-            scheduler.step(metrics["val_loss"])
-        stop = dist_mod.broadcast(dist, stopper.should_stop)
-        rngs = dist_mod.gather_objects(dist, rng_state())  # every rank's, so a DDP resume is exact too
-        last_epoch = stop or epoch == cfg.epochs - 1
-        if dist.main:
-            cm = keep_validated(epoch, idx, probs, metrics, improved, last_epoch) if validated else None
-            ins.records.epoch(dict(fold=k, epoch=epoch, lr=lr, **train_stats, **(dict.fromkeys(VAL_METRICS, math.nan)
-                                                                                 | metrics),
-                                   time_s=time.perf_counter() - t0, best_f1=improved.get("val_f1", False)), cm)
-            checkpointer.save_last(epoch, rngs, finished=last_epoch)
-            if ins.after_epoch is not None:
-                ins.after_epoch(k, epoch, metrics, last_epoch)
-        dist_mod.barrier(dist)
-        # stop
-        if stop:
-            log.info("fold %d: early stop after epoch %d (%s did not improve for %d epochs)", k, epoch,
-                     cfg.early_stop_monitor, stopper.wait)
+        if fit_epoch(ins, fold, saver, epoch):
             break
-    if ins.records is not None:
-        ins.records.end_fold(k)
+    saver.end()
+
+
+def validate(ins: RunInputs, fold: Fold, epoch: int) -> Validated:
+    """The validation pass of an epoch over the fold's validation rows (every rank's shard, gathered)."""
+    idx, probs, metrics = validation_pass(fold.eval_model, fold.val_loader, fold.val_labels, fold.criterion,
+                                          ins.cfg.amp, ins.dist, fold.k, epoch)
+    rows = fold.val_rows[idx]
+    return Validated(paths=ins.table["path"].to_numpy()[rows], labels=ins.table["label"].to_numpy()[rows],
+                     probs=probs, metrics=metrics)
+
+
+def train_pass(ins: RunInputs, fold: Fold, epoch: int) -> dict:
+    """The epoch's training pass, and the buffers made the same on every rank."""
+    fold.sampler.set_epoch(epoch)
+    set_epoch(fold.train_ds, epoch)
+    # the unlabelled stream of each epoch starts afresh from the epoch number, so a resume replays it
+    uda_iter = (forever(fold.unl_loader, fold.unl_sampler, seeds.unlabeled_epoch(epoch))
+                if fold.unl_loader is not None else None)
+    o = fold.objects
+    stats = train_epoch(o.step, fold.train_loader, fold.k, epoch, o.scheduler if fold.sched_when == "batch" else None,
+                        uda_iter, ins.dist.main)
+    dist_mod.sync_buffers(ins.dist, o.model)
+    if o.ema is not None:
+        dist_mod.sync_buffers(ins.dist, o.ema.module)
+    return stats
+
+
+def fit_epoch(ins: RunInputs, fold: Fold, saver: FoldSaver, epoch: int) -> bool:
+    """Train, validate where due, step the scheduler, save (rank 0), then the sweep's hook; whether the fold stops."""
+    cfg, dist, o = ins.cfg, ins.dist, fold.objects
+    ins.progress.epoch = epoch
+    t0 = time.perf_counter()
+    train_stats = train_pass(ins, fold, epoch)
+    # a stopper already due (patience lowered on resume) may end the fold here, so this epoch validates too
+    due = (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1 or o.stopper.should_stop
+    validated = validate(ins, fold, epoch) if due else None
+    metrics = validated.metrics if validated is not None else {}
+    if validated is not None:
+        o.stopper.step(metrics[cfg.early_stop_monitor])
+    lr = o.optimizer.param_groups[0]["lr"]
+    if fold.sched_when == "epoch":
+        o.scheduler.step()
+    elif fold.sched_when == "val_loss" and validated is not None:
+        o.scheduler.step(metrics["val_loss"])
+    stop = dist_mod.broadcast(dist, o.stopper.should_stop)
+    rngs = dist_mod.gather_objects(dist, rng_state())  # every rank's, so a DDP resume is exact too
+    last = stop or epoch == cfg.epochs - 1
+    values = dict(lr=lr, **train_stats, **(dict.fromkeys(VAL_METRICS, math.nan) | metrics),
+                  time_s=time.perf_counter() - t0)
+    saver.save_epoch(epoch, values, validated, last=last, rngs=rngs)
+    if dist.main and ins.after_epoch is not None:
+        ins.after_epoch(fold.k, epoch, metrics, last)
+    dist_mod.barrier(dist)
+    if stop:
+        log.info("fold %d: early stop after epoch %d (%s did not improve for %d epochs)", fold.k, epoch,
+                 cfg.early_stop_monitor, o.stopper.wait)
+    return stop
 
 
 def saved_any_epoch(run: RunDir, n_folds: int) -> bool:
@@ -303,10 +323,11 @@ def saved_any_epoch(run: RunDir, n_folds: int) -> bool:
     return any(run.last(k).is_file() for k in run.folds()) or bool(run.training_folds(n_folds))
 
 
-def open_run(cfg: TrainConfig, dist, table: pd.DataFrame) -> tuple[RunDir, pd.DataFrame]:
+def open_run(cfg: TrainConfig, dist, table: pd.DataFrame) -> tuple[RunDir, pd.DataFrame, TrainConfig]:
     """Claim the run name (RunDir's rule). A new run saves its fold assignment and settings; a resumed run, or a
     process joining a run that another just created, must have the same settings (policy.MAY_CHANGE_ON_RESUME
-    aside) and takes the saved folds. Returns the run and the table with them."""
+    aside) and takes the saved folds and seed. Returns the run, the table with its folds, and the settings resolved
+    (a copy with the run's seed)."""
     run = RunDir(cfg.log_dir, cfg.name)
 
     def prepare(_how: str):
@@ -334,9 +355,9 @@ def open_run(cfg: TrainConfig, dist, table: pd.DataFrame) -> tuple[RunDir, pd.Da
     saved_seed = policy.from_saved(run.config).seed
     if saved_seed != cfg.seed:
         log.warning("resume: --seed %d ignored; run %s keeps its seed %d", cfg.seed, run.name, saved_seed)
-        cfg.seed = saved_seed
+        cfg = dataclasses.replace(cfg, seed=saved_seed)
     folds = pd.read_csv(run.folds_csv, dtype={"person_id": str})
-    return run, with_saved_folds(table, folds, run.folds_csv)
+    return run, with_saved_folds(table, folds, run.folds_csv), cfg
 
 
 def train(cfg: TrainConfig, after_epoch: Callable[[int, int, dict, bool], None] | None = None) -> dict:
@@ -370,7 +391,7 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) ->
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.uda else None
     builders.check_requirements(cfg)  # everything checkable is checked before --overwrite may delete a run
     trackers = tracking.check(cfg)  # and a tracker that cannot be reached or written, before the run folder exists
-    run, table = open_run(cfg, dist, table)
+    run, table, cfg = open_run(cfg, dist, table)
     setup_logging(run.train_log, dist.main)
     seeds.seed_everything(cfg.seed + dist.rank, cfg.deterministic)
     log.info("run %s  commit %s  device %s  world %d%s\n%s", run.root, policy.git_commit()[0], dist.device,

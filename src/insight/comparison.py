@@ -18,11 +18,12 @@ from sklearn.metrics import f1_score
 from src.config import parsing, policy
 from src.errors import ConfigError
 from src.insight.gallery import save_gallery
-from src.insight.oof import confident_errors, read_oof
+from src.insight.oof import confident_errors
 from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
 from src.metrics import confusion, scores
 from src.run.checkpoint import is_finished
 from src.run.figures import confusion_figure, png_bytes, pyplot
+from src.run.oof import read_oof
 from src.run.rundir import RunDir, prediction_files
 from src.files import read_json, read_yaml
 

@@ -1,20 +1,11 @@
-"""Out-of-fold predictions seen per task: a run's OOF rows, the mask / gender / age marginals of the
-18-class probabilities, and the most confident mistakes of each task. Shared by the report and the finder."""
+"""Out-of-fold predictions seen per task: the mask / gender / age marginals of the 18-class probabilities, and the
+most confident mistakes of each task. Shared by the report and the finder; src/run/oof.py reads a run's rows."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from src.labels import PROB_COLUMNS, TASK_NAMES, decode_label
-from src.run.rundir import RunDir
-
-
-def read_oof(run: RunDir, folds=None) -> pd.DataFrame:
-    """The oof.csv rows of the given folds (default: every fold folder present) that have one; may be empty."""
-    folds = run.folds() if folds is None else folds
-    parts = [pd.read_csv(run.oof(k)) for k in folds if run.oof(k).is_file()]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["path", "label", "fold", "pred",
-                                                                                    *PROB_COLUMNS])
 
 
 def task_probs(probs: np.ndarray) -> dict[str, np.ndarray]:

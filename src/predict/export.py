@@ -21,7 +21,7 @@ from src.errors import ConfigError, DataError
 from src.files import read_yaml, real, shown
 from src.labels import CLASS_NAMES, TASK_NAMES
 from src.predict import onnx_graph
-from src.predict.decisions import choose, describe
+from src.predict.offsets import choose_offsets, describe
 from src.predict.engines import check_parity, file_digest, load_models
 from src.predict.plans import RunPlan, reading_runs
 from src.run import tracking
@@ -93,7 +93,7 @@ def run_record(plan: RunPlan) -> dict:
 
 
 def decision_record(cfg: ExportConfig, plans: list[RunPlan]) -> dict:
-    return describe(*choose(cfg.decision, plans)) | dict(
+    return describe(*choose_offsets(cfg.decision, plans)) | dict(
         apply="class = argmax(log(probs) + offsets); a plain argmax when offsets is null")
 
 

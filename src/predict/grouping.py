@@ -52,7 +52,7 @@ def people_of(group: str, plans: list[RunPlan], paths: list, probs: np.ndarray, 
     saved = next((s for s in map(saved_people, plans) if s is not None), None)
     if saved is None:
         return people.ungrouped(n, f"run {plans[0].name} has no {plans[0].run.people.name}, written at the end of "
-                                   f"training since grouping exists: `train.py --resume` of the run writes it")
+                                   f"training: `train.py --resume` of the finished run writes it")
     metric = people.PersonMetric(saved["matrix"], saved["offset"])
     thumbs = appearance(paths, max_pixels, default_workers(num_workers))
     if thumbs.shape[1] != metric.matrix.shape[0]:

@@ -19,7 +19,7 @@ from src.engine import builders
 from src.errors import ConfigError
 from src.files import real, shown
 from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
-from src.predict.decisions import decide
+from src.predict.offsets import classify
 from src.predict.engines import predict_run
 from src.predict.grouping import find_people
 from src.predict.plans import RunPlan, reading_runs
@@ -114,7 +114,7 @@ def infer(cfg: InferConfig) -> Path:
 def write_submission(cfg: InferConfig, info: pd.DataFrame, plans: list[RunPlan], files: dict[str, Path]) -> Path:
     probs = predict_runs(cfg, plans, info["path"])
     found = find_people(cfg.group, plans, info["path"], probs, cfg.max_image_pixels, cfg.num_workers)
-    classes, decided = decide(cfg.decision, plans, probs, found)
+    classes, decided = classify(cfg.decision, plans, probs, found)
     submission = pd.DataFrame({"ImageID": info["ImageID"], "ans": classes.astype(int)})
     probs_df = pd.concat([info[["ImageID"]], pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1).assign(
         group=found.groups)  # -1: decided alone
@@ -140,7 +140,7 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
     with reading_runs(cfg) as plans:
         probs = predict_runs(cfg, plans, unlabeled["path"])
         found = find_people(cfg.group, plans, unlabeled["path"], probs, cfg.max_image_pixels, cfg.num_workers)
-        labels, _ = decide(cfg.decision, plans, probs, found)
+        labels, _ = classify(cfg.decision, plans, probs, found)
     df = pd.DataFrame({"path": unlabeled["path"], "label": labels, "confidence": probs[np.arange(len(probs)), labels]})
     kept = df[df["confidence"] >= cfg.pseudo_threshold]
     save_csv(kept, run.pseudo_labels, float_format="%.6f")

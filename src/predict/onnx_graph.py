@@ -31,8 +31,8 @@ class ProbabilityGraph(nn.Module):
         self.tta = tta
 
     def forward(self, x):
-        probs = torch.stack([forward.probabilities(forward.forward_views(models, x, x.device, self.tta))
-                             for models in self.runs]).mean(0)
+        probs = torch.stack([forward.probabilities(forward.forward_views(models, x, x.device, self.tta, "none"))
+                             for models in self.runs]).mean(0)  # fp32: the graph runs on onnxruntime
         return (probs, *task_probabilities(probs))
 
 

@@ -20,7 +20,7 @@ from src.engine import builders
 from src.errors import ConfigError, DataError
 from src.files import real, shown
 from src.labels import NUM_CLASSES, PROB_COLUMNS, TASK_NAMES, decode_label, task_probabilities
-from src.predict.decisions import decide
+from src.predict.offsets import classify
 from src.predict.engines import predict_run
 from src.predict.plans import reading_runs
 from src.run.atomic import check_writable, save_text
@@ -171,7 +171,7 @@ def predict_found(cfg: PredictConfig, found, out, plans) -> pd.DataFrame:
     if cfg.group == "people":
         log.info("group people: none (predict.py's photos are any photos, not known to be whole people); every "
                  "photo decided alone")
-    classes, _ = decide(cfg.decision, plans, total)
+    classes, _ = classify(cfg.decision, plans, total)
     df = rows(found, total, classes, {i: problems[i] for i in sorted(problems)})
     text = output_text(df, cfg.format)
     if out is None:

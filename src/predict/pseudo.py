@@ -1,6 +1,7 @@
 """One pseudo-labelling round: the teacher runs label unlabelled images, then a new run trains on them."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from src.config.schema import PseudoConfig
@@ -40,7 +41,7 @@ def pseudo_train(cfg: PseudoConfig) -> dict:
         dist_mod.barrier(dist)
         if cfg.pseudo_csv and real(cfg.pseudo_csv) != real(run.pseudo_labels):
             log.info("pseudo_csv %s replaced by the fresh labels %s", cfg.pseudo_csv, run.pseudo_labels)
-        cfg.pseudo_csv = str(run.pseudo_labels)
+        cfg = dataclasses.replace(cfg, pseudo_csv=str(run.pseudo_labels))  # a resolved copy: the parsed one stays
     elif not cfg.pseudo_csv:
         raise ConfigError("pseudo_train.py needs a teacher (--run NAME or --runs A B) or --pseudo_csv FILE")
     return train(cfg)

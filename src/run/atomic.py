@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from src.errors import NoSpace, filesystem_error
 from src.files import read_json
@@ -90,6 +89,8 @@ def write_bytes(data, tmp):
 
 
 def save_torch(obj, path):
+    import torch  # here, not at the top: the tools and benches that only read a run folder start without torch
+
     # serialised in memory first: torch's own file writer reports a full disk as "iostream error"
     buf = io.BytesIO()
     torch.save(obj, buf)

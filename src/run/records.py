@@ -1,6 +1,7 @@
-"""What a training run writes besides checkpoints: train.log lines, metrics.csv, TensorBoard, confusion
-matrices, out-of-fold predictions and cv.json. Paths come from RunDir. With --tracker (or a run tracked before),
-each write is followed by a sync that sends the trackers what the folder holds and they lack (src/run/tracking.py).
+"""What a training run records besides a fold's own files (src/run/saver.py writes those: last.pt, best_*.pt,
+metrics.csv rows, oof.csv): train.log and console lines, TensorBoard, and the run-level cv.json, decision.json and
+people.npz. Paths come from RunDir. With --tracker (or a run tracked before), each write is followed by a sync that
+sends the trackers what the folder holds and they lack (src/run/tracking.py).
 
 The console gets one line per epoch; the epoch's confusion matrix goes to train.log and TensorBoard, and the
 console sees the best epoch's matrix once, when the fold ends."""
@@ -16,26 +17,27 @@ import pandas as pd
 from src import decision, people
 from src.labels import PROB_COLUMNS
 from src.metrics import confusion, confusion_text, evaluate, scores
-from src.run.atomic import save_csv, save_npz, save_text
-from src.run.figures import confusion_figure, save_png
+from src.run.atomic import save_npz, save_text
+from src.run.figures import confusion_figure
 from src.run.logging import CONSOLE_ONLY, FILE_ONLY, log
 from src.run import tracking
+from src.run.oof import read_oof
 from src.run.rundir import RunDir
 
 
 class RunRecords:
-    """Rank 0's writers for one training run: a fold metrics.csv row, TensorBoard scalars and a confusion
-    matrix per epoch; the out-of-fold predictions and confusion image of each fold's best-F1 epoch.
+    """Rank 0's records of one training run: per epoch (told by the fold's FoldSaver once its row is written) the
+    console line, TensorBoard scalars and confusion matrix; per fold the console's confusion matrix of its oof.csv;
+    the run's cv.json.
 
-    Each fold's own files hold its state; the run-level metrics.csv and cv.json are rebuilt from them under
-    the run's lock, so processes training different folds side by side never overwrite each other's rows."""
+    Each fold's own files hold its state; cv.json is rebuilt from them under the run's lock, so processes training
+    different folds side by side never overwrite each other's records."""
 
     def __init__(self, run: RunDir, trackers: tracking.Wanted | None = None):
         from torch.utils.tensorboard import SummaryWriter  # imported here: inference and benchmarks skip it
 
         self.run = run
         self.writer = SummaryWriter(str(run.tensorboard))
-        self.rows: list[dict] = []
         self.tracking = tracking.start(trackers or tracking.Wanted(), run)
         self.fold: int | None = None  # the fold this process trains now (its lock is ours)
 
@@ -44,26 +46,14 @@ class RunRecords:
         if self.tracking is not None:
             self.tracking.sync(self.fold)
 
-    def start_fold(self, k: int, start_epoch: int):
-        """Rows of epochs that will run (again) are dropped, so a kill between writes never duplicates one."""
-        path = self.run.fold_metrics(k)
-        rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
-        self.rows = [r for r in rows if r["epoch"] < start_epoch]
+    def start_fold(self, k: int):
+        """Fold k (its lock is ours) starts or resumes here."""
         self.fold = k
         self.track()
 
-    def rebuild_metrics(self):
-        parts = [pd.read_csv(self.run.fold_metrics(k)) for k in self.run.folds() if self.run.fold_metrics(k).is_file()]
-        if parts:
-            save_csv(pd.concat(parts, ignore_index=True).sort_values(["fold", "epoch"]), self.run.metrics,
-                     float_format="%.6g")
-
     def epoch(self, row: dict, cm: np.ndarray | None):
-        """One epoch's row; cm is None for an epoch not validated (val_every), whose val_* values are NaN."""
-        self.rows.append(row)
-        save_csv(pd.DataFrame(self.rows), self.run.fold_metrics(row["fold"]), float_format="%.6g")
-        with self.run.lock():
-            self.rebuild_metrics()
+        """One epoch's row, written to the fold's metrics.csv already; cm is None for an epoch not validated
+        (val_every), whose val_* values are NaN."""
         k, epoch = row["fold"], row["epoch"]
         for key, value in row.items():
             if key not in ("fold", "epoch", "best_f1") and not np.isnan(value):
@@ -83,20 +73,11 @@ class RunRecords:
 
     def end_fold(self, k: int):
         """The confusion matrix of fold k's oof.csv, once on the console; the trackers get the fold's last epoch."""
-        if self.run.oof(k).is_file():
-            oof = pd.read_csv(self.run.oof(k))
+        oof = read_oof(self.run, [k])
+        if not oof.empty:
             log.info("fold %d: confusion matrix of its out-of-fold rows (rows true, columns predicted):\n%s", k,
                      confusion_text(confusion(oof["label"], oof["pred"])), extra=CONSOLE_ONLY)
         self.track()
-
-    def out_of_fold(self, k: int, epoch: int, table: pd.DataFrame, rows, probs: np.ndarray, cm: np.ndarray):
-        """oof.csv (path, label, fold, pred, p0..p17) and confusion.png of fold k's oof_from epoch."""
-        df = pd.DataFrame({"path": table["path"].to_numpy()[rows], "label": table["label"].to_numpy()[rows],
-                           "fold": k, "pred": probs.argmax(1)})
-        df = pd.concat([df, pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
-        save_csv(df, self.run.oof(k), float_format="%.6f")
-        f1 = evaluate(df["label"], probs)["f1"]
-        save_png(confusion_figure(cm, f"fold {k} epoch {epoch} F1 {f1:.4f}"), self.run.confusion(k))
 
     def hparams(self, settings: dict, cv: dict):
         """TensorBoard's HParams tab: the run's settings against its CV scores, for comparing runs there."""
@@ -122,16 +103,15 @@ def write_cv(run: RunDir, n_folds: int, photo_people: PhotoPeople | None = None)
     OOF rows, also the tuned decision: offsets fitted on all of them (decision.json), and the tuned CV, cross-fitted
     (each fold decided by offsets fitted on the other folds), with its per-task scores; with `photo_people`, the
     same per person (write_people)."""
-    parts = [pd.read_csv(run.oof(k)) for k in range(n_folds) if run.oof(k).is_file()]
-    if not parts:
+    oof = read_oof(run, range(n_folds))
+    if oof.empty:
         return {}
-    oof = pd.concat(parts, ignore_index=True)
     probs, labels = oof[PROB_COLUMNS].to_numpy(), oof["label"].to_numpy()
     whole = evaluate(labels, probs)
     folds = {int(k): evaluate(g["label"], g[PROB_COLUMNS].to_numpy())["f1"] for k, g in oof.groupby("fold")}
     cv = dict(cv_f1=whole["f1"], fold_f1=folds, **{f"cv_{k}": v for k, v in whole.items() if k != "f1"},
               oof_rows=len(oof))
-    if len(parts) == n_folds:
+    if oof["fold"].nunique() == n_folds:  # every fold has its rows
         tuning = decision.tune(probs, labels, oof["fold"].to_numpy())
         tuned = scores(labels, tuning.crossed)
         cv |= {"cv_f1_tuned": tuned["f1"], **{f"cv_{k}_tuned": v for k, v in tuned.items() if k != "f1"}}

@@ -1,6 +1,6 @@
 """The run folder: every path of a run, the checkpoint kinds, and the one rule for claiming a name.
 
-Nothing else spells a file name of a run. Layout (README "What goes where in logs/"):
+Nothing else spells a file name of a run. Layout (docs/run-folder.md):
 
     <log_dir>/<name>/config.yaml  folds.csv  train.log  metrics.csv  cv.json  decision.json  people.npz  tb/
                      pseudo_labels.csv (+ .yaml)

@@ -62,7 +62,7 @@ def require(tracker: str):
         return importlib.import_module(tracker)
     except ImportError as e:
         where = ("it is in requirements.txt" if tracker in IN_REQUIREMENTS else
-                 "not in requirements.txt: an extra step, see README \"Experiment tracking\"")
+                 "not in requirements.txt: an extra step, see docs/tracking.md")
         raise ConfigError(f"--tracker {tracker} needs the {tracker} package, which cannot be imported "
                           f"({first_line(e)}); install it with: pip install {PINS[tracker]}   ({where})") from None
 

@@ -36,6 +36,7 @@ from src.files import read_json, read_yaml
 from src.run.atomic import save_text
 from src.run.checkpoint import FOR_RESUME, read
 from src.run.logging import FILE_ONLY
+from src.run.oof import read_oof
 from src.run.rundir import RunDir, is_held, mlflow_db
 from src.run.trackers import (SQLITE, Spec, backend, check_store, check_wandb, first_line, http_limits, require,
                               store_uri, wandb_mode)
@@ -243,12 +244,12 @@ class Folder:
         from src.metrics import confusion
         from src.run.figures import confusion_figure, save_png
 
-        parts = [pd.read_csv(self.run.oof(k)) for k in self.folds if self.run.oof(k).is_file()]
-        if not parts:
+        oof = read_oof(self.run, self.folds)
+        if oof.empty:
             return None
-        oof = pd.concat(parts, ignore_index=True)
         path = folder / "confusion.png"
-        title = f"{self.run.name}: out-of-fold rows of {len(parts)} fold(s), CV macro-F1 {self.cv.get('cv_f1', 0):.4f}"
+        title = (f"{self.run.name}: out-of-fold rows of {oof['fold'].nunique()} fold(s), CV macro-F1 "
+                 f"{self.cv.get('cv_f1', 0):.4f}")
         save_png(confusion_figure(confusion(oof["label"], oof["pred"]), title), path)
         return path
 

@@ -3,6 +3,7 @@ first trained fold's per-epoch validation F1; workers stop once the study's n_tr
 them, and wait for trials still running elsewhere so that one whose worker died is retried."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
@@ -207,8 +208,8 @@ class Worker:
         except ConfigError as e:  # each searched value was checked alone; this combination is refused
             raise InvalidTrial(f"trial {trial.number}: {e}", e.key) from None
         run = RunDir(cfg.log_dir, name)
-        cfg.resume = run.exists  # a retry carries on from its original's last.pt
-        cfg.experiment = cfg.experiment or self.cfg.study  # with --tracker: the study's trials are runs of one experiment
+        # a retry carries on from its original's last.pt; with --tracker, the study's trials are runs of one experiment
+        cfg = dataclasses.replace(cfg, resume=run.exists, experiment=cfg.experiment or self.cfg.study)
         record = dict(study=self.cfg.study, storage=studies.shown_url(studies.storage_url(self.cfg.storage,
                                                                                               self.log_dir)),
                       trial=int(name.rsplit("-", 1)[1]), attempt=trial.number, params=params)

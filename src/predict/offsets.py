@@ -1,6 +1,7 @@
-"""Which decision turns the runs' probabilities into classes (--decision): tuned offsets, or a plain argmax.
+"""Which offsets turn the runs' probabilities into classes (--decision): tuned offsets, or none for a plain argmax.
 One run uses its decision.json (fitted by train.py on all its out-of-fold rows); a run ensemble fits offsets on
-the runs' mean out-of-fold probabilities, the same mean its predictions take."""
+the runs' mean out-of-fold probabilities, the same mean its predictions take. `classify` applies them through
+src/decision.py's `decide`, per person where the photos were grouped."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +15,7 @@ from src.labels import NUM_CLASSES, PROB_COLUMNS
 from src.predict import grouping
 from src.predict.plans import RunPlan
 from src.files import irregular, read_json
+from src.run.oof import read_oof
 
 log = logging.getLogger("maskcls")
 
@@ -45,14 +47,12 @@ def saved_offsets(plan: RunPlan, key: str = "offsets") -> tuple[np.ndarray | Non
 
 
 def complete_oof(plan: RunPlan) -> pd.DataFrame | None:
-    """Every fold's out-of-fold rows of a run, or None when a fold has none yet."""
-    files = [plan.run.oof(k) for k in range(plan.cfg.n_folds)]
-    if not all(f.is_file() for f in files):
-        return None
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True).set_index("path").sort_index()
+    """Every fold's out-of-fold rows of a run by path, or None when a fold has none yet."""
+    oof = read_oof(plan.run, range(plan.cfg.n_folds), complete=True)
+    return None if oof is None else oof.set_index("path").sort_index()
 
 
-def choose(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, str]:
+def choose_offsets(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, str]:
     """(offsets or None for argmax, how the decision was made) for --decision `rule`."""
     if rule == "argmax":
         return None, "argmax (--decision argmax)"
@@ -72,7 +72,7 @@ def choose(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, str]:
                             f"{tuning.cv_argmax:.4f})")
 
 
-def choose_people(rule: str, plans: list[RunPlan], photo: np.ndarray | None) -> tuple[np.ndarray | None, str]:
+def choose_person_offsets(rule: str, plans: list[RunPlan], photo: np.ndarray | None) -> tuple[np.ndarray | None, str]:
     """(offsets for decisions per person, how) for --decision `rule`: one run's decision.json person_offsets
     (fitted on its grouped out-of-fold rows); for a run ensemble, fitted on the runs' mean out-of-fold rows grouped
     as the first run grouped its own (people.npz). Without them, the per-photo offsets `photo` apply per person."""
@@ -104,15 +104,15 @@ def ensemble_person_offsets(plans: list[RunPlan]) -> tuple[np.ndarray | None, st
         f"{decision.fast_macro_f1(labels, crossed):.4f})")
 
 
-def decide(rule: str, plans: list[RunPlan], probs: np.ndarray,
-           found: people.Grouping | None = None) -> tuple[np.ndarray, dict]:
+def classify(rule: str, plans: list[RunPlan], probs: np.ndarray,
+             found: people.Grouping | None = None) -> tuple[np.ndarray, dict]:
     """The classes of `probs`, per person where `found` holds groups, and what the settings file records of the
     decision."""
-    offsets, how = choose(rule, plans)
+    offsets, how = choose_offsets(rule, plans)
     log.info("decision: %s", how)
     if found is None or not found.formed:
         return decision.decide(probs, offsets), describe(offsets, how)
-    person, person_how = choose_people(rule, plans, offsets)
+    person, person_how = choose_person_offsets(rule, plans, offsets)
     log.info("decision per person: %s", person_how)
     return (people.decide_people(probs, found.groups, person, offsets),
             describe(offsets, how) | dict(people=describe(person, person_how)))

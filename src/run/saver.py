@@ -1,0 +1,171 @@
+"""What a fold saves, in one place and in one order: the best_<metric>.pt files of the metrics that improved, the
+out-of-fold rows of its oof_from epoch (oof.csv and confusion.png), its metrics.csv rows (and the run's metrics.csv
+rebuilt from every fold's) and, last of each epoch, last.pt; and last.pt read back into the training objects.
+
+The order keeps a kill safe. Each file is written atomically (src/run/atomic.py) and everything of epoch e is
+written before last.pt of epoch e, so a fold killed between any two writes resumes from the previous last.pt, drops
+the metrics rows of the epochs it runs again, and rewrites what follows. The file layout is src/run/checkpoint.py's;
+the run's TensorBoard, console and trackers are RunRecords', told of each epoch by `records` after its row."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from src.config.schema import BEST_BY_METRIC
+from src.metrics import confusion, evaluate
+from src.run.atomic import save_csv
+from src.run.checkpoint import FoldState, load_into, save_best, set_rng_state
+from src.run.figures import confusion_figure, save_png
+from src.run.logging import log
+from src.run.oof import oof_rows
+from src.run.rundir import RunDir
+
+LOWER_IS_BETTER = ("val_loss",)
+
+
+@dataclass
+class FoldObjects:
+    """A fold's live training objects, each with state_dict() and load_state_dict(): what last.pt holds."""
+    model: Any  # the network (no DDP or compile wrapper)
+    optimizer: Any
+    scheduler: Any | None
+    step: Any  # the training step: its grad scaler and the optimizer steps taken (state_dict: scaler, steps)
+    stopper: Any  # early stopping
+    ema: Any | None = None  # the weight average, with cfg.ema
+    kept: Any | None = None  # the weights the best_* files keep; None: the model's
+
+    def kept_weights(self) -> dict:
+        return (self.kept if self.kept is not None else self.model).state_dict()
+
+
+@dataclass(frozen=True)
+class Validated:
+    """One validation pass over a fold's validation rows, in the order the pass returned them."""
+    paths: np.ndarray  # each row's image
+    labels: np.ndarray  # its true class
+    probs: np.ndarray  # (rows, 18) probabilities
+    metrics: dict  # the val_* values
+
+
+def saved_state(run: RunDir, k: int) -> FoldState | None:
+    """Fold k's last.pt, or None where no epoch of it was saved yet."""
+    return FoldState.load(run.last(k)) if run.last(k).is_file() else None
+
+
+def rebuild_metrics(run: RunDir):
+    """The run's metrics.csv from every fold's rows (under the run's lock: folds trained side by side)."""
+    parts = [pd.read_csv(run.fold_metrics(k)) for k in run.folds() if run.fold_metrics(k).is_file()]
+    if parts:
+        save_csv(pd.concat(parts, ignore_index=True).sort_values(["fold", "epoch"]), run.metrics, float_format="%.6g")
+
+
+class FoldSaver:
+    """Fold k's files. Every rank restores (`resume`); only the process that `writes` (rank 0) writes, and tells
+    `records` (the run's RunRecords, or None) of the fold's start, each epoch's row and the fold's end.
+
+    `oof_from` (best_f1 or last) names the epoch whose validation rows become oof.csv."""
+
+    def __init__(self, run: RunDir, k: int, objects: FoldObjects, *, oof_from: str, records=None, writes: bool):
+        self.run, self.k, self.objects, self.oof_from = run, k, objects, oof_from
+        self.records, self.writes = records, writes
+        self.best = {metric: (math.inf if metric in LOWER_IS_BETTER else -math.inf) for metric in BEST_BY_METRIC}
+        self.rows: list[dict] = []  # the fold's metrics.csv rows
+
+    def resume(self, state: FoldState | None, *, steps_per_epoch: int, network: str, rank: int, world: int) -> int:
+        """Load last.pt's `state` (None: a fold not started) into the objects; returns the first epoch still to run.
+        The rows of epochs that will run (again) are dropped, so a kill between writes never duplicates one.
+        `network` names the settings' model for the error when the weights are another's."""
+        start = 0
+        if state is not None:
+            start = self.restore(state, rank, world, steps_per_epoch, network)
+            log.info("fold %d: resumed from %s after epoch %d", self.k, self.run.last(self.k), state.epoch)
+        if self.writes:
+            path = self.run.fold_metrics(self.k)
+            rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+            self.rows = [r for r in rows if r["epoch"] < start]
+            if self.records is not None:
+                self.records.start_fold(self.k)
+        return start
+
+    def restore(self, state: FoldState, rank: int, world: int, steps_per_epoch: int, network: str) -> int:
+        """last.pt's state into the objects (each rank takes its own RNG state); returns the epoch after it."""
+        o = self.objects
+        load_into(o.model, state.model, self.run.last(self.k), network)
+        o.optimizer.load_state_dict(state.optimizer)
+        if o.scheduler is not None:
+            o.scheduler.load_state_dict(state.scheduler)
+        o.stopper.load_state_dict(state.early_stopping)
+        self.best = dict(state.best)
+        rng = state.rng
+        set_rng_state(rng[rank] if isinstance(rng, list) and len(rng) == world else rng[0] if isinstance(rng, list)
+                      else rng)
+        start = state.epoch + 1
+        o.step.load_state_dict(dict(scaler=state.scaler, steps=start * steps_per_epoch))
+        if o.ema is not None:
+            o.ema.load_state_dict(state.ema)
+        return start
+
+    def improved(self, metrics: dict) -> dict[str, bool]:
+        return {key: (metrics[key] < best) if key in LOWER_IS_BETTER else (metrics[key] > best)
+                for key, best in self.best.items()}
+
+    def save_epoch(self, epoch: int, values: dict, validated: Validated | None, *, last: bool, rngs: list):
+        """Everything of a trained epoch, in the kill-safe order: for a validated epoch the best_* files that improved
+        and, for the oof_from epoch, oof.csv; then the metrics row (fold, epoch, `values`, best_f1); then last.pt
+        (`last`: the fold ends here; `rngs`: every rank's RNG state)."""
+        if not self.writes:
+            return
+        improved, cm = self._keep(epoch, validated, last) if validated is not None else ({}, None)
+        self._record(dict(fold=self.k, epoch=epoch, **values, best_f1=improved.get("val_f1", False)), cm)
+        o = self.objects
+        FoldState(model=o.model.state_dict(), optimizer=o.optimizer.state_dict(),
+                  scheduler=o.scheduler.state_dict() if o.scheduler is not None else None,
+                  scaler=o.step.state_dict()["scaler"], early_stopping=o.stopper.state_dict(), best=self.best,
+                  epoch=epoch, rng=rngs if len(rngs) > 1 else rngs[0], finished=last,
+                  ema=o.ema.state_dict() if o.ema is not None else None).save(self.run.last(self.k))
+
+    def finish_saved(self, state: FoldState, validated: Validated):
+        """A fold resumed with no epochs left to run: its saved epoch, validated now, becomes its last (the best_*
+        files and oof.csv as if it had stopped there), then last.pt as it was, with the best values as they are now,
+        marked finished."""
+        if not self.writes:
+            return
+        self._keep(state.epoch, validated, True)
+        state.best, state.finished = dict(self.best), True
+        state.save(self.run.last(self.k))
+
+    def _keep(self, epoch: int, validated: Validated, last: bool) -> tuple[dict[str, bool], np.ndarray]:
+        """A validated epoch's best_* files and, for the oof_from epoch, oof.csv and confusion.png; returns which
+        metrics improved and the epoch's confusion matrix."""
+        metrics = validated.metrics
+        improved = self.improved(metrics)
+        for key in (key for key, better in improved.items() if better):
+            self.best[key] = metrics[key]
+            save_best(self.run.checkpoint(self.k, BEST_BY_METRIC[key]), self.objects.kept_weights(), epoch, metrics,
+                      key)
+        cm = confusion(validated.labels, validated.probs.argmax(1))
+        if improved["val_f1"] if self.oof_from == "best_f1" else last:
+            save_csv(oof_rows(self.k, validated.paths, validated.labels, validated.probs), self.run.oof(self.k),
+                     float_format="%.6f")
+            f1 = evaluate(validated.labels, validated.probs)["f1"]
+            save_png(confusion_figure(cm, f"fold {self.k} epoch {epoch} F1 {f1:.4f}"), self.run.confusion(self.k))
+        return improved, cm
+
+    def _record(self, row: dict, cm: np.ndarray | None):
+        """The epoch's row into the fold's metrics.csv and the run's; then `records` shows it (cm: None for an epoch
+        not validated, whose val_* values are NaN)."""
+        self.rows.append(row)
+        save_csv(pd.DataFrame(self.rows), self.run.fold_metrics(self.k), float_format="%.6g")
+        with self.run.lock():
+            rebuild_metrics(self.run)
+        if self.records is not None:
+            self.records.epoch(row, cm)
+
+    def end(self):
+        """The fold ended (trained, stopped or skipped as finished by its resume)."""
+        if self.records is not None:
+            self.records.end_fold(self.k)

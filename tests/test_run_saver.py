@@ -1,0 +1,76 @@
+"""src/run/saver.py: a kill between any two of a fold's writes leaves a fold that resumes, and the resumed fold ends
+with the records of a fold never killed (its metrics rows, oof.csv, best_* epochs and last.pt)."""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from src.engine import trainer
+from src.run import atomic
+from src.run.rundir import RunDir
+from tests.helpers import make_data, tiny_cfg
+
+
+class Killed(BaseException):
+    """A simulated SIGKILL: raised in place of a write, before its file is replaced; nothing in src catches it."""
+
+
+@pytest.fixture(scope="module")
+def few_people(tmp_path_factory) -> Path:
+    """Eight people (56 photos) at a small size: a fold of the tiny model trains in a moment."""
+    return make_data(tmp_path_factory.mktemp("few") / "d", train_people=8, eval_people=2, seed=3, size="48x64")
+
+
+def writes_seen(monkeypatch, kill_at: int | None = None) -> list[list[Path]]:
+    """Every atomic write from now on, as the paths it replaces; with `kill_at`, write number kill_at (from 0)
+    raises Killed instead, and the file stays as it was."""
+    real, seen = atomic.replace_together, []
+
+    def replace_together(writes: dict):
+        if len(seen) == kill_at:
+            raise Killed([Path(p) for p in writes])
+        seen.append([Path(p) for p in writes])
+        return real(writes)
+
+    monkeypatch.setattr(atomic, "replace_together", replace_together)
+    return seen
+
+
+def fold_records(run: RunDir) -> dict:
+    """What a finished fold 0 leaves, without the wall-clock time of its epochs."""
+    saved = {kind: torch.load(run.checkpoint(0, kind), weights_only=True) for kind in ("best_f1", "best_loss",
+                                                                                       "best_acc", "last")}
+    return dict(rows=pd.read_csv(run.fold_metrics(0)).drop(columns="time_s"),
+                run_rows=pd.read_csv(run.metrics).drop(columns="time_s"), oof=pd.read_csv(run.oof(0)),
+                epochs={kind: state["epoch"] for kind, state in saved.items()}, finished=saved["last"]["finished"])
+
+
+def assert_same_records(got: dict, want: dict, where: str):
+    for key in ("rows", "run_rows", "oof"):
+        pd.testing.assert_frame_equal(got[key], want[key], check_exact=False, atol=1e-5, obj=f"{where}: {key}")
+    assert got["epochs"] == want["epochs"] and got["finished"] and want["finished"], where
+
+
+def test_a_kill_between_any_two_writes_of_a_fold_leaves_a_fold_that_resumes(few_people, tmp_path, monkeypatch):
+    """Kills at each write of the fold's second epoch (oof_from last: it writes oof.csv and confusion.png too); each
+    killed fold resumes from the first epoch's last.pt."""
+    settings = dict(data_dir=few_people, log_dir=tmp_path, fold=0, epochs=2, deterministic="true", oof_from="last")
+    seen = writes_seen(monkeypatch)
+    trainer.train(tiny_cfg(name="straight", **settings))
+    straight = RunDir(tmp_path, "straight")
+    want = fold_records(straight)
+    assert list(want["rows"]["epoch"]) == [0, 1]
+    first_last = seen.index([straight.last(0)])
+    assert seen[-1] == [straight.cv]  # the run's, once the fold ended
+    epoch_1 = range(first_last + 1, len(seen) - 1)
+    assert {"oof.csv", "confusion.png", "metrics.csv", "last.pt"} <= {p.name for i in epoch_1 for p in seen[i]}, seen
+    for n in epoch_1:
+        name = f"kill{n}"
+        writes_seen(monkeypatch, kill_at=n)
+        with pytest.raises(Killed):
+            trainer.train(tiny_cfg(name=name, **settings))
+        assert torch.load(RunDir(tmp_path, name).last(0), weights_only=True)["epoch"] == 0
+        monkeypatch.undo()  # the writes go through again
+        trainer.train(tiny_cfg(name=name, resume="true", **settings))
+        assert_same_records(fold_records(RunDir(tmp_path, name)), want, f"killed at write {n} {seen[n]}")
