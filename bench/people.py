@@ -4,8 +4,8 @@ person, argmax and tuned, against the ceiling of the very same people (bench/cei
     python -m bench.people --data_dir D --seed S --log_dir L --run NAME [--features] [--folds]
 
 D is `tools.make_synthetic_data --seed S` data with its eval answers; the run is finished (every fold's oof.csv).
-The bench times `infer.py --group none` and `infer.py --group people` side by side (the difference is what the
-grouping adds), then decides the people run's eval_probs.csv four ways: per photo or per person, argmax or tuned
+The bench runs `infer.py --group people` once (inference.yaml records what the grouping took, reading the
+photos' appearance included), then decides its eval_probs.csv four ways: per photo or per person, argmax or tuned
 (decision.json's offsets and person_offsets), and prints one table row each with eval macro-F1, per-task F1,
 eval / ceiling, the CV of the same decision (cv.json) and CV / ceiling, and the clustering's purity and completeness
 on eval (the people known from the generator's naming) and on the out-of-fold rows.
@@ -36,7 +36,7 @@ import pandas as pd
 from bench.ceiling import ceiling, eval_people
 from src import people
 from src.decision import decide
-from src.files import read_json
+from src.files import read_json, read_yaml
 from src.labels import PROB_COLUMNS
 from src.metrics import scores
 from src.run.rundir import RunDir
@@ -44,11 +44,12 @@ from src.run.rundir import RunDir
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed_infer(data_dir: Path, log_dir: Path, run: str, group: str, out: Path) -> float:
+def timed_infer(data_dir: Path, log_dir: Path, run: str, out: Path) -> tuple[float, float]:
+    """(infer's wall time, the grouping's share of it) for `infer.py --group people`."""
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "infer.py", "--data_dir", str(data_dir), "--log_dir", str(log_dir), "--run", run,
-                    "--group", group, "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
-    return time.perf_counter() - t0
+                    "--group", "people", "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - t0, read_yaml(out.with_suffix(".yaml"))["grouping"]["seconds"]
 
 
 def decisions(probs: np.ndarray, groups: np.ndarray, saved: dict) -> dict[str, np.ndarray]:
@@ -148,9 +149,7 @@ def main(argv=None):
     run = RunDir(a.log_dir, a.run)
     out = a.log_dir / f"bench_people_{a.run}"
     out.mkdir(exist_ok=True)
-    timed_infer(a.data_dir, a.log_dir, a.run, "none", out / "warm.csv")  # exports the ONNX graph once
-    t_none = timed_infer(a.data_dir, a.log_dir, a.run, "none", out / "photos.csv")
-    t_people = timed_infer(a.data_dir, a.log_dir, a.run, "people", out / "people.csv")
+    t_infer, t_grouping = timed_infer(a.data_dir, a.log_dir, a.run, out / "people.csv")
     c = ceiling(a.data_dir, a.seed, run.root)
     _, answers = eval_people(a.data_dir, a.seed)
     probs_df = pd.read_csv(out / "people.probs.csv").set_index("ImageID").loc[answers["ImageID"]]
@@ -163,8 +162,8 @@ def main(argv=None):
     clustering = people.purity_completeness(groups, person)
     print(f"setup: {datetime.date.today()}  data={a.data_dir} (seed {a.seed}, {c['train_people']} train and "
           f"{c['eval_people']} eval people)  run={run.root}")
-    print(f"infer wall time: --group none {t_none:.1f} s, --group people {t_people:.1f} s "
-          f"(+{t_people - t_none:.1f} s for the grouping)")
+    print(f"infer --group people: {t_infer:.1f} s wall, of which the grouping {t_grouping:.1f} s "
+          f"({len(answers)} photos)")
     print(f"eval clustering: grouped {clustering['grouped']:.3f}, purity {clustering['purity']:.3f}, completeness "
           f"{clustering['completeness']:.3f}; out-of-fold clustering: {cv.get('grouping')}")
     print(f"ceiling: CV {c['cv_tuned']:.4f} tuned ({c['cv_argmax']:.4f} argmax), eval {c['eval_tuned']['f1']:.4f} "

@@ -33,16 +33,17 @@ class Grouping:
     formed: int
     single: int
     fallback: str | None = None
+    seconds: float = 0.0  # wall time of finding the groups (reading the photos' appearance included)
 
     def record(self) -> dict:
         """What settings files record of the grouping."""
-        return dict(formed=self.formed, single=self.single, fallback=self.fallback)
+        return dict(formed=self.formed, single=self.single, fallback=self.fallback, seconds=round(self.seconds, 2))
 
     def summary(self) -> str:
         if self.fallback:
             return f"group people: none ({self.fallback}); every photo decided alone"
         return (f"group people: {self.formed} groups of seven formed, {self.single} of {len(self.groups)} photos "
-                f"left single (decided alone)")
+                f"left single (decided alone), in {self.seconds:.1f} s")
 
 
 def ungrouped(n: int, why: str) -> Grouping:

@@ -132,7 +132,8 @@ def test_model_probabilities_can_join_the_features():
 
 
 def test_the_grouping_record_says_what_was_formed():
-    g = Grouping(np.array([0] * 7 + [-1] * 3), 1, 3)
-    assert g.record() == dict(formed=1, single=3, fallback=None)
-    assert g.summary() == "group people: 1 groups of seven formed, 3 of 10 photos left single (decided alone)"
+    g = Grouping(np.array([0] * 7 + [-1] * 3), 1, 3, seconds=1.234)
+    assert g.record() == dict(formed=1, single=3, fallback=None, seconds=1.23)
+    assert g.summary() == ("group people: 1 groups of seven formed, 3 of 10 photos left single (decided alone), "
+                           "in 1.2 s")
     assert people.ungrouped(4, "--group none").summary().startswith("group people: none (--group none)")

@@ -237,6 +237,7 @@ def test_infer_groups_the_eval_people_or_says_why_not(own_run, dataset, tmp_path
     probs = pd.read_csv(tmp_path / "p.probs.csv")
     record = yaml.safe_load((tmp_path / "p.yaml").read_text())["grouping"]
     assert code == 0 and "group people: " in err and record["fallback"] is None and "group" in probs
+    assert record["seconds"] > 0 and f"in {record['seconds']:.1f} s" in err
     assert record["formed"] * 7 + record["single"] == 28 == (probs["group"] >= 0).sum() + record["single"]
     saved = json.loads(run.decision.read_text())
     by_person = decide_people(probs[PROBS].to_numpy(), probs["group"].to_numpy(), np.array(saved["person_offsets"]),

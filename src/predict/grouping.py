@@ -2,7 +2,9 @@
 eval photos' appearance under it, and the groups of seven src/people.py finds with the runs' probabilities."""
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 import zipfile
 
 import numpy as np
@@ -36,7 +38,9 @@ def saved_people(plan: RunPlan) -> dict | None:
 def find_people(group: str, plans: list[RunPlan], paths, probs: np.ndarray, max_pixels: int,
                 num_workers: int) -> people.Grouping:
     """The groups of the photos at `paths` (--group people), or why there are none; the line is logged."""
+    start = time.perf_counter()
     grouping = people_of(group, plans, list(paths), probs, max_pixels, num_workers)
+    grouping = dataclasses.replace(grouping, seconds=time.perf_counter() - start)
     log.info("%s", grouping.summary())
     return grouping
 
