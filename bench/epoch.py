@@ -39,7 +39,7 @@ def fold_images(cfg: TrainConfig, run, k: int) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     argv = ["--fold", "0", "--epochs", "1", *map(str, sys.argv[1:] if argv is None else argv)]
-    cfg = parse_or_exit(argv, TrainConfig)
+    cfg = parse_or_exit(argv, TrainConfig, prog="python -m bench.epoch")
     if cfg.fold == "all":
         print("error: bench.epoch times one fold: give --fold k", file=sys.stderr)
         return 2

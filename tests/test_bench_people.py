@@ -28,4 +28,4 @@ def test_the_people_bench_decides_four_ways_and_checks_the_submission(trained_ru
     rows = [line for line in out.splitlines() if line.startswith("| per ")]
     assert [r.split(" | ")[0] for r in rows] == ["| per photo, argmax", "| per photo, tuned", "| per person, argmax",
                                                 "| per person, tuned"]
-    assert "infer wall time: --group none" in out and "eval clustering: grouped" in out
+    assert "infer --group people: " in out and "of which the grouping" in out and "eval clustering: grouped" in out

@@ -14,7 +14,7 @@ import torch
 from src.config import policy
 from src.labels import PROB_COLUMNS
 from src.run.rundir import RunDir, report_file
-from tests.helpers import ROOT, TINY, run_py, tiny_cfg
+from tests.helpers import ROOT, TINY, cli, run_py, tiny_cfg
 
 
 class Page(HTMLParser):
@@ -122,20 +122,25 @@ def test_report_refuses_unknown_sort_and_absent_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(own_run, dataset, tmp_path):
+def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(own_run, dataset, tmp_path, capsys):
+    import infer
+    import train
+    from tools import report
+
     logs, name = own_run
     recipe = tmp_path / "wide.yaml"
     recipe.write_text("neck: bn\n")
-    run_py("train.py", "--data_dir", dataset, "--name", "wide", "--log_dir", logs, *TINY, "--config", recipe,
-           "--lr", "3e-3")
+    assert cli(train.main, "--data_dir", dataset, "--name", "wide", "--log_dir", logs, *TINY, "--config", recipe,
+               "--lr", "3e-3", capsys=capsys)[0] == 0
     shutil.copytree(logs / name, logs / "half")
     shutil.rmtree(RunDir(logs, "half").fold(1))
     answers = tmp_path / "answers.csv"
     shutil.copy(dataset / "eval_answers.csv", answers)
-    run_py("infer.py", "--data_dir", dataset, "--run", "wide", "--log_dir", logs, "--tta", "none",
-           "--num_workers", "0")
+    assert cli(infer.main, "--data_dir", dataset, "--run", "wide", "--log_dir", logs, "--tta", "none",
+               "--num_workers", "0", capsys=capsys)[0] == 0
 
-    proc = run_py("-m", "tools.report", "--log_dir", logs, "--answers", answers)
+    assert report.main(["--log_dir", str(logs), "--answers", str(answers)]) == 0
+    out = capsys.readouterr().out
     html = report_file(logs).read_text()
     page = Page(html)
     text = " ".join(page.text)
@@ -155,7 +160,7 @@ def test_report_on_two_trained_runs_and_a_run_with_a_missing_fold(own_run, datas
     assert "eval F1" in text and "no submission to score" in text  # wide was inferred, the others not
     wide_log = RunDir(logs, "wide").train_log.read_text()
     assert "differs from the defaults: " in wide_log and "  neck: prelu -> bn" in wide_log
-    assert "report:" in proc.stdout
+    assert "report:" in out
     assert list((RunDir(logs, "wide").tensorboard / "hparams").glob("events.*"))  # the HParams tab's data
 
 

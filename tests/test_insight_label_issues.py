@@ -97,11 +97,12 @@ def test_injected_noise_ranks_above_chance(tmp_path):
     assert len(truth) == 12
 
     log_dir = tmp_path / "logs"
-    # the packaged ImageNet lite0 (offline), as in the quick recipe: a short run that sees masks and faces
+    # the packaged ImageNet lite0 (offline), as in the quick recipe: a short run that sees masks and faces, at
+    # TINY's 64x48 (a quarter of the pixels of 128x96 and of its time, with as many injected people found)
     run_py("train.py", "--data_dir", tmp_path / "n2", "--name", "r", "--log_dir", log_dir, *TINY,
            "--model", "tf_efficientnet_lite0", "--pretrained", "true", "--pretrained_path", "package",
            "--head", "linear", "--loss", "ce", "--lr", "2e-3", "--scheduler", "onecycle", "--batch_size", "16",
-           "--epochs", "10", "--img_height", "128", "--img_width", "96")
+           "--epochs", "10")
     out = run_py("-m", "tools.find_label_issues", "--data_dir", tmp_path / "n2", "--run", "r", "--log_dir", log_dir,
                  "--suggest", tmp_path / "suggest.csv", "--truth", tmp_path / "n2" / "label_noise.csv")
     run = RunDir(log_dir, "r")
@@ -109,7 +110,7 @@ def test_injected_noise_ranks_above_chance(tmp_path):
     assert list(issues.columns) == ["id", "file", "issue", "given", "suggested", "score"]
     assert issues["score"].is_monotonic_decreasing and run.label_issues_gallery.stat().st_size > 10_000
     # chance: a random ranking of the 100 people puts injected people in the top rows at their share, 12/100
-    top = issues.head(2 * len(truth))
+    top = issues.head(len(truth))
     share = top["id"].isin(truth["id"]).mean()
     assert share > 0.12 + 0.15, (share, out.stdout)
     suggest = pd.read_csv(tmp_path / "suggest.csv", dtype=str)

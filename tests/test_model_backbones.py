@@ -9,7 +9,7 @@ from src.engine import builders
 from src.errors import ModelError, PretrainedError
 from src.model.backbones import convert_lite_weights, create_backbone, lite_package_file
 from src.model.network import GeM
-from tests.helpers import TINY, run_py, tiny_cfg
+from tests.helpers import TINY, cli, run_py, tiny_cfg
 
 PROBS = [f"p{k}" for k in range(18)]
 
@@ -120,24 +120,32 @@ def test_a_size_the_architecture_cannot_take_is_a_clear_error():
     assert "sizes it takes: 128x96" in message
 
 
-def train_and_infer(dataset, log_dir, name, *args):
-    proc = run_py("train.py", "--data_dir", dataset, "--log_dir", log_dir, "--name", name, *TINY, "--fold", "0",
-                  "--epochs", "1", *args)
-    run_py("infer.py", "--data_dir", dataset, "--log_dir", log_dir, "--run", name)
+def train_and_infer(dataset, log_dir, name, *args, capsys) -> str:
+    """train.py then infer.py, in this process; train.py's stderr."""
+    import infer
+    import train
+
+    code, err = cli(train.main, "--data_dir", dataset, "--log_dir", log_dir, "--name", name, *TINY, "--fold", "0",
+                    "--epochs", "1", *args, capsys=capsys)
+    assert code == 0, err
+    assert cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, capsys=capsys)[0] == 0
     info = pd.read_csv(dataset / "eval" / "info.csv")
     submission = pd.read_csv(log_dir / name / "submission.csv")
     assert list(submission["ImageID"]) == list(info["ImageID"]) and submission["ans"].between(0, 17).all()
-    return proc
+    return err
 
 
 @pytest.mark.slow
-def test_vit_joint_and_swin_per_task_runs_train_infer_and_ensemble(dataset, tmp_path):
-    vit = train_and_infer(dataset, tmp_path, "vit", "--model", "vit_tiny_patch16_224", "--pooling", "gem")
-    assert "gives no spatial map at 64x48: pooling=gem does not apply" in vit.stderr
+def test_vit_joint_and_swin_per_task_runs_train_infer_and_ensemble(dataset, tmp_path, capsys):
+    import infer
+
+    vit = train_and_infer(dataset, tmp_path, "vit", "--model", "vit_tiny_patch16_224", "--pooling", "gem",
+                          capsys=capsys)
+    assert "gives no spatial map at 64x48: pooling=gem does not apply" in vit
     train_and_infer(dataset, tmp_path, "swin", "--model", "swin_tiny_patch4_window7_224", "--heads", "per_task",
-                    "--mix_prob", "1", "--mix_mode", "halves")
+                    "--mix_prob", "1", "--mix_mode", "halves", capsys=capsys)
     assert (tmp_path / "swin" / "fold0" / "oof.csv").is_file()
-    run_py("infer.py", "--data_dir", dataset, "--log_dir", tmp_path, "--runs", "vit", "swin")
+    assert cli(infer.main, "--data_dir", dataset, "--log_dir", tmp_path, "--runs", "vit", "swin", capsys=capsys)[0] == 0
     singles = [pd.read_csv(tmp_path / run / "eval_probs.csv")[PROBS].to_numpy() for run in ("vit", "swin")]
     both = pd.read_csv(tmp_path / "ensemble_vit-swin" / "eval_probs.csv")[PROBS].to_numpy()
     assert np.allclose(singles[1].sum(1), 1, atol=1e-4)  # the per-task run's 18 classes are a distribution

@@ -49,22 +49,23 @@ def test_latest_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_existing_run_is_refused_without_resume_or_overwrite(trained_run, dataset):
+def test_existing_run_is_refused_without_resume_or_overwrite(trained_run, dataset, capsys):
     log_dir, name = trained_run
-    proc = run_py("train.py", "--data_dir", dataset, "--name", name, "--log_dir", log_dir, *TINY, check=False)
-    assert proc.returncode == 1 and "--resume" in proc.stderr and "--overwrite" in proc.stderr
+    code, err = cli(train.main, "--data_dir", dataset, "--name", name, "--log_dir", log_dir, *TINY, capsys=capsys)
+    assert code == 1 and "--resume" in err and "--overwrite" in err
     before = (log_dir / name / "metrics.csv").read_text()
-    proc = run_py("train.py", "--data_dir", dataset, "--name", name, "--log_dir", log_dir, *TINY, "--resume")
-    assert "finished earlier, skipped" in proc.stderr
+    code, err = cli(train.main, "--data_dir", dataset, "--name", name, "--log_dir", log_dir, *TINY, "--resume",
+                    capsys=capsys)
+    assert code == 0 and "finished earlier, skipped" in err
     assert (log_dir / name / "metrics.csv").read_text() == before
 
 
 @pytest.mark.slow
-def test_overwrite_replaces_a_run(dataset, tmp_path):
+def test_overwrite_replaces_a_run(dataset, tmp_path, capsys):
     args = ["--data_dir", dataset, "--name", "w", "--log_dir", tmp_path, *TINY, "--fold", "0", "--epochs", "1"]
-    run_py("train.py", *args)
+    assert cli(train.main, *args, capsys=capsys)[0] == 0
     (tmp_path / "w" / "marker").write_text("old")
-    run_py("train.py", *args, "--overwrite")
+    assert cli(train.main, *args, "--overwrite", capsys=capsys)[0] == 0
     assert not (tmp_path / "w" / "marker").exists() and (tmp_path / "w" / "fold0" / "last.pt").is_file()
 
 

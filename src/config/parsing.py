@@ -7,6 +7,7 @@ a key of another entry point, a value outside its choices or range: each is a Co
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import functools
@@ -319,8 +320,9 @@ def build_parser(cls) -> argparse.ArgumentParser:
     return parser
 
 
-def parse(argv: list[str] | None = None, cls=TrainConfig):
-    """Defaults, then each --config FILE in order, then the command line; checked."""
+def parse(argv: list[str] | None = None, cls=TrainConfig, prog: str | None = None):
+    """Defaults, then each --config FILE in order, then the command line; checked. `prog` names the command in
+    --help where it is not the config's own entry point (a bench taking train.py's options)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(cls)
     for tok in argv[:argv.index("--")] if "--" in argv else argv:  # after '--' come bare words only
@@ -334,14 +336,16 @@ def parse(argv: list[str] | None = None, cls=TrainConfig):
         raise ConfigError(f"unexpected argument {brief(rest[0])}: options look like --key value")
     given = vars(ns)
     if given.pop("help", False):
-        print(parser.format_help())
+        shown = copy.copy(parser)  # the cached parser keeps its own name
+        shown.prog = prog or parser.prog
+        print(shown.format_help())
         raise SystemExit(0)
     cfg = apply_recipes(cls(), given.pop("config", []))
     apply(cfg, given, "command line")
     return check_settings(cfg)
 
 
-def parse_or_exit(argv: list[str] | None = None, cls=TrainConfig):
+def parse_or_exit(argv: list[str] | None = None, cls=TrainConfig, prog: str | None = None):
     """parse(), with a bad setting as one line on stderr and exit code 2."""
     with fail_cleanly():
-        return parse(argv, cls)
+        return parse(argv, cls, prog)
