@@ -163,7 +163,7 @@ def start(args, log):
 
 
 @pytest.mark.slow
-def test_folds_trained_at_once_on_a_new_run_keep_every_row(dataset, tmp_path):
+def test_folds_trained_at_once_on_a_new_run_keep_every_row(dataset, tmp_path, capsys):
     args = ["--data_dir", dataset, "--log_dir", tmp_path, "--name", "par", *TINY, "--n_folds", "3", "--epochs", "2",
             "--resume"]
     procs = [start([*args, "--fold", k], tmp_path / f"{k}.log") for k in (1, 2)]
@@ -174,13 +174,12 @@ def test_folds_trained_at_once_on_a_new_run_keep_every_row(dataset, tmp_path):
     assert sorted(pd.read_csv(tmp_path / "par" / "folds.csv")["fold"].unique()) == [0, 1, 2]
 
     # a third process with other settings is refused, naming the keys
-    proc = subprocess.run([sys.executable, "train.py", *map(str, args), "--fold", "0", "--lr", "0.5"], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "lr (saved 0.001, now 0.5)" in proc.stderr
+    code, err = cli(train.main, *args, "--fold", "0", "--lr", "0.5", capsys=capsys)
+    assert code == 2 and "lr (saved 0.001, now 0.5)" in err
 
 
 @pytest.mark.slow
-def test_a_second_trainer_of_the_same_fold_is_refused_naming_the_first(dataset, tmp_path):
+def test_a_second_trainer_of_the_same_fold_is_refused_naming_the_first(dataset, tmp_path, capsys):
     args = ["--data_dir", dataset, "--log_dir", tmp_path, "--name", "same", *TINY, "--epochs", "500", "--early_stop_patience", "500", "--fold", "0",
             "--resume"]
     first = start(args, tmp_path / "first.log")
@@ -188,16 +187,14 @@ def test_a_second_trainer_of_the_same_fold_is_refused_naming_the_first(dataset, 
     deadline = time.time() + 120
     while not (lock.exists() and lock.read_text().strip()) and time.time() < deadline:
         time.sleep(0.05)
-    try:
-        proc = subprocess.run([sys.executable, "train.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
-        wipe = subprocess.run([sys.executable, "train.py", *map(str, args[:-1]), "--overwrite"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
+    try:  # the second and third trainers in this process: the lock is the first process's
+        second = cli(train.main, *args, capsys=capsys)
+        wipe = cli(train.main, *args[:-1], "--overwrite", capsys=capsys)
     finally:
         first.kill()
         first.wait()
-    assert proc.returncode == 1 and f"fold 0 of run same is held by process {first.pid}" in proc.stderr
-    assert wipe.returncode == 1 and "is held by process" in wipe.stderr  # --overwrite waits for no trainer
+    assert second[0] == 1 and f"fold 0 of run same is held by process {first.pid}" in second[1]
+    assert wipe[0] == 1 and "is held by process" in wipe[1]  # --overwrite waits for no trainer
     assert (tmp_path / "same" / "config.yaml").is_file()
 
 
