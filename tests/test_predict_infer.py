@@ -23,8 +23,7 @@ from tests.helpers import ROOT, TINY, applied_offsets, cli, copy_data, one_line,
 
 
 def infer_cfg(dataset, log_dir, **kw):
-    """Per photo unless a test says otherwise: these tests check each photo's decision."""
-    return tiny_cfg(InferConfig, data_dir=dataset, log_dir=log_dir, **({"group": "none"} | kw))
+    return tiny_cfg(InferConfig, data_dir=dataset, log_dir=log_dir, **kw)
 
 
 @pytest.mark.slow
@@ -232,8 +231,8 @@ def test_infer_groups_the_eval_people_or_says_why_not(own_run, dataset, tmp_path
     assert {"cv_f1_grouped", "cv_f1_grouped_tuned", "grouping"} <= set(cv)
     assert len(json.loads(run.decision.read_text())["person_offsets"]) == 18
 
-    code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--out",
-                    tmp_path / "p.csv", capsys=capsys)
+    code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--group", "people",
+                    "--out", tmp_path / "p.csv", capsys=capsys)
     probs = pd.read_csv(tmp_path / "p.probs.csv")
     record = yaml.safe_load((tmp_path / "p.yaml").read_text())["grouping"]
     assert code == 0 and "group people: " in err and record["fallback"] is None and "group" in probs
@@ -244,19 +243,19 @@ def test_infer_groups_the_eval_people_or_says_why_not(own_run, dataset, tmp_path
                               np.array(saved["offsets"]))
     assert (pd.read_csv(tmp_path / "p.csv")["ans"].to_numpy() == by_person).all()
 
-    code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--group", "none",
-                    "--out", tmp_path / "n.csv", capsys=capsys)
+    code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--out",
+                    tmp_path / "n.csv", capsys=capsys)  # the default
     assert code == 0 and "group people: none (--group none)" in err
     assert (pd.read_csv(tmp_path / "n.probs.csv")["group"] == -1).all()
 
     short = copy_data(dataset, tmp_path)
     info = pd.read_csv(short / "eval" / "info.csv")
     info.iloc[:27].to_csv(short / "eval" / "info.csv", index=False)  # one person is missing a photo
-    code, err = cli(infer.main, "--data_dir", short, "--log_dir", log_dir, "--run", name, "--out",
-                    tmp_path / "s.csv", capsys=capsys)
+    code, err = cli(infer.main, "--data_dir", short, "--log_dir", log_dir, "--run", name, "--group", "people",
+                    "--out", tmp_path / "s.csv", capsys=capsys)
     assert code == 0 and "group people: none (27 photos are not a multiple of 7" in err
 
     run.people.unlink()  # a run trained before grouping existed
-    code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--out",
-                    tmp_path / "o.csv", capsys=capsys)
+    code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--group", "people",
+                    "--out", tmp_path / "o.csv", capsys=capsys)
     assert code == 0 and f"run {name} has no people.npz" in err

@@ -306,7 +306,7 @@ class Prediction:
 @dataclass
 class People:
     """photos of one person decided together"""
-    group: Literal["people", "none"] = "people"  # people: find each person's seven photos (5 worn, 1 incorrect, 1 not) and decide gender and age once per person; none: every photo alone. Falls back to none, saying why, where the photos are not whole people
+    group: Literal["none", "people"] = "none"  # none: every photo alone (measured as good on 3 unseen seeds, bench/RESULTS.md); people: find each person's seven photos (5 worn, 1 incorrect, 1 not) and decide gender and age once per person, falling back to none, saying why, where the photos are not whole people
 
 
 ENGINES = ("auto", "torch", "onnxruntime")
