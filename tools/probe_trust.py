@@ -326,7 +326,7 @@ def laughs(leaf: str) -> str:
 def hostile_files(a, data: Path, logs: Path, base: list):
     """Files a user or an attacker hands in: links out of the data, YAML bombs, deep nesting, out-of-range records."""
     linked = copy(data, a.work / "linked")
-    folder = sorted((linked / "train" / "images").iterdir())[0]
+    folder = next(p for p in sorted((linked / "train" / "images").iterdir()) if p.is_dir())  # not .DS_Store
     photo = next(folder.glob("mask1.*"))
     outside = a.work / "outside" / "face.jpg"
     outside.write_bytes(photo.read_bytes())  # a real JPEG: it would be trained on if it were read
