@@ -444,7 +444,7 @@ def hostile_files(a, data: Path, logs: Path, base: list):
            proc.returncode == 1 and first.startswith("error:") and "Read-only" in first)
     proc, err = run("train.py", *base, "--name", "noise", "--fold", "0")
     absent = [line for line in proc.stderr.splitlines() if "not in this dataset" in line]
-    summary = [line for line in proc.stderr.splitlines() if line.startswith("corrections:")]
+    summary = [line for line in proc.stderr.splitlines() if " apply to this data " in line]  # not the settings echo
     report(f"corrections absent from the data: {summary[0] if summary else 'no summary'}", proc, err,
            proc.returncode == 0 and not absent and len(summary) == 1)
 
