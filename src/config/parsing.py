@@ -7,7 +7,6 @@ a key of another entry point, a value outside its choices or range: each is a Co
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import difflib
 import functools
@@ -289,12 +288,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 @functools.cache
-def build_parser(cls) -> argparse.ArgumentParser:
+def build_parser(cls, prog: str | None = None) -> argparse.ArgumentParser:
     """argparse from the dataclass: every field is `--key value`, lists take several values or commas,
     booleans may be bare (`--resume`). Values stay raw strings here; `convert` types them."""
     comments = field_comments(cls)
     bare = [f" [{p.metavar} ...]" for f in dataclasses.fields(cls) if (p := positional(cls, f.name))]
-    parser = _Parser(prog=ENTRY_POINTS.get(cls), usage=f"%(prog)s [--config FILE ...] [--key value ...]{''.join(bare)}",
+    parser = _Parser(prog=prog or ENTRY_POINTS.get(cls), usage=f"%(prog)s [--config FILE ...] [--key value ...]{''.join(bare)}",
                      description=cls.__doc__, allow_abbrev=False, add_help=False,
                      argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--help", action="store_true", help="list every option with its default")
@@ -324,7 +323,7 @@ def parse(argv: list[str] | None = None, cls=TrainConfig, prog: str | None = Non
     """Defaults, then each --config FILE in order, then the command line; checked. `prog` names the command in
     --help where it is not the config's own entry point (a bench taking train.py's options)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(cls)
+    parser = build_parser(cls, prog)
     for tok in argv[:argv.index("--")] if "--" in argv else argv:  # after '--' come bare words only
         key = tok[2:].partition("=")[0] if tok.startswith("--") else None
         if key is not None and not is_option(cls, key) and key not in ("config", "help"):
@@ -336,9 +335,7 @@ def parse(argv: list[str] | None = None, cls=TrainConfig, prog: str | None = Non
         raise ConfigError(f"unexpected argument {brief(rest[0])}: options look like --key value")
     given = vars(ns)
     if given.pop("help", False):
-        shown = copy.copy(parser)  # the cached parser keeps its own name
-        shown.prog = prog or parser.prog
-        print(shown.format_help())
+        print(parser.format_help())
         raise SystemExit(0)
     cfg = apply_recipes(cls(), given.pop("config", []))
     apply(cfg, given, "command line")
