@@ -21,7 +21,12 @@ if [ "${1:-}" = "--fetch-wheels" ]; then exec "$PY" -m bench.wheels fetch --dest
 DRY=false
 if [ "${1:-}" = "--dry-run" ]; then DRY=true; shift; fi
 OUT=${OUT:-$(mktemp -d -t maskcls-gpu.XXXXXX)}
-OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
+probe=$OUT/.maskcls-write-check.$$  # before anything runs: a folder that cannot take gpu.log is one line, not minutes
+if ! { mkdir -p "$OUT" && : > "$probe" && rm -f "$probe"; } 2>/dev/null; then
+  echo "error: OUT=$OUT is not a folder that can be written; set OUT to a writable folder (or leave it unset)" >&2
+  exit 2
+fi
+OUT=$(cd "$OUT" && pwd)
 SCRATCH=$OUT/scratch DATA=$OUT/scratch/data
 exec > >(tee -a "$OUT/gpu.log") 2>&1
 log_pid=$!

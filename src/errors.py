@@ -7,6 +7,7 @@ exit code. Built-in exceptions are never raised as domain errors, so a stray one
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import sys
@@ -118,18 +119,25 @@ class TrackerError(MaskclsError):
     """A tracker (MLflow, W&B) that did not take what python -m tools.track sent; the run folder keeps it to send again."""
 
 
+def exit_code(signal_name: str) -> int:
+    return 143 if signal_name == "SIGTERM" else 130
+
+
 class Interrupted(MaskclsError):
     """Ctrl-C or SIGTERM: training stopped at once; what was saved is intact."""
 
     def __init__(self, message: str, signal_name: str = "SIGINT"):
         super().__init__(message)
-        self.exit_code = 143 if signal_name == "SIGTERM" else 130
+        self.exit_code = exit_code(signal_name)
 
     def lines(self) -> list[str]:
         return [str(self)]
 
 
 SIGNALLED: set[int] = set()  # the signals interruptible() has received; training checks it again at every batch
+GRACE_S = 2.0  # after a signal, how long the stack has to unwind before the process ends anyway
+_DEPTH = [0]  # interruptible() blocks open in this process: the deadline is lifted when the outermost one ends
+_DEADLINE: list[threading.Event] = []  # the running deadline's event: set when the outermost block has ended
 
 
 class TermSignal(BaseException):
@@ -141,28 +149,72 @@ def nothing_half_written(signal_name: str) -> str:
             f"half-written")
 
 
+def arm_deadline(describe, signal_name: str):
+    """End the process GRACE_S after a signal if its exception has not left the outermost block by then: an
+    exception raised inside a __del__ (a loader's teardown) or a finaliser is printed and ignored by Python, and the
+    work would go on. Every output is replaced whole, so ending there leaves nothing half-written."""
+    if _DEADLINE:
+        return
+    lifted = threading.Event()
+    _DEADLINE.append(lifted)
+
+    def end_if_still_running():
+        if not lifted.wait(GRACE_S):
+            os.write(2, (describe(signal_name) + "\n").encode())  # no lock the stuck thread may hold
+            for child in multiprocessing.active_children():  # loader workers would only notice within seconds
+                child.terminate()
+            os._exit(exit_code(signal_name))
+
+    threading.Thread(target=end_if_still_running, name="signal-deadline", daemon=True).start()
+
+
+def quiet_about_signals(unraisable):
+    """A signal's exception that Python ignores (raised in a __del__) is not printed: the deadline says it in one line."""
+    if not isinstance(unraisable.exc_value, (KeyboardInterrupt, TermSignal)):
+        sys.__unraisablehook__(unraisable)
+
+
+def lift_deadline():
+    while _DEADLINE:
+        _DEADLINE.pop().set()
+
+
 @contextlib.contextmanager
 def interruptible(describe=nothing_half_written):
     """Ctrl-C and SIGTERM end the block at once as Interrupted(describe(signal name)): one line and exit codes
-    130 and 143. Loader workers fork with the handler: there SIGTERM ends the worker quietly as Ctrl-C does.
-    Outside the main thread signals cannot be caught, and the block runs as it is."""
+    130 and 143, within GRACE_S wherever the signal lands (arm_deadline). Loader workers fork with the handler: there
+    SIGTERM ends the worker quietly as Ctrl-C does. Outside the main thread signals cannot be caught, and the block
+    runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     main_pid = os.getpid()
-    SIGNALLED.clear()
+    if not _DEPTH[0]:
+        SIGNALLED.clear()
 
     def on_signal(signum, _frame):
         SIGNALLED.add(signum)
-        raise TermSignal() if signum == signal.SIGTERM and os.getpid() == main_pid else KeyboardInterrupt()
+        if os.getpid() != main_pid:
+            raise KeyboardInterrupt()
+        name = signal.Signals(signum).name
+        arm_deadline(describe, name)
+        raise TermSignal() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    if not _DEPTH[0]:
+        sys.unraisablehook = quiet_about_signals
+    _DEPTH[0] += 1
     try:
         yield
+        stop_if_signalled()  # a signal whose exception was swallowed on the way still ends the block as one
     except (KeyboardInterrupt, TermSignal) as e:
         name = "SIGTERM" if isinstance(e, TermSignal) else "SIGINT"
         raise Interrupted(describe(name), name) from None
     finally:
+        _DEPTH[0] -= 1
+        if not _DEPTH[0]:
+            lift_deadline()
+            sys.unraisablehook = sys.__unraisablehook__
         for s, handler in previous.items():
             signal.signal(s, handler)
 

@@ -189,6 +189,10 @@ def test_recipe_chains_that_loop_or_miss_their_base_are_refused(tmp_path):
     (tmp_path / "d.yaml").write_text("extends: [a.yaml, b.yaml]\n")
     with pytest.raises(ConfigError, match="extends must name one recipe file"):
         parse(["--config", str(tmp_path / "d.yaml")])
+    (tmp_path / "u.yaml").write_text("extends: http://host/x.yaml\n")  # not read as the path http:/host/x.yaml
+    with pytest.raises(ConfigError, match=r"u\.yaml: extends takes a file path, got 'http://host/x\.yaml'; URLs are "
+                                          r"not fetched"):
+        parse(["--config", str(tmp_path / "u.yaml")])
     (tmp_path / "e.yaml").write_text("extends: f.yaml\n")
     (tmp_path / "f.yaml").write_text("lrr: 0.1\n")
     with pytest.raises(ConfigError, match=r"f\.yaml line 1: unknown option --lrr\. Did you mean: lr"):

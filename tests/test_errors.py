@@ -2,6 +2,8 @@
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -11,7 +13,7 @@ from src.data.dataset import FaceDataset
 from src.data.images import FileImages
 from src.data.loaders import make_loader
 from src.errors import (CheckpointError, ConfigError, DataError, MaskclsError, NoSpace, RunBusy, RunNotFound,
-                        fail_cleanly)
+                        fail_cleanly, nothing_half_written)
 
 
 def test_data_error_survives_pickling_and_a_worker(tmp_path):
@@ -89,3 +91,50 @@ def test_every_entry_point_runs_its_work_under_fail_cleanly(script):
              and any(isinstance(i.context_expr, ast.Call) and getattr(i.context_expr.func, "id", "") == "fail_cleanly"
                      for i in w.items)]
     assert withs, f"{script}: main() does not run its work under fail_cleanly()"
+
+
+TEARDOWN_SIGNAL = """
+import os, signal, sys, time
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter as Iter
+from src.errors import fail_cleanly
+
+shutdown = Iter._shutdown_workers
+def shutdown_with_a_signal(self):
+    os.kill(os.getpid(), signal.SIGTERM)  # lands inside the loader's __del__, where Python ignores what it raises
+    shutdown(self)
+Iter._shutdown_workers = shutdown_with_a_signal
+
+with fail_cleanly():
+    it = iter(DataLoader(torch.arange(8), batch_size=2, num_workers=2))
+    next(it)
+    print("tearing down", flush=True)
+    del it
+    time.sleep(60)  # the work that would go on
+"""
+
+
+def test_a_signal_inside_a_loaders_teardown_still_ends_the_process_within_seconds():
+    from tests.helpers import ROOT
+
+    proc = subprocess.Popen([sys.executable, "-c", TEARDOWN_SIGNAL], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "tearing down"
+    start = time.monotonic()
+    proc.wait(timeout=30)
+    ended = time.monotonic() - start
+    err = proc.stderr.read()
+    assert proc.returncode == 143 and ended < 3, (ended, err)
+    assert err.splitlines() == [nothing_half_written("SIGTERM")]  # Python's "Exception ignored in ..." is not shown
+
+
+def test_a_signal_swallowed_on_the_way_still_ends_the_block_as_interrupted(capsys):
+    with pytest.raises(SystemExit) as exit_info, fail_cleanly():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+        except KeyboardInterrupt:
+            pass  # a finaliser ate it; the block then ends normally
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.startswith("interrupted (SIGINT)")

@@ -100,7 +100,7 @@ def test_missing_inputs_fail_before_any_model_loads(trained_run, dataset, tmp_pa
     def no_loading(*a, **k):
         raise AssertionError("a model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(predict, "predict_run", no_loading)
+    monkeypatch.setattr(predict, "run_engine", no_loading)
     data = tmp_path / "d"
     shutil.copytree(dataset, data)
     victim = next((data / "eval" / "images").iterdir())
@@ -259,3 +259,40 @@ def test_infer_groups_the_eval_people_or_says_why_not(own_run, dataset, tmp_path
     code, err = cli(infer.main, "--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--group", "people",
                     "--out", tmp_path / "o.csv", capsys=capsys)
     assert code == 0 and f"run {name} has no people.npz" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["nested decision", "offset out of range", "checkpoint", "people.npz"])
+def test_every_input_of_the_run_is_checked_before_anything_is_exported_or_predicted(own_run, dataset, capsys,
+                                                                                    monkeypatch, damage):
+    """decision.json, the checkpoints and people.npz are read before any export or prediction: a bad one is the
+    first and only line (people.npz: a warning, then the photos are decided alone)."""
+    from src.predict import engines
+
+    log_dir, name = own_run
+    run = RunDir(log_dir, name)
+    saved = json.loads(run.decision.read_text())
+    if damage == "nested decision":
+        run.decision.write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "offset out of range":
+        run.decision.write_text(json.dumps(dict(saved, offsets=[0.0] * 17 + [8.0])))
+    elif damage == "checkpoint":
+        last_fold = run.checkpoint(1, "best_f1")  # the last one read: the first fold's export would come before it
+        last_fold.write_bytes(last_fold.read_bytes()[:1000])
+    else:
+        run.people.write_bytes(b"not a zip")
+    args = ["--data_dir", dataset, "--log_dir", log_dir, "--run", name, "--checkpoint", "best_f1", "--group", "people"]
+    if damage == "people.npz":  # a warning, said before any model loads; then the photos are decided alone
+        code, err = cli(infer.main, *args, capsys=capsys)
+        lines = err.splitlines()
+        warned = next(i for i, line in enumerate(lines) if "people.npz is unreadable" in line)
+        loaded = next(i for i, line in enumerate(lines) if "fold(s) 0, 1 used" in line)
+        assert code == 0 and warned < loaded and "its people are not grouped" in lines[warned]
+        return
+    monkeypatch.setattr(engines, "predict_batches", lambda *a, **k: pytest.fail("predicted before the check"))
+    code, err = cli(infer.main, *args, capsys=capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1, err
+    what = "best_f1.pt" if damage == "checkpoint" else "decision.json: expected 18 finite 'offsets'"
+    assert lines[0].startswith("error:") and what in lines[0]
+    assert not list(run.root.glob("onnx/*.onnx")) and not run.submission.exists()

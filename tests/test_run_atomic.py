@@ -125,3 +125,22 @@ def test_a_read_only_place_that_refuses_even_the_cleanup_is_still_one_line(tmp_p
         atomic.replace_with(tmp_path / "f.txt", refuse)
     with pytest.raises(FileSystemError, match="cannot write"):
         atomic.replace_together({tmp_path / "a": refuse, tmp_path / "b": refuse})
+
+
+def test_a_file_where_a_folder_is_expected_is_named_as_such(tmp_path):
+    (tmp_path / "logs").write_text("a file")
+    for folder in (tmp_path / "logs", tmp_path / "logs" / "deeper"):
+        with pytest.raises(FileSystemError) as caught:
+            atomic.check_writable(folder)
+        assert "expected a folder" in str(caught.value) and "a file, not a folder" in str(caught.value)
+        assert "writable" not in str(caught.value)  # no permission would help
+
+
+def test_train_with_log_dir_a_file_is_one_line_before_the_data_is_read(tmp_path, capsys):
+    import train
+    from tests.helpers import cli, one_line
+
+    (tmp_path / "logs").write_text("a file")
+    code, err = cli(train.main, "--data_dir", tmp_path / "no-data", "--log_dir", tmp_path / "logs", "--name", "r",
+                    capsys=capsys)
+    assert code == 1 and "logs: expected a folder, but it is a file" in one_line(err)

@@ -450,6 +450,16 @@ def test_a_read_only_store_is_one_line_before_training(dataset, tmp_path, capsys
     assert not (tmp_path / "logs" / "r").exists()
 
 
+def test_a_store_that_is_not_a_database_says_so_before_training(dataset, tmp_path, capsys):
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(bytes(range(256)) * 16)  # random bytes: no permission would make this a store
+    code, err = cli(train.main, "--data_dir", dataset, "--log_dir", tmp_path / "logs", "--name", "r", *TINY,
+                    "--tracker", "mlflow", "--tracking_uri", f"sqlite:///{store}", capsys=capsys)
+    line = one_line(err)
+    assert code == 2 and f"{store} is not an SQLite database" in line and "move it away or give another" in line
+    assert "writable" not in line and not (tmp_path / "logs" / "r").exists()
+
+
 def test_infer_refuses_an_unreachable_tracker_before_predicting(tmp_path, capsys):
     code, err = cli(infer.main, "--data_dir", tmp_path, "--log_dir", tmp_path, "--run", "nothing", "--tracker",
                     "mlflow", "--tracking_uri", f"http://127.0.0.1:{free_port()}", capsys=capsys)

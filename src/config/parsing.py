@@ -226,6 +226,9 @@ def recipe_layers(path, seen: tuple = ()) -> list[tuple[Path, dict]]:
         return [(path, own)]
     if not isinstance(base, str) or not base.strip():
         raise ConfigError(f"--config {path}: {EXTENDS} must name one recipe file, got {brief(base)}")
+    if "://" in base:
+        raise ConfigError(f"--config {path}: {EXTENDS} takes a file path, got {brief(base)}; URLs are not fetched: "
+                          f"download the recipe and name the file")
     if Path(base).suffix.lower() not in RECIPE_SUFFIXES:
         raise ConfigError(f"--config {path}: {EXTENDS} must name a recipe file ending in "
                           f"{' or '.join(RECIPE_SUFFIXES)}")

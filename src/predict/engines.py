@@ -172,14 +172,18 @@ def open_engine(engine: str, run_name: str, run: RunDir, run_cfg: TrainConfig, c
                        amp if device.type == "cuda" else "none")
 
 
-def predict_run(plan: RunPlan, dataset, cfg: Engine | Prediction | Precision | Loading, device: torch.device,
-                desc: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """predict_batches of one planned run over `dataset`: its folds x TTA through the engine,
-    batch size that cfg names and the plan's checkpoint."""
+def run_engine(plan: RunPlan, cfg: Engine | Prediction | Precision, device: torch.device):
+    """The engine of one planned run (its checkpoints read, its graph exported or its cache checked), logged."""
     engine = open_engine(cfg.engine, plan.name, plan.run, plan.cfg, plan.checkpoints, plan.folds, plan.checkpoint,
                          cfg.tta, cfg.amp, device)
-    log.info("run %s: %d fold model(s) from %s, %dx%d, tta=%s, engine %s", plan.name, len(plan.checkpoints),
-             plan.checkpoint, plan.cfg.img_height, plan.cfg.img_width, cfg.tta, engine.name)
+    log.info("run %s: %s; %dx%d, tta=%s, engine %s", plan.name, plan.used(), plan.cfg.img_height, plan.cfg.img_width,
+             cfg.tta, engine.name)
+    return engine
+
+
+def predict_run(engine, dataset, cfg: Loading, device: torch.device,
+                desc: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """predict_batches of one run's engine over `dataset`, at the batch size cfg names."""
     return predict_batches(engine, builders.loader(dataset, cfg, device, cfg.infer_batch_size), desc)
 
 

@@ -97,7 +97,8 @@ def decision_record(cfg: ExportConfig, plans: list[RunPlan]) -> dict:
         apply="class = argmax(log(probs) + offsets); a plain argmax when offsets is null")
 
 
-def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, crop: dict, diff: float, n: int) -> dict:
+def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, crop: dict, decided: dict, diff: float,
+               n: int) -> dict:
     """Everything a consumer needs to reproduce the preprocessing and read the outputs."""
     commit, dirty = git_commit()
     return {
@@ -113,7 +114,7 @@ def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, crop: dict, 
                     for name in onnx_graph.OUTPUTS},
         "classes": CLASS_NAMES,
         "class_encoding": "class = 6 * mask + 3 * gender + age",
-        "decision": decision_record(cfg, plans),
+        "decision": decided,
         "ensemble": dict(tta=cfg.tta,
                          rule="mean over runs of each run's mean softmax over its folds and TTA views"),
         "runs": [run_record(p) for p in plans],
@@ -148,15 +149,18 @@ def export(cfg: ExportConfig) -> Path:
 def export_runs(cfg: ExportConfig, out: Path, plans: list[RunPlan]) -> Path:
     size, work = common_sizes(plans)
     crop = common_crop(plans)
-    images = parity_batch(cfg.data_dir, cfg.parity_images, plans[0].cfg, cfg.log_dir, cfg.max_image_pixels)  # before any model loads
+    decided = decision_record(cfg, plans)  # decision.json and the parity photos before any model loads
+    images = parity_batch(cfg.data_dir, cfg.parity_images, plans[0].cfg, cfg.log_dir, cfg.max_image_pixels)
     cpu = torch.device("cpu")
     graph = onnx_graph.ProbabilityGraph([load_models(p.cfg, p.checkpoints, cpu) for p in plans], cfg.tta)
+    for plan in plans:
+        log.info("run %s: %s", plan.name, plan.used())
     model = onnx_graph.onnx_bytes(graph, size)
     diff = check_parity(graph, onnx_graph.session(model), f"export of {', '.join(p.name for p in plans)}",
                         cfg.parity_tolerance, images)
     log.info("parity with PyTorch on %d eval images of %s: largest probability difference %.2e (tolerance %g)",
              len(images), cfg.data_dir, diff, cfg.parity_tolerance)
-    card = model_card(cfg, plans, size, work, crop, diff, len(images))
+    card = model_card(cfg, plans, size, work, crop, decided, diff, len(images))
     replace_together({out / MODEL: lambda tmp: write_bytes(model, tmp),
                       out / CARD: text_writer(json.dumps(card, indent=2) + "\n")})
     log.info("wrote %s (%.1f MB) and %s", out / MODEL, len(model) / 1e6, out / CARD)

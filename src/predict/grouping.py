@@ -35,30 +35,42 @@ def saved_people(plan: RunPlan) -> dict | None:
     return arrays
 
 
-def find_people(group: str, plans: list[RunPlan], paths, probs: np.ndarray, max_pixels: int,
+def person_metric(group: str, plans: list[RunPlan]) -> tuple[dict | None, str]:
+    """(the saved person metric of the first run that has one, or None and why) for --group `group`: read before
+    any photo is predicted, so an unreadable people.npz is said first."""
+    if group == "none":
+        return None, "--group none"
+    saved = next((s for s in map(saved_people, plans) if s is not None), None)
+    if saved is None:
+        return None, (f"run {plans[0].name} has no {plans[0].run.people.name}, written at the end of training: "
+                      f"`train.py --resume` of the finished run writes it")
+    return saved, ""
+
+
+def find_people(metric: tuple[dict | None, str], paths, probs: np.ndarray, max_pixels: int,
                 num_workers: int) -> people.Grouping:
-    """The groups of the photos at `paths` (--group people), or why there are none; the line is logged."""
+    """The groups of the photos at `paths` under `metric` (person_metric's), or why there are none; the line is
+    logged."""
     start = time.perf_counter()
-    grouping = people_of(group, plans, list(paths), probs, max_pixels, num_workers)
+    grouping = people_of(metric, list(paths), probs, max_pixels, num_workers)
     grouping = dataclasses.replace(grouping, seconds=time.perf_counter() - start)
     log.info("%s", grouping.summary())
     return grouping
 
 
-def people_of(group: str, plans: list[RunPlan], paths: list, probs: np.ndarray, max_pixels: int,
+def people_of(metric: tuple[dict | None, str], paths: list, probs: np.ndarray, max_pixels: int,
               num_workers: int) -> people.Grouping:
     n = len(paths)
-    if group == "none":
-        return people.ungrouped(n, "--group none")
+    saved, why = metric
+    if why == "--group none":
+        return people.ungrouped(n, why)
     if n % people.PHOTOS_PER_PERSON:
         return people.ungrouped(n, f"{n} photos are not a multiple of {people.PHOTOS_PER_PERSON}, so they are not "
                                    f"whole people")
-    saved = next((s for s in map(saved_people, plans) if s is not None), None)
     if saved is None:
-        return people.ungrouped(n, f"run {plans[0].name} has no {plans[0].run.people.name}, written at the end of "
-                                   f"training: `train.py --resume` of the finished run writes it")
-    metric = people.PersonMetric(saved["matrix"], saved["offset"])
+        return people.ungrouped(n, why)
+    learnt = people.PersonMetric(saved["matrix"], saved["offset"])
     thumbs = appearance(paths, max_pixels, default_workers(num_workers))
-    if thumbs.shape[1] != metric.matrix.shape[0]:
+    if thumbs.shape[1] != learnt.matrix.shape[0]:
         return people.ungrouped(n, "the run's person metric was fitted on other appearance features")
-    return people.group_photos(people.photo_features(metric(thumbs), probs), probs)
+    return people.group_photos(people.photo_features(learnt(thumbs), probs), probs)

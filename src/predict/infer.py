@@ -19,9 +19,9 @@ from src.engine import builders
 from src.errors import ConfigError
 from src.files import real, shown
 from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
-from src.predict.offsets import classify
-from src.predict.engines import predict_run
-from src.predict.grouping import find_people
+from src.predict import offsets
+from src.predict.engines import predict_run, run_engine
+from src.predict.grouping import find_people, person_metric
 from src.predict.plans import RunPlan, reading_runs
 from src.run import tracking
 from src.run.atomic import check_writable, csv_writer, remove_stale_tmp, replace_together, save_csv, save_text, text_writer
@@ -32,16 +32,36 @@ from src.run.rundir import CONFIG, PREDICTION_NAMES, RUN_FILES, RunDir, predicti
 log = logging.getLogger("maskcls")
 
 
-def predict_runs(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], paths) -> np.ndarray:
+def open_engines(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], device: torch.device) -> list:
+    """Every run's engine, before any photo is predicted: each checkpoint read, each graph exported or its cache's
+    digest checked, so that a bad one is said before the minutes of the others' predictions."""
+    return [run_engine(plan, cfg, device) for plan in plans]
+
+
+def predict_runs(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], engines: list, paths,
+                 device: torch.device) -> np.ndarray:
     """Average of each run's fold x TTA probabilities; runs may differ in backbone and input size."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     total = np.zeros((len(paths), NUM_CLASSES))
-    for plan in plans:
+    for plan, engine in zip(plans, engines):
         ds = FaceDataset(builders.file_images(plan.cfg, paths, cfg.log_dir, cfg.max_image_pixels), None,
                          builders.eval_transform(plan.cfg))
-        _, _, probs = predict_run(plan, ds, cfg, device, desc=f"predict {plan.name}")
+        _, _, probs = predict_run(engine, ds, cfg, device, desc=f"predict {plan.name}")
         total += probs
     return total / len(plans)
+
+
+def predict_and_decide(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], paths):
+    """(probabilities, classes, what the settings record of the decision, the grouping) of the photos at `paths`.
+    Every input of the runs is read and checked first (decision.json, people.npz, checkpoints, exports), in that
+    order, cheapest first: a bad one is the first and only line."""
+    prepared = offsets.prepare(cfg.decision, plans, grouped=cfg.group == "people")
+    metric = person_metric(cfg.group, plans)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    engines = open_engines(cfg, plans, device)
+    probs = predict_runs(cfg, plans, engines, paths, device)
+    found = find_people(metric, paths, probs, cfg.max_image_pixels, cfg.num_workers)
+    classes, decided = offsets.classify(prepared, probs, found)
+    return probs, classes, decided, found
 
 
 def output_files(cfg: InferConfig, plans: list[RunPlan]) -> dict[str, Path]:
@@ -112,9 +132,7 @@ def infer(cfg: InferConfig) -> Path:
 
 
 def write_submission(cfg: InferConfig, info: pd.DataFrame, plans: list[RunPlan], files: dict[str, Path]) -> Path:
-    probs = predict_runs(cfg, plans, info["path"])
-    found = find_people(cfg.group, plans, info["path"], probs, cfg.max_image_pixels, cfg.num_workers)
-    classes, decided = classify(cfg.decision, plans, probs, found)
+    probs, classes, decided, found = predict_and_decide(cfg, plans, info["path"])
     submission = pd.DataFrame({"ImageID": info["ImageID"], "ans": classes.astype(int)})
     probs_df = pd.concat([info[["ImageID"]], pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1).assign(
         group=found.groups)  # -1: decided alone
@@ -138,9 +156,7 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
         return run.pseudo_labels
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir)
     with reading_runs(cfg) as plans:
-        probs = predict_runs(cfg, plans, unlabeled["path"])
-        found = find_people(cfg.group, plans, unlabeled["path"], probs, cfg.max_image_pixels, cfg.num_workers)
-        labels, _ = classify(cfg.decision, plans, probs, found)
+        probs, labels, _, found = predict_and_decide(cfg, plans, unlabeled["path"])
     df = pd.DataFrame({"path": unlabeled["path"], "label": labels, "confidence": probs[np.arange(len(probs)), labels]})
     kept = df[df["confidence"] >= cfg.pseudo_threshold]
     save_csv(kept, run.pseudo_labels, float_format="%.6f")

@@ -5,6 +5,7 @@ src/decision.py's `decide`, per person where the photos were grouped."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -104,18 +105,34 @@ def ensemble_person_offsets(plans: list[RunPlan]) -> tuple[np.ndarray | None, st
         f"{decision.fast_macro_f1(labels, crossed):.4f})")
 
 
-def classify(rule: str, plans: list[RunPlan], probs: np.ndarray,
-             found: people.Grouping | None = None) -> tuple[np.ndarray, dict]:
+@dataclass(frozen=True)
+class Decision:
+    """How classes are chosen, settled before any photo is predicted: per-photo offsets (None: argmax), and per
+    person where the photos will be grouped."""
+    offsets: np.ndarray | None
+    how: str
+    person: np.ndarray | None = None
+    person_how: str = ""
+
+
+def prepare(rule: str, plans: list[RunPlan], grouped: bool = False) -> Decision:
+    """The Decision of --decision `rule` for the runs, from their decision.json or out-of-fold rows: read and
+    checked here, so that a bad file is said before the minutes of prediction. `grouped`: also per person."""
+    offsets, how = choose_offsets(rule, plans)
+    if not grouped:
+        return Decision(offsets, how)
+    return Decision(offsets, how, *choose_person_offsets(rule, plans, offsets))
+
+
+def classify(prepared: Decision, probs: np.ndarray, found: people.Grouping | None = None) -> tuple[np.ndarray, dict]:
     """The classes of `probs`, per person where `found` holds groups, and what the settings file records of the
     decision."""
-    offsets, how = choose_offsets(rule, plans)
-    log.info("decision: %s", how)
+    log.info("decision: %s", prepared.how)
     if found is None or not found.formed:
-        return decision.decide(probs, offsets), describe(offsets, how)
-    person, person_how = choose_person_offsets(rule, plans, offsets)
-    log.info("decision per person: %s", person_how)
-    return (people.decide_people(probs, found.groups, person, offsets),
-            describe(offsets, how) | dict(people=describe(person, person_how)))
+        return decision.decide(probs, prepared.offsets), describe(prepared.offsets, prepared.how)
+    log.info("decision per person: %s", prepared.person_how)
+    return (people.decide_people(probs, found.groups, prepared.person, prepared.offsets),
+            describe(prepared.offsets, prepared.how) | dict(people=describe(prepared.person, prepared.person_how)))
 
 
 def describe(offsets: np.ndarray | None, how: str) -> dict:

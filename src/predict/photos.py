@@ -20,8 +20,8 @@ from src.engine import builders
 from src.errors import ConfigError, DataError
 from src.files import real, shown
 from src.labels import NUM_CLASSES, PROB_COLUMNS, TASK_NAMES, decode_label, task_probabilities
-from src.predict.offsets import classify
-from src.predict.engines import predict_run
+from src.predict import offsets
+from src.predict.engines import predict_run, run_engine
 from src.predict.plans import reading_runs
 from src.run.atomic import check_writable, save_text
 from src.run.logging import setup_logging
@@ -155,13 +155,15 @@ def predict_found(cfg: PredictConfig, found, out, plans) -> pd.DataFrame:
         raise DataError([f"{shown(found[i][0])}: {problems[i]}"])
     readable = [i for i, (_, p) in enumerate(found) if not p]
     paths = [found[i][0] for i in readable]
+    prepared = offsets.prepare(cfg.decision, plans)  # decision.json and every checkpoint before any prediction
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    engines = [run_engine(plan, cfg, device) for plan in plans] if paths else []
     total = np.zeros((len(found), NUM_CLASSES))
     bad = np.zeros(len(paths), dtype=bool)
-    for plan in plans if paths else []:
+    for plan, engine in zip(plans, engines):
         ds = Photos(builders.file_images(plan.cfg, paths, cfg.log_dir, cfg.max_image_pixels),
                     builders.input_size(plan.cfg), builders.eval_transform(plan.cfg), cfg.strict)
-        flags, indices, probs = predict_run(plan, ds, cfg, device,
+        flags, indices, probs = predict_run(engine, ds, cfg, device,
                                             desc=f"predict {plan.name}" if len(paths) > 64 else None)
         total[np.asarray(readable)[indices]] += probs / len(plans)
         bad[indices[flags == 1]] = True
@@ -171,7 +173,7 @@ def predict_found(cfg: PredictConfig, found, out, plans) -> pd.DataFrame:
     if cfg.group == "people":
         log.info("group people: none (predict.py's photos are any photos, not known to be whole people); every "
                  "photo decided alone")
-    classes, _ = classify(cfg.decision, plans, total)
+    classes, _ = offsets.classify(prepared, total)
     df = rows(found, total, classes, {i: problems[i] for i in sorted(problems)})
     text = output_text(df, cfg.format)
     if out is None:

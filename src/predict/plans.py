@@ -4,7 +4,6 @@ loads."""
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +12,6 @@ from src.config.schema import LogDir, Prediction, TrainConfig
 from src.errors import ConfigError, RunNotFound
 from src.run.checkpoint import is_finished
 from src.run.rundir import RunDir, holder
-
-log = logging.getLogger("maskcls")
 
 
 @dataclass
@@ -28,6 +25,11 @@ class RunPlan:
     checkpoints: list[Path]
     folds: list[int]
     training: dict[int, str]
+
+    def used(self) -> str:
+        """Which folds predict, with which checkpoint, and which a trainer still holds (left out)."""
+        busy = "".join(f"; fold {k} is still being trained by {who} and is left out" for k, who in self.training.items())
+        return f"fold(s) {', '.join(map(str, self.folds))} used ({self.checkpoint}){busy}"
 
 
 def plan_run(log_dir, name: str, checkpoint: str) -> RunPlan:
@@ -63,12 +65,8 @@ def chosen_runs(cfg: Prediction) -> list[str]:
 
 
 def plan_runs(cfg: Prediction | LogDir) -> list[RunPlan]:
-    """The plans of --run/--runs, logged: which folds each run uses, and which a trainer still holds."""
-    plans = [plan_run(cfg.log_dir, name, cfg.checkpoint) for name in chosen_runs(cfg)]
-    for plan in plans:
-        busy = "".join(f"; fold {k} is still being trained by {who} and is left out" for k, who in plan.training.items())
-        log.info("run %s: fold(s) %s used (%s)%s", plan.name, ", ".join(map(str, plan.folds)), plan.checkpoint, busy)
-    return plans
+    """The plans of --run/--runs; each is logged (RunPlan.used) once its models load."""
+    return [plan_run(cfg.log_dir, name, cfg.checkpoint) for name in chosen_runs(cfg)]
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.errors import NoSpace, filesystem_error
+from src.errors import FileSystemError, NoSpace, filesystem_error
 from src.files import read_json
 
 TMP_NAME = re.compile(r".*\.(\d+)\.tmp$")  # <name>.<pid>.tmp: the writer's pid tells a stale file
@@ -75,6 +75,11 @@ def replace_together(writes: dict):
 def check_writable(folder: Path):
     """Make folder if needed and write a temp file into it, before any long work: one line if it cannot be."""
     probe = _tmp(Path(folder) / "probe")
+    existing = next(p for p in (Path(folder), *Path(folder).parents) if os.path.lexists(p))
+    if not existing.is_dir():  # no permission would help: say what is in the way
+        what = "it is" if existing == Path(folder) else f"{existing} is"
+        raise FileSystemError(f"{folder}: expected a folder, but {what} a file, not a folder; choose another --log_dir "
+                              f"or --out")
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")

@@ -104,7 +104,10 @@ def check_store(uri: str):
                     con.execute("BEGIN IMMEDIATE")
                     con.execute(f"PRAGMA user_version = {int(version)}")
                     con.execute("ROLLBACK")
-            except sqlite3.Error as e:
+            except sqlite3.DatabaseError as e:
+                if not isinstance(e, sqlite3.OperationalError):  # not a file SQLite can read: no permission helps
+                    raise ConfigError(f"--tracking_uri {uri}: {db} is not an SQLite database ({e}); move it away or "
+                                      f"give another --tracking_uri") from None
                 raise ConfigError(f"{cannot} ({e}); make it writable or give another --tracking_uri") from None
         folder = next(p for p in (db.parent, *db.parent.parents) if p.exists())
         try:
