@@ -26,6 +26,12 @@ def dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def few_people(tmp_path_factory) -> Path:
+    """Eight people (56 photos) at a small size: a fold of the tiny model trains in a moment."""
+    return make_data(tmp_path_factory.mktemp("few") / "d", train_people=8, eval_people=2, seed=3, size="48x64")
+
+
+@pytest.fixture(scope="session")
 def trained_run(dataset, tmp_path_factory):
     """(log_dir, name) of a finished 2-fold, 2-epoch run of the tiny model."""
     log_dir = tmp_path_factory.mktemp("logs")

@@ -69,7 +69,7 @@ def test_unknown_key_lists_valid_options():
 @pytest.mark.parametrize("cls", [TrainConfig, InferConfig, PseudoConfig, PredictConfig, ExportConfig])
 def test_every_choice_is_accepted_and_others_refused(cls):
     declared = {k: choices(cls, k) for k in fields_of(cls) if choices(cls, k)}
-    assert len(declared) == {TrainConfig: 18, InferConfig: 6, PseudoConfig: 23, PredictConfig: 7, ExportConfig: 3}[cls]
+    assert len(declared) == {TrainConfig: 19, InferConfig: 6, PseudoConfig: 24, PredictConfig: 7, ExportConfig: 3}[cls]
     for key, allowed in declared.items():
         for value in allowed:
             assert getattr(parse([f"--{key}", value], cls), key) == value

@@ -9,17 +9,11 @@ import torch
 from src.engine import trainer
 from src.run import atomic
 from src.run.rundir import RunDir
-from tests.helpers import make_data, tiny_cfg
+from tests.helpers import tiny_cfg
 
 
 class Killed(BaseException):
     """A simulated SIGKILL: raised in place of a write, before its file is replaced; nothing in src catches it."""
-
-
-@pytest.fixture(scope="module")
-def few_people(tmp_path_factory) -> Path:
-    """Eight people (56 photos) at a small size: a fold of the tiny model trains in a moment."""
-    return make_data(tmp_path_factory.mktemp("few") / "d", train_people=8, eval_people=2, seed=3, size="48x64")
 
 
 def writes_seen(monkeypatch, kill_at: int | None = None) -> list[list[Path]]:

@@ -231,6 +231,7 @@ class Loss:
 class Augmentation:
     """augmentation and input size"""
     aug: Literal["original", "light", "geometric", "none"] = "original"  # the entry's pipeline, a light one for quick runs, light without its brightness and contrast change (grey hair keeps its shade), or resize only
+    fog: Literal["fast", "albumentations"] = "fast"  # the original pipeline's fog (aug original, UDA's strong view): fast draws RandomFog's look in about a millisecond an image (src/data/fog.py); albumentations is RandomFog itself, 0.14-0.5 s an image at 384x288
     img_height: Count = 384  # network input height
     img_width: Count = 288  # network input width
     mean: list[float] = field(default_factory=lambda: [0.560, 0.524, 0.501])  # dataset RGB mean

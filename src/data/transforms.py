@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 
+from src.data.fog import FastFog
 from src.seeds import grid_seed, view_seed
 
 
@@ -19,7 +20,15 @@ def resize(size: tuple[int, int]):
     return A.Resize(size[0], size[1], interpolation=cv2.INTER_LINEAR)
 
 
-def original_pipeline(size: tuple[int, int]) -> list:
+def fog(kind: str, p: float):
+    """The original entry's fog: RandomFog(fog_coef_lower=0.1, fog_coef_upper=0.3), whose range is now fog_coef_range;
+    `fast` is FastFog, its look at a few hundredths of its cost (src/data/fog.py)."""
+    if kind == "albumentations":
+        return A.RandomFog(fog_coef_range=(0.1, 0.3), p=p)
+    return FastFog(fog_coef_range=(0.1, 0.3), p=p)
+
+
+def original_pipeline(size: tuple[int, int], fog_kind: str) -> list:
     return [
         resize(size),
         A.HorizontalFlip(p=0.7),
@@ -31,14 +40,13 @@ def original_pipeline(size: tuple[int, int]) -> list:
         # RandomBrightness and RandomContrast no longer exist: RandomBrightnessContrast
         A.OneOf([A.CLAHE(clip_limit=4.0), A.RandomBrightnessContrast(), A.RandomGamma()], p=0.5),
         A.OneOf([A.HueSaturationValue(), A.RGBShift(), A.Emboss()], p=0.5),
-        # RandomFog(fog_coef_lower, fog_coef_upper) became fog_coef_range
-        A.RandomFog(fog_coef_range=(0.1, 0.3), p=0.3),
+        fog(fog_kind, p=0.3),
         # OpticalDistortion lost shift_limit; distort_limit alone remains
         A.OneOf([A.Perspective(), A.GridDistortion(), A.OpticalDistortion(distort_limit=0.05)], p=0.5),
     ]
 
 
-def geometric_pipeline(size: tuple[int, int]) -> list:
+def geometric_pipeline(size: tuple[int, int], _fog_kind: str = "") -> list:
     return [
         resize(size),
         A.HorizontalFlip(p=0.5),
@@ -47,12 +55,12 @@ def geometric_pipeline(size: tuple[int, int]) -> list:
     ]
 
 
-def light_pipeline(size: tuple[int, int]) -> list:
+def light_pipeline(size: tuple[int, int], _fog_kind: str = "") -> list:
     return [*geometric_pipeline(size), A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5)]
 
 
 PRESETS = {"original": original_pipeline, "light": light_pipeline, "geometric": geometric_pipeline,
-           "none": lambda size: [resize(size)]}
+           "none": lambda size, _fog_kind="": [resize(size)]}  # only the original pipeline has a fog
 
 
 class Augment:
@@ -94,21 +102,21 @@ class Views:
 
 
 def train_transform(preset: str, size: tuple[int, int], grid_p: float = 0.0, grid_n: int = 2,
-                    grid_classes=()) -> Augment:
+                    grid_classes=(), *, fog_kind: str) -> Augment:
     """The augmentation preset at `size` (H, W); GridShuffle (grid_n x grid_n, probability grid_p) for
-    grid_classes only."""
+    grid_classes only; `fog_kind` the original pipeline's fog."""
     grid = A.RandomGridShuffle(grid=(grid_n, grid_n), p=grid_p) if grid_p > 0 else None
-    return Augment(PRESETS[preset](size), grid, grid_classes)
+    return Augment(PRESETS[preset](size, fog_kind), grid, grid_classes)
 
 
 def eval_transform(size: tuple[int, int]) -> Augment:
     return Augment([resize(size)])
 
 
-def uda_transform(size: tuple[int, int]) -> Views:
+def uda_transform(size: tuple[int, int], fog_kind: str) -> Views:
     """Weak view: resize and flip. Strong view: the original pipeline."""
     weak = Augment([resize(size), A.HorizontalFlip(p=0.5)])
-    return Views(weak, Augment(original_pipeline(size)))
+    return Views(weak, Augment(original_pipeline(size, fog_kind)))
 
 
 def work_size(size: tuple[int, int], margin: float) -> tuple[int, int]:

@@ -33,7 +33,7 @@ def work_size(cfg: Augmentation | Data) -> tuple[int, int]:
 
 def train_transform(cfg: Augmentation, preset: str | None = None) -> transforms.Augment:
     return transforms.train_transform(preset or cfg.aug, input_size(cfg), cfg.gridshuffle_p, cfg.gridshuffle_grid,
-                                      cfg.gridshuffle_classes)
+                                      cfg.gridshuffle_classes, fog_kind=cfg.fog)
 
 
 def eval_transform(cfg: Augmentation) -> transforms.Augment:
@@ -41,7 +41,7 @@ def eval_transform(cfg: Augmentation) -> transforms.Augment:
 
 
 def uda_transform(cfg: Augmentation) -> transforms.Views:
-    return transforms.uda_transform(input_size(cfg))
+    return transforms.uda_transform(input_size(cfg), cfg.fog)
 
 
 def crops(cfg: Crop | Augmentation, paths, cache_dir: Path, max_pixels: int) -> Crops:

@@ -255,9 +255,12 @@ def fit_fold(ins: RunInputs, k: int):
         log.info("fold %d: already ran %d epochs (%d asked); validated epoch %d and marked finished", k, start_epoch,
                  cfg.epochs, state.epoch)
         dist_mod.barrier(dist)
-    for epoch in range(start_epoch, cfg.epochs):
-        if fit_epoch(ins, fold, saver, epoch):
-            break
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if fit_epoch(ins, fold, saver, epoch):
+                break
+    finally:
+        saver.wait()  # however the loop ended, its last writes are done before the fold's lock is released
     saver.end()
 
 
@@ -290,6 +293,7 @@ def fit_epoch(ins: RunInputs, fold: Fold, saver: FoldSaver, epoch: int) -> bool:
     """Train, validate where due, step the scheduler, save (rank 0), then the sweep's hook; whether the fold stops."""
     cfg, dist, o = ins.cfg, ins.dist, fold.objects
     ins.progress.epoch = epoch
+    saver.check()  # the previous epoch's files could not be written: stop before training another
     t0 = time.perf_counter()
     train_stats = train_pass(ins, fold, epoch)
     # a stopper already due (patience lowered on resume) may end the fold here, so this epoch validates too

@@ -26,9 +26,9 @@ from src.run.rundir import RunDir
 
 
 class RunRecords:
-    """Rank 0's records of one training run: per epoch (told by the fold's FoldSaver once its row is written) the
-    console line, TensorBoard scalars and confusion matrix; per fold the console's confusion matrix of its oof.csv;
-    the run's cv.json.
+    """Rank 0's records of one training run: per epoch (told by the fold's FoldSaver) the console line, then, once its
+    files are written, TensorBoard scalars and confusion matrix; per fold the console's confusion matrix of its
+    oof.csv; the run's cv.json.
 
     Each fold's own files hold its state; cv.json is rebuilt from them under the run's lock, so processes training
     different folds side by side never overwrite each other's records."""
@@ -51,9 +51,21 @@ class RunRecords:
         self.fold = k
         self.track()
 
-    def epoch(self, row: dict, cm: np.ndarray | None):
-        """One epoch's row, written to the fold's metrics.csv already; cm is None for an epoch not validated
-        (val_every), whose val_* values are NaN."""
+    def epoch_line(self, row: dict, cm: np.ndarray | None):
+        """One epoch's line on the console and in train.log (with its confusion matrix there); cm is None for an
+        epoch not validated (val_every), whose val_* values are NaN."""
+        head = "fold %d epoch %d  lr %.2e  train_loss %.4f  " % (row["fold"], row["epoch"], row["lr"], row["train_loss"])
+        if cm is None:
+            log.info("%snot validated (val_every)  %.0fs", head, row["time_s"])
+            return
+        log.info("%sval_loss %.4f  val_acc %.4f  val_f1 %.4f  (mask %.3f gender %.3f age %.3f)  %.0fs", head,
+                 row["val_loss"], row["val_acc"], row["val_f1"], row["val_f1_mask"], row["val_f1_gender"],
+                 row["val_f1_age"], row["time_s"])
+        log.info("confusion matrix (rows true, columns predicted):\n%s", confusion_text(cm), extra=FILE_ONLY)
+
+    def epoch_saved(self, row: dict, cm: np.ndarray | None):
+        """One epoch whose files are written (its last.pt last): TensorBoard's scalars and confusion matrix, and the
+        trackers, which then send this very epoch."""
         k, epoch = row["fold"], row["epoch"]
         for key, value in row.items():
             if key not in ("fold", "epoch", "best_f1") and not np.isnan(value):
@@ -62,14 +74,6 @@ class RunRecords:
             self.writer.add_figure(f"fold{k}/confusion", confusion_figure(cm, f"fold {k} epoch {epoch}"), epoch)
         self.writer.flush()
         self.track()
-        head = "fold %d epoch %d  lr %.2e  train_loss %.4f  " % (k, epoch, row["lr"], row["train_loss"])
-        if cm is None:
-            log.info("%snot validated (val_every)  %.0fs", head, row["time_s"])
-            return
-        log.info("%sval_loss %.4f  val_acc %.4f  val_f1 %.4f  (mask %.3f gender %.3f age %.3f)  %.0fs", head,
-                 row["val_loss"], row["val_acc"], row["val_f1"], row["val_f1_mask"], row["val_f1_gender"],
-                 row["val_f1_age"], row["time_s"])
-        log.info("confusion matrix (rows true, columns predicted):\n%s", confusion_text(cm), extra=FILE_ONLY)
 
     def end_fold(self, k: int):
         """The confusion matrix of fold k's oof.csv, once on the console; the trackers get the fold's last epoch."""

@@ -4,8 +4,10 @@ rebuilt from every fold's) and, last of each epoch, last.pt; and last.pt read ba
 
 The order keeps a kill safe. Each file is written atomically (src/run/atomic.py) and everything of epoch e is
 written before last.pt of epoch e, so a fold killed between any two writes resumes from the previous last.pt, drops
-the metrics rows of the epochs it runs again, and rewrites what follows. The file layout is src/run/checkpoint.py's;
-the run's TensorBoard, console and trackers are RunRecords', told of each epoch by `records` after its row."""
+the metrics rows of the epochs it runs again, and rewrites what follows. The writes of an epoch run on a thread while
+the next epoch trains (src/run/background.py), in the same order; the fold's end waits for them. The file layout is
+src/run/checkpoint.py's; the run's TensorBoard, console and trackers are RunRecords', told of each epoch by `records`:
+its line at once, the rest once its last.pt is written."""
 from __future__ import annotations
 
 import math
@@ -18,6 +20,7 @@ import pandas as pd
 from src.config.schema import BEST_BY_METRIC
 from src.metrics import confusion, evaluate
 from src.run.atomic import save_csv
+from src.run.background import BackgroundWrites, snapshot
 from src.run.checkpoint import FoldState, load_into, save_best, set_rng_state
 from src.run.figures import confusion_figure, save_png
 from src.run.logging import log
@@ -72,6 +75,7 @@ class FoldSaver:
     def __init__(self, run: RunDir, k: int, objects: FoldObjects, *, oof_from: str, records=None, writes: bool):
         self.run, self.k, self.objects, self.oof_from = run, k, objects, oof_from
         self.records, self.writes = records, writes
+        self.background = BackgroundWrites(f"fold {k} writes")
         self.best = {metric: (math.inf if metric in LOWER_IS_BETTER else -math.inf) for metric in BEST_BY_METRIC}
         self.rows: list[dict] = []  # the fold's metrics.csv rows
 
@@ -114,19 +118,39 @@ class FoldSaver:
                 for key, best in self.best.items()}
 
     def save_epoch(self, epoch: int, values: dict, validated: Validated | None, *, last: bool, rngs: list):
-        """Everything of a trained epoch, in the kill-safe order: for a validated epoch the best_* files that improved
-        and, for the oof_from epoch, oof.csv; then the metrics row (fold, epoch, `values`, best_f1); then last.pt
-        (`last`: the fold ends here; `rngs`: every rank's RNG state)."""
+        """Everything of a trained epoch, in the kill-safe order, on the writer thread (src/run/background.py): for a
+        validated epoch the best_* files that improved and, for the oof_from epoch, oof.csv; then the metrics row
+        (fold, epoch, `values`, best_f1); then last.pt (`last`: the fold ends here; `rngs`: every rank's RNG
+        state); then the records. Here, before the thread starts: the copies it writes and the console's line."""
         if not self.writes:
             return
-        improved, cm = self._keep(epoch, validated, last) if validated is not None else ({}, None)
-        self._record(dict(fold=self.k, epoch=epoch, **values, best_f1=improved.get("val_f1", False)), cm)
+        self.check()
         o = self.objects
-        FoldState(model=o.model.state_dict(), optimizer=o.optimizer.state_dict(),
-                  scheduler=o.scheduler.state_dict() if o.scheduler is not None else None,
-                  scaler=o.step.state_dict()["scaler"], early_stopping=o.stopper.state_dict(), best=self.best,
-                  epoch=epoch, rng=rngs if len(rngs) > 1 else rngs[0], finished=last,
-                  ema=o.ema.state_dict() if o.ema is not None else None).save(self.run.last(self.k))
+        improved, keep = self._improvements(validated, last) if validated is not None else ({}, False)
+        row = dict(fold=self.k, epoch=epoch, **values, best_f1=improved.get("val_f1", False))
+        self.rows.append(row)
+        cm = confusion(validated.labels, validated.probs.argmax(1)) if validated is not None else None
+        model = snapshot(o.model.state_dict())
+        kept_is_model = o.kept is None or o.kept is o.model
+        weights = (model if kept_is_model else snapshot(o.kept_weights())) if any(improved.values()) else None
+        state = FoldState(model=model, optimizer=snapshot(o.optimizer.state_dict()),
+                          scheduler=snapshot(o.scheduler.state_dict()) if o.scheduler is not None else None,
+                          scaler=snapshot(o.step.state_dict()["scaler"]),
+                          early_stopping=snapshot(o.stopper.state_dict()), best=dict(self.best), epoch=epoch,
+                          rng=rngs if len(rngs) > 1 else rngs[0], finished=last,
+                          ema=snapshot(o.ema.state_dict()) if o.ema is not None else None)
+        rows = list(self.rows)
+        if self.records is not None:
+            self.records.epoch_line(row, cm)
+
+        def write():
+            self._keep(epoch, validated, improved, weights, cm, keep)
+            self._record(rows)
+            state.save(self.run.last(self.k))
+            if self.records is not None:
+                self.records.epoch_saved(row, cm)
+
+        self.background.submit(write)
 
     def finish_saved(self, state: FoldState, validated: Validated):
         """A fold resumed with no epochs left to run: its saved epoch, validated now, becomes its last (the best_*
@@ -134,38 +158,51 @@ class FoldSaver:
         marked finished."""
         if not self.writes:
             return
-        self._keep(state.epoch, validated, True)
+        improved, keep = self._improvements(validated, True)
+        weights = self.objects.kept_weights() if any(improved.values()) else None
+        self._keep(state.epoch, validated, improved, weights, confusion(validated.labels, validated.probs.argmax(1)),
+                   keep)
         state.best, state.finished = dict(self.best), True
         state.save(self.run.last(self.k))
 
-    def _keep(self, epoch: int, validated: Validated, last: bool) -> tuple[dict[str, bool], np.ndarray]:
-        """A validated epoch's best_* files and, for the oof_from epoch, oof.csv and confusion.png; returns which
-        metrics improved and the epoch's confusion matrix."""
-        metrics = validated.metrics
-        improved = self.improved(metrics)
+    def _improvements(self, validated: Validated, last: bool) -> tuple[dict[str, bool], bool]:
+        """Which metrics a validated epoch improved (their best values updated), and whether its rows become
+        oof.csv."""
+        improved = self.improved(validated.metrics)
         for key in (key for key, better in improved.items() if better):
-            self.best[key] = metrics[key]
-            save_best(self.run.checkpoint(self.k, BEST_BY_METRIC[key]), self.objects.kept_weights(), epoch, metrics,
-                      key)
-        cm = confusion(validated.labels, validated.probs.argmax(1))
-        if improved["val_f1"] if self.oof_from == "best_f1" else last:
+            self.best[key] = validated.metrics[key]
+        return improved, improved["val_f1"] if self.oof_from == "best_f1" else last
+
+    def _keep(self, epoch: int, validated: Validated | None, improved: dict[str, bool], weights: dict | None,
+              cm: np.ndarray | None, keep: bool):
+        """A validated epoch's best_* files (of `weights`) for the metrics it improved and, when `keep`, its rows as
+        oof.csv and its confusion matrix as confusion.png."""
+        for key in (key for key, better in improved.items() if better):
+            save_best(self.run.checkpoint(self.k, BEST_BY_METRIC[key]), weights, epoch, validated.metrics, key)
+        if keep:
             save_csv(oof_rows(self.k, validated.paths, validated.labels, validated.probs), self.run.oof(self.k),
                      float_format="%.6f")
             f1 = evaluate(validated.labels, validated.probs)["f1"]
             save_png(confusion_figure(cm, f"fold {self.k} epoch {epoch} F1 {f1:.4f}"), self.run.confusion(self.k))
-        return improved, cm
 
-    def _record(self, row: dict, cm: np.ndarray | None):
-        """The epoch's row into the fold's metrics.csv and the run's; then `records` shows it (cm: None for an epoch
-        not validated, whose val_* values are NaN)."""
-        self.rows.append(row)
-        save_csv(pd.DataFrame(self.rows), self.run.fold_metrics(self.k), float_format="%.6g")
+    def _record(self, rows: list[dict]):
+        """The fold's metrics.csv rows, then the run's metrics.csv rebuilt from every fold's."""
+        save_csv(pd.DataFrame(rows), self.run.fold_metrics(self.k), float_format="%.6g")
         with self.run.lock():
             rebuild_metrics(self.run)
-        if self.records is not None:
-            self.records.epoch(row, cm)
+
+    def check(self):
+        """Raise the error of the previous epoch's writes, if they failed, without waiting for writes in flight."""
+        if self.writes:
+            self.background.check()
+
+    def wait(self):
+        """Wait for the writes in flight; raise their error."""
+        if self.writes:
+            self.background.wait()
 
     def end(self):
-        """The fold ended (trained, stopped or skipped as finished by its resume)."""
+        """The fold ended (trained, stopped or skipped as finished by its resume): its writes are done."""
+        self.wait()
         if self.records is not None:
             self.records.end_fold(self.k)
