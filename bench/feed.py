@@ -2,7 +2,7 @@
 RandomFog, and what an epoch spends outside its training and validation steps.
 
     python -m bench.feed                  # every preset at 384x288, 144x108 and 128x96 on generated photos
-    python -m bench.feed --quick          # 384x288 only, fewer photos and batches: about 3 minutes on 2 cores
+    python -m bench.feed --quick          # 384x288 only, fewer photos and batches: about 1.5 minutes on 2 cores
 
 Tables, all on this machine, the step table on one core (the process pinned to it, one OpenCV and torch thread):
   steps   ms an image of each step of each preset: the cache read (or the decode, for cache none), each augmentation
@@ -61,6 +61,7 @@ def parse(argv=None):
     p.add_argument("--cache", default="disk", choices=["disk", "ram", "none"], help="the baseline's: disk")
     p.add_argument("--skip", nargs="*", default=[], choices=["steps", "loader", "fog", "fixed"])
     p.add_argument("--quick", action="store_true", help="384x288 only, 60 photos, 4 batches, 60 fog photos")
+    p.add_argument("--picture", help="also draw three photos with RandomFog and FastFog side by side into this PNG")
     a = p.parse_args(argv)
     if a.quick:
         a.sizes, a.photos, a.batches, a.fog_photos = ["384x288"], 60, 4, 60
@@ -119,6 +120,8 @@ def time_steps(aug, images, labels, batch_size: int) -> list[tuple[str, float, f
     spent = np.zeros(len(steps) + 4)
     fired_s, fired_n = np.zeros(len(steps) + 1), np.zeros(len(steps) + 1)
     tensors = []
+    for i in range(min(5, len(labels))):  # first calls set up OpenCV's and albumentations' state: not timed
+        aug(np.array(images[i]), int(labels[i]))
     aug.reseed(0)
     for i in range(len(labels)):
         t0 = time.perf_counter()
@@ -253,6 +256,32 @@ def fog_table(images, n_photos: int) -> list[str]:
         cells = [f"{r[i]:.3f} / {f[i]:.3f} ({f[i] / r[i]:.3f})" for i in range(3)]
         lines.append(f"| {coef} | " + " | ".join(cells) + f" | {r[3]:.1f} / {f[3]:.2f} |")
     return lines
+
+
+def fog_picture(images, path: str):
+    """Three photos at 384x288: as they are, then RandomFog and FastFog at coefficients 0.1 and 0.3, same seeds."""
+    import albumentations as A
+    import numpy as np
+
+    from src.data import transforms
+    from src.data.fog import FastFog
+    from src.run.figures import pyplot, save_png
+
+    resize = transforms.resize((384, 288))
+    columns = [("photo", None)] + [(f"{type(f).__name__} {c}", f) for c in (0.1, 0.3)
+                                   for f in (A.RandomFog(fog_coef_range=(c, c), p=1.0),
+                                             FastFog(fog_coef_range=(c, c), p=1.0))]
+    fig, axes = pyplot().subplots(3, len(columns), figsize=(2.2 * len(columns), 3 * 3))
+    for row, i in enumerate(np.linspace(0, len(images) - 1, 3).astype(int)):
+        photo = resize(image=np.array(images[i]))["image"]
+        for col, (title, fog) in enumerate(columns):
+            if fog is not None:
+                fog.set_random_seed(row)
+            axes[row, col].imshow(photo if fog is None else fog(image=photo)["image"])
+            axes[row, col].set_title(title, fontsize=9)
+            axes[row, col].axis("off")
+    fig.tight_layout()
+    save_png(fig, Path(path), dpi=72)
 
 
 def fixed_cost(data_dir: Path, batch_size: int, workers: int) -> list[str]:
@@ -449,6 +478,8 @@ def main(argv=None) -> int:
     if fog_images is not None:
         with one_core():
             out += fog_table(fog_images, min(a.fog_photos, len(fog_images)))
+        if a.picture:
+            fog_picture(fog_images, a.picture)
     if "fixed" not in a.skip:
         out += fixed_cost(data_dir, a.batch_size, max(a.workers))
     print(f"\nsetup: {datetime.date.today()}  cores={len(os.sched_getaffinity(0))}  torch {torch.__version__}  "
