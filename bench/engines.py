@@ -50,7 +50,7 @@ def parse(argv=None):
 
 def rate(engine, batches) -> float:
     t0 = time.perf_counter()
-    n = sum(len(engine(x)) for x in batches)
+    n = sum(len(engine(x)[0]) for x in batches)
     return n / (time.perf_counter() - t0)
 
 

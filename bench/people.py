@@ -123,7 +123,7 @@ def fold_table(data_dir: Path, log_dir: Path, run: str, paths: list, truth: np.n
     every = []
     for k, model in zip(plan.folds, load_models(plan.cfg, plan.checkpoints, cpu)):
         engine = TorchEngine(run, [model], [k], plan.checkpoint, cpu, "flip", "none")
-        _, index, probs = predict_batches(engine, builders.loader(ds, plan.cfg, cpu, 64))
+        _, index, probs, _ = predict_batches(engine, builders.loader(ds, plan.cfg, cpu, 64))
         probs = probs[np.argsort(index)]
         every.append(probs)
         print(f"| fold {k} alone | {cv['fold_f1'][str(k)]:.4f} | " + " | ".join(

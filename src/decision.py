@@ -49,9 +49,47 @@ def log_probs(probs: np.ndarray) -> np.ndarray:
     return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None))
 
 
-def decide(probs: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
-    """The class of each row: argmax of log p + offsets (a plain argmax without offsets)."""
-    return np.asarray(probs).argmax(1) if offsets is None else (log_probs(probs) + offsets).argmax(1)
+def decide(probs: np.ndarray, offsets: np.ndarray | None, years: np.ndarray | None = None,
+           cuts=None) -> np.ndarray:
+    """The class of each row: argmax of log p + offsets (a plain argmax without offsets); with a number age head's
+    `years` and `cuts` (c1, c2), the age band is years >= c1 plus years >= c2, and the argmax runs over that band's
+    classes."""
+    if years is None or cuts is None:
+        return np.asarray(probs).argmax(1) if offsets is None else (log_probs(probs) + offsets).argmax(1)
+    return per_band(probs, offsets)[np.arange(len(years)), bands(years, cuts)]
+
+
+AGE_OF_CLASS = decode_label(np.arange(NUM_CLASSES))[2]
+CUT_GRID = (np.arange(24.0, 36.01, 0.25), np.arange(48.0, 61.01, 0.25))  # where fit_cuts looks for c1 and c2
+
+
+def bands(years: np.ndarray, cuts) -> np.ndarray:
+    """The age band of each age in years: 0 below cuts[0], 1 below cuts[1], else 2."""
+    years = np.asarray(years, dtype=np.float64)
+    return (years >= cuts[0]).astype(np.int64) + (years >= cuts[1])
+
+
+def per_band(probs: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
+    """(rows, 3): each row's best class among the classes of each age band, by log p + offsets."""
+    scores = log_probs(probs) + (0.0 if offsets is None else offsets)
+    columns = [np.flatnonzero(AGE_OF_CLASS == b) for b in range(3)]
+    return np.stack([cols[scores[:, cols].argmax(1)] for cols in columns], 1)
+
+
+def fit_cuts(probs: np.ndarray, labels: np.ndarray, years: np.ndarray, offsets: np.ndarray | None) -> tuple:
+    """The cut points (c1, c2) of CUT_GRID whose decisions reach the highest macro-F1 on these rows (the first such
+    pair: the lowest c1, then the lowest c2)."""
+    best_class, labels = per_band(probs, offsets), np.asarray(labels, dtype=np.int64)
+    rows, years = np.arange(len(labels)), np.asarray(years, dtype=np.float64)
+    best, chosen = -1.0, (float(CUT_GRID[0][0]), float(CUT_GRID[1][0]))
+    above = [years >= c for c in CUT_GRID[1]]
+    for c1 in CUT_GRID[0]:
+        low = (years >= c1).astype(np.int64)
+        for c2, high in zip(CUT_GRID[1], above):
+            f1 = fast_macro_f1(labels, best_class[rows, low + high])
+            if f1 > best:
+                best, chosen = f1, (float(c1), float(c2))
+    return chosen
 
 
 def value_offsets(true: np.ndarray, pred: np.ndarray, size: int) -> np.ndarray:
@@ -75,28 +113,37 @@ def offsets_of(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return TERMS_OF_CLASS @ np.concatenate(terms)
 
 
-def cross_fitted(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit=plugin_offsets) -> np.ndarray:
-    """Each fold's rows decided with offsets `fit(probs, labels)` on the other folds' rows only."""
+def cross_fitted(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit=plugin_offsets,
+                 years: np.ndarray | None = None) -> np.ndarray:
+    """Each fold's rows decided with offsets `fit(probs, labels)` (and, with `years`, cut points) fitted on the other
+    folds' rows only."""
     probs, labels, folds = np.asarray(probs), np.asarray(labels), np.asarray(folds)
     out = np.empty(len(labels), dtype=np.int64)
     for k in np.unique(folds):
         own = folds == k
-        out[own] = decide(probs[own], fit(probs[~own], labels[~own]))
+        offsets = fit(probs[~own], labels[~own])
+        cuts = fit_cuts(probs[~own], labels[~own], years[~own], offsets) if years is not None else None
+        out[own] = decide(probs[own], offsets, years[own] if years is not None else None, cuts)
     return out
 
 
 @dataclass(frozen=True)
 class Tuning:
-    """Offsets fitted on every out-of-fold row, and whether they help rows they were not fitted on."""
+    """Offsets (and, for a number age head, cut points) fitted on every out-of-fold row, and whether they help rows
+    they were not fitted on."""
     offsets: np.ndarray  # fitted on all rows
     crossed: np.ndarray  # each row's class, decided by offsets fitted on the other folds
     cv_tuned: float  # macro-F1 of `crossed`
     cv_argmax: float  # macro-F1 of the plain argmax
+    cuts: tuple | None = None  # the age cut points (c1, c2) for the age in years, fitted on all rows
 
 
-def tune(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit=plugin_offsets) -> Tuning:
-    """Cross-fit to judge the offsets honestly, then fit them on every row."""
+def tune(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit=plugin_offsets,
+         years: np.ndarray | None = None) -> Tuning:
+    """Cross-fit to judge the offsets (and cut points) honestly, then fit them on every row."""
     labels = np.asarray(labels, dtype=np.int64)
-    crossed = cross_fitted(probs, labels, folds, fit)
-    return Tuning(offsets=fit(probs, labels), crossed=crossed, cv_tuned=fast_macro_f1(labels, crossed),
-                  cv_argmax=fast_macro_f1(labels, np.asarray(probs).argmax(1)))
+    crossed = cross_fitted(probs, labels, folds, fit, years)
+    offsets = fit(probs, labels)
+    cuts = fit_cuts(probs, labels, years, offsets) if years is not None else None
+    return Tuning(offsets=offsets, crossed=crossed, cv_tuned=fast_macro_f1(labels, crossed),
+                  cv_argmax=fast_macro_f1(labels, np.asarray(probs).argmax(1)), cuts=cuts)

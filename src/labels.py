@@ -23,12 +23,34 @@ def decode_label(label):
     return label // 6, (label // 3) % 2, label % 3
 
 
-def age_band(age, old_from: int = 60):
+BAND_CUTS = (30, 60)  # the first age of the 30-59 band and of the 60+ band
+AGES = (18, 60)  # the ages in the data (and the ones the age-number heads tell apart; an age outside keeps its band)
+
+
+def age_band(age, old_from: int = BAND_CUTS[1]):
     """0 under 30, 1 from 30 to old_from-1, 2 from old_from; old_from < 60 is the age filter."""
     if np.ndim(age):
         age = np.asarray(age)
-        return np.where(age < 30, 0, np.where(age < old_from, 1, 2))
-    return 0 if age < 30 else (1 if age < old_from else 2)
+        return np.where(age < BAND_CUTS[0], 0, np.where(age < old_from, 1, 2))
+    return 0 if age < BAND_CUTS[0] else (1 if age < old_from else 2)
+
+
+def encode_target(label, years=None):
+    """A training target: the 18-class label, plus NUM_CLASSES x (years - AGES[0] + 1) where the exact age is
+    known (years clamped into AGES); works on ints and arrays alike."""
+    if years is None:
+        return label
+    return label + NUM_CLASSES * (np.clip(years, *AGES) - AGES[0] + 1)
+
+
+def target_label(target):
+    """The 18-class label of a training target (numpy or torch)."""
+    return target % NUM_CLASSES
+
+
+def target_years(target):
+    """The exact age of a training target, or AGES[0] - 1 where it is not known (numpy or torch)."""
+    return target // NUM_CLASSES + AGES[0] - 1
 
 
 PROB_COLUMNS = [f"p{k}" for k in range(NUM_CLASSES)]  # probability columns of oof.csv and eval_probs.csv

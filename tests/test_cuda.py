@@ -251,7 +251,7 @@ def test_predict_and_export_on_cuda_agree_with_the_cpu(baseline_run, dataset, ca
     engine = open_engine("torch", plan.name, plan.run, plan.cfg, plan.checkpoints, plan.folds, plan.checkpoint,
                          "flip", "none", CUDA)
     sess = onnx_graph.session(str(logs / "export" / "model.onnx"))
-    diff = np.abs(engine(images) - onnx_graph.run_session(sess, images)).max()
+    diff = np.abs(engine(images)[0] - onnx_graph.run_session(sess, images)[0]).max()
     assert diff <= FP32_TOL
     report(capsys, f"export.py: parity {card['parity']['max_abs_diff']:.1e} on the CPU; model.onnx against "
                    f"PyTorch on CUDA (fp32) {diff:.1e} on {len(images)} images")

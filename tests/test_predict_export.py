@@ -48,7 +48,7 @@ def exported_probs(folder, dataset, log_dir, name, capsys, *extra):
     ds = FaceDataset(FileImages(load_eval(dataset)["path"], builders.work_size(cfg)), None,
                      builders.eval_transform(cfg))
     x = np.stack([ds[i][0].numpy() for i in range(len(ds))])
-    return card, onnx_graph.run_session(onnx_graph.session(str(folder / MODEL)), x), by_torch, err
+    return card, onnx_graph.run_session(onnx_graph.session(str(folder / MODEL)), x)[0], by_torch, err
 
 
 @pytest.mark.slow

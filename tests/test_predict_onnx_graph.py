@@ -48,12 +48,12 @@ def test_a_two_fold_ensemble_with_flip_is_the_mean_of_its_folds_and_views():
     folds = models_of(2)
     graph, sess = exported([folds], "flip")
     x = images(3)
-    got = onnx_graph.run_session(sess, x)
+    got = onnx_graph.run_session(sess, x)[0]
     with torch.no_grad():
         by_hand = np.mean([torch.softmax(m(v), 1).numpy() for m in folds for v in (x, x.flip(3))], axis=0)
     assert np.allclose(got, by_hand, atol=1e-5)
     _, one_view_of_one_fold = exported([folds[:1]], "none")
-    assert not np.allclose(got, onnx_graph.run_session(one_view_of_one_fold, x), atol=1e-3)
+    assert not np.allclose(got, onnx_graph.run_session(one_view_of_one_fold, x)[0], atol=1e-3)
 
 
 def test_runs_of_an_ensemble_weigh_equally_whatever_their_fold_counts():
@@ -62,7 +62,7 @@ def test_runs_of_an_ensemble_weigh_equally_whatever_their_fold_counts():
     x = images(4)
     with torch.no_grad():
         per_run = [probabilities(forward_views(m, x, torch.device("cpu"), "none", "none")).numpy() for m in (a, b)]
-    assert np.allclose(onnx_graph.run_session(sess, x), (per_run[0] + per_run[1]) / 2, atol=1e-5)
+    assert np.allclose(onnx_graph.run_session(sess, x)[0], (per_run[0] + per_run[1]) / 2, atol=1e-5)
 
 
 def test_ema_weights_export_as_they_predict():

@@ -186,6 +186,9 @@ def check_settings(cfg):
         if len(cfg.task_weights) != 3 or min(cfg.task_weights) < 0 or sum(cfg.task_weights) <= 0:
             raise ConfigError(f"--task_weights takes three weights >= 0 (mask gender age), not all 0, "
                               f"got {cfg.task_weights}")
+        if cfg.age_head != "band" and cfg.heads != "per_task":
+            raise ConfigError(f"--age_head {cfg.age_head} is the age head of heads: per_task (mask, gender and age "
+                              f"heads); the joint 18-way head has none: set --heads per_task or --age_head band")
         if any(not 0 <= c < 18 for c in cfg.gridshuffle_classes):
             raise ConfigError(f"--gridshuffle_classes must be class ids in 0..17, got {cfg.gridshuffle_classes}")
     return cfg

@@ -17,6 +17,7 @@ CHECKPOINT_KINDS = ("best_f1", "best_loss", "best_acc", "last")
 BEST_BY_METRIC = {"val_f1": "best_f1", "val_loss": "best_loss", "val_acc": "best_acc"}
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one folder name: no '/', no '..', never empty
 RUN_NAME_TEXT = "letters, digits, '.', '_' or '-', starting with a letter or digit (no '/', no '..', not empty)"
+AGE_HEADS = ("band", "ordinal", "distribution", "regression")  # values of age_head; all but band learn the exact age
 RESERVED_NAMES = ("cache", "mlartifacts")  # folders of log_dir that are not runs (mlartifacts: the embedded MLflow's files)
 MAX_IMAGE_PIXELS = 50_000_000  # default of max_image_pixels: larger images are refused from their header
 
@@ -209,6 +210,8 @@ class Model:
     neck_dropout: Annotated[Fraction, Needs("neck", "prelu_dropout")] = 0.2  # dropout of the prelu_dropout neck
     head: Literal["arcface", "linear"] = "arcface"  # cosine to class centres (margin in the loss) or linear
     heads: Literal["joint", "per_task"] = "joint"  # one 18-way head, or mask, gender and age heads (product)
+    age_head: Annotated[Literal[AGE_HEADS], Needs("heads", "per_task")] = "band"  # per_task's age head: the three bands, or the exact age (src/model/age.py): a cumulative logit per year (ordinal), a distribution over the years (distribution), or a number and its spread (regression); those decide the band by cut points fitted for macro-F1
+    age_sigma: Annotated[Positive, Needs("age_head", "distribution")] = 3.0  # width in years of the Gaussian around the true age that the distribution head learns
     msd_count: NonNegInt = 16  # multi-sample dropout heads averaged in training; 0 turns it off
     msd_p: Fraction = 0.2  # dropout probability of each multi-sample head
     arc_s: Annotated[Positive, Needs("head", "arcface")] = 45.0  # ArcFace scale: logits are s * cosine

@@ -20,7 +20,7 @@ from src.labels import AGE_NAMES, GENDER_NAMES, NUM_CLASSES, PHOTO_MASK, PHOTO_N
 
 log = logging.getLogger("maskcls")
 
-CORRECTION_FIXES = ("gender_male", "gender_female", "swap_incorrect_normal")
+CORRECTION_FIXES = ("gender_male", "gender_female", "swap_incorrect_normal", "age_N")  # age_N: the age is N years
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 EVAL_COLUMNS = ("ImageID", "ans")
 GENDERS = {"male": 0, "female": 1}
@@ -108,11 +108,21 @@ def load_corrections(path: str) -> pd.DataFrame:
     df = read_csv_checked(p, ("id", "fix"), problems)
     if df is not None:
         for i, fix in enumerate(df["fix"]):
-            if fix not in CORRECTION_FIXES:
-                problems.append(f"{p} row {i + 2}: fix {fix!r} is not one of {', '.join(CORRECTION_FIXES)}")
+            if fix not in CORRECTION_FIXES[:-1] and not corrected_age(fix):
+                problems.append(f"{p} row {i + 2}: fix {fix!r} is not one of {', '.join(CORRECTION_FIXES)} (age_N: "
+                                f"N a whole age from {AGE_RANGE[0]} to {AGE_RANGE[1]})")
     if problems:
         raise DataError(problems)
     return df
+
+
+def corrected_age(fix) -> int | None:
+    """N of a fix age_N (a whole age within AGE_RANGE), else None."""
+    text = str(fix)
+    if not text.startswith("age_") or not text[4:].isdigit():
+        return None
+    age = int(text[4:])
+    return age if AGE_RANGE[0] <= age <= AGE_RANGE[1] else None
 
 
 def build_image_table(data_dir: Path, people: pd.DataFrame, problems: list[str], junk: list[str]) -> pd.DataFrame:
@@ -153,7 +163,11 @@ def apply_corrections(images: pd.DataFrame, corrections: pd.DataFrame) -> list[s
         if not sel.any():
             changes.append(f"{c['id']}: not in this dataset, {c['fix']}{SKIPPED}")
             continue
-        if c["fix"] in ("gender_male", "gender_female"):
+        if corrected_age(c["fix"]) is not None:  # the number itself: its band and a number age head's target follow
+            old, new = int(images.loc[sel, "age"].iloc[0]), corrected_age(c["fix"])
+            images.loc[sel, "age"] = new
+            changes.append(f"{c['id']}: age {old} -> {new}")
+        elif c["fix"] in ("gender_male", "gender_female"):
             new = 0 if c["fix"] == "gender_male" else 1
             old = int(images.loc[sel, "gender"].iloc[0])
             images.loc[sel, "gender"] = new

@@ -83,7 +83,7 @@ def model(cfg: Model | Augmentation | Precision, pretrained: bool | None = None)
     return MaskClassifier(backbone, cfg.model, input_size(cfg), mean=cfg.mean, std=cfg.std, pooling=cfg.pooling,
                           gem_p=cfg.gem_p, neck=cfg.neck, neck_dim=cfg.neck_dim, neck_dropout=cfg.neck_dropout,
                           head=cfg.head, heads=cfg.heads, msd_count=cfg.msd_count, msd_p=cfg.msd_p, arc_s=cfg.arc_s,
-                          channels_last=cfg.channels_last)
+                          age_head=cfg.age_head, channels_last=cfg.channels_last)
 
 
 def forward_model(cfg: Optimisation, model: torch.nn.Module) -> torch.nn.Module:
@@ -93,7 +93,8 @@ def forward_model(cfg: Optimisation, model: torch.nn.Module) -> torch.nn.Module:
 
 def criterion(cfg: Model | Loss, train_labels=None) -> Criterion:
     return Criterion(cfg.heads, cfg.head, cfg.loss, train_labels, cfg.class_weights, cfg.task_weights,
-                     arc_s=cfg.arc_s, arc_m=cfg.arc_m, focal_gamma=cfg.focal_gamma, focal_alpha=cfg.focal_alpha, f1_weight=cfg.f1_weight,
+                     age_head=cfg.age_head, age_sigma=cfg.age_sigma, arc_s=cfg.arc_s, arc_m=cfg.arc_m,
+                     focal_gamma=cfg.focal_gamma, focal_alpha=cfg.focal_alpha, f1_weight=cfg.f1_weight,
                      label_smoothing=cfg.label_smoothing)
 
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from src.labels import NUM_CLASSES
+
 
 def autocast(amp: str, device: torch.device):
     """bf16/fp16 autocast on CUDA (amp 'bf16', 'fp16' or 'none'); on CPU AMP is off (it is slower there)."""
@@ -40,9 +42,23 @@ def forward_views(models, x: torch.Tensor, device, tta: str, amp: str) -> torch.
     return torch.cat(out)
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
+def split_years(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(the 18-class logits, the age in years or None) of model outputs: a run whose age head learns the exact age
+    adds the age as a 19th column (src/model/network.py)."""
+    if outputs.shape[-1] > NUM_CLASSES:
+        return outputs[..., :NUM_CLASSES], outputs[..., NUM_CLASSES]
+    return outputs, None
+
+
+def probabilities(outputs: torch.Tensor) -> torch.Tensor:
     """Mean softmax over the model x view axis of `forward_views` / `predict_loader` output: (..., classes)."""
-    return F.softmax(logits, dim=-1).mean(-3)
+    return F.softmax(split_years(outputs)[0], dim=-1).mean(-3)
+
+
+def mean_years(outputs: torch.Tensor) -> torch.Tensor | None:
+    """The mean age in years over the model x view axis of `forward_views` output, or None for band age heads."""
+    years = split_years(outputs)[1]
+    return None if years is None else years.mean(-2)
 
 
 @torch.no_grad()

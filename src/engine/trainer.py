@@ -29,12 +29,13 @@ from src.data.samplers import train_sampler
 from src.data.tables import load_pseudo, load_train, load_unlabeled, with_saved_folds
 from src.engine import builders
 from src.engine import dist as dist_mod
-from src.engine.forward import predict_loader
+from src.engine.forward import predict_loader, split_years
 from src.engine.optim import build_optimizer, build_scheduler
 from src.engine.step import TrainStep
 from src.engine.stopping import EarlyStopping
 from src.errors import ConfigError, Interrupted, NonFinite, interruptible, stop_if_signalled
-from src.labels import NUM_CLASSES
+from src.model.age import NUMBER_HEADS
+from src.labels import BAND_CUTS, NUM_CLASSES, target_label
 from src.metrics import evaluate, macro_f1
 from src.run import tracking
 from src.run.atomic import check_writable, save_csv, save_text
@@ -92,7 +93,10 @@ def fold_datasets(cfg: TrainConfig, table: pd.DataFrame, images, k: int, rank: i
     folds = table["fold"].to_numpy()
     tr, va = np.flatnonzero((folds != k) & ~dropped(table, cfg.drop_ages)), np.flatnonzero(folds == k)
     train_labels = table["train_label"].to_numpy()[tr]
-    train_ds = FaceDataset(Take(images, tr), train_labels, builders.train_transform(cfg), seed=seed)
+    # a number age head learns the exact age; the age filter's "60+" (age >= age_filter) is 60 there too
+    ages = np.where(table["age"] >= cfg.age_filter, BAND_CUTS[1], table["age"]).astype(int)[tr] \
+        if cfg.age_head in NUMBER_HEADS else None
+    train_ds = FaceDataset(Take(images, tr), train_labels, builders.train_transform(cfg), seed=seed, ages=ages)
     if pseudo is not None and len(pseudo):
         pseudo_ds = FaceDataset(pseudo_images, pseudo["label"].to_numpy(), builders.train_transform(cfg),
                                 seed=seeds.pseudo_seed(seed))
@@ -137,7 +141,7 @@ def train_epoch(step: TrainStep, loader, k: int, epoch: int, batch_scheduler, ud
         sums += torch.stack([loss, sup, cons]).float() * len(x)
         n += len(x)
         preds.append(logits.argmax(1).cpu())
-        targets.append(y)
+        targets.append(target_label(y))
         if i % 10 == 0 or i == len(loader) - 1:
             check_finite(sums[0], k, epoch, i)
             bar.set_postfix(loss=f"{sums[0].item() / n:.4f}", f1=f"{macro_f1(torch.cat(targets), torch.cat(preds)):.3f}",
@@ -154,22 +158,24 @@ VAL_METRICS = ("val_loss", "val_acc", "val_f1", "val_f1_mask", "val_f1_gender", 
 
 
 def validation_pass(model, loader, labels: torch.Tensor, criterion, amp: str, dist, k: int, epoch: int) -> tuple:
-    """(positions in the validation set, probabilities, metrics) over the whole set, every rank's shard.
-    Non-finite results stop the fold before anything of the epoch is saved."""
-    idx, logits = predict_loader([model], loader, dist.device, tta="none", amp=amp)  # no TTA in validation
-    idx, logits = dist_mod.gather_rows(dist, idx, logits[0])
+    """(positions in the validation set, probabilities, the age in years of a number age head or None, metrics) over
+    the whole set, every rank's shard. Non-finite results stop the fold before anything of the epoch is saved."""
+    idx, outputs = predict_loader([model], loader, dist.device, tta="none", amp=amp)  # no TTA in validation
+    idx, outputs = dist_mod.gather_rows(dist, idx, outputs[0])
+    logits, years = split_years(outputs)
     y = labels[idx]
     with torch.no_grad():
         val_loss = float(criterion(logits.to(dist.device), y.to(dist.device)))
     probs = F.softmax(logits, dim=1).numpy()
-    if not (math.isfinite(val_loss) and np.isfinite(probs).all()):
+    years = years.numpy() if years is not None else None
+    if not (math.isfinite(val_loss) and np.isfinite(probs).all() and (years is None or np.isfinite(years).all())):
         raise NonFinite(f"fold {k} epoch {epoch}: the validation loss is {val_loss} and "
                             f"{int((~np.isfinite(probs)).any(1).sum())} of {len(probs)} images have non-finite "
                             f"probabilities; the fold stopped unfinished, nothing of this epoch was saved. "
                             f"Try a lower --lr, --grad_clip 1, or --amp none.")
     m = evaluate(y.numpy(), probs)
     values = (val_loss, m["acc"], m["f1"], m["f1_mask"], m["f1_gender"], m["f1_age"])
-    return idx.numpy(), probs, dict(zip(VAL_METRICS, values))
+    return idx.numpy(), probs, years, dict(zip(VAL_METRICS, values))
 
 
 @dataclass
@@ -266,11 +272,12 @@ def fit_fold(ins: RunInputs, k: int):
 
 def validate(ins: RunInputs, fold: Fold, epoch: int) -> Validated:
     """The validation pass of an epoch over the fold's validation rows (every rank's shard, gathered)."""
-    idx, probs, metrics = validation_pass(fold.eval_model, fold.val_loader, fold.val_labels, fold.criterion,
-                                          ins.cfg.amp, ins.dist, fold.k, epoch)
+    idx, probs, years, metrics = validation_pass(fold.eval_model, fold.val_loader, fold.val_labels, fold.criterion,
+                                                 ins.cfg.amp, ins.dist, fold.k, epoch)
     rows = fold.val_rows[idx]
     return Validated(paths=ins.table["path"].to_numpy()[rows], labels=ins.table["label"].to_numpy()[rows],
-                     probs=probs, metrics=metrics)
+                     probs=probs, metrics=metrics, years=years,
+                     ages=ins.table["age"].to_numpy()[rows] if years is not None else None)
 
 
 def train_pass(ins: RunInputs, fold: Fold, epoch: int) -> dict:
@@ -426,8 +433,11 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) ->
         log.info("CV macro-F1 %.4f over %d out-of-fold images; per fold %s", cv["cv_f1"], cv["oof_rows"],
                  {k: round(v, 4) for k, v in cv["fold_f1"].items()})
         if "cv_f1_tuned" in cv:
-            log.info("CV macro-F1 with the tuned decision %.4f (cross-fitted: each fold decided by offsets fitted on "
-                     "the others; argmax %.4f); offsets in %s", cv["cv_f1_tuned"], cv["cv_f1"], ins.run.decision)
+            log.info("CV macro-F1 with the tuned decision %.4f (cross-fitted: each fold decided by offsets%s fitted "
+                     "on the others; argmax %.4f); in %s", cv["cv_f1_tuned"],
+                     " and age cut points" if "cv_age_mae" in cv else "", cv["cv_f1"], ins.run.decision)
+        if "cv_age_mae" in cv:
+            log.info("age head %s: %.2f years off on average, out of fold", cfg.age_head, cv["cv_age_mae"])
     if ins.records is not None:
         if cv:
             ins.records.hparams(policy.settings(cfg, TrainConfig), cv)

@@ -23,7 +23,7 @@ from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
 from src.metrics import confusion, scores
 from src.run.checkpoint import is_finished
 from src.run.figures import confusion_figure, png_bytes, pyplot
-from src.run.oof import read_oof
+from src.run.oof import AGE, oof_years, read_oof
 from src.run.rundir import RunDir, prediction_files
 from src.files import read_json, read_yaml
 
@@ -48,6 +48,7 @@ class RunSummary:
     cv: dict | None = None  # scores() over all OOF rows
     cv_tuned: float | None = None  # cv.json's cross-fitted macro-F1 with the tuned decision (every fold finished)
     fold_f1: dict = field(default_factory=dict)
+    age_mae: float | None = None  # a number age head's mean absolute error in years, out of fold
     eval: dict | None = None
     changes: list = field(default_factory=list)
     notes: list = field(default_factory=list)  # what is missing or unreadable
@@ -144,6 +145,9 @@ def read_oof_scores(s: RunSummary):
         except (OSError, ValueError, AttributeError):
             s.notes.append(f"{s.run.cv.name} is unreadable")
     s.fold_f1 = {int(k): scores(g["label"], pred[g.index])["f1"] for k, g in s.oof.groupby("fold")}
+    years = oof_years(s.oof)
+    if years is not None:
+        s.age_mae = float(np.abs(years - s.oof[AGE].to_numpy()).mean())
 
 
 def read_eval(s: RunSummary, answers: pd.DataFrame | None):
@@ -257,7 +261,7 @@ pre{background:#f6f6f6;padding:.5em;font-size:12px}img{max-width:100%}"""
 
 def runs_table(summaries: list[RunSummary], diff_keys: list[str], with_eval: bool) -> str:
     head = ["run", "start", "commit", "status", "backbone", "input", "heads", "folds", "epochs", "CV macro-F1",
-            "CV tuned", "CV mask", "CV gender", "CV age", "per-fold F1", "wall (train epochs)"]
+            "CV tuned", "CV mask", "CV gender", "CV age", "CV age off (years)", "per-fold F1", "wall (train epochs)"]
     head += ["eval F1"] if with_eval else []
     head += [f"what differs ({len(diff_keys)} keys)"]
     rows = []
@@ -269,8 +273,9 @@ def runs_table(summaries: list[RunSummary], diff_keys: list[str], with_eval: boo
         cells = [f'<a href="#run-{esc(s.run.name)}">{esc(s.run.name)}</a>', esc(s.start),
                  esc(s.commit[:8] + ("+dirty" if s.dirty else "")), esc(s.status),
                  esc(s.settings.get("model", "?")), esc(input_size), esc(s.heads), esc(folds), esc(s.epochs),
-                 f'<b>{f3(cv.get("f1"))}</b>', f3(s.cv_tuned), f3(cv.get("f1_mask")), f3(cv.get("f1_gender")), f3(cv.get("f1_age")),
-                 esc(per_fold), esc(f"{s.wall_s / 60:.1f} min")]
+                 f'<b>{f3(cv.get("f1"))}</b>', f3(s.cv_tuned), f3(cv.get("f1_mask")), f3(cv.get("f1_gender")),
+                 f3(cv.get("f1_age")), f"{s.age_mae:.2f}" if s.age_mae is not None else "—", esc(per_fold),
+                 esc(f"{s.wall_s / 60:.1f} min")]
         if with_eval:
             cells.append(f3(s.eval["f1"]) if s.eval else "—")
         cells.append('<span class="diff">' + esc("\n".join(f"{k}: {s.settings.get(k, '—')}" for k in diff_keys))

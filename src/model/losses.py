@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from src.labels import NUM_CLASSES, TASK_SIZES, decode_label
+from src.labels import AGES, NUM_CLASSES, TASK_SIZES, decode_label, target_label, target_years
+from src.model.age import NUMBER_HEADS, AgeLoss
 
 
 def class_weights(labels, num_classes: int = NUM_CLASSES) -> torch.Tensor:
@@ -130,29 +131,41 @@ class Criterion(nn.Module):
     """
 
     def __init__(self, heads: str, head: str, loss: str, train_labels=None, class_weighted: bool = True,
-                 task_weights=(1.0, 1.0, 1.0), **head_options):
+                 task_weights=(1.0, 1.0, 1.0), age_head: str = "band", age_sigma: float = 3.0, **head_options):
         super().__init__()
         self.per_task = heads == "per_task"
         sizes = list(TASK_SIZES) if self.per_task else [NUM_CLASSES]
         targets = decode_label(np.asarray(train_labels)) if self.per_task and train_labels is not None \
             else [train_labels] * len(sizes)
         self.losses = nn.ModuleList(
+            AgeLoss(age_head, age_sigma) if self.per_task and task == 2 and age_head in NUMBER_HEADS else
             HeadLoss(head, loss, class_weights(t, n) if class_weighted and train_labels is not None else None,
                      **head_options)
-            for t, n in zip(targets, sizes))
+            for task, (t, n) in enumerate(zip(targets, sizes)))
         self.task_weights = list(task_weights) if self.per_task else [1.0]
 
     def forward(self, out, target):
-        if isinstance(out, torch.Tensor):  # 18-class logits
+        """`target`: training targets (labels.encode_target: the label and, where known, the exact age) or labels."""
+        if isinstance(out, torch.Tensor):  # 18-class logits (a 19th column, the age in years, is not used)
+            out = out[:, :NUM_CLASSES]
             if not self.per_task:
-                return self.losses[0](out, target)
+                return self.losses[0](out, target_label(target))
             return self.weighted(task_log_probs(out), target, margin=False)
         return self.weighted(out, target, margin=True)
 
     def weighted(self, head_logits, target, margin: bool):
-        targets = decode_label(target) if self.per_task else (target,)
-        terms = zip(self.task_weights, self.losses, head_logits, targets)
-        return sum(w * loss(z, t, margin) for w, loss, z, t in terms)
+        label = target_label(target)
+        targets = decode_label(label) if self.per_task else (label,)
+        total = 0.0
+        for w, loss, z, t in zip(self.task_weights, self.losses, head_logits, targets):
+            if not isinstance(loss, AgeLoss):
+                total = total + w * loss(z, t, margin)
+            elif margin:  # a number head's own outputs: its loss on the exact age (or the band where none is known)
+                years = target_years(target)
+                total = total + w * loss(z, torch.where(years >= AGES[0], years.float(), torch.nan), t)
+            else:  # 18-class logits: the band's log-probability is what is left of the head
+                total = total + w * F.nll_loss(z, t)
+        return total
 
 
 def task_log_probs(logits: torch.Tensor) -> tuple:

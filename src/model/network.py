@@ -3,7 +3,8 @@ or linear.
 
 It takes uint8 NCHW images and normalises them itself, so loaders move 4x fewer bytes and every
 caller (training, inference, benchmarks) shares one preprocessing path. `forward` returns 18-class
-logits ready for softmax: s*cosine for the joint ArcFace head (its margin lives in the loss). With
+logits ready for softmax (a run whose age head learns the exact age adds the age in years as a 19th column,
+src/engine/forward.py splits it off): s*cosine for the joint ArcFace head (its margin lives in the loss). With
 per-task heads the 18-class logits are the sum of the mask, gender and age log-softmaxes, so their
 softmax is p(mask)*p(gender)*p(age) and everything downstream (OOF files, ensembles, pseudo labels,
 TTA) treats both kinds of run alike. Training asks for the raw head logits (`per_head=True`): the ArcFace
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 from src.errors import ModelError
 from src.labels import NUM_CLASSES, TASK_NAMES, TASK_SIZES
+from src.model.age import NUMBER_HEADS, AgeHead
 from src.model.backbones import log_once, probe_features, size_error
 
 
@@ -61,10 +63,11 @@ def make_head(kind: str, dim: int, num_classes: int, arc_s: float) -> nn.Module:
 
 def joint_logits(head_logits: tuple) -> torch.Tensor:
     """18-class logits from the head outputs: the joint head's own, or log p(mask) + log p(gender) + log p(age)
-    laid out as class = 6 * mask + 3 * gender + age, whose softmax is the product of the task softmaxes."""
+    laid out as class = 6 * mask + 3 * gender + age, whose softmax is the product of the task softmaxes. A number
+    age head's first three columns are its log P(band) (src/model/age.py)."""
     if len(head_logits) == 1:
         return head_logits[0]
-    mask, gender, age = (F.log_softmax(z.float(), dim=1) for z in head_logits)
+    mask, gender, age = (F.log_softmax(z[:, :n].float(), dim=1) for z, n in zip(head_logits, TASK_SIZES))
     return (mask[:, :, None, None] + gender[:, None, :, None] + age[:, None, None, :]).flatten(1)
 
 
@@ -75,7 +78,7 @@ class MaskClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, model_name: str, size: tuple[int, int], *, mean, std,
                  pooling: str = "gem", gem_p: float = 3.0, neck: str = "prelu", neck_dim: int = 512,
                  neck_dropout: float = 0.2, head: str = "arcface", heads: str = "joint", msd_count: int = 16,
-                 msd_p: float = 0.2, arc_s: float = 45.0, channels_last: bool = True):
+                 msd_p: float = 0.2, arc_s: float = 45.0, age_head: str = "band", channels_last: bool = True):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
@@ -99,8 +102,15 @@ class MaskClassifier(nn.Module):
         else:
             self.pool = GeM(gem_p) if pooling == "gem" else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.neck = make_neck(neck, dim, neck_dim, neck_dropout)
-        self.head = make_head(head, neck_dim, NUM_CLASSES, arc_s) if heads == "joint" \
-            else nn.ModuleDict({task: make_head(head, neck_dim, n, arc_s) for task, n in zip(TASK_NAMES, TASK_SIZES)})
+        self.age_number = age_head in NUMBER_HEADS
+        if heads == "joint":
+            if self.age_number:
+                raise ModelError(f"age_head {age_head} is an age head of heads per_task, not of the joint 18-way head")
+            self.head = make_head(head, neck_dim, NUM_CLASSES, arc_s)
+        else:
+            self.head = nn.ModuleDict({task: AgeHead(age_head, neck_dim) if task == "age" and self.age_number
+                                       else make_head(head, neck_dim, n, arc_s)
+                                       for task, n in zip(TASK_NAMES, TASK_SIZES)})
         self.dropouts = nn.ModuleList(nn.Dropout(msd_p) for _ in range(msd_count))
         # channels_last speeds up convolutions; token and NHWC models gain nothing from it.
         self.channels_last = channels_last and self.layout == "NCHW"
@@ -123,10 +133,14 @@ class MaskClassifier(nn.Module):
         return (self.head(emb),)
 
     def forward(self, x, per_head: bool = False):
-        """18-class logits, or with per_head the raw logits of each head (the joint one, or mask, gender, age)."""
+        """18-class logits (and, with a number age head, the age in years as a 19th column), or with per_head the
+        raw outputs of each head (the joint one, or mask, gender, age)."""
         emb = self.embed(x)
         if self.training and len(self.dropouts):
             out = tuple(torch.stack(z).mean(0) for z in zip(*(self.heads(d(emb)) for d in self.dropouts)))
         else:
             out = self.heads(emb)
-        return out if per_head else joint_logits(out)
+        if per_head:
+            return out
+        logits = joint_logits(out)
+        return torch.cat([logits, out[-1][:, 3:4].float()], 1) if self.age_number else logits

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from src.config.schema import Engine, Loading, Precision, Prediction, TrainConfig
 from src.engine import builders
-from src.engine.forward import forward_views, probabilities
+from src.engine.forward import forward_views, mean_years, probabilities
 from src.errors import FileSystemError, NonFinite, NoSpace, ParityError
 from src.predict import onnx_graph
 from src.predict.plans import RunPlan
@@ -50,14 +50,16 @@ class TorchEngine:
         self.run_name, self.models, self.folds, self.checkpoint = run_name, models, folds, checkpoint
         self.device, self.tta, self.amp = device, tta, amp
 
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
-        logits = forward_views(self.models, x, self.device, self.tta, self.amp).cpu()
-        finite = torch.isfinite(logits).reshape(len(self.models), -1).all(1)
+    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, the age in years of a number age head or None) of a uint8 batch."""
+        outputs = forward_views(self.models, x, self.device, self.tta, self.amp).cpu()
+        finite = torch.isfinite(outputs).reshape(len(self.models), -1).all(1)
         if not finite.all():
             folds = ", ".join(str(self.folds[i]) for i in (~finite).nonzero().flatten().tolist())
             raise NonFinite(f"run {self.run_name} fold {folds}: non-finite probabilities from {self.checkpoint}.pt; "
                             f"nothing was written. Retrain that fold or choose another --checkpoint")
-        return probabilities(logits).numpy()
+        years = mean_years(outputs)
+        return probabilities(outputs).numpy(), years.numpy() if years is not None else None
 
 
 class OnnxEngine:
@@ -67,13 +69,13 @@ class OnnxEngine:
     def __init__(self, run_name: str, sess, checkpoint: str):
         self.run_name, self.sess, self.checkpoint = run_name, sess, checkpoint
 
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
-        probs = onnx_graph.run_session(self.sess, x)
-        if not np.isfinite(probs).all():
+    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        probs, years = onnx_graph.run_session(self.sess, x)
+        if not (np.isfinite(probs).all() and (years is None or np.isfinite(years).all())):
             raise NonFinite(f"run {self.run_name}: non-finite probabilities from {self.checkpoint}.pt (onnxruntime); "
                             f"nothing was written. --engine torch names the fold; retrain it or choose another "
                             f"--checkpoint")
-        return probs
+        return probs, years
 
 
 def file_digest(path: Path) -> str:
@@ -181,17 +183,21 @@ def run_engine(plan: RunPlan, cfg: Engine | Prediction | Precision, device: torc
     return engine
 
 
-def predict_run(engine, dataset, cfg: Loading, device: torch.device,
-                desc: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict_run(engine, dataset, cfg: Loading, device: torch.device, desc: str | None = None) -> tuple:
     """predict_batches of one run's engine over `dataset`, at the batch size cfg names."""
     return predict_batches(engine, builders.loader(dataset, cfg, device, cfg.infer_batch_size), desc)
 
 
-def predict_batches(engine, loader, desc: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, dataset indices, probabilities) over a loader of (image, label, index) batches, in its order."""
-    labels, indices, probs = [], [], []
+def predict_batches(engine, loader, desc: str | None = None) -> tuple:
+    """(labels, dataset indices, probabilities, ages in years or None) over a loader of (image, label, index)
+    batches, in its order."""
+    labels, indices, probs, years = [], [], [], []
     for x, label, index in tqdm(loader, desc=desc, disable=desc is None, mininterval=1, leave=False):
-        probs.append(engine(x))
+        p, y = engine(x)
+        probs.append(p)
+        years.append(y)
         labels.append(np.asarray(label))
         indices.append(np.asarray(index))
-    return np.concatenate(labels), np.concatenate(indices), np.concatenate(probs)
+    has_years = bool(years) and years[0] is not None
+    return (np.concatenate(labels), np.concatenate(indices), np.concatenate(probs),
+            np.concatenate(years) if has_years else None)

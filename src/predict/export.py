@@ -93,8 +93,12 @@ def run_record(plan: RunPlan) -> dict:
 
 
 def decision_record(cfg: ExportConfig, plans: list[RunPlan]) -> dict:
-    return describe(*choose_offsets(cfg.decision, plans)) | dict(
-        apply="class = argmax(log(probs) + offsets); a plain argmax when offsets is null")
+    offsets, cuts, how = choose_offsets(cfg.decision, plans)
+    rule = "class = argmax(log(probs) + offsets); a plain argmax when offsets is null"
+    if cuts is not None:
+        rule += ("; with age_cuts [c1, c2]: the age band is (years >= c1) + (years >= c2) of the output 'years', and the "
+                 "argmax runs over the six classes of that band (class % 3 == band)")
+    return describe(offsets, how, cuts) | dict(apply=rule)
 
 
 def model_card(cfg: ExportConfig, plans: list[RunPlan], size, work, crop: dict, decided: dict, diff: float,

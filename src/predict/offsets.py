@@ -12,11 +12,12 @@ import pandas as pd
 
 from src import decision, people
 from src.errors import CheckpointError
-from src.labels import NUM_CLASSES, PROB_COLUMNS
+from src.labels import AGES, NUM_CLASSES, PROB_COLUMNS
+from src.model.age import NUMBER_HEADS
 from src.predict import grouping
 from src.predict.plans import RunPlan
 from src.files import irregular, read_json
-from src.run.oof import read_oof
+from src.run.oof import oof_years, read_oof
 
 log = logging.getLogger("maskcls")
 
@@ -47,30 +48,57 @@ def saved_offsets(plan: RunPlan, key: str = "offsets") -> tuple[np.ndarray | Non
     return np.asarray(offsets, dtype=np.float64), f"tuned: {key} of {path}"
 
 
+def saved_cuts(plan: RunPlan) -> tuple | None:
+    """A number age head's cut points from its decision.json (checked: c1 < c2 within the ages), or None for a band
+    head or a decision.json from before they existed."""
+    if plan.cfg.age_head not in NUMBER_HEADS or not plan.run.decision.is_file():
+        return None
+    path = plan.run.decision
+    try:
+        cuts = read_json(path).get("age_cuts")
+        if cuts is None:
+            return None
+        ok = (len(cuts) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in cuts)
+              and AGES[0] <= cuts[0] < cuts[1] <= AGES[1] + 1)
+    except (OSError, ValueError, AttributeError, TypeError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{path}: expected 'age_cuts' of two ages c1 < c2 within {AGES[0]}..{AGES[1] + 1} "
+                              f"(what a fit makes); retrain the run's last fold to rewrite it, or use --decision "
+                              f"argmax")
+    return float(cuts[0]), float(cuts[1])
+
+
 def complete_oof(plan: RunPlan) -> pd.DataFrame | None:
     """Every fold's out-of-fold rows of a run by path, or None when a fold has none yet."""
     oof = read_oof(plan.run, range(plan.cfg.n_folds), complete=True)
     return None if oof is None else oof.set_index("path").sort_index()
 
 
-def choose_offsets(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, str]:
-    """(offsets or None for argmax, how the decision was made) for --decision `rule`."""
+def choose_offsets(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, tuple | None, str]:
+    """(offsets or None for argmax, age cut points or None, how the decision was made) for --decision `rule`."""
     if rule == "argmax":
-        return None, "argmax (--decision argmax)"
+        return None, None, "argmax (--decision argmax)"
     if len(plans) == 1:
-        return saved_offsets(plans[0])
+        offsets, how = saved_offsets(plans[0])
+        cuts = saved_cuts(plans[0]) if offsets is not None else None
+        return offsets, cuts, how + (f"; age cut points {cuts[0]:g} and {cuts[1]:g}" if cuts else "")
     oofs = [complete_oof(p) for p in plans]
     missing = [p.name for p, o in zip(plans, oofs) if o is None]
     if missing:
-        return None, f"argmax: run(s) {', '.join(missing)} lack out-of-fold rows of some fold"
+        return None, None, f"argmax: run(s) {', '.join(missing)} lack out-of-fold rows of some fold"
     if any(not o.index.equals(oofs[0].index) for o in oofs):
-        return None, "argmax: the runs' out-of-fold rows are not the same images"
+        return None, None, "argmax: the runs' out-of-fold rows are not the same images"
     probs = np.mean([o[PROB_COLUMNS].to_numpy() for o in oofs], axis=0)
     labels, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
-    tuning = decision.tune(probs, labels, folds)
+    years = [oof_years(o) for o in oofs]
+    years = np.mean(years, axis=0) if all(y is not None for y in years) else None
+    tuning = decision.tune(probs, labels, folds, years=years)
     where = f"the {len(plans)} runs' mean out-of-fold probabilities ({len(labels)} rows)"
-    return tuning.offsets, (f"tuned: offsets fitted on {where} (cross-fitted CV {tuning.cv_tuned:.4f}, argmax "
-                            f"{tuning.cv_argmax:.4f})")
+    cut_text = f"; age cut points {tuning.cuts[0]:g} and {tuning.cuts[1]:g}" if tuning.cuts else ""
+    return tuning.offsets, tuning.cuts, (f"tuned: offsets{' and cut points' if tuning.cuts else ''} fitted on "
+                                         f"{where} (cross-fitted CV {tuning.cv_tuned:.4f}, argmax "
+                                         f"{tuning.cv_argmax:.4f}){cut_text}")
 
 
 def choose_person_offsets(rule: str, plans: list[RunPlan], photo: np.ndarray | None) -> tuple[np.ndarray | None, str]:
@@ -107,10 +135,11 @@ def ensemble_person_offsets(plans: list[RunPlan]) -> tuple[np.ndarray | None, st
 
 @dataclass(frozen=True)
 class Decision:
-    """How classes are chosen, settled before any photo is predicted: per-photo offsets (None: argmax), and per
-    person where the photos will be grouped."""
+    """How classes are chosen, settled before any photo is predicted: per-photo offsets (None: argmax) and, for
+    number age heads, the age cut points; and per person where the photos will be grouped."""
     offsets: np.ndarray | None
     how: str
+    cuts: tuple | None = None
     person: np.ndarray | None = None
     person_how: str = ""
 
@@ -118,24 +147,28 @@ class Decision:
 def prepare(rule: str, plans: list[RunPlan], grouped: bool = False) -> Decision:
     """The Decision of --decision `rule` for the runs, from their decision.json or out-of-fold rows: read and
     checked here, so that a bad file is said before the minutes of prediction. `grouped`: also per person."""
-    offsets, how = choose_offsets(rule, plans)
+    offsets, cuts, how = choose_offsets(rule, plans)
     if not grouped:
-        return Decision(offsets, how)
-    return Decision(offsets, how, *choose_person_offsets(rule, plans, offsets))
+        return Decision(offsets, how, cuts)
+    return Decision(offsets, how, cuts, *choose_person_offsets(rule, plans, offsets))
 
 
-def classify(prepared: Decision, probs: np.ndarray, found: people.Grouping | None = None) -> tuple[np.ndarray, dict]:
-    """The classes of `probs`, per person where `found` holds groups, and what the settings file records of the
+def classify(prepared: Decision, probs: np.ndarray, found: people.Grouping | None = None,
+             years: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """The classes of `probs` (and the ages in `years`, where cut points decide the age band), per person where
+    `found` holds groups (there the bands' probabilities decide the age), and what the settings file records of the
     decision."""
     log.info("decision: %s", prepared.how)
+    cuts = prepared.cuts if years is not None else None
     if found is None or not found.formed:
-        return decision.decide(probs, prepared.offsets), describe(prepared.offsets, prepared.how)
+        return decision.decide(probs, prepared.offsets, years, cuts), describe(prepared.offsets, prepared.how, cuts)
     log.info("decision per person: %s", prepared.person_how)
     return (people.decide_people(probs, found.groups, prepared.person, prepared.offsets),
             describe(prepared.offsets, prepared.how) | dict(people=describe(prepared.person, prepared.person_how)))
 
 
-def describe(offsets: np.ndarray | None, how: str) -> dict:
+def describe(offsets: np.ndarray | None, how: str, cuts: tuple | None = None) -> dict:
     """The decision as settings files and model.json record it."""
-    return dict(rule="tuned" if offsets is not None else "argmax", how=how,
-                offsets=None if offsets is None else [round(float(v), 4) for v in offsets])
+    record = dict(rule="tuned" if offsets is not None else "argmax", how=how,
+                  offsets=None if offsets is None else [round(float(v), 4) for v in offsets])
+    return record if cuts is None else record | dict(age_cuts=list(cuts))

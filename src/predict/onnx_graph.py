@@ -18,22 +18,28 @@ from src.model import network
 
 INPUT = "image"  # uint8 (N, 3, H, W) RGB at the run's input size, after crop and resize
 OUTPUTS = ("probs", "mask", "gender", "age")  # (N, 18) class probabilities, then (N, 3), (N, 2), (N, 3) per task
+YEARS = "years"  # (N,) the age in years, where every run's age head learns the exact age
 OPSET = 17
 
 
 class ProbabilityGraph(nn.Module):
-    """The mean over runs of each run's fold x TTA softmax average (what infer computes), then the task marginals.
-    `runs` holds each run's fold models."""
+    """The mean over runs of each run's fold x TTA softmax average (what infer computes), then the task marginals,
+    and where every run has a number age head the mean of their ages in years. `runs` holds each run's fold
+    models."""
 
     def __init__(self, runs: list[list[nn.Module]], tta: str):
         super().__init__()
         self.runs = nn.ModuleList(nn.ModuleList(models) for models in runs)
         self.tta = tta
+        self.years = all(getattr(m, "age_number", False) for models in runs for m in models)
+        self.output_names = OUTPUTS + ((YEARS,) if self.years else ())
 
     def forward(self, x):
-        probs = torch.stack([forward.probabilities(forward.forward_views(models, x, x.device, self.tta, "none"))
-                             for models in self.runs]).mean(0)  # fp32: the graph runs on onnxruntime
-        return (probs, *task_probabilities(probs))
+        outputs = [forward.forward_views(models, x, x.device, self.tta, "none") for models in self.runs]
+        probs = torch.stack([forward.probabilities(o) for o in outputs]).mean(0)  # fp32: the graph runs on onnxruntime
+        if not self.years:
+            return (probs, *task_probabilities(probs))
+        return (probs, *task_probabilities(probs), torch.stack([forward.mean_years(o) for o in outputs]).mean(0))
 
 
 def graph_code_digest() -> str:
@@ -51,7 +57,8 @@ def onnx_bytes(graph: ProbabilityGraph, size: tuple[int, int]) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation notice and tracer notes on eval-only branches
         torch.onnx.export(graph, (example,), buf, dynamo=False, opset_version=OPSET, input_names=[INPUT],
-                          output_names=list(OUTPUTS), dynamic_axes={n: {0: "batch"} for n in (INPUT, *OUTPUTS)})
+                          output_names=list(graph.output_names),
+                          dynamic_axes={n: {0: "batch"} for n in (INPUT, *graph.output_names)})
     return buf.getvalue()
 
 
@@ -65,10 +72,12 @@ def session(model, threads: int = 0):
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def run_session(sess, x: torch.Tensor | np.ndarray) -> np.ndarray:
-    """The 18-class probabilities of a uint8 batch."""
+def run_session(sess, x: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the 18-class probabilities, the age in years or None) of a uint8 batch."""
     x = x.numpy() if isinstance(x, torch.Tensor) else x
-    return sess.run([OUTPUTS[0]], {INPUT: np.ascontiguousarray(x)})[0]
+    names = [OUTPUTS[0]] + [YEARS for o in sess.get_outputs() if o.name == YEARS]
+    out = sess.run(names, {INPUT: np.ascontiguousarray(x)})
+    return out[0], out[1] if len(out) > 1 else None
 
 
 @torch.no_grad()
@@ -77,5 +86,5 @@ def parity(graph: ProbabilityGraph, sess, x: torch.Tensor) -> float:
     counts as infinitely far)."""
     graph.eval()
     ours = [t.numpy() for t in graph(x)]
-    theirs = sess.run(list(OUTPUTS), {INPUT: x.numpy()})
+    theirs = sess.run(list(graph.output_names), {INPUT: x.numpy()})
     return max(float(np.nan_to_num(np.abs(a - b), nan=np.inf).max()) for a, b in zip(ours, theirs))

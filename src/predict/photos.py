@@ -20,11 +20,13 @@ from src.engine import builders
 from src.errors import ConfigError, DataError
 from src.files import real, shown
 from src.labels import NUM_CLASSES, PROB_COLUMNS, TASK_NAMES, decode_label, task_probabilities
+from src.model.age import NUMBER_HEADS
 from src.predict import offsets
 from src.predict.engines import predict_run, run_engine
 from src.predict.plans import reading_runs
 from src.run.atomic import check_writable, save_text
 from src.run.logging import setup_logging
+from src.run.oof import YEARS
 
 log = logging.getLogger("maskcls")
 
@@ -84,8 +86,9 @@ def problem_of(path: str, max_pixels: int) -> str:
 
 
 def rows(found: list[tuple[str, str | None]], probs: np.ndarray, labels: np.ndarray,
-         problems: dict[int, str]) -> pd.DataFrame:
-    """One row per photo with its decided class: an error row carries its problem and no prediction."""
+         problems: dict[int, str], years: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per photo with its decided class (and, from a number age head, its age in years): an error row
+    carries its problem and no prediction."""
     mask, gender, age = task_probabilities(probs)
     names = [np.asarray(names)[k] for names, k in zip(TASK_NAMES.values(), decode_label(labels))]
     df = pd.DataFrame({"path": [p for p, _ in found], "class": labels.astype(int)})
@@ -95,10 +98,14 @@ def rows(found: list[tuple[str, str | None]], probs: np.ndarray, labels: np.ndar
     df[PROB_COLUMNS] = probs
     df["error"] = ""
     df = df.astype({"class": "Int64"})
+    columns = COLUMNS
+    if years is not None:
+        df[YEARS] = years
+        columns = [*COLUMNS[:-1], YEARS, COLUMNS[-1]]
     for i, problem in problems.items():
-        df.loc[i, ["class", *TASK_NAMES, *TASK_COLUMNS, *PROB_COLUMNS]] = pd.NA
+        df.loc[i, [c for c in columns if c not in ("path", "error")]] = pd.NA
         df.loc[i, "error"] = problem
-    return df[COLUMNS]
+    return df[columns]
 
 
 def as_json(df: pd.DataFrame) -> str:
@@ -112,6 +119,7 @@ def as_json(df: pd.DataFrame) -> str:
                     "tasks": {task: {name: round(float(r[f"p_{task}_{name}"]), 6) for name in names}
                               for task, names in TASK_NAMES.items()} if ok else None,
                     "probs": [round(float(r[c]), 6) for c in PROB_COLUMNS] if ok else None,
+                    **({YEARS: round(float(r[YEARS]), 3) if ok else None} if YEARS in r else {}),
                     "error": r["error"] or None})
     return json.dumps(out, indent=1) + "\n"
 
@@ -158,14 +166,17 @@ def predict_found(cfg: PredictConfig, found, out, plans) -> pd.DataFrame:
     prepared = offsets.prepare(cfg.decision, plans)  # decision.json and every checkpoint before any prediction
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     engines = [run_engine(plan, cfg, device) for plan in plans] if paths else []
-    total = np.zeros((len(found), NUM_CLASSES))
+    total, years = np.zeros((len(found), NUM_CLASSES)), np.zeros(len(found))
+    all_years = all(plan.cfg.age_head in NUMBER_HEADS for plan in plans)
     bad = np.zeros(len(paths), dtype=bool)
     for plan, engine in zip(plans, engines):
         ds = Photos(builders.file_images(plan.cfg, paths, cfg.log_dir, cfg.max_image_pixels),
                     builders.input_size(plan.cfg), builders.eval_transform(plan.cfg), cfg.strict)
-        flags, indices, probs = predict_run(engine, ds, cfg, device,
-                                            desc=f"predict {plan.name}" if len(paths) > 64 else None)
+        flags, indices, probs, run_years = predict_run(engine, ds, cfg, device,
+                                                       desc=f"predict {plan.name}" if len(paths) > 64 else None)
         total[np.asarray(readable)[indices]] += probs / len(plans)
+        if all_years:
+            years[np.asarray(readable)[indices]] += run_years / len(plans)
         bad[indices[flags == 1]] = True
     for j in np.flatnonzero(bad):
         problems[readable[j]] = problem_of(paths[j], cfg.max_image_pixels)
@@ -173,8 +184,9 @@ def predict_found(cfg: PredictConfig, found, out, plans) -> pd.DataFrame:
     if cfg.group == "people":
         log.info("group people: none (predict.py's photos are any photos, not known to be whole people); every "
                  "photo decided alone")
-    classes, _ = offsets.classify(prepared, total)
-    df = rows(found, total, classes, {i: problems[i] for i in sorted(problems)})
+    years = years if all_years else None
+    classes, _ = offsets.classify(prepared, total, years=years)
+    df = rows(found, total, classes, {i: problems[i] for i in sorted(problems)}, years)
     text = output_text(df, cfg.format)
     if out is None:
         sys.stdout.write(text)

@@ -21,7 +21,7 @@ from src.run.atomic import save_npz, save_text
 from src.run.figures import confusion_figure
 from src.run.logging import CONSOLE_ONLY, FILE_ONLY, log
 from src.run import tracking
-from src.run.oof import read_oof
+from src.run.oof import AGE, oof_years, read_oof
 from src.run.rundir import RunDir
 
 
@@ -111,16 +111,21 @@ def write_cv(run: RunDir, n_folds: int, photo_people: PhotoPeople | None = None)
     if oof.empty:
         return {}
     probs, labels = oof[PROB_COLUMNS].to_numpy(), oof["label"].to_numpy()
+    years = oof_years(oof)
     whole = evaluate(labels, probs)
     folds = {int(k): evaluate(g["label"], g[PROB_COLUMNS].to_numpy())["f1"] for k, g in oof.groupby("fold")}
     cv = dict(cv_f1=whole["f1"], fold_f1=folds, **{f"cv_{k}": v for k, v in whole.items() if k != "f1"},
               oof_rows=len(oof))
+    if years is not None:  # a number age head: how many years off it is, out of fold
+        cv["cv_age_mae"] = float(np.abs(years - oof[AGE].to_numpy()).mean())
     if oof["fold"].nunique() == n_folds:  # every fold has its rows
-        tuning = decision.tune(probs, labels, oof["fold"].to_numpy())
+        tuning = decision.tune(probs, labels, oof["fold"].to_numpy(), years=years)
         tuned = scores(labels, tuning.crossed)
         cv |= {"cv_f1_tuned": tuned["f1"], **{f"cv_{k}_tuned": v for k, v in tuned.items() if k != "f1"}}
         chosen = dict(offsets=rounded(tuning.offsets), oof_rows=len(oof), cv_f1_tuned=tuned["f1"],
                       cv_f1_argmax=whole["f1"])
+        if tuning.cuts is not None:
+            chosen["age_cuts"] = list(tuning.cuts)
         missing = [p for p in oof["path"] if photo_people is not None and p not in photo_people.person_of]
         if missing:  # rows of data at another place (a resume with another data_dir)
             log.info("grouped CV: skipped, %d out-of-fold rows are not photos of this data (%s)", len(missing),

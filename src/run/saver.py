@@ -52,6 +52,8 @@ class Validated:
     labels: np.ndarray  # its true class
     probs: np.ndarray  # (rows, 18) probabilities
     metrics: dict  # the val_* values
+    years: np.ndarray | None = None  # a number age head's age in years
+    ages: np.ndarray | None = None  # and the people's true ages
 
 
 def saved_state(run: RunDir, k: int) -> FoldState | None:
@@ -180,8 +182,8 @@ class FoldSaver:
         for key in (key for key, better in improved.items() if better):
             save_best(self.run.checkpoint(self.k, BEST_BY_METRIC[key]), weights, epoch, validated.metrics, key)
         if keep:
-            save_csv(oof_rows(self.k, validated.paths, validated.labels, validated.probs), self.run.oof(self.k),
-                     float_format="%.6f")
+            save_csv(oof_rows(self.k, validated.paths, validated.labels, validated.probs, validated.years,
+                              validated.ages), self.run.oof(self.k), float_format="%.6f")
             f1 = evaluate(validated.labels, validated.probs)["f1"]
             save_png(confusion_figure(cm, f"fold {self.k} epoch {epoch} F1 {f1:.4f}"), self.run.confusion(self.k))
 
