@@ -52,8 +52,8 @@ def log_probs(probs: np.ndarray) -> np.ndarray:
 def decide(probs: np.ndarray, offsets: np.ndarray | None, years: np.ndarray | None = None,
            cuts=None) -> np.ndarray:
     """The class of each row: argmax of log p + offsets (a plain argmax without offsets); with a number age head's
-    `years` and `cuts` (c1, c2), the age band is years >= c1 plus years >= c2, and the argmax runs over that band's
-    classes."""
+    `years` and `cuts` (c1, c2), the age band is years >= c1 plus years >= c2, and mask and gender are the argmax of
+    their probability (the age summed out) plus that band's offsets."""
     if years is None or cuts is None:
         return np.asarray(probs).argmax(1) if offsets is None else (log_probs(probs) + offsets).argmax(1)
     return per_band(probs, offsets)[np.arange(len(years)), bands(years, cuts)]
@@ -70,10 +70,12 @@ def bands(years: np.ndarray, cuts) -> np.ndarray:
 
 
 def per_band(probs: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
-    """(rows, 3): each row's best class among the classes of each age band, by log p + offsets."""
-    scores = log_probs(probs) + (0.0 if offsets is None else offsets)
-    columns = [np.flatnonzero(AGE_OF_CLASS == b) for b in range(3)]
-    return np.stack([cols[scores[:, cols].argmax(1)] for cols in columns], 1)
+    """(rows, 3): each row's class for each age band: its mask and gender by log P(mask, gender) (the age summed out)
+    plus the offsets of that band's classes."""
+    mask_gender = log_probs(np.asarray(probs).reshape(len(probs), -1, TASK_SIZES[2]).sum(2))  # (rows, 6)
+    columns = [np.flatnonzero(AGE_OF_CLASS == b) for b in range(3)]  # mask x gender in order, as mask_gender
+    return np.stack([cols[(mask_gender + (0.0 if offsets is None else offsets[cols])).argmax(1)] for cols in columns],
+                    1)
 
 
 def fit_cuts(probs: np.ndarray, labels: np.ndarray, years: np.ndarray, offsets: np.ndarray | None) -> tuple:
