@@ -69,10 +69,11 @@ def test_unknown_key_lists_valid_options():
 @pytest.mark.parametrize("cls", [TrainConfig, InferConfig, PseudoConfig, PredictConfig, ExportConfig])
 def test_every_choice_is_accepted_and_others_refused(cls):
     declared = {k: choices(cls, k) for k in fields_of(cls) if choices(cls, k)}
-    assert len(declared) == {TrainConfig: 19, InferConfig: 6, PseudoConfig: 24, PredictConfig: 7, ExportConfig: 3}[cls]
+    assert len(declared) == {TrainConfig: 20, InferConfig: 6, PseudoConfig: 25, PredictConfig: 7, ExportConfig: 3}[cls]
+    companions = {"age_head": ["--heads", "per_task"]}  # a number age head is per_task's
     for key, allowed in declared.items():
         for value in allowed:
-            assert getattr(parse([f"--{key}", value], cls), key) == value
+            assert getattr(parse([f"--{key}", value, *companions.get(key, [])], cls), key) == value
         with pytest.raises(ConfigError, match=f"--{key} 'bogus' is not supported; choose one of: {', '.join(allowed)}"):
             parse([f"--{key}", "bogus"], cls)
 
