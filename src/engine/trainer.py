@@ -334,6 +334,17 @@ def saved_any_epoch(run: RunDir, n_folds: int) -> bool:
     return any(run.last(k).is_file() for k in run.folds()) or bool(run.training_folds(n_folds))
 
 
+def same_start(run: RunDir, cfg: TrainConfig, table: pd.DataFrame) -> bool:
+    """Whether a run folder holds these settings (what a resume may not change) and these people's folds."""
+    try:
+        if policy.resume_conflicts(policy.from_saved(run.config), cfg):
+            return False
+        people = set(pd.read_csv(run.folds_csv, dtype={"person_id": str})["person_id"])
+    except (ConfigError, OSError, ValueError, KeyError):
+        return False
+    return people == set(table["person_id"])
+
+
 def open_run(cfg: TrainConfig, dist, table: pd.DataFrame) -> tuple[RunDir, pd.DataFrame, TrainConfig]:
     """Claim the run name (RunDir's rule). A new run saves its fold assignment and settings; a resumed run, or a
     process joining a run that another just created, must have the same settings (policy.MAY_CHANGE_ON_RESUME
@@ -342,8 +353,9 @@ def open_run(cfg: TrainConfig, dist, table: pd.DataFrame) -> tuple[RunDir, pd.Da
     run = RunDir(cfg.log_dir, cfg.name)
 
     def prepare(_how: str):
-        if run.exists and not saved_any_epoch(run, cfg.n_folds):
-            # a run that failed before its first epoch holds nothing to continue: --resume starts it afresh
+        if run.exists and not saved_any_epoch(run, cfg.n_folds) and not same_start(run, cfg, table):
+            # a run that failed before its first epoch holds nothing to continue: --resume starts it afresh. One whose
+            # settings and people are these is kept: another process may have just made it and be about to train
             log.info("run %s: no epoch was saved yet, so it starts again with these settings", run.name)
             for path in (run.config, run.folds_csv):
                 path.unlink(missing_ok=True)
