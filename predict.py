@@ -1,6 +1,6 @@
 """Predict any photos with the finished folds of one or more runs: one row per photo.
 
-    python predict.py --run N PATH... [--out preds.csv] [--format csv|json] [--strict] [--engine auto]
+    python predict.py --run N PATH... [--out preds.csv] [--format csv|json] [--strict] [--engine auto] [--cam DIR]
     python predict.py PATH... --runs N1 N2            # or end the list of runs with --: --runs N1 N2 -- PATH...
 PATH: image files, folders (searched recursively) or globs ('photos/**/*.jpg'); rows go to stdout without --out.
 """
@@ -14,9 +14,10 @@ from src.errors import fail_cleanly
 def main(argv=None) -> int:
     cfg = parse_or_exit(argv, PredictConfig)
     with fail_cleanly():
+        from src.insight.cam import write_photo_maps
         from src.predict.photos import predict
 
-        predict(cfg)
+        predict(cfg, write_photo_maps)
     return 0
 
 

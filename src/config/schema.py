@@ -335,6 +335,7 @@ class Photos:
     out: str = ""  # the predictions file; default: printed to stdout
     format: Literal["csv", "json"] = "csv"  # one row per photo (csv), or a list of objects (json)
     strict: bool = False  # stop at the first unreadable photo instead of writing an error row for it
+    cam: str = ""  # a folder: one picture per photo, the input the model saw and its mask, gender and age maps (Grad-CAM)
 
 
 @dataclass

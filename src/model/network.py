@@ -101,6 +101,7 @@ class MaskClassifier(nn.Module):
                      f"{f', global_pool={own!r}' if isinstance(own, str) and own else ''})")
         else:
             self.pool = GeM(gem_p) if pooling == "gem" else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Identity()  # the backbone's last feature map passes here: where Grad-CAM hooks in
         self.neck = make_neck(neck, dim, neck_dim, neck_dropout)
         self.age_number = age_head in NUMBER_HEADS
         if heads == "joint":
@@ -120,7 +121,7 @@ class MaskClassifier(nn.Module):
     def embed(self, x):
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         x = (x.float() - self.mean) / self.std
-        features = self.backbone.forward_features(x)
+        features = self.features(self.backbone.forward_features(x))
         if self.layout == "pooled":
             pooled = self.backbone.forward_head(features, pre_logits=True)
         else:

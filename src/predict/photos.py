@@ -145,52 +145,79 @@ def check_out(cfg: PredictConfig, found):
     return out
 
 
-def predict(cfg: PredictConfig) -> pd.DataFrame:
-    """Rows for every photo of cfg.inputs, written to --out (atomically) or printed."""
+def predict(cfg: PredictConfig, explain=None) -> pd.DataFrame:
+    """Rows for every photo of cfg.inputs, written to --out (atomically) or printed; with --cam, `explain(predictor,
+    rows, folder)` draws where the models look (src/insight/cam.py's write_photo_maps, handed in by predict.py)."""
     setup_logging()
     if not cfg.inputs:
         raise ConfigError("name the photos to predict: image files, folders or globs after the options")
     found = collect(cfg.inputs)
     out = check_out(cfg, found)
+    if cfg.cam:
+        if explain is None:
+            raise ConfigError("--cam needs the Grad-CAM drawing of src/insight/cam.py: run predict.py")
+        check_writable(Path(cfg.cam))
     with reading_runs(cfg) as plans:  # every run and checkpoint is checked before any model loads
-        return predict_found(cfg, found, out, plans)
+        return predict_found(cfg, found, out, plans, explain)
 
 
-def predict_found(cfg: PredictConfig, found, out, plans) -> pd.DataFrame:
-    problems = {i: p for i, (_, p) in enumerate(found) if p}
-    if problems and cfg.strict:
-        i = min(problems)
-        raise DataError([f"{shown(found[i][0])}: {problems[i]}"])
-    readable = [i for i, (_, p) in enumerate(found) if not p]
-    paths = [found[i][0] for i in readable]
-    prepared = offsets.prepare(cfg.decision, plans)  # decision.json and every checkpoint before any prediction
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    engines = [run_engine(plan, cfg, device) for plan in plans] if paths else []
-    total, years = np.zeros((len(found), NUM_CLASSES)), np.zeros(len(found))
-    all_years = all(plan.cfg.age_head in NUMBER_HEADS for plan in plans)
-    bad = np.zeros(len(paths), dtype=bool)
-    for plan, engine in zip(plans, engines):
-        ds = Photos(builders.file_images(plan.cfg, paths, cfg.log_dir, cfg.max_image_pixels),
-                    builders.input_size(plan.cfg), builders.eval_transform(plan.cfg), cfg.strict)
-        flags, indices, probs, run_years = predict_run(engine, ds, cfg, device,
-                                                       desc=f"predict {plan.name}" if len(paths) > 64 else None)
-        total[np.asarray(readable)[indices]] += probs / len(plans)
-        if all_years:
-            years[np.asarray(readable)[indices]] += run_years / len(plans)
-        bad[indices[flags == 1]] = True
-    for j in np.flatnonzero(bad):
-        problems[readable[j]] = problem_of(paths[j], cfg.max_image_pixels)
-    total[list(problems)] = 1.0 / NUM_CLASSES  # placeholders; error rows carry no prediction
+class Predictor:
+    """Finished runs ready to predict any photos, the one path from a photo to its decision (predict.py and the app
+    page): the decision settled and every engine opened once, then `rows` per call."""
+
+    def __init__(self, cfg: PredictConfig, plans):
+        self.cfg, self.plans = cfg, plans
+        self.prepared = offsets.prepare(cfg.decision, plans)  # decision.json and every checkpoint before any prediction
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.all_years = all(plan.cfg.age_head in NUMBER_HEADS for plan in plans)
+        self.engines: list | None = None
+
+    def open(self):
+        """Open every run's engine (its checkpoints read, its graph exported or its cache checked)."""
+        if self.engines is None:
+            self.engines = [run_engine(plan, self.cfg, self.device) for plan in self.plans]
+        return self
+
+    def rows(self, found, strict: bool = False) -> pd.DataFrame:
+        """One row per (path, problem or None) of `found`: its class and probabilities, or its problem."""
+        cfg = self.cfg
+        problems = {i: p for i, (_, p) in enumerate(found) if p}
+        if problems and strict:
+            i = min(problems)
+            raise DataError([f"{shown(found[i][0])}: {problems[i]}"])
+        readable = [i for i, (_, p) in enumerate(found) if not p]
+        paths = [found[i][0] for i in readable]
+        total, years = np.zeros((len(found), NUM_CLASSES)), np.zeros(len(found))
+        bad = np.zeros(len(paths), dtype=bool)
+        for plan, engine in zip(self.plans, self.open().engines if paths else []):
+            ds = Photos(builders.file_images(plan.cfg, paths, cfg.log_dir, cfg.max_image_pixels),
+                        builders.input_size(plan.cfg), builders.eval_transform(plan.cfg), strict)
+            flags, indices, probs, run_years = predict_run(engine, ds, cfg, self.device,
+                                                           desc=f"predict {plan.name}" if len(paths) > 64 else None)
+            total[np.asarray(readable)[indices]] += probs / len(self.plans)
+            if self.all_years:
+                years[np.asarray(readable)[indices]] += run_years / len(self.plans)
+            bad[indices[flags == 1]] = True
+        for j in np.flatnonzero(bad):
+            problems[readable[j]] = problem_of(paths[j], cfg.max_image_pixels)
+        total[list(problems)] = 1.0 / NUM_CLASSES  # placeholders; error rows carry no prediction
+        years = years if self.all_years else None
+        classes, _ = offsets.classify(self.prepared, total, years=years)
+        return rows(found, total, classes, {i: problems[i] for i in sorted(problems)}, years)
+
+
+def predict_found(cfg: PredictConfig, found, out, plans, explain=None) -> pd.DataFrame:
     if cfg.group == "people":
         log.info("group people: none (predict.py's photos are any photos, not known to be whole people); every "
                  "photo decided alone")
-    years = years if all_years else None
-    classes, _ = offsets.classify(prepared, total, years=years)
-    df = rows(found, total, classes, {i: problems[i] for i in sorted(problems)}, years)
+    predictor = Predictor(cfg, plans)
+    df = predictor.rows(found, cfg.strict)
+    if cfg.cam:
+        explain(predictor, df, Path(cfg.cam))
     text = output_text(df, cfg.format)
     if out is None:
         sys.stdout.write(text)
     else:
         save_text(text, out)
-        log.info("predictions of %d photo(s) (%d error rows) -> %s", len(df), len(problems), out)
+        log.info("predictions of %d photo(s) (%d error rows) -> %s", len(df), int((df["error"] != "").sum()), out)
     return df

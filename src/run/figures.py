@@ -26,6 +26,14 @@ def save_png(fig, path: Path, dpi: int = 80):
     replace_with(path, png_writer(fig, dpi))
 
 
+def save_rgb(image: np.ndarray, path: Path):
+    """An RGB uint8 image written atomically as a PNG."""
+    import cv2
+
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
+    replace_with(path, lambda tmp: Path(tmp).write_bytes(data.tobytes()))
+
+
 def png_writer(fig, dpi: int = 80):
     """A writer (for the atomic writes) of the figure as a PNG; the figure is closed once written."""
     def write(tmp):

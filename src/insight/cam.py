@@ -1,0 +1,157 @@
+"""Where a model looks: Grad-CAM maps (the pytorch-grad-cam package) of each task on the backbone's last feature map,
+for any timm family the project builds, and the share of a map's mass inside the face box.
+
+The map of a task is Grad-CAM of the log-probability of the task value a photo was decided as (its mask state,
+gender or age band, summed out of the 18-class probabilities), so one forward pass explains all three heads alike,
+joint or per task. The feature map passes `MaskClassifier.features`; NHWC maps (Swin) are turned to NCHW first. A
+token model that reads its class token (ViT, DeiT) is explained, as pytorch-grad-cam advises, at the input of its last
+block's attention (the class token's own output has no gradient towards the patches), laid back on the patch grid.
+Maps are scaled to the model's input, each in [0, 1].
+
+The face box is the data's crop box (the `crop_box` setting: face, hair and neck of a competition photo) in the
+coordinates of the input the model saw: for a run that crops to that very box it is the whole input.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from src.labels import TASK_NAMES, TASK_SIZES, decode_label, NUM_CLASSES
+
+TASKS = tuple(TASK_NAMES)  # mask, gender, age: the order of every map triple
+
+
+class TaskTarget:
+    """A Grad-CAM target: the log-probability of one task's `value` in one photo's 18-class outputs."""
+
+    def __init__(self, task: int, value: int):
+        self.task, self.value = task, int(value)
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(output[..., :NUM_CLASSES].float(), -1).reshape(*TASK_SIZES)
+        others = tuple(d for d in range(3) if d != self.task)
+        return logp.logsumexp(others)[self.value]
+
+
+def reshape_for(model):
+    """The reshape_transform of a model's feature layout (None for NCHW maps)."""
+    if model.layout == "NHWC":
+        return lambda t: t.permute(0, 3, 1, 2)
+    if model.layout != "pooled":
+        return None
+    backbone = model.backbone
+    prefix = getattr(backbone, "num_prefix_tokens", 1)
+    grid = getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
+
+    def tokens_to_map(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 4:
+            return t
+        patches = t[:, prefix:] if t.dim() == 3 else t
+        h, w = grid if grid is not None else (int(math.sqrt(patches.shape[1])),) * 2
+        return patches[:, : h * w].reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2)
+
+    return tokens_to_map
+
+
+def target_layer(model):
+    """The module whose output Grad-CAM explains: the feature map, or a class-token model's last block's input."""
+    blocks = getattr(model.backbone, "blocks", None)
+    if model.layout == "pooled" and blocks is not None and hasattr(blocks[-1], "norm1"):
+        return blocks[-1].norm1
+    return model.features
+
+
+class Explainer:
+    """Grad-CAM of one model (eval mode, on its device) for the three tasks."""
+
+    def __init__(self, model):
+        self.model = model.eval()
+
+    def maps(self, images: torch.Tensor, classes) -> np.ndarray:
+        """(N, 3, H, W) maps in [0, 1], one per task, of uint8 images (N, 3, H, W) decided as `classes`."""
+        from pytorch_grad_cam import GradCAM
+
+        values = decode_label(np.asarray(classes, dtype=np.int64))
+        device = next(self.model.parameters()).device
+        with GradCAM(model=self.model, target_layers=[target_layer(self.model)],
+                     reshape_transform=reshape_for(self.model)) as cam:
+            out = [cam(input_tensor=images.to(device), targets=[TaskTarget(t, v) for v in values[t]])
+                   for t in range(len(TASKS))]
+        return np.stack(out, 1).astype(np.float32)
+
+
+def face_box(crop_box, photo_box=None) -> tuple[float, float, float, float]:
+    """The data's crop box (fractions of the frame) in fractions of the input cut to `photo_box` (None: the whole
+    frame), clipped to the input."""
+    bx0, by0, bx1, by1 = photo_box if photo_box is not None else (0.0, 0.0, 1.0, 1.0)
+    fx0, fy0, fx1, fy1 = crop_box
+    sx, sy = bx1 - bx0, by1 - by0
+    box = ((fx0 - bx0) / sx, (fy0 - by0) / sy, (fx1 - bx0) / sx, (fy1 - by0) / sy)
+    return tuple(float(min(max(v, 0.0), 1.0)) for v in box)
+
+
+def mass_inside(cam: np.ndarray, box) -> float:
+    """The share of a map's mass inside `box` (fractions of the map: x0 y0 x1 y1); NaN for an empty map."""
+    h, w = cam.shape
+    x0, y0, x1, y1 = round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
+    total = float(cam.sum())
+    return float(cam[y0:y1, x0:x1].sum()) / total if total > 0 else float("nan")
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, weight: float = 0.45) -> np.ndarray:
+    """The photo (H, W, 3 uint8) with the map laid over it as a heat map."""
+    heat = cv2.applyColorMap(np.uint8(255 * np.clip(cam, 0, 1)), cv2.COLORMAP_JET)[..., ::-1]
+    heat = cv2.resize(heat, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.uint8((1 - weight) * image + weight * heat)
+
+
+def strip(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """One picture: the input the model saw, then each task's map over it, side by side."""
+    return np.concatenate([image, *(overlay(image, m) for m in maps)], 1)
+
+
+class RunExplainer:
+    """A planned run's fold models explaining photos: the input they saw (crop and resize as the run's prediction)
+    and the mean of the folds' maps."""
+
+    def __init__(self, plan, device, log_dir, max_pixels: int):
+        from src.predict.engines import load_models
+
+        self.plan, self.log_dir, self.max_pixels = plan, log_dir, max_pixels
+        self.explainers = [Explainer(m) for m in load_models(plan.cfg, plan.checkpoints, device)]
+
+    def inputs(self, paths) -> torch.Tensor:
+        """The uint8 inputs (N, 3, H, W) the run's models see for these photos."""
+        from src.engine import builders
+
+        images = builders.file_images(self.plan.cfg, paths, self.log_dir, self.max_pixels)
+        transform = builders.eval_transform(self.plan.cfg)
+        return torch.stack([transform(images[i]) for i in range(len(paths))])
+
+    def maps(self, x: torch.Tensor, classes) -> np.ndarray:
+        return np.mean([e.maps(x, classes) for e in self.explainers], axis=0)
+
+
+def write_photo_maps(predictor, rows, folder):
+    """predict.py --cam: for each predicted photo, `folder`/<row>_<name>.png: the input the first run's models saw,
+    then its mask, gender and age maps (the mean of its folds'), for the class the photo was decided as."""
+    from src.run.figures import save_rgb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ok = rows.index[rows["error"] == ""]
+    if not len(ok):
+        return
+    plan = predictor.plans[0]
+    explainer = RunExplainer(plan, predictor.device, predictor.cfg.log_dir, predictor.cfg.max_image_pixels)
+    for start in range(0, len(ok), 16):
+        chunk = ok[start:start + 16]
+        x = explainer.inputs(rows.loc[chunk, "path"].tolist())
+        maps = explainer.maps(x, rows.loc[chunk, "class"].astype(int).to_numpy())
+        for i, image, triple in zip(chunk, x.permute(0, 2, 3, 1).numpy(), maps):
+            name = f"{i:04d}_{Path(rows.loc[i, 'path']).stem}.png"
+            save_rgb(strip(image, triple), folder / name)
