@@ -47,6 +47,9 @@ def main(argv=None) -> int:
     p.add_argument("--sort", default="cv", help="row order: cv (best CV first), name or start (default cv)")
     p.add_argument("--study", help="add this sweep study (sweep.py --study) to the page")
     p.add_argument("--storage", default="", help="the study's storage URL (default: log_dir/sweeps.db)")
+    p.add_argument("--cam_photos", type=int, default=64,
+                   help="out-of-fold photos whose Grad-CAM maps give each run's face share (0: no maps); the worst "
+                        "mistakes are shown beside their maps")
     a = p.parse_args(argv)
 
     import pandas as pd  # after parsing: --help costs none of these imports
@@ -76,11 +79,13 @@ def main(argv=None) -> int:
     with contextlib.ExitStack() as held:  # the runs read (and their errors.png written) stay the same runs
         for run in runs:
             held.enter_context(run.reading())
-        summaries = sort_runs([summarize(r, answers) for r in runs], a.sort)
+        summaries = sort_runs([summarize(r, answers, a.cam_photos) for r in runs], a.sort)
         save_text(build_html(summaries, a.log_dir, answers is not None, sections), out)
     for s in summaries:
         cv = f"{s.cv['f1']:.4f}" if s.cv else "—"
-        print(f"{s.run.name:<24} CV {cv}  {s.status}" + "".join(f"\n    note: {n}" for n in s.notes))
+        share = (" face share " + " / ".join(f"{s.face_share[t]:.2f}" for t in ("mask", "gender", "age"))
+                 if s.face_share else "")
+        print(f"{s.run.name:<24} CV {cv}  {s.status}{share}" + "".join(f"\n    note: {n}" for n in s.notes))
     print(f"report: {real(out)}")
     return 0
 

@@ -155,3 +155,51 @@ def write_photo_maps(predictor, rows, folder):
         for i, image, triple in zip(chunk, x.permute(0, 2, 3, 1).numpy(), maps):
             name = f"{i:04d}_{Path(rows.loc[i, 'path']).stem}.png"
             save_rgb(strip(image, triple), folder / name)
+
+
+class FoldExplainers:
+    """A planned run's fold models, each explaining the photos of its own fold (its out-of-fold photos), loaded as
+    they are needed."""
+
+    def __init__(self, plan, log_dir, max_pixels: int, device=None):
+        self.plan, self.log_dir, self.max_pixels = plan, log_dir, max_pixels
+        self.device = device or torch.device("cpu")
+        self.loaded: dict[int, Explainer] = {}
+
+    def fold(self, k: int) -> Explainer:
+        from src.predict.engines import load_models
+
+        if k not in self.loaded:
+            path = self.plan.checkpoints[self.plan.folds.index(k)]
+            self.loaded[k] = Explainer(load_models(self.plan.cfg, [path], self.device)[0])
+        return self.loaded[k]
+
+    def explain(self, paths: list[str], folds, classes) -> tuple[np.ndarray, np.ndarray, list]:
+        """(inputs (N, H, W, 3) uint8, maps (N, 3, H, W), each photo's face box in fractions of its input) of photos
+        of finished folds, each by its fold's model, for the classes they were decided as."""
+        from src.engine import builders
+
+        cfg = self.plan.cfg
+        images = builders.file_images(cfg, paths, self.log_dir, self.max_pixels)
+        boxes = images.boxes  # each photo's crop, fractions of its frame (None: the whole frame)
+        transform = builders.eval_transform(cfg)
+        x = torch.stack([transform(images[i]) for i in range(len(paths))])
+        maps = np.zeros((len(paths), len(TASKS), *x.shape[2:]), np.float32)
+        folds, classes = np.asarray(folds), np.asarray(classes)
+        for k in np.unique(folds):
+            rows = np.flatnonzero(folds == k)
+            for start in range(0, len(rows), 16):
+                part = rows[start:start + 16]
+                maps[part] = self.fold(int(k)).maps(x[part], classes[part])
+        faces = [face_box(cfg.crop_box, None if boxes is None else boxes[i]) for i in range(len(paths))]
+        return x.permute(0, 2, 3, 1).numpy(), maps, faces
+
+
+def face_share(explainers: FoldExplainers, oof, n_photos: int, seed: int = 0) -> dict:
+    """The mean share of each task's map inside the face box, over a seeded sample of `n_photos` out-of-fold photos
+    of the run's finished folds (each explained by its own fold's model, for the class it was decided as)."""
+    rows = oof[oof["fold"].isin(explainers.plan.folds)]
+    rows = rows.sample(min(n_photos, len(rows)), random_state=seed) if len(rows) > n_photos else rows
+    _, maps, faces = explainers.explain(rows["path"].tolist(), rows["fold"].to_numpy(), rows["pred"].to_numpy())
+    shares = np.array([[mass_inside(m, box) for m in triple] for triple, box in zip(maps, faces)])
+    return dict(photos=len(rows), **{task: float(np.nanmean(shares[:, t])) for t, task in enumerate(TASKS)})

@@ -49,6 +49,8 @@ class RunSummary:
     cv_tuned: float | None = None  # cv.json's cross-fitted macro-F1 with the tuned decision (every fold finished)
     fold_f1: dict = field(default_factory=dict)
     age_mae: float | None = None  # a number age head's mean absolute error in years, out of fold
+    explainers: object | None = None  # the run's fold models for Grad-CAM maps (src/insight/cam.py), when asked for
+    face_share: dict | None = None  # each task's map mass inside the face box, over a sample of out-of-fold photos
     eval: dict | None = None
     changes: list = field(default_factory=list)
     notes: list = field(default_factory=list)  # what is missing or unreadable
@@ -168,12 +170,26 @@ def read_eval(s: RunSummary, answers: pd.DataFrame | None):
     s.eval = scores(merged["ans_true"], merged["ans_pred"])
 
 
-def summarize(run: RunDir, answers: pd.DataFrame | None = None) -> RunSummary:
-    """Everything the report shows of one run; each part that fails becomes a note instead."""
+def read_maps(s: RunSummary, photos: int):
+    """The run's fold models for Grad-CAM, and its face share over `photos` out-of-fold photos."""
+    if not photos or s.oof.empty:
+        return
+    from src.config.schema import MAX_IMAGE_PIXELS
+    from src.insight.cam import FoldExplainers, face_share
+    from src.predict.plans import plan_run
+
+    s.explainers = FoldExplainers(plan_run(s.run.log_dir, s.run.name, "auto"), s.run.log_dir, MAX_IMAGE_PIXELS)
+    s.face_share = face_share(s.explainers, s.oof, photos)
+
+
+def summarize(run: RunDir, answers: pd.DataFrame | None = None, cam_photos: int = 0) -> RunSummary:
+    """Everything the report shows of one run; each part that fails becomes a note instead. `cam_photos`: the
+    out-of-fold photos whose Grad-CAM maps give the face share (0: no maps)."""
     s = RunSummary(run)
     parts = dict(start=lambda: setattr(s, "start", start_time(run)), settings=lambda: read_settings(s),
                  changes=lambda: read_changes(s), status=lambda: read_status(s), metrics=lambda: read_metrics(s),
-                 oof=lambda: read_oof_scores(s), eval=lambda: read_eval(s, answers))
+                 oof=lambda: read_oof_scores(s), eval=lambda: read_eval(s, answers),
+                 maps=lambda: read_maps(s, cam_photos))
     for what, read in parts.items():
         try:
             read()
@@ -229,17 +245,33 @@ def curves_figure(metrics: pd.DataFrame):
     return fig
 
 
+def error_maps(s: RunSummary, errors: pd.DataFrame) -> dict:
+    """(path, task) -> the input its fold's model saw with that task's map beside it, for the gallery's mistakes."""
+    from src.insight.cam import TASKS, overlay
+
+    if s.explainers is None or errors.empty:
+        return {}
+    rows = s.oof.drop_duplicates("path").set_index("path").loc[errors["path"]]
+    inputs, maps, _ = s.explainers.explain(errors["path"].tolist(), rows["fold"].to_numpy(), rows["pred"].to_numpy())
+    return {(path, task): np.concatenate([image, overlay(image, triple[TASKS.index(task)])], 1)
+            for path, task, image, triple in zip(errors["path"], errors["task"], inputs, maps)}
+
+
 def errors_gallery(s: RunSummary) -> Path | None:
-    """(Re)write the run's errors.png from its OOF rows: the most confident mistakes of each task."""
+    """(Re)write the run's errors.png from its OOF rows: the most confident mistakes of each task, each beside the
+    map of where its fold's model looked for that task when the run's maps were asked for."""
     if s.oof.empty:
         return None
     errors = confident_errors(s.oof, ERRORS_PER_TASK)
+    maps = error_maps(s, errors)
     rows = []
     for task in ("mask", "gender", "age"):
         picked = errors[errors["task"] == task]
-        tiles = [(r.path, f"label {r.label}\npred {r.pred} {r.prob:.2f}\n{Path(r.path).parent.name.split('_')[0]} "
-                          f"{Path(r.path).stem}") for r in picked.itertuples()]
-        rows.append((f"{task}: the {len(tiles)} most confident wrong out-of-fold predictions", tiles))
+        tiles = [(maps.get((r.path, task), r.path),
+                  f"label {r.label}\npred {r.pred} {r.prob:.2f}\n{Path(r.path).parent.name.split('_')[0]} "
+                  f"{Path(r.path).stem}") for r in picked.itertuples()]
+        rows.append((f"{task}: the {len(tiles)} most confident wrong out-of-fold predictions"
+                     + (" (each beside its map)" if maps else ""), tiles))
     save_gallery(rows, s.run.errors, cols=ERRORS_PER_TASK)
     return s.run.errors
 
@@ -261,7 +293,8 @@ pre{background:#f6f6f6;padding:.5em;font-size:12px}img{max-width:100%}"""
 
 def runs_table(summaries: list[RunSummary], diff_keys: list[str], with_eval: bool) -> str:
     head = ["run", "start", "commit", "status", "backbone", "input", "heads", "folds", "epochs", "CV macro-F1",
-            "CV tuned", "CV mask", "CV gender", "CV age", "CV age off (years)", "per-fold F1", "wall (train epochs)"]
+            "CV tuned", "CV mask", "CV gender", "CV age", "CV age off (years)", "face share mask / gender / age",
+            "per-fold F1", "wall (train epochs)"]
     head += ["eval F1"] if with_eval else []
     head += [f"what differs ({len(diff_keys)} keys)"]
     rows = []
@@ -274,7 +307,8 @@ def runs_table(summaries: list[RunSummary], diff_keys: list[str], with_eval: boo
                  esc(s.commit[:8] + ("+dirty" if s.dirty else "")), esc(s.status),
                  esc(s.settings.get("model", "?")), esc(input_size), esc(s.heads), esc(folds), esc(s.epochs),
                  f'<b>{f3(cv.get("f1"))}</b>', f3(s.cv_tuned), f3(cv.get("f1_mask")), f3(cv.get("f1_gender")),
-                 f3(cv.get("f1_age")), f"{s.age_mae:.2f}" if s.age_mae is not None else "—", esc(per_fold),
+                 f3(cv.get("f1_age")), f"{s.age_mae:.2f}" if s.age_mae is not None else "—", share_cell(s),
+                 esc(per_fold),
                  esc(f"{s.wall_s / 60:.1f} min")]
         if with_eval:
             cells.append(f3(s.eval["f1"]) if s.eval else "—")
@@ -282,6 +316,13 @@ def runs_table(summaries: list[RunSummary], diff_keys: list[str], with_eval: boo
                      + "</span>")
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+
+
+def share_cell(s: RunSummary) -> str:
+    share = s.face_share
+    if share is None:
+        return "—"
+    return esc(" / ".join(f"{share[t]:.2f}" for t in ("mask", "gender", "age")) + f" ({share['photos']} photos)")
 
 
 def per_class_table(oof: pd.DataFrame) -> str:

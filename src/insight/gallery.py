@@ -24,8 +24,10 @@ def thumbnail(path, width: int = round(TILE_IN[0] * DPI)) -> np.ndarray | None:
 
 
 def save_gallery(rows: list[tuple[str, list[tuple[str, str]]]], path: Path, cols: int):
-    """rows: (heading, [(image path, caption), ...]); each row is one line of at most `cols` tiles."""
-    fig = pyplot().figure(figsize=(cols * TILE_IN[0], len(rows) * (TILE_IN[1] + 0.3)), layout="constrained")
+    """rows: (heading, [(image path or RGB array, caption), ...]); each row is one line of at most `cols` tiles."""
+    wide = any(isinstance(t[0], np.ndarray) and t[0].shape[1] > t[0].shape[0] for _, tiles in rows for t in tiles)
+    width = TILE_IN[0] * (1.6 if wide else 1)  # a photo with its map beside it takes a wider tile
+    fig = pyplot().figure(figsize=(cols * width, len(rows) * (TILE_IN[1] + 0.3)), layout="constrained")
     subfigs = np.atleast_1d(fig.subfigures(len(rows), 1))
     for sub, (heading, tiles) in zip(subfigs, rows):
         sub.suptitle(heading, x=0.005, ha="left", fontsize=11, fontweight="bold")
@@ -35,7 +37,7 @@ def save_gallery(rows: list[tuple[str, list[tuple[str, str]]]], path: Path, cols
             if j >= len(tiles):
                 continue
             image_path, caption = tiles[j]
-            img = thumbnail(image_path)
+            img = image_path if isinstance(image_path, np.ndarray) else thumbnail(image_path)
             if img is None:
                 ax.text(0.5, 0.5, f"image not found\n{Path(image_path).name}", ha="center", va="center", fontsize=8)
             else:
