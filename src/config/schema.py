@@ -339,6 +339,17 @@ class Photos:
 
 
 @dataclass
+class Page:
+    """the page of app.py (host, port, share and auth are Gradio's own options, passed on)"""
+    host: str = "127.0.0.1"  # where the page listens; 0.0.0.0 opens it to every machine that reaches this one (a warning says so)
+    port: Annotated[int, Range(1, 65535)] = 7860  # the page's port
+    share: bool = False  # also a public gradio.live link (Gradio's tunnel: needs the internet)
+    auth: str = ""  # user:password that the page asks for; empty: no login
+    cam: bool = True  # draw where the first run's models look for each photo's mask, gender and age (Grad-CAM)
+    max_photos: Count = 16  # photos one request may hold
+
+
+@dataclass
 class Export:
     """the exported model"""
     out: str = ""  # folder that receives model.onnx and model.json
@@ -398,6 +409,11 @@ class PredictConfig(Photos, Engine, People, Prediction, Precision, Loading, LogD
 
 
 @dataclass
+class AppConfig(Page, Engine, Prediction, Precision, Loading, LogDir):
+    """app.py: a Gradio page to try finished runs on photos, and to look at a run"""
+
+
+@dataclass
 class ExportConfig(Export, Prediction, Loading, Tracking, LogDir):
     """export.py: write finished runs as one ONNX graph (model.onnx) and what a consumer needs (model.json)"""
 
@@ -414,4 +430,4 @@ class TrackConfig(Tracking, Replay, LogDir):
 
 ENTRY_POINTS = {TrainConfig: "train.py", InferConfig: "infer.py", PseudoConfig: "pseudo_train.py",
                 PredictConfig: "predict.py", ExportConfig: "export.py", SweepConfig: "sweep.py",
-                TrackConfig: "python -m tools.track"}
+                TrackConfig: "python -m tools.track", AppConfig: "app.py"}

@@ -1,9 +1,9 @@
 """Where a model looks: Grad-CAM maps (the pytorch-grad-cam package) of each task on the backbone's last feature map,
 for any timm family the project builds, and the share of a map's mass inside the face box.
 
-The map of a task is Grad-CAM of the log-probability of the task value a photo was decided as (its mask state,
-gender or age band, summed out of the 18-class probabilities), so one forward pass explains all three heads alike,
-joint or per task. The feature map passes `MaskClassifier.features`; NHWC maps (Swin) are turned to NCHW first. A
+The map of a task is Grad-CAM of the log-odds of the task value a photo was decided as (its mask state, gender or
+age band, against the task's other values, from the 18-class outputs), so one forward pass explains all three heads
+alike, joint or per task; log-odds, unlike a log-probability, keep their gradient for a sure prediction. The feature map passes `MaskClassifier.features`; NHWC maps (Swin) are turned to NCHW first. A
 token model that reads its class token (ViT, DeiT) is explained, as pytorch-grad-cam advises, at the input of its last
 block's attention (the class token's own output has no gradient towards the patches), laid back on the patch grid.
 Maps are scaled to the model's input, each in [0, 1].
@@ -19,7 +19,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from src.labels import TASK_NAMES, TASK_SIZES, decode_label, NUM_CLASSES
 
@@ -27,15 +26,18 @@ TASKS = tuple(TASK_NAMES)  # mask, gender, age: the order of every map triple
 
 
 class TaskTarget:
-    """A Grad-CAM target: the log-probability of one task's `value` in one photo's 18-class outputs."""
+    """A Grad-CAM target: the log-odds of one task's `value` in one photo's 18-class outputs: logsumexp of the
+    logits of its classes minus that of the other classes."""
 
     def __init__(self, task: int, value: int):
         self.task, self.value = task, int(value)
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        logp = F.log_softmax(output[..., :NUM_CLASSES].float(), -1).reshape(*TASK_SIZES)
+        logits = output[..., :NUM_CLASSES].float().reshape(*TASK_SIZES)
         others = tuple(d for d in range(3) if d != self.task)
-        return logp.logsumexp(others)[self.value]
+        per_value = logits.logsumexp(others)
+        rest = torch.cat([per_value[:self.value], per_value[self.value + 1:]])
+        return per_value[self.value] - rest.logsumexp(0)
 
 
 def reshape_for(model):
