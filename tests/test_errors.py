@@ -74,7 +74,7 @@ def test_ctrl_c_and_sigterm_are_one_line_and_their_exit_codes_in_every_entry_poi
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
 
 
-ENTRY_POINTS = ["train.py", "infer.py", "pseudo_train.py", "predict.py", "export.py", "sweep.py"]
+ENTRY_POINTS = ["train.py", "infer.py", "pseudo_train.py", "predict.py", "export.py", "sweep.py", "app.py"]
 
 
 @pytest.mark.parametrize("script", ENTRY_POINTS)

@@ -201,6 +201,20 @@ def build(page: Page):
     return blocks
 
 
+def access(cfg: AppConfig) -> tuple[tuple[str, str] | None, str | None]:
+    """(Gradio's auth pair or None, a warning or None) of --auth and --host."""
+    auth = None
+    if cfg.auth:
+        user, sep, password = cfg.auth.partition(":")
+        if not sep or not user or not password:
+            raise ConfigError("--auth takes user:password")
+        auth = (user, password)
+    if cfg.host in ("127.0.0.1", "localhost", "::1"):
+        return auth, None
+    return auth, (f"warning: --host {cfg.host}: the page answers every machine that reaches this one on port "
+                  f"{cfg.port}" + ("" if auth else "; give --auth user:password"))
+
+
 def serve(cfg: AppConfig):
     """Check every run (one line for a missing one, before any server starts), open them, and serve the page."""
     from src.predict.plans import reading_runs
@@ -208,15 +222,9 @@ def serve(cfg: AppConfig):
 
     setup_logging()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: servers often have no internet
-    auth = None
-    if cfg.auth:
-        user, sep, password = cfg.auth.partition(":")
-        if not sep or not user or not password:
-            raise ConfigError("--auth takes user:password")
-        auth = (user, password)
-    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("warning: --host %s: the page answers every machine that reaches this one on port %d%s", cfg.host,
-                    cfg.port, "" if auth else "; give --auth user:password")
+    auth, warning = access(cfg)
+    if warning:
+        log.warning("%s", warning)
     with reading_runs(cfg) as plans:
         page = Page(cfg, plans)
         blocks = build(page)
