@@ -29,7 +29,7 @@ def fold_images(cfg: TrainConfig, run, k: int) -> tuple[int, int]:
     import pandas as pd
 
     from src.data.tables import load_train, with_saved_folds
-    from src.engine.trainer import dropped
+    from src.engine.fold import dropped
 
     table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
     table = with_saved_folds(table, pd.read_csv(run.folds_csv, dtype={"person_id": str}), run.folds_csv)

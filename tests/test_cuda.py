@@ -28,7 +28,8 @@ from bench.throughput import Trainer, median_rate
 from src.config.parsing import parse
 from src.config.schema import ExportConfig
 from src.data.tables import load_train
-from src.engine import builders, trainer
+from src.engine import builders
+from src.engine.fold import fold_datasets
 from src.engine.forward import forward_views, probabilities, to_device
 from src.engine.optim import build_optimizer
 from src.engine.stopping import EarlyStopping
@@ -81,7 +82,7 @@ def test_a_train_step_in_amp_with_channels_last_and_pinned_batches_reloads_on_th
     cfg = tiny_cfg(data_dir=dataset, log_dir=tmp_path, amp=amp, channels_last="true", num_workers=2)
     table = load_train(dataset, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
     images = builders.images(cfg, table["path"], builders.work_size(cfg), 0)
-    train_ds, train_labels, _, _ = trainer.fold_datasets(cfg, table, images, 0)
+    train_ds, train_labels, _, _ = fold_datasets(cfg, table, images, 0)
     loader = builders.loader(train_ds, cfg, CUDA, cfg.batch_size, drop_last=True)
     model = builders.model(cfg).to(CUDA)
     optimizer = build_optimizer(cfg, model)

@@ -15,6 +15,7 @@ import infer
 import train
 from src.data.tables import load_train
 from src.engine import trainer
+from src.engine.fold import fold_datasets
 from src.errors import NonFinite
 from src.model.losses import Criterion
 from src.run.rundir import RunDir
@@ -253,15 +254,15 @@ def test_nan_loss_stops_the_fold_with_a_message(dataset, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_non_finite_validation_fails_the_fold_and_infer_refuses_nan(dataset, tmp_path, capsys, monkeypatch):
-    from src.engine import trainer
+    from src.engine import epoch
 
-    real = trainer.predict_loader
+    real = epoch.predict_loader
 
     def nan_logits(*a, **k):
         idx, logits = real(*a, **k)
         return idx, logits * float("nan")
 
-    monkeypatch.setattr(trainer, "predict_loader", nan_logits)
+    monkeypatch.setattr(epoch, "predict_loader", nan_logits)
     code, err = cli(train.main, "--data_dir", dataset, "--log_dir", tmp_path, "--name", "n", *TINY, "--fold", "0",
                     capsys=capsys)
     assert code == 1 and "fold 0 epoch 0: the validation loss is nan" in one_line(err)
@@ -317,14 +318,14 @@ def test_drop_ages_reaches_training_only(dataset):
     cfg = tiny_cfg(drop_ages="30-45")
     rows = list(range(len(table)))
     for k in (0, 1):
-        train_ds, train_labels, val_ds, val_rows = trainer.fold_datasets(cfg, table, rows, k)
+        train_ds, train_labels, val_ds, val_rows = fold_datasets(cfg, table, rows, k)
         trained = table.iloc[train_ds.images.indices]
         assert not trained["age"].between(30, 45).any() and (trained["fold"] != k).all()
         assert len(trained) == ((table["fold"] != k) & ~span).sum()
         assert list(train_labels) == list(trained["train_label"])
         assert list(val_rows) == list(np.flatnonzero(table["fold"] == k))  # every person validates
         assert list(val_ds.labels) == list(table["label"].iloc[val_rows])  # with the true bands
-    everyone = trainer.fold_datasets(tiny_cfg(), table, rows, 0)[0]
+    everyone = fold_datasets(tiny_cfg(), table, rows, 0)[0]
     assert len(everyone) == (table["fold"] != 0).sum()
 
 
@@ -453,7 +454,7 @@ def test_resume_of_a_run_that_saved_no_epoch_takes_the_new_settings(dataset, tmp
     def fail(ins, k):
         raise RuntimeError("failed before the first epoch")
 
-    monkeypatch.setattr(trainer, "fit_fold", fail)
+    monkeypatch.setattr(trainer, "train_fold", fail)
     with pytest.raises(RuntimeError, match="before the first epoch"):
         trainer.train(cfg)
     run = RunDir(tmp_path, "early")

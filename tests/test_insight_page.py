@@ -116,7 +116,7 @@ def test_bad_photos_get_their_message_and_the_next_request_is_answered(page, dat
     png_bomb(tmp_path / "bomb.png")
     big = tmp_path / "big.jpg"
     cv2.imwrite(str(big), np.full((9000, 12000, 3), 128, np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 50])
-    expected = {"notes.jpg": "not an image format", "empty.png": "empty file (0 bytes)",
+    expected = {"notes.jpg": "not an image format", "empty.png": "an empty file: 0 bytes",
                 "bomb.png": "pixels"}
     for name, message in expected.items():
         answer, gallery = ask(url, tmp_path / name)

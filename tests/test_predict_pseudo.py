@@ -10,7 +10,7 @@ import pseudo_train
 from src.config.schema import PseudoConfig
 from src.data.images import FileImages
 from src.data.tables import load_pseudo, load_train
-from src.engine import trainer
+from src.engine.fold import fold_datasets
 from src.predict import infer as predict
 from src.run.rundir import RunDir
 from tests.helpers import ROOT, TINY, cli, one_line, run_py, tiny_cfg
@@ -32,7 +32,7 @@ def test_pseudo_threshold_filters_and_pseudo_rows_never_validate(own_run, datase
     cfg = tiny_cfg(data_dir=dataset)
     table = load_train(dataset, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
     pseudo = load_pseudo(str(everything))
-    train_ds, train_labels, val_ds, val_rows = trainer.fold_datasets(
+    train_ds, train_labels, val_ds, val_rows = fold_datasets(
         cfg, table, FileImages(table["path"]), 0, pseudo=pseudo, pseudo_images=FileImages(pseudo["path"]))
     assert len(train_ds) == (table["fold"] != 0).sum() + 28 and len(train_labels) == len(train_ds)
     assert not set(table["path"].iloc[val_rows]) & set(all_rows["path"])

@@ -23,7 +23,7 @@ cv2.setNumThreads(1)  # loader workers parallelise across images; OpenCV threads
 def image_header(data: bytes, path, max_pixels: int) -> str | None:
     """Problems visible without decoding: an empty file, unreadable header, too many pixels, a JPEG cut short."""
     if not data:
-        return f"{path}: empty file (0 bytes), not an image"
+        return f"{path}: unreadable or corrupt image (an empty file: 0 bytes)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

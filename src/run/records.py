@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from src import decision, people
-from src.labels import PROB_COLUMNS
+from src.config import policy
+from src.config.schema import TrainConfig
+from src.labels import NUM_CLASSES, PROB_COLUMNS
 from src.metrics import confusion, confusion_text, evaluate, scores
 from src.run.atomic import save_npz, save_text
 from src.run.figures import confusion_figure
@@ -94,11 +96,42 @@ class RunRecords:
         if self.tracking is not None:
             self.tracking.close()
 
-    def write_cv(self, n_folds: int, photo_people: PhotoPeople | None = None) -> dict:
+    def started(self, cfg: TrainConfig, dist, table: pd.DataFrame, left_out: np.ndarray, data_warnings: list[str]):
+        """The run's first lines: where and what (the settings, what differs from the defaults and recipes), the
+        warnings of its settings and data, and the data it trains on."""
+        log.info("run %s  commit %s  device %s  world %d%s\n%s", self.run.root, policy.git_commit()[0], dist.device,
+                 dist.world, f"  backend {dist.backend}" if dist.backend else "", policy.dump(cfg, TrainConfig))
+        log.info("%s", "\n".join(policy.changes(cfg, cfg.recipes)))
+        for warning in policy.pointless(cfg):
+            log.warning("warning: %s", warning)
+        for warning in data_warnings:  # the console showed them while the data loaded
+            log.warning("warning: %s", warning, extra=FILE_ONLY)
+        if dist.device.type != "cuda" and cfg.amp != "none":
+            log.info("amp=%s applies on CUDA only; this run uses fp32 on %s", cfg.amp, dist.device)
+        log.info("data: %d images of %d people; class counts (training labels) %s", len(table),
+                 table["person_id"].nunique(), np.bincount(table["train_label"], minlength=NUM_CLASSES).tolist())
+        if left_out.any():
+            log.info("drop_ages %s: %d images of %d people left out of training (they still validate)", cfg.drop_ages,
+                     left_out.sum(), table.loc[left_out, "person_id"].nunique())
+
+    def write_cv(self, cfg: TrainConfig, photo_people: PhotoPeople | None = None) -> dict:
+        """cv.json (and decision.json, people.npz) once the configured folds have run; its lines; TensorBoard's
+        HParams."""
         with self.run.lock():
-            cv = write_cv(self.run, n_folds, photo_people)
+            cv = write_cv(self.run, cfg.n_folds, photo_people)
         self.fold = None
         self.track()
+        if not cv:
+            return cv
+        log.info("CV macro-F1 %.4f over %d out-of-fold images; per fold %s", cv["cv_f1"], cv["oof_rows"],
+                 {k: round(v, 4) for k, v in cv["fold_f1"].items()})
+        if "cv_f1_tuned" in cv:
+            log.info("CV macro-F1 with the tuned decision %.4f (cross-fitted: each fold decided by offsets%s fitted "
+                     "on the others; argmax %.4f); in %s", cv["cv_f1_tuned"],
+                     " and age cut points" if "cv_age_mae" in cv else "", cv["cv_f1"], self.run.decision)
+        if "cv_age_mae" in cv:
+            log.info("age head %s: %.2f years off on average, out of fold", cfg.age_head, cv["cv_age_mae"])
+        self.hparams(policy.settings(cfg, TrainConfig), cv)
         return cv
 
 

@@ -1,0 +1,186 @@
+"""One fold of a run: its datasets, loaders and training objects (build_fold), and its loop (train_fold): restore from
+last.pt, then train, validate where due and finish each epoch (src/engine/epoch.py) until the last or an early stop."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import ConcatDataset, Subset
+
+from src import seeds
+from src.config.schema import AgeSpan, TrainConfig
+from src.data.dataset import FaceDataset, Take
+from src.data.samplers import train_sampler
+from src.engine import builders
+from src.engine import dist as dist_mod
+from src.engine.epoch import finish_epoch, train_one_epoch, validate, validation_due
+from src.engine.optim import build_optimizer, build_scheduler
+from src.engine.stopping import EarlyStopping
+from src.labels import BAND_CUTS
+from src.model.age import NUMBER_HEADS
+from src.run.checkpoint import FOR_RESUME, read
+from src.run.logging import log
+from src.run.records import RunRecords
+from src.run.rundir import RunDir
+from src.run.saver import FoldObjects, FoldSaver, saved_state
+
+
+@dataclass
+class Progress:
+    """Where training is, for the line an interruption prints: the fold, its epoch, and its last.pt."""
+    fold: int | None = None
+    epoch: int = 0
+    last: Path | None = None
+
+    def stopped(self, signal_name: str) -> str:
+        if self.fold is None:
+            return f"interrupted ({signal_name}) before a fold started; nothing of the run's training was lost"
+        saved = read(self.last, FOR_RESUME, mmap=True)["epoch"] if self.last and self.last.is_file() else None
+        kept = f"last.pt (epoch {saved}) is intact" if saved is not None else "no epoch of it was saved yet"
+        return f"interrupted ({signal_name}) in fold {self.fold}, epoch {self.epoch}: {kept}; continue with --resume"
+
+
+@dataclass
+class RunInputs:
+    """What every fold of a run shares: its data, image sources and writers."""
+    cfg: TrainConfig
+    dist: dist_mod.Dist
+    run: RunDir
+    table: pd.DataFrame
+    images: object
+    pseudo: pd.DataFrame | None = None
+    pseudo_images: object = None
+    unlabeled_images: object = None
+    records: RunRecords | None = None  # rank 0 only
+    progress: Progress = field(default_factory=Progress)  # updated by train_fold
+    after_epoch: Callable[[int, int, dict, bool], None] | None = None  # (fold, epoch, metrics, fold's last epoch), rank 0, after last.pt; metrics are {} on an epoch not validated
+
+
+@dataclass
+class Fold:
+    """One fold's data and training objects (build_fold)."""
+    k: int
+    train_ds: object
+    sampler: object
+    train_loader: object
+    val_loader: object
+    val_labels: torch.Tensor
+    val_rows: np.ndarray  # rows of the run's table, in val_loader's order
+    unl_loader: object  # the unlabelled stream of UDA, or None
+    unl_sampler: object
+    criterion: torch.nn.Module
+    sched_when: str  # when the scheduler steps: batch, epoch, val_loss (or never)
+    eval_model: torch.nn.Module  # the weights that validate, are saved as best_* and predict
+    objects: FoldObjects  # what last.pt holds
+
+
+def train_fold(ins: RunInputs, k: int):
+    """Build, restore, loop (train, validate, finish the epoch), stop."""
+    cfg, dist, run = ins.cfg, ins.dist, ins.run
+    state = saved_state(run, k)
+    if state is not None and state.finished:
+        log.info("fold %d: finished earlier, skipped", k)
+        return
+    if dist.main:
+        run.fold(k).mkdir(parents=True, exist_ok=True)
+    # each fold starts from its own seed: the same weights whether it trains alone, after other folds, or again
+    seeds.seed_everything(seeds.fold_seed(cfg.seed, k, dist.rank), cfg.deterministic)
+    fold = build_fold(ins, k)
+    saver = FoldSaver(run, k, fold.objects, oof_from=cfg.oof_from, records=ins.records, writes=dist.main)
+    start_epoch = saver.resume(state, steps_per_epoch=len(fold.train_loader), rank=dist.rank, world=dist.world,
+                               network=f"model {cfg.model}, heads {cfg.heads}")
+    if state is not None and start_epoch >= cfg.epochs:  # resumed with fewer epochs than it already ran
+        # the saved epoch becomes the fold's last; it is validated now (val_every may have skipped it), so the fold
+        # ends with its oof.csv and best_* files as if it had stopped there
+        saver.finish_saved(state, validate(ins, fold, state.epoch))
+        log.info("fold %d: already ran %d epochs (%d asked); validated epoch %d and marked finished", k, start_epoch,
+                 cfg.epochs, state.epoch)
+        dist_mod.barrier(dist)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            ins.progress.epoch = epoch
+            saver.check()  # the previous epoch's files could not be written: stop before training another
+            started = time.perf_counter()
+            stats = train_one_epoch(ins, fold, epoch)
+            validated = validate(ins, fold, epoch) if validation_due(ins, fold, epoch) else None
+            if finish_epoch(ins, fold, saver, epoch, stats, validated, started):
+                break
+    finally:
+        saver.wait()  # however the loop ended, its last writes are done before the fold's lock is released
+    saver.end()
+
+
+def build_fold(ins: RunInputs, k: int) -> Fold:
+    """Fold k's datasets, loaders and training objects, drawn in one fixed order from the fold's seed."""
+    cfg, dist, device = ins.cfg, ins.dist, ins.dist.device
+    seed = seeds.fold_seed(cfg.seed, k, dist.rank)
+    train_ds, train_labels, val_ds, val_rows = fold_datasets(cfg, ins.table, ins.images, k, dist.rank, ins.pseudo,
+                                                             ins.pseudo_images)
+    sampler = train_sampler(cfg.sampler, train_labels, dist.world, dist.rank, cfg.seed)
+    train_loader = builders.loader(train_ds, cfg, device, cfg.batch_size, sampler,
+                                   drop_last=len(train_ds) > cfg.batch_size, seed=seed)
+    val_loader = builders.loader(Subset(val_ds, range(dist.rank, len(val_ds), dist.world)), cfg, device,
+                                 cfg.infer_batch_size, seed=seed)
+    unl_loader, unl_sampler = unlabeled_loader(ins, seed) if cfg.uda else (None, None)
+    model = builders.model(cfg).to(device)
+    criterion = builders.criterion(cfg, train_labels).to(device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler, sched_when = build_scheduler(cfg, optimizer, len(train_loader))
+    stopper = EarlyStopping(cfg.early_stop_monitor, cfg.early_stop_mode, cfg.early_stop_patience,
+                            cfg.early_stop_min_delta)
+    forward_model = builders.forward_model(cfg, model)
+    ema = builders.ema(cfg, model)
+    step = builders.train_step(
+        cfg, DistributedDataParallel(forward_model, device_ids=[device.index] if device.type == "cuda" else None)
+        if dist.enabled else forward_model, criterion, optimizer, device, ema, model)
+    # the weights that validate, are saved as best_* and predict: the average when there is one
+    eval_model, kept = (ema.module, ema.module) if ema is not None else (forward_model, model)
+    return Fold(k, train_ds, sampler, train_loader, val_loader, torch.as_tensor(val_ds.labels), val_rows, unl_loader,
+                unl_sampler, criterion, sched_when, eval_model,
+                FoldObjects(model=model, optimizer=optimizer, scheduler=scheduler, step=step, stopper=stopper, ema=ema,
+                            kept=kept))
+
+
+def dropped(table: pd.DataFrame, drop_ages: str) -> np.ndarray:
+    """Rows of people whose age drop_ages names: they never train, but validate in their fold."""
+    span = AgeSpan.bounds(drop_ages)
+    return table["age"].between(*span).to_numpy() if span else np.zeros(len(table), dtype=bool)
+
+
+def fold_datasets(cfg: TrainConfig, table: pd.DataFrame, images, k: int, rank: int = 0, pseudo=None,
+                  pseudo_images=None):
+    """(train dataset, its labels, validation dataset, validation rows of `table`) of fold k.
+    Pseudo-labelled rows only ever join the training side."""
+    seed = seeds.fold_seed(cfg.seed, k, rank)
+    folds = table["fold"].to_numpy()
+    tr, va = np.flatnonzero((folds != k) & ~dropped(table, cfg.drop_ages)), np.flatnonzero(folds == k)
+    train_labels = table["train_label"].to_numpy()[tr]
+    # a number age head learns the exact age; the age filter's "60+" (age >= age_filter) is 60 there too
+    ages = np.where(table["age"] >= cfg.age_filter, BAND_CUTS[1], table["age"]).astype(int)[tr] \
+        if cfg.age_head in NUMBER_HEADS else None
+    train_ds = FaceDataset(Take(images, tr), train_labels, builders.train_transform(cfg), seed=seed, ages=ages)
+    if pseudo is not None and len(pseudo):
+        pseudo_ds = FaceDataset(pseudo_images, pseudo["label"].to_numpy(), builders.train_transform(cfg),
+                                seed=seeds.pseudo_seed(seed))
+        train_labels = np.concatenate([train_labels, pseudo["label"].to_numpy()])
+        train_ds = ConcatDataset([train_ds, pseudo_ds])
+    val_ds = FaceDataset(Take(images, va), table["label"].to_numpy()[va], builders.eval_transform(cfg))
+    return train_ds, train_labels, val_ds, va
+
+
+def unlabeled_loader(ins: RunInputs, seed: int) -> tuple:
+    """(loader, sampler) of UDA's unlabelled images: its own seed, the same on every fold."""
+    cfg, dist = ins.cfg, ins.dist
+    unl_seed = seeds.unlabeled_seed(cfg.seed)
+    unl_ds = FaceDataset(ins.unlabeled_images, None, builders.uda_transform(cfg),
+                         seed=seeds.unlabeled_seed(cfg.seed, dist.rank))
+    unl_sampler = train_sampler("none", np.zeros(len(unl_ds), int), dist.world, dist.rank, unl_seed)
+    unl_bs = max(1, round(cfg.batch_size * cfg.uda_ratio))
+    return builders.loader(unl_ds, cfg, dist.device, unl_bs, unl_sampler, drop_last=len(unl_ds) > unl_bs,
+                           seed=seed), unl_sampler
