@@ -14,6 +14,12 @@ import sys
 import threading
 
 
+def first_line(error: Exception) -> str:
+    """An exception's message as one short line."""
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
 def brief(value, limit: int = 60) -> str:
     """repr(value) for a message, cut to `limit` characters: a value read from a file never floods the line."""
     text = repr(value)

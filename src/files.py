@@ -3,6 +3,7 @@ or a device is a problem naming it, not a hang). YAML and JSON that a user or a 
 with limits: no YAML alias (an anchor can expand without end), bounded nesting and size."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -108,3 +109,33 @@ def read_yaml(path):
 def read_json(path):
     """A JSON file's value through load_json's limits; OSError or ValueError when it cannot be."""
     return load_json(read_document(path))
+
+
+def read_object(path, read=read_json) -> dict | None:
+    """A JSON (or `read`'s) file's object, or None while it is missing, unreadable or not an object."""
+    try:
+        data = read(path)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+FINGERPRINT_BYTES = 8 << 20  # files up to this size are told apart by content, larger ones by size and time
+
+
+def fingerprint(path) -> str | None:
+    """What tells a file's versions apart: its content's SHA-256, or size and time for a large file; None if absent."""
+    try:
+        stat = Path(path).stat()
+        return (f"{stat.st_size}:{stat.st_mtime_ns}" if stat.st_size > FINGERPRINT_BYTES
+                else hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    except OSError:
+        return None
+
+
+def mtime_ms(path) -> int | None:
+    """A file's modification time in milliseconds, or None when it is absent."""
+    try:
+        return int(Path(path).stat().st_mtime * 1000)
+    except OSError:
+        return None

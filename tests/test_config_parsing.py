@@ -91,7 +91,7 @@ def test_checkpoint_choices_are_the_run_folders_checkpoint_kinds():
 def test_each_entry_point_takes_only_its_keys():
     with pytest.raises(ConfigError, match="--lr is a setting of train.py and pseudo_train.py; infer.py does not"):
         parse(["--lr", "0.1"], InferConfig)
-    with pytest.raises(ConfigError, match="--tta is a setting of infer.py, pseudo_train.py, predict.py and export.py; train.py does not"):
+    with pytest.raises(ConfigError, match="--tta is a setting of infer.py, pseudo_train.py, predict.py, export.py and app.py; train.py does not"):
         parse(["--tta", "none"])
     with pytest.raises(ConfigError, match="--out is a setting of infer.py, predict.py and export.py; pseudo_train.py does not"):
         parse(["--out", "x.csv"], PseudoConfig)

@@ -22,5 +22,5 @@ def test_every_option_of_every_entry_point_is_in_the_reference():
     assert "- `PATH ...` (" in text  # predict.py's photos, given as bare words
     assert "- `--crop` (none | center | face; default `none`): whole frame" in text
     assert "has an effect only with `--head arcface`" in text  # Needs(...) beside arc_s and arc_m
-    assert "Taken by: train.py, infer.py, pseudo_train.py, predict.py, export.py, python -m tools.track." in text
+    assert "Taken by: train.py, infer.py, pseudo_train.py, predict.py, export.py, python -m tools.track, app.py." in text
     assert max(len(line) for line in text.splitlines()) <= 119

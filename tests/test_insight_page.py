@@ -3,14 +3,12 @@ predict.py's, bad photos get their message and the next request is answered, 8 r
 run that a trainer still writes uses its finished folds and says so, a run that does not exist is one line before any
 server; and headless Chromium uploads a photo, sees the decision and takes a screenshot."""
 import concurrent.futures
-import os
 import re
 import shutil
 import socket
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -19,38 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.page import ask, free_port, serve
 from src.run.rundir import RunDir
 from tests.helpers import ROOT, first_eval_image
-
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(log_dir: Path, name: str, log: Path):
-    """app.py on a free port; (process, url) once the page answers."""
-    import urllib.request
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "app.py", "--log_dir", str(log_dir), "--run", name, "--port", str(port)],
-                            cwd=ROOT, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"app.py exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise AssertionError(f"app.py did not answer within 180 s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +32,6 @@ def page(trained_run, tmp_path_factory):
     yield url, logs, name
     proc.terminate()
     proc.wait(timeout=30)
-
-
-def client(url):
-    from gradio_client import Client
-
-    return Client(url, verbose=False, analytics_enabled=False, download_files=False)
-
-
-def ask(url, *paths):
-    from gradio_client import handle_file
-
-    return client(url).predict([handle_file(str(p)) for p in paths], None, api_name="/predict")
 
 
 def classes_said(markdown: str) -> dict[str, int]:

@@ -57,7 +57,8 @@ def test_a_kill_between_any_two_writes_of_a_fold_leaves_a_fold_that_resumes(few_
     assert list(want["rows"]["epoch"]) == [0, 1]
     first_last = seen.index([straight.last(0)])
     assert seen[-1] == [straight.cv]  # the run's, once the fold ended
-    epoch_1 = range(first_last + 1, len(seen) - 1)
+    second_last = len(seen) - 1 - seen[::-1].index([straight.last(0)])  # after it, only the run's writes
+    epoch_1 = range(first_last + 1, second_last + 1)
     assert {"oof.csv", "confusion.png", "metrics.csv", "last.pt"} <= {p.name for i in epoch_1 for p in seen[i]}, seen
     for n in epoch_1:
         name = f"kill{n}"

@@ -34,7 +34,7 @@ import train
 from src.engine import trainer
 from src.run.rundir import RunDir
 from src.run.trackers import PINS
-from src.run.tracking import saved_epoch
+from src.run.checkpoint import saved_epoch
 from tests.helpers import ROOT, TINY, cli, one_line, read_only, tiny_cfg
 from tools import track
 
@@ -159,6 +159,26 @@ def test_folds_side_by_side_killed_and_resumed_log_every_epoch_once_into_the_sam
     assert [t["epochs"] for t in state.values()] == [{"0": 2, "1": 1}] and "failed" not in json.dumps(state)
 
 
+@pytest.mark.slow
+def test_live_tracking_sends_each_epoch_as_soon_as_its_last_pt_is_written(dataset, tmp_path, empty_store, monkeypatch):
+    """Each epoch's files are written on the writer thread, last.pt last, then the records are told: the ledger then
+    holds that very epoch, not the one before."""
+    from src.run.records import RunRecords
+
+    logs = tmp_path / "logs"
+    store_in(logs, empty_store)
+    seen, real = [], RunRecords.epoch_saved
+
+    def epoch_saved(self, row, cm):
+        real(self, row, cm)
+        (target,) = json.loads(self.run.tracking.read_text())["targets"].values()
+        seen.append((row["fold"], row["epoch"], target["epochs"].get(str(row["fold"]))))
+
+    monkeypatch.setattr(RunRecords, "epoch_saved", epoch_saved)
+    trainer.train(tiny_cfg(data_dir=dataset, log_dir=logs, name="live", fold=0, epochs=3, tracker="mlflow"))
+    assert seen == [(0, 0, 0), (0, 1, 1), (0, 2, 2)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -247,8 +267,9 @@ def test_replay_of_an_untracked_run_sends_it_once_and_infer_and_export_add_their
     uri = store_in(logs, empty_store)
     assert not run.tracking.exists()
     assert track.main(["--run", name, "--log_dir", str(logs), "--tracker", "mlflow"]) == 0
-    # 2 folds x 2 epochs; config.yaml, cv.json, decision.json and each fold's confusion.png; the run and 2 folds
-    assert ": 1 cv, 4 epochs, 5 files, 3 runs" in capsys.readouterr().out
+    # 2 folds x 2 epochs; config.yaml, cv.json, decision.json, the out-of-fold confusion.png and each fold's; the run
+    # and 2 folds
+    assert ": 1 cv, 4 epochs, 6 files, 3 runs" in capsys.readouterr().out
     parent, children = assert_run_in_mlflow(uri, logs.name, run, folds=2)
     before = run.tracking.read_bytes()
     history = {k: steps(uri, c.info.run_id, "val_f1") for k, c in children.items()}
@@ -336,16 +357,17 @@ def offline_run(path: Path) -> dict:
     def values(items) -> dict:
         return {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
 
-    config, summary, history = {}, {}, []
+    config, summary, history, name = {}, {}, [], ""
     for record in wandb_records(path, wandb_internal_pb2.Record):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             config |= values(record.run.config.update)
+            name = record.run.display_name or name
         elif kind == "summary":
             summary |= values(record.summary.update)
         elif kind == "history":
             history.append(values(record.history.item))
-    return dict(config=config, summary=summary, history=history)
+    return dict(config=config, summary=summary, history=history, name=name)
 
 
 # run with wandb on PYTHONPATH, after the imports and the two readers above: a replay with --tracker wandb, a second
@@ -356,14 +378,16 @@ logs, name, out = sys.argv[1:]
 codes = [track.main(["--run", name, "--log_dir", logs, "--tracker", "wandb"]),
          track.main(["--run", name, "--log_dir", logs])]  # the trackers tracking.json names: nothing new
 found = sorted(Path(logs, name, "wandb").glob("offline-run-*/run-*.wandb"))
-Path(out).write_text(json.dumps(dict(codes=codes, found=[str(f) for f in found], **offline_run(found[0]))))
+runs = {r["name"]: r for r in map(offline_run, found)}
+Path(out).write_text(json.dumps(dict(codes=codes, found=[str(f) for f in found], runs=runs)))
 """
 
 
 def test_wandb_logs_offline_into_the_run_folder_with_the_config_and_the_cv_f1(own_run, tmp_path):
-    """W&B offline (WANDB_MODE unset): the offline run in the run folder holds the config, cv.json's cv_f1 in its
-    summary, each epoch's val_f1 and the confusion figures; a second replay opens no second W&B run. wandb is not in
-    requirements.txt, so this runs in a subprocess that finds the pinned one in .cache/."""
+    """W&B offline (WANDB_MODE unset), in W&B's K-fold layout: a run per fold and one for the whole run, in the run
+    folder. They hold the config, each epoch's val_f1 (step = epoch), the confusion figures, and cv.json's cv_f1 in the
+    whole run's summary; a second replay opens no W&B run again. wandb is not in requirements.txt, so this runs in a
+    subprocess that finds the pinned one in .cache/."""
     logs, name = own_run
     run = RunDir(logs, name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
@@ -377,16 +401,18 @@ def test_wandb_logs_offline_into_the_run_folder_with_the_config_and_the_cv_f1(ow
     assert proc.returncode == 0 and out.is_file(), proc.stderr[-3000:]
     got = json.loads(out.read_text())
     assert got["codes"] == [0, 0] and proc.stdout.strip().endswith(": nothing new to send"), proc.stdout
-    assert "W&B offline (WANDB_MODE unset)" in proc.stderr and f"wandb sync {run.wandb}/offline-run-*" in proc.stderr
-    assert len(got["found"]) == 1 and len(list(run.wandb.glob("offline-run-*"))) == 1  # the second opened none
+    assert "W&B offline (WANDB_MODE unset)" in proc.stdout and f"wandb sync {run.wandb}/offline-run-*" in proc.stdout
+    runs = got["runs"]
+    assert sorted(runs) == [name, f"{name}.fold0", f"{name}.fold1"]
+    assert len(got["found"]) == 3 and len(list(run.wandb.glob("offline-run-*"))) == 3  # the second opened none
     saved = __import__("yaml").safe_load(run.config.read_text())
-    config = got["config"]
-    assert config["model"] == saved["model"] and config["lr"] == saved["lr"] and config["git_commit"]
-    assert got["summary"]["cv_f1"] == pytest.approx(json.loads(run.cv.read_text())["cv_f1"])
+    for config in (r["config"] for r in runs.values()):
+        assert config["model"] == saved["model"] and config["lr"] == saved["lr"] and config["git_commit"]
+    assert runs[name]["summary"]["cv_f1"] == pytest.approx(json.loads(run.cv.read_text())["cv_f1"])
     metrics = pd.read_csv(run.metrics)
-    assert [h["fold0/val_f1"] for h in got["history"] if "fold0/val_f1" in h] == pytest.approx(
+    assert [h["val_f1"] for h in runs[f"{name}.fold0"]["history"] if "val_f1" in h] == pytest.approx(
         metrics[metrics["fold"] == 0].sort_values("epoch")["val_f1"].tolist())
-    assert any(key.startswith("fold1/confusion") for h in got["history"] for key in h)
+    assert any(key.startswith("fold1/confusion") for h in runs[f"{name}.fold1"]["history"] for key in h)
 
 
 def test_a_sweep_trial_goes_to_the_studys_experiment_tagged_with_trial_and_state(own_run, empty_store, capsys):

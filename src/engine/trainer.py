@@ -38,7 +38,6 @@ def train(cfg: TrainConfig, after_epoch: Callable[[int, int, dict, bool], None] 
         log.warning("%s", e, extra=FILE_ONLY)
         raise
     finally:
-        tracking.close_all()  # the trackers this run opened, however it ended
         dist_mod.cleanup()
 
 
@@ -60,23 +59,22 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) ->
     table = with_saved_folds(table, saved_folds, run.folds_csv)
     setup_logging(run.train_log, dist.main)
     seeds.seed_everything(cfg.seed + dist.rank, cfg.deterministic)
-    records = RunRecords(run, trackers) if dist.main else None
-    if records is not None:
-        records.started(cfg, dist, table, left_out, data_report["warnings"])
-    images, pseudo_images, unlabeled_images = shared_image_sources(cfg, dist, table, pseudo, unlabeled)
-    ins = RunInputs(cfg, dist, run, table, images, pseudo, pseudo_images, unlabeled_images, records, progress,
-                    after_epoch)
-    for k in range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]:
-        with run.fold_lock(k) if dist.main else contextlib.nullcontext():
-            progress.fold, progress.epoch, progress.last = k, 0, run.last(k)
-            train_fold(ins, k)
-    if records is None:
-        return {}
-    photo_people = PhotoPeople(lambda paths: appearance(paths, cfg.max_image_pixels, default_workers(cfg.num_workers)),
-                               dict(zip(table["path"], table["person_id"].astype(str))))
-    cv = records.write_cv(cfg, photo_people)
-    records.close()
-    return cv
+    with RunRecords(run, trackers) if dist.main else contextlib.nullcontext() as records:  # closed however it ends
+        if records is not None:
+            records.started(cfg, dist, table, left_out, data_report["warnings"])
+        images, pseudo_images, unlabeled_images = shared_image_sources(cfg, dist, table, pseudo, unlabeled)
+        ins = RunInputs(cfg, dist, run, table, images, pseudo, pseudo_images, unlabeled_images, records, progress,
+                        after_epoch)
+        for k in range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]:
+            with run.fold_lock(k) if dist.main else contextlib.nullcontext():
+                progress.fold, progress.epoch, progress.last = k, 0, run.last(k)
+                train_fold(ins, k)
+        if records is None:
+            return {}
+        photo_people = PhotoPeople(lambda paths: appearance(paths, cfg.max_image_pixels,
+                                                            default_workers(cfg.num_workers)),
+                                   dict(zip(table["path"], table["person_id"].astype(str))))
+        return records.write_cv(cfg, photo_people)
 
 
 def shared_image_sources(cfg: TrainConfig, dist, table, pseudo, unlabeled):

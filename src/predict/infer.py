@@ -144,7 +144,7 @@ def write_submission(cfg: InferConfig, info: pd.DataFrame, plans: list[RunPlan],
         probs_df[YEARS] = years
     folds = {plan.name: dict(used=plan.folds, checkpoint=plan.checkpoint,
                              still_training={k: who for k, who in plan.training.items()}) for plan in plans}
-    replace_together({files["probs"]: csv_writer(probs_df, float_format="%.6f"),
+    replace_together({files["probs"]: csv_writer(probs_df, float_format="%.6g"),
                       files["preview"]: png_writer(preview_figure(info, probs, classes), dpi=60),
                       files["settings"]: text_writer(policy.dump(cfg, extra=dict(folds=folds, decision=decided,
                                                                                   grouping=found.record()))),
@@ -165,7 +165,7 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
         probs, _, labels, _, found = predict_and_decide(cfg, plans, unlabeled["path"])
     df = pd.DataFrame({"path": unlabeled["path"], "label": labels, "confidence": probs[np.arange(len(probs)), labels]})
     kept = df[df["confidence"] >= cfg.pseudo_threshold]
-    save_csv(kept, run.pseudo_labels, float_format="%.6f")
+    save_csv(kept, run.pseudo_labels, float_format="%.6g")
     save_text(policy.dump(cfg, Prediction, extra=dict(checkpoints={p.name: p.checkpoint for p in plans},
                                                       grouping=found.record())),
               run.pseudo_settings)

@@ -125,7 +125,7 @@ def as_json(df: pd.DataFrame) -> str:
 
 
 def output_text(df: pd.DataFrame, fmt: str) -> str:
-    return as_json(df) if fmt == "json" else df.to_csv(index=False, float_format="%.6f")
+    return as_json(df) if fmt == "json" else df.to_csv(index=False, float_format="%.6g")
 
 
 def check_out(cfg: PredictConfig, found):

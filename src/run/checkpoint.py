@@ -111,6 +111,15 @@ def load_into(model: torch.nn.Module, weights: dict, path: Path, network: str):
                               f"({detail[:120]}); restore the settings the run was trained with") from None
 
 
+def saved_epoch(last: Path) -> tuple[int, bool]:
+    """(the epoch a fold's last.pt saved, whether the fold finished); (-1, False) without a readable one."""
+    try:
+        state = read(last, FOR_RESUME, mmap=True)
+        return int(state["epoch"]), bool(state.get("finished"))
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return -1, False
+
+
 def is_finished(last_path: Path) -> bool:
     """Whether a fold's last.pt marks it finished; mmap reads the flag without the optimizer state."""
     return last_path.is_file() and bool(read(last_path, FOR_RESUME, mmap=True).get("finished"))

@@ -20,7 +20,7 @@ from src.config.schema import TrainConfig
 from src.labels import NUM_CLASSES, PROB_COLUMNS
 from src.metrics import confusion, confusion_text, evaluate, scores
 from src.run.atomic import save_npz, save_text
-from src.run.figures import confusion_figure
+from src.run.figures import confusion_figure, save_png
 from src.run.logging import CONSOLE_ONLY, FILE_ONLY, log
 from src.run import tracking
 from src.run.oof import AGE, oof_years, read_oof
@@ -35,18 +35,17 @@ class RunRecords:
     Each fold's own files hold its state; cv.json is rebuilt from them under the run's lock, so processes training
     different folds side by side never overwrite each other's records."""
 
-    def __init__(self, run: RunDir, trackers: tracking.Wanted | None = None):
+    def __init__(self, run: RunDir, trackers: list[tracking.Record] = ()):
         from torch.utils.tensorboard import SummaryWriter  # imported here: inference and benchmarks skip it
 
         self.run = run
         self.writer = SummaryWriter(str(run.tensorboard))
-        self.tracking = tracking.start(trackers or tracking.Wanted(), run)
+        self.tracking = tracking.start(trackers, run)
         self.fold: int | None = None  # the fold this process trains now (its lock is ours)
 
     def track(self):
         """Send the trackers what the run folder holds and they lack (an epoch once its last.pt is saved)."""
-        if self.tracking is not None:
-            self.tracking.sync(self.fold)
+        self.tracking.sync(self.fold)
 
     def start_fold(self, k: int):
         """Fold k (its lock is ours) starts or resumes here."""
@@ -91,10 +90,13 @@ class RunRecords:
         self.writer.add_hparams(values, {f"hparams/{k}": v for k, v in cv.items() if isinstance(v, float)},
                                 run_name="hparams")
 
-    def close(self):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        """The records close however training ended; the trackers get a last sync unless a signal stopped it."""
         self.writer.close()
-        if self.tracking is not None:
-            self.tracking.close()
+        self.tracking.close(self.fold, send=kind is None or issubclass(kind, Exception))
 
     def started(self, cfg: TrainConfig, dist, table: pd.DataFrame, left_out: np.ndarray, data_warnings: list[str]):
         """The run's first lines: where and what (the settings, what differs from the defaults and recipes), the
@@ -169,6 +171,8 @@ def write_cv(run: RunDir, n_folds: int, photo_people: PhotoPeople | None = None)
                                       scores(labels, grouped.crossed).items() if k != "f1"}
             chosen |= dict(person_offsets=rounded(grouped.offsets), cv_f1_grouped_tuned=grouped.cv_tuned)
         save_text(json.dumps(chosen, indent=2), run.decision)
+    save_png(confusion_figure(confusion(labels, oof["pred"]), f"{run.name}: out-of-fold rows of {oof['fold'].nunique()} "
+                              f"fold(s), CV macro-F1 {whole['f1']:.4f}"), run.oof_confusion)
     save_text(json.dumps(cv, indent=2), run.cv)
     return cv
 

@@ -3,6 +3,7 @@
 Nothing else spells a file name of a run. Layout (docs/run-folder.md):
 
     <log_dir>/<name>/config.yaml  folds.csv  train.log  metrics.csv  cv.json  decision.json  people.npz  tb/
+                     confusion.png   (the confusion matrix of every fold's out-of-fold rows, with cv.json)
                      pseudo_labels.csv (+ .yaml)
                      fold<k>/last.pt  best_f1.pt  best_loss.pt  best_acc.pt  oof.csv  confusion.png  metrics.csv
     <log_dir>/.<name>.lock   the run's lock (creation, run-level files); .<name>.fold<k>.lock: fold k's trainer;
@@ -13,7 +14,7 @@ Nothing else spells a file name of a run. Layout (docs/run-folder.md):
                      sweep.json   (a trial of sweep.py: study, trial, parameters, state)
                      tracking.json   where the run is tracked (--tracker): tracker run ids, what was sent, what failed
                      wandb/offline-run-*   the W&B runs of --tracker wandb (offline unless WANDB_MODE says otherwise)
-    <log_dir>/.<name>.track.lock   held while a process sends the run to its trackers; .<name>.wandb.lock: its W&B run
+    <log_dir>/.<name>.track.lock   held while a process sends the run to its trackers
     <log_dir>/report.html   the comparison of runs (python -m tools.report)
     <log_dir>/sweeps.db     the sweeps' embedded Optuna storage (sweep.py without --storage)
     <log_dir>/mlflow.db  mlartifacts/   the embedded MLflow store of --tracker mlflow and its files; .mlflow.db.lock
@@ -175,6 +176,7 @@ class RunDir:
     pseudo_settings = property(lambda self: self.root / PSEUDO_SETTINGS)
     submission = property(lambda self: self.root / SUBMISSION)
     errors = property(lambda self: self.root / ERRORS)
+    oof_confusion = property(lambda self: self.root / CONFUSION)
     label_issues = property(lambda self: self.root / LABEL_ISSUES)
     label_issues_gallery = property(lambda self: self.root / LABEL_ISSUES_GALLERY)
     tracking = property(lambda self: self.root / TRACKING)
@@ -234,11 +236,6 @@ class RunDir:
         """Held while a process sends the run to its trackers and updates tracking.json: processes training folds side
         by side, and tools.track, send each record once."""
         return exclusive(self.log_dir / f".{self.name}.track.lock", wait=True, busy=f"tracking of run {self.name}")
-
-    def wandb_lock(self):
-        """Held by the one process whose W&B run of this run is open; another finds it busy and leaves the sending to
-        it (or to a later sync)."""
-        return exclusive(self.log_dir / f".{self.name}.wandb.lock", wait=False, busy=f"the W&B run of run {self.name}")
 
     def reading(self):
         """Held while a process reads the run and writes into it (infer, predict, export, pseudo labels, report):

@@ -183,7 +183,7 @@ class FoldSaver:
             save_best(self.run.checkpoint(self.k, BEST_BY_METRIC[key]), weights, epoch, validated.metrics, key)
         if keep:
             save_csv(oof_rows(self.k, validated.paths, validated.labels, validated.probs, validated.years,
-                              validated.ages), self.run.oof(self.k), float_format="%.6f")
+                              validated.ages), self.run.oof(self.k), float_format="%.6g")
             f1 = evaluate(validated.labels, validated.probs)["f1"]
             save_png(confusion_figure(cm, f"fold {self.k} epoch {epoch} F1 {f1:.4f}"), self.run.confusion(self.k))
 
