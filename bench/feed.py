@@ -330,34 +330,34 @@ def fixed_cost(data_dir: Path, batch_size: int, workers: int) -> list[str]:
         run.fold(0).mkdir(parents=True)
         save_text("", run.config)
         setup_logging(run.train_log)
-        records = RunRecords(run)
-        saver = FoldSaver(run, 0, objects, oof_from="best_f1", records=records, writes=True)
-        originals = (checkpoint.FoldState.save, saver_mod.save_best, saver_mod.save_csv, saver_mod.save_png,
-                     saver_mod.rebuild_metrics, records_mod.RunRecords.epoch_saved, records_mod.RunRecords.epoch_line)
-        checkpoint.FoldState.save = timed("last.pt (model and SGD state)", originals[0])
-        saver_mod.save_best = timed("best_*.pt (3 when every metric improves)", originals[1])
-        saver_mod.save_csv = timed("oof.csv and the fold's metrics.csv", originals[2])
-        saver_mod.save_png = timed("confusion.png", originals[3])
-        saver_mod.rebuild_metrics = timed("the run's metrics.csv", originals[4])
-        records_mod.RunRecords.epoch_saved = timed("TensorBoard (scalars, confusion figure)", originals[5])
-        records_mod.RunRecords.epoch_line = timed("console and train.log lines", originals[6])
-        blocking = []
-        try:
-            for epoch in range(3):  # every epoch improves every metric: the most an epoch writes
-                metrics = dict(val_loss=1.0 - epoch / 10, val_acc=0.5 + epoch / 10, val_f1=0.5 + epoch / 10,
-                               val_f1_mask=0.9, val_f1_gender=0.8, val_f1_age=0.6)
-                values = dict(lr=0.002, train_loss=1.0, train_f1=0.5, **metrics, time_s=15.0)
-                t0 = time.perf_counter()
-                saver.save_epoch(epoch, values, Validated(paths, labels, probs, metrics), last=False,
-                                 rngs=[checkpoint.rng_state()])
-                blocking.append(time.perf_counter() - t0)
-                saver.wait()
-        finally:
-            (checkpoint.FoldState.save, saver_mod.save_best, saver_mod.save_csv, saver_mod.save_png,
-             saver_mod.rebuild_metrics, records_mod.RunRecords.epoch_saved,
-             records_mod.RunRecords.epoch_line) = originals
-            records.close()
-            setup_logging(None)
+        with RunRecords(run) as records:
+            saver = FoldSaver(run, 0, objects, oof_from="best_f1", records=records, writes=True)
+            originals = (checkpoint.FoldState.save, saver_mod.save_best, saver_mod.save_csv, saver_mod.save_png,
+                         saver_mod.rebuild_metrics, records_mod.RunRecords.epoch_saved,
+                         records_mod.RunRecords.epoch_line)
+            checkpoint.FoldState.save = timed("last.pt (model and SGD state)", originals[0])
+            saver_mod.save_best = timed("best_*.pt (3 when every metric improves)", originals[1])
+            saver_mod.save_csv = timed("oof.csv and the fold's metrics.csv", originals[2])
+            saver_mod.save_png = timed("confusion.png", originals[3])
+            saver_mod.rebuild_metrics = timed("the run's metrics.csv", originals[4])
+            records_mod.RunRecords.epoch_saved = timed("TensorBoard (scalars, confusion figure)", originals[5])
+            records_mod.RunRecords.epoch_line = timed("console and train.log lines", originals[6])
+            blocking = []
+            try:
+                for epoch in range(3):  # every epoch improves every metric: the most an epoch writes
+                    metrics = dict(val_loss=1.0 - epoch / 10, val_acc=0.5 + epoch / 10, val_f1=0.5 + epoch / 10,
+                                   val_f1_mask=0.9, val_f1_gender=0.8, val_f1_age=0.6)
+                    values = dict(lr=0.002, train_loss=1.0, train_f1=0.5, **metrics, time_s=15.0)
+                    t0 = time.perf_counter()
+                    saver.save_epoch(epoch, values, Validated(paths, labels, probs, metrics), last=False,
+                                     rngs=[checkpoint.rng_state()])
+                    blocking.append(time.perf_counter() - t0)
+                    saver.wait()
+            finally:
+                (checkpoint.FoldState.save, saver_mod.save_best, saver_mod.save_csv, saver_mod.save_png,
+                 saver_mod.rebuild_metrics, records_mod.RunRecords.epoch_saved,
+                 records_mod.RunRecords.epoch_line) = originals
+                setup_logging(None)
     per_epoch = {name: sum(times) / 3 for name, times in parts.items()}
     first, steady, val_first = epoch_start(data_dir, batch_size, workers)
     epoch_s = BASELINE_TRAIN / GPU_ESTIMATE[0] + BASELINE_VAL / (GPU_ESTIMATE[0] * VAL_SPEEDUP)
