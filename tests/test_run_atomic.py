@@ -132,7 +132,7 @@ def test_a_file_where_a_folder_is_expected_is_named_as_such(tmp_path):
     for folder in (tmp_path / "logs", tmp_path / "logs" / "deeper"):
         with pytest.raises(FileSystemError) as caught:
             atomic.check_writable(folder)
-        assert "expected a folder" in str(caught.value) and "a file, not a folder" in str(caught.value)
+        assert "expected a folder, but" in str(caught.value) and "is a file; choose another" in str(caught.value)
         assert "writable" not in str(caught.value)  # no permission would help
 
 

@@ -42,10 +42,14 @@ def saved_offsets(plan: RunPlan, key: str = "offsets") -> tuple[np.ndarray | Non
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:
-        raise CheckpointError(f"{path}: expected {NUM_CLASSES} finite '{key}' within +-{decision.MAX_OFFSET:g} "
-                              f"(what a fit makes); retrain the run's last fold to rewrite it, or use --decision "
-                              f"argmax")
+        raise unfitted(path, f"{NUM_CLASSES} finite '{key}' within +-{decision.MAX_OFFSET:g}")
     return np.asarray(offsets, dtype=np.float64), f"tuned: {key} of {path}"
+
+
+def unfitted(path, expected: str) -> CheckpointError:
+    """decision.json holds something no fit writes."""
+    return CheckpointError(f"{path}: expected {expected} (what a fit makes); retrain the run's last fold to rewrite "
+                           f"it, or use --decision argmax")
 
 
 def saved_cuts(plan: RunPlan) -> tuple | None:
@@ -63,9 +67,7 @@ def saved_cuts(plan: RunPlan) -> tuple | None:
     except (OSError, ValueError, AttributeError, TypeError):
         ok = False
     if not ok:
-        raise CheckpointError(f"{path}: expected 'age_cuts' of two ages c1 < c2 within {AGES[0]}..{AGES[1] + 1} "
-                              f"(what a fit makes); retrain the run's last fold to rewrite it, or use --decision "
-                              f"argmax")
+        raise unfitted(path, f"'age_cuts' of two ages c1 < c2 within {AGES[0]}..{AGES[1] + 1}")
     return float(cuts[0]), float(cuts[1])
 
 

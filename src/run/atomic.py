@@ -78,8 +78,7 @@ def check_writable(folder: Path):
     existing = next(p for p in (Path(folder), *Path(folder).parents) if os.path.lexists(p))
     if not existing.is_dir():  # no permission would help: say what is in the way
         what = "it is" if existing == Path(folder) else f"{existing} is"
-        raise FileSystemError(f"{folder}: expected a folder, but {what} a file, not a folder; choose another --log_dir "
-                              f"or --out")
+        raise FileSystemError(f"{folder}: expected a folder, but {what} a file; choose another --log_dir or --out")
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
