@@ -123,12 +123,20 @@ def read_object(path, read=read_json) -> dict | None:
 FINGERPRINT_BYTES = 8 << 20  # files up to this size are told apart by content, larger ones by size and time
 
 
+def file_digest(path) -> str:
+    """A file's SHA-256, read a megabyte at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def fingerprint(path) -> str | None:
     """What tells a file's versions apart: its content's SHA-256, or size and time for a large file; None if absent."""
     try:
         stat = Path(path).stat()
-        return (f"{stat.st_size}:{stat.st_mtime_ns}" if stat.st_size > FINGERPRINT_BYTES
-                else hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        return f"{stat.st_size}:{stat.st_mtime_ns}" if stat.st_size > FINGERPRINT_BYTES else file_digest(path)
     except OSError:
         return None
 

@@ -3,9 +3,10 @@ for any timm family the project builds, and the share of a map's mass inside the
 
 The map of a task is Grad-CAM of the log-odds of the task value a photo was decided as (its mask state, gender or
 age band, against the task's other values, from the 18-class outputs), so one forward pass explains all three heads
-alike, joint or per task; log-odds, unlike a log-probability, keep their gradient for a sure prediction. The feature map passes `MaskClassifier.features`; NHWC maps (Swin) are turned to NCHW first. A
-token model that reads its class token (ViT, DeiT) is explained, as pytorch-grad-cam advises, at the input of its last
-block's attention (the class token's own output has no gradient towards the patches), laid back on the patch grid.
+alike, joint or per task; log-odds, unlike a log-probability, keep their gradient for a sure prediction. The feature
+map passes `MaskClassifier.features`; NHWC maps (Swin) are turned to NCHW first. A token model that reads its class
+token (ViT, DeiT) is explained, as pytorch-grad-cam advises, at the input of its last block's attention (the class
+token's own output has no gradient towards the patches), laid back on the patch grid.
 Maps are scaled to the model's input, each in [0, 1].
 
 The face box is the data's crop box (the `crop_box` setting: face, hair and neck of a competition photo) in the

@@ -15,6 +15,7 @@ from src.config.schema import Engine, Loading, Precision, Prediction, TrainConfi
 from src.engine import builders
 from src.engine.forward import forward_views, mean_years, probabilities
 from src.errors import FileSystemError, NonFinite, NoSpace, ParityError
+from src.files import file_digest
 from src.predict import onnx_graph
 from src.predict.plans import RunPlan
 from src.run.atomic import replace_together, text_writer, write_bytes
@@ -76,14 +77,6 @@ class OnnxEngine:
                             f"nothing was written. --engine torch names the fold; retrain it or choose another "
                             f"--checkpoint")
         return probs, years
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_key(run: RunDir, checkpoints: list[Path], tta: str) -> str:

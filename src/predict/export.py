@@ -18,11 +18,11 @@ from src.data.dataset import FaceDataset
 from src.data.tables import load_eval
 from src.engine import builders
 from src.errors import ConfigError, DataError
-from src.files import read_yaml, real, shown
+from src.files import file_digest, read_yaml, real, shown
 from src.labels import CLASS_NAMES, TASK_NAMES
 from src.predict import onnx_graph
 from src.predict.offsets import choose_offsets, describe
-from src.predict.engines import check_parity, file_digest, load_models
+from src.predict.engines import check_parity, load_models
 from src.predict.plans import RunPlan, reading_runs
 from src.run import tracking
 from src.run.atomic import check_writable, replace_together, text_writer, write_bytes

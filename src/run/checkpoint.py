@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src.errors import CheckpointError
+from src.errors import CheckpointError, first_line
 from src.run.atomic import save_torch
 from src.run.rundir import CONFIG
 
@@ -31,8 +31,7 @@ def load_tensors(path: Path, error: type, where: str, kind: str, what_to_do: str
         raise error(f"{where}: holds objects other than tensors and plain values, so it was not loaded, "
                     f"for safety; {what_to_do}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise error(f"{where}: unreadable or truncated {kind} ({reason}); {what_to_do}") from None
+        raise error(f"{where}: unreadable or truncated {kind} ({first_line(e)}); {what_to_do}") from None
 
 
 def read(path: Path, what_to_do: str, mmap: bool = False) -> dict:
