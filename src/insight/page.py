@@ -118,7 +118,8 @@ class Page:
                 years = f", about {row['years']:.0f} years" if "years" in row and pd.notna(row.get("years")) else ""
                 lines.append(f"- **{name}**: class {k}, **{CLASS_NAMES[k]}**{years}"
                              + (f" ({html.escape(note)})" if note else ""))
-                gallery.append((pictures.get(i, bars(row)), f"{Path(original).name}: {CLASS_NAMES[k]}"))
+                picture = pictures[i] if i in pictures else bars(row)  # bars only where no maps were drawn
+                gallery.append((picture, f"{Path(original).name}: {CLASS_NAMES[k]}"))
         return "\n".join(lines), gallery
 
     def pictures(self, rows: pd.DataFrame) -> dict[int, np.ndarray]:
@@ -163,8 +164,7 @@ class Page:
         if not oof.empty:
             from src.metrics import confusion
 
-            probs = oof[[f"p{k}" for k in range(18)]].to_numpy()
-            figure = confusion_figure(confusion(oof["label"], probs.argmax(1)), f"{plan.name}: out-of-fold rows")
+            figure = confusion_figure(confusion(oof["label"], oof["pred"]), f"{plan.name}: out-of-fold rows")
             images.append((cv2.imdecode(np.frombuffer(png_bytes(figure), np.uint8), cv2.IMREAD_COLOR)[..., ::-1],
                            "out-of-fold confusion matrix"))
         if run.errors.is_file():
