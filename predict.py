@@ -14,10 +14,10 @@ from src.errors import fail_cleanly
 def main(argv=None) -> int:
     cfg = parse_or_exit(argv, PredictConfig)
     with fail_cleanly():
-        from src.insight.cam import write_photo_maps
+        from src.insight.cam import PhotoMaps
         from src.predict.photos import predict
 
-        predict(cfg, write_photo_maps)
+        predict(cfg, PhotoMaps(cfg.cam) if cfg.cam else None)
     return 0
 
 

@@ -10,6 +10,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -144,6 +145,11 @@ SIGNALLED: set[int] = set()  # the signals interruptible() has received; trainin
 GRACE_S = 2.0  # after a signal, how long the stack has to unwind before the process ends anyway
 _DEPTH = [0]  # interruptible() blocks open in this process: the deadline is lifted when the outermost one ends
 _DEADLINE: list[threading.Event] = []  # the running deadline's event: set when the outermost block has ended
+_ARMING = threading.Lock()  # the signal's handler and its watcher both arm the deadline: once
+_DESCRIBE: list = []  # each open interruptible() block's describe: the innermost one says what was interrupted
+# Held around each atomic replace (src/run/atomic.py). The deadline takes it before its last line and ends the process
+# holding it, so what that line says of the files (which last.pt is intact) is what the disk keeps.
+REPLACING = threading.Lock()
 
 
 class TermSignal(BaseException):
@@ -159,13 +165,15 @@ def arm_deadline(describe, signal_name: str):
     """End the process GRACE_S after a signal if its exception has not left the outermost block by then: an
     exception raised inside a __del__ (a loader's teardown) or a finaliser is printed and ignored by Python, and the
     work would go on. Every output is replaced whole, so ending there leaves nothing half-written."""
-    if _DEADLINE:
-        return
-    lifted = threading.Event()
-    _DEADLINE.append(lifted)
+    with _ARMING:
+        if _DEADLINE or not _DEPTH[0]:  # armed already, or every block has ended: nothing left to bound
+            return
+        lifted = threading.Event()
+        _DEADLINE.append(lifted)
 
     def end_if_still_running():
         if not lifted.wait(GRACE_S):
+            REPLACING.acquire(timeout=GRACE_S)  # no file is replaced after this: the line stays true
             os.write(2, (describe(signal_name) + "\n").encode())  # no lock the stuck thread may hold
             for child in multiprocessing.active_children():  # loader workers would only notice within seconds
                 child.terminate()
@@ -181,19 +189,68 @@ def quiet_about_signals(unraisable):
 
 
 def lift_deadline():
-    while _DEADLINE:
-        _DEADLINE.pop().set()
+    with _ARMING:
+        while _DEADLINE:
+            _DEADLINE.pop().set()
+
+
+@contextlib.contextmanager
+def watching():
+    """Arm the deadline the moment a signal arrives. Python runs a signal's handler only once the main thread is back
+    in the interpreter, which a long operation (a convolution's backward pass, a join) can delay for seconds; the C
+    handler's byte on a wakeup socket wakes this thread at once."""
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    main_pid = os.getpid()
+
+    def watch():
+        while data := reader.recv(16):
+            names = [signal.Signals(b).name for b in data if b in (signal.SIGINT, signal.SIGTERM)]
+            describing = _DESCRIBE[-1:]  # empty once the block has ended: the signal is the caller's again
+            if names and describing and os.getpid() == main_pid:
+                arm_deadline(describing[0], "SIGTERM" if "SIGTERM" in names else names[0])
+
+    thread = threading.Thread(target=watch, name="signal-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        reader.shutdown(socket.SHUT_RDWR)  # the watcher's recv returns empty (closing the writer would not: forked
+        thread.join()                      # loader workers hold copies of it)
+        reader.close()
+        writer.close()
+
+
+def no_wakeup_in_child():
+    """A forked loader worker must not wake its parent's watcher with the signals the worker alone receives."""
+    with contextlib.suppress(ValueError):  # not the main thread: Python refuses, and nothing was inherited
+        signal.set_wakeup_fd(-1)
+
+
+os.register_at_fork(after_in_child=no_wakeup_in_child)
 
 
 @contextlib.contextmanager
 def interruptible(describe=nothing_half_written):
     """Ctrl-C and SIGTERM end the block at once as Interrupted(describe(signal name)): one line and exit codes
-    130 and 143, within GRACE_S wherever the signal lands (arm_deadline). Loader workers fork with the handler: there
-    SIGTERM ends the worker quietly as Ctrl-C does. Outside the main thread signals cannot be caught, and the block
-    runs as it is."""
+    130 and 143, within GRACE_S of the signal wherever it lands (arm_deadline, armed by `watching`). Loader workers
+    fork with the handler: there SIGTERM ends the worker quietly as Ctrl-C does. Outside the main thread signals
+    cannot be caught, and the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if _DEPTH[0]:  # an inner block: the outermost one's handlers and watcher stay
+        with _interruptible(describe):
+            yield
+        return
+    with watching(), _interruptible(describe):
+        yield
+
+
+@contextlib.contextmanager
+def _interruptible(describe):
     main_pid = os.getpid()
     if not _DEPTH[0]:
         SIGNALLED.clear()
@@ -210,6 +267,7 @@ def interruptible(describe=nothing_half_written):
     if not _DEPTH[0]:
         sys.unraisablehook = quiet_about_signals
     _DEPTH[0] += 1
+    _DESCRIBE.append(describe)
     try:
         yield
         stop_if_signalled()  # a signal whose exception was swallowed on the way still ends the block as one
@@ -217,7 +275,9 @@ def interruptible(describe=nothing_half_written):
         name = "SIGTERM" if isinstance(e, TermSignal) else "SIGINT"
         raise Interrupted(describe(name), name) from None
     finally:
-        _DEPTH[0] -= 1
+        _DESCRIBE.pop()
+        with _ARMING:
+            _DEPTH[0] -= 1
         if not _DEPTH[0]:
             lift_deadline()
             sys.unraisablehook = sys.__unraisablehook__

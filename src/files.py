@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import stat
+import sys
 from pathlib import Path
 
 import yaml
@@ -93,10 +95,18 @@ def load_yaml(text: str):
     return yaml.safe_load(text)
 
 
+def json_int(digits: str) -> int | float:
+    """An integer of a JSON file; one too long for Python to convert (thousands of digits) is an infinity of its sign,
+    so that the check of the value it is, not the whole file, refuses it."""
+    if len(digits.lstrip("-")) <= sys.get_int_max_str_digits():
+        return int(digits)
+    return -math.inf if digits.startswith("-") else math.inf
+
+
 def load_json(text: str | bytes):
     """json.loads, with nesting too deep for the decoder a ValueError instead of a RecursionError."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=json_int)
     except RecursionError:
         raise ValueError("nests lists or objects too deep to read") from None
 

@@ -271,3 +271,12 @@ def test_a_long_value_is_cut_in_the_error():
     with pytest.raises(ConfigError) as e:
         parse(["--lr", "x" * 100000])
     assert len(str(e.value)) < 200 and "100,002 characters" in str(e.value)
+
+
+def test_after_a_double_dash_every_word_is_a_photo_even_one_starting_with_a_dash():
+    assert parse(["--run", "r", "--", "-dash.jpg", "--out"], PredictConfig).inputs == ["-dash.jpg", "--out"]
+    assert parse(["a.jpg", "--runs", "r1", "r2", "--", "-b.jpg"], PredictConfig).inputs == ["a.jpg", "-b.jpg"]
+    with pytest.raises(ConfigError, match=r"unexpected argument '-dash.jpg'.*goes after -- or as ./-dash.jpg"):
+        parse(["--run", "r", "-dash.jpg"], PredictConfig)
+    with pytest.raises(ConfigError, match="unexpected argument 'x': options look like --key value$"):
+        parse(["--epochs", "2", "--", "x"], TrainConfig)

@@ -82,3 +82,12 @@ def test_a_hand_edited_saved_config_is_named_with_its_key_and_line(tmp_path):
     line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("heads:"))
     with pytest.raises(ConfigError, match=rf"config\.yaml line {line}: heads 'many' is not supported; choose one of"):
         from_saved(path)
+
+
+def test_a_setting_with_two_ways_to_matter_warns_only_when_neither_holds():
+    """fog shapes the original pipeline and UDA's strong view: pointless with aug light and UDA off only."""
+    assert pointless(parse(["--fog", "albumentations", "--aug", "light"])) == [
+        "--fog albumentations has no effect with --aug light and --uda false (it applies with --aug original, or "
+        "--uda true)"]
+    assert pointless(parse(["--fog", "albumentations"])) == []
+    assert pointless(parse(["--fog", "albumentations", "--aug", "light", "--uda", "true"])) == []

@@ -53,16 +53,22 @@ def test_huge_image_is_refused_from_its_header(tmp_path, capsys):
     assert "refused" in verify_image(path) or "too many pixels" in verify_image(path)
 
 
-def test_decompression_bomb_warning_is_a_problem_in_check_data(tmp_path, monkeypatch):
+def test_pils_own_pixel_limit_never_overrides_max_image_pixels(tmp_path, monkeypatch):
+    """One limit, ours: PIL's own (a warning above its MAX_IMAGE_PIXELS, an error above twice it) neither refuses a
+    photo under max_image_pixels nor decides for one over it."""
     from PIL import Image
 
-    from src.data.images import verify_image
+    from src.data.images import image_header, verify_image
 
     path = tmp_path / "wide.png"
     Image.new("L", (400, 300)).save(path)
-    assert verify_image(path) is None
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # PIL warns above this, errors above twice it
-    assert "too many pixels to decode safely" in verify_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # PIL would warn above this and refuse above twice it
+    assert verify_image(path) is None and FileImages([path])[0].shape == (300, 400, 3)
+    assert "400x300 is 120,000 pixels, more than max_image_pixels 100,000" in verify_image(path, max_pixels=100_000)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (20000, 20000)).save(huge)  # 400 MP, far over PIL's limit: read from its header only
+    assert image_header(huge.read_bytes(), huge, 10**9) is None
+    assert "20000x20000 is 400,000,000 pixels, more than max_image_pixels 50,000,000" in verify_image(huge)
 
 
 def test_odd_names_and_jpeg_trailers(tmp_path):

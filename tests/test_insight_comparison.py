@@ -201,3 +201,10 @@ def test_learning_curves_draw_only_the_validated_epochs():
     assert list(val_loss.get_xdata()) == [1, 2] and list(val_loss.get_ydata()) == [1.5, 1.2]
     assert list(train_loss.get_xdata()) == [0, 1, 2]  # training is logged every epoch
     assert list(fig.axes[1].lines[0].get_ydata()) == [0.4, 0.5]
+
+
+def test_report_refuses_a_negative_count_of_map_photos(tmp_path):
+    fake_run(tmp_path, "alpha", 0.01, [0])
+    proc = run_py("-m", "tools.report", "--log_dir", tmp_path, "--cam_photos", "-1", check=False)
+    assert proc.returncode == 2 and "--cam_photos must be 0 (no maps) or more, got -1" in proc.stderr
+    assert not (tmp_path / "report.html").exists()

@@ -169,3 +169,57 @@ def test_a_host_other_than_loopback_warns_and_auth_takes_user_password():
     assert access(parse(["--run", "r", "--host", "0.0.0.0", "--auth", "me:pw"], AppConfig))[0] == ("me", "pw")
     with pytest.raises(ConfigError, match="user:password"):
         access(parse(["--run", "r", "--auth", "me"], AppConfig))
+
+
+@pytest.mark.slow
+def test_the_config_route_shows_no_path_of_the_server(page, trained_run, dataset):
+    """Gradio serves every component's value at /config: the run tab's settings keep each path's last part only."""
+    import urllib.request
+
+    url, logs, name = page
+    with urllib.request.urlopen(f"{url}config", timeout=30) as answer:
+        text = answer.read().decode()
+    assert "Settings" in text and f".../{dataset.name}" in text
+    for path in (logs, trained_run[0], dataset):
+        assert str(path) not in text and str(path).replace("/", "\\/") not in text
+
+
+def test_a_jpeg_over_pils_own_limit_is_decoded_reduced_under_ours(tmp_path, monkeypatch):
+    """PIL refuses a header above twice its MAX_IMAGE_PIXELS (a 20000x20000 photo); max_image_pixels is the one limit,
+    and it holds for the reduced decode: a quarter of the pixels at a half of each side."""
+    from PIL import Image
+
+    from src.data.images import read_rgb
+    from src.insight.page import fitted
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # the same refusal, at a size a test can draw
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (1000, 800), (120, 90, 60)).save(path)
+    small, note = fitted(str(path), 300_000, tmp_path)
+    assert "1000x800 is over max_image_pixels 300,000: decoded at 1/2 (500x400)" in note
+    assert read_rgb(small, 300_000).shape == (400, 500, 3)
+    assert fitted(str(path), 10_000, tmp_path) == (str(path), "")  # over even at an eighth: refused as it is
+
+
+def test_the_login_comes_from_a_file_or_the_environment_and_an_empty_host_is_refused(tmp_path, monkeypatch):
+    from src.config.parsing import parse
+    from src.config.schema import AppConfig
+    from src.errors import ConfigError
+    from src.insight.page import access
+
+    secret = tmp_path / "login"
+    secret.write_text("me:pw from a file\n")
+    assert access(parse(["--run", "r", "--auth_file", str(secret)], AppConfig))[0] == ("me", "pw from a file")
+    monkeypatch.setenv("MASKCLS_AUTH", "env:pw")
+    assert access(parse(["--run", "r"], AppConfig))[0] == ("env", "pw")
+    assert access(parse(["--run", "r", "--auth", "me:pw"], AppConfig))[0] == ("me", "pw")  # the option wins
+    with pytest.raises(ConfigError, match="--auth and --auth_file both give a login"):
+        access(parse(["--run", "r", "--auth", "a:b", "--auth_file", str(secret)], AppConfig))
+    with pytest.raises(ConfigError, match="--auth_file .*missing: not found"):
+        access(parse(["--run", "r", "--auth_file", str(tmp_path / "missing")], AppConfig))
+    monkeypatch.setenv("MASKCLS_AUTH", "no-colon")
+    with pytest.raises(ConfigError, match="MASKCLS_AUTH takes user:password"):
+        access(parse(["--run", "r"], AppConfig))
+    monkeypatch.delenv("MASKCLS_AUTH")
+    with pytest.raises(ConfigError, match="--host is empty; give 127.0.0.1"):
+        access(parse(["--run", "r", "--host", ""], AppConfig))

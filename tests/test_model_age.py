@@ -230,3 +230,42 @@ def test_a_run_with_each_head_resumes_after_a_kill_infers_predicts_and_exports_w
     from src.predict import onnx_graph
 
     assert "years" in [o.name for o in onnx_graph.session(str(tmp_path / "export" / "model.onnx")).get_outputs()]
+
+
+@pytest.mark.slow
+def test_cut_points_missing_from_a_number_heads_decision_are_refused_and_a_band_run_needs_none(few_people, own_run,
+                                                                                               dataset, tmp_path,
+                                                                                               capsys):
+    """An ordinal run whose decision.json lost its age_cuts (missing or null) or holds one as a 5000-digit number is
+    refused in one line naming age_cuts before predicting; a band run's decision never had them and is used as it is."""
+    import json
+
+    import infer as infer_py
+    from src.engine import trainer
+    from src.run.rundir import RunDir
+    from tests.helpers import cli, one_line, tiny_cfg
+
+    trainer.train(tiny_cfg(data_dir=few_people, log_dir=tmp_path, name="ord", heads="per_task", age_head="ordinal",
+                           epochs=1))
+    run = RunDir(tmp_path, "ord")
+    saved = json.loads(run.decision.read_text())
+    args = ["--data_dir", few_people, "--log_dir", tmp_path, "--run", "ord", "--out", tmp_path / "s.csv",
+            "--engine", "torch", "--num_workers", "0"]
+    without = {k: v for k, v in saved.items() if k != "age_cuts"}
+    huge = json.dumps(dict(saved, age_cuts=[1, 2])).replace("[1, 2]", f"[{'9' * 5000}, 50]")
+    for text in (json.dumps(without), json.dumps(dict(saved, age_cuts=None)), huge):
+        run.decision.write_text(text)
+        code, err = cli(infer_py.main, *args, capsys=capsys)
+        line = one_line(err)
+        assert code == 1 and "expected 'age_cuts' of two ages" in line and "offsets" not in line, line
+        assert not (tmp_path / "s.csv").exists()
+    run.decision.write_text(json.dumps(saved))
+    assert cli(infer_py.main, *args, capsys=capsys)[0] == 0
+
+    logs, name = own_run  # heads joint, age band
+    band = RunDir(logs, name)
+    saved = json.loads(band.decision.read_text())
+    for text in (json.dumps({k: v for k, v in saved.items() if k != "age_cuts"}), json.dumps(dict(saved, age_cuts=None))):
+        band.decision.write_text(text)
+        assert cli(infer_py.main, "--data_dir", dataset, "--log_dir", logs, "--run", name, "--out",
+                   tmp_path / "b.csv", "--engine", "torch", capsys=capsys)[0] == 0

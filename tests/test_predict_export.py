@@ -94,6 +94,7 @@ def test_export_refuses_to_write_above_the_tolerance_and_other_bad_requests(trai
                     "--parity_tolerance", "1e-12", capsys=capsys)
     line = one_line(err)
     assert code == 1 and re.search(r"differ from PyTorch's by up to \d\.\d+e-\d+ on 28 images, more than 1e-12", line)
+    assert "--engine" not in line and "--parity_tolerance" in line  # what export.py itself takes
     assert not out.exists() or not any(out.iterdir())
     code, err = cli(export.main, "--data_dir", dataset, "--log_dir", log_dir, "--runs", name, "pt_ema", "--out", out,
                     capsys=capsys)

@@ -96,3 +96,35 @@ def test_parity_counts_nan_as_infinitely_far():
         for p in models[0].parameters():
             p.fill_(float("nan"))  # PyTorch now says NaN; the graph still holds the old weights
     assert onnx_graph.parity(graph, sess, images(2)) == float("inf")
+
+
+def test_parity_takes_the_age_in_years_relative_to_itself_and_probabilities_as_they_are():
+    """float32 keeps about 7 digits of any number: an ordinal head's age (18 + 42 summed probabilities) differs by
+    1e-4 years between onnxruntime and PyTorch where its probabilities agree to 1e-6; the age is judged relative to
+    itself, a probability absolutely."""
+
+    class Outputs:
+        output_names = ("probs", "years")
+
+        def __init__(self, *values):
+            self.values = [np.asarray(v, np.float32) for v in values]
+
+        def eval(self):
+            return self
+
+        def __call__(self, x):
+            return [torch.from_numpy(v) for v in self.values]
+
+        def run(self, names, feed):
+            return self.values
+
+    ours = Outputs([0.25, 0.75], [50.0])
+    assert onnx_graph.parity(ours, Outputs([0.25, 0.75], [50.0055]), images(1)) == pytest.approx(1.1e-4, rel=0.01)
+    assert onnx_graph.parity(ours, Outputs([0.2502, 0.75], [50.0]), images(1)) == pytest.approx(2e-4, rel=0.01)
+    assert onnx_graph.parity(ours, Outputs([0.25, 0.75], [np.nan]), images(1)) == float("inf")
+
+
+def test_an_ordinal_graph_exports_at_parity():
+    models = models_of(heads="per_task", age_head="ordinal")
+    graph, sess = exported([models], "flip")
+    assert "years" in graph.output_names and onnx_graph.parity(graph, sess, images(4)) < 1e-5

@@ -153,3 +153,51 @@ def test_predict_decides_each_photo_alone_whatever_group_says(trained_run, datas
     code, _ = cli(predict.main, "--log_dir", log_dir, "--run", name, folder, "--out", tmp_path / "b.csv",
                   capsys=capsys)
     assert code == 0 and (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+@pytest.mark.slow
+def test_cam_maps_are_checked_before_predicting_and_never_cost_the_predictions(trained_run, dataset, tmp_path,
+                                                                                monkeypatch, capsys):
+    """A photo whose name is as long as the file system allows gets a picture under a shortened name with a digest;
+    a folder where a picture goes is one line before any photo is predicted; a picture that cannot be written still
+    leaves every prediction in --out."""
+    import shutil
+
+    from src.errors import FileSystemError
+    from src.predict import engines
+    from src.run import figures
+
+    log_dir, name = trained_run
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    long_name = photos / ("x" * 247 + ".jpg")  # 251 characters: its picture's name would pass 255
+    shutil.copy(first_eval_image(dataset), long_name)
+    shutil.copy(first_eval_image(dataset), photos / "a.jpg")
+    maps, out = tmp_path / "maps", tmp_path / "rows.csv"
+    args = ["--log_dir", log_dir, "--run", name, "--out", out, "--cam", maps, "--num_workers", "0", photos]
+    code, err = cli(predict.main, *args, capsys=capsys)
+    assert code == 0, err
+    pictures = sorted(p.name for p in maps.iterdir())
+    assert len(pictures) == 2 and pictures[0] == "0000_a.png" and pictures[1].startswith("0001_xxx")
+    assert len(pictures[1].encode()) <= 255 and pictures[1][-13] == "-"  # cut, then a digest of the whole name
+    assert len(pd.read_csv(out)) == 2
+
+    out.unlink()
+    shutil.rmtree(maps)
+    (maps / "0000_a.png").mkdir(parents=True)
+    real = engines.predict_batches
+    monkeypatch.setattr(engines, "predict_batches", lambda *a, **k: pytest.fail("predicted before the check"))
+    code, err = cli(predict.main, *args, capsys=capsys)
+    assert code == 2 and "0000_a.png is a folder (or not a file) where a picture goes" in one_line(err)
+    assert not out.exists()
+
+    monkeypatch.setattr(engines, "predict_batches", real)
+    (maps / "0000_a.png").rmdir()
+
+    def full(image, path):
+        raise FileSystemError(f"cannot write {path} (No space left on device); make that place writable")
+
+    monkeypatch.setattr(figures, "save_rgb", full)
+    code, err = cli(predict.main, *args, capsys=capsys)
+    assert code == 1 and "No space left on device" in one_line(err)
+    assert len(pd.read_csv(out)) == 2  # written before the maps

@@ -1,5 +1,6 @@
 """src/run/saver.py: a kill between any two of a fold's writes leaves a fold that resumes, and the resumed fold ends
 with the records of a fold never killed (its metrics rows, oof.csv, best_* epochs and last.pt)."""
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -69,3 +70,29 @@ def test_a_kill_between_any_two_writes_of_a_fold_leaves_a_fold_that_resumes(few_
         monkeypatch.undo()  # the writes go through again
         trainer.train(tiny_cfg(name=name, resume="true", **settings))
         assert_same_records(fold_records(RunDir(tmp_path, name)), want, f"killed at write {n} {seen[n]}")
+
+
+@pytest.mark.parametrize("oof_from", ["best_f1", "last"])
+def test_a_fold_killed_before_an_epochs_last_pt_and_resumed_with_fewer_epochs_agrees_on_one_epoch(
+        few_people, tmp_path, monkeypatch, oof_from):
+    """Killed at epoch 1's last.pt, after its best_*.pt (and oof.csv) were written, then resumed with --epochs 1: the
+    fold ends at its saved epoch 0 with every file of epoch 0, as a fold trained one epoch would."""
+    settings = dict(data_dir=few_people, log_dir=tmp_path, fold=0, deterministic="true", oof_from=oof_from,
+                    batch_size=4)
+    trainer.train(tiny_cfg(name="one", epochs=1, **settings))
+    want = fold_records(RunDir(tmp_path, "one"))
+    seen = writes_seen(monkeypatch)
+    trainer.train(tiny_cfg(name="two", epochs=2, **settings))
+    lasts = [i for i, paths in enumerate(seen) if paths[0].name == "last.pt"]
+    epoch_1 = [p.name for paths in seen[lasts[0] + 1:lasts[1]] for p in paths]
+    assert "best_f1.pt" in epoch_1, epoch_1  # epoch 1 improved its F1: the case at hand
+    monkeypatch.undo()
+    writes_seen(monkeypatch, kill_at=lasts[1])
+    with pytest.raises(Killed):
+        trainer.train(tiny_cfg(name="killed", epochs=2, **settings))
+    run = RunDir(tmp_path, "killed")
+    assert torch.load(run.checkpoint(0, "best_f1"), weights_only=True)["epoch"] == 1
+    monkeypatch.undo()
+    trainer.train(tiny_cfg(name="killed", epochs=1, resume="true", **settings))
+    assert_same_records(fold_records(run), want, f"killed at epoch 1's last.pt, resumed with 1 epoch ({oof_from})")
+    assert json.loads(run.cv.read_text())["cv_f1"] == json.loads(RunDir(tmp_path, "one").cv.read_text())["cv_f1"]

@@ -503,3 +503,114 @@ def test_tracker_packages_are_imported_only_inside_functions():
                 node, ast.ImportFrom) else []
             top_level += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("mlflow", "wandb")]
     assert top_level == []
+
+
+BUILD = """
+import sys
+from pathlib import Path
+from src.run import trackers
+Path(sys.argv[2]).touch()  # imported: the build starts now
+trackers.whole_store(Path(sys.argv[1]))
+"""
+
+
+def test_a_store_killed_while_mlflow_builds_it_is_never_half_made(tmp_path):
+    """kill -9 at moments through the first build of a store (MLflow's dozens of schema migrations): the store is
+    absent or whole every time, and the next process builds it or uses it."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from src.run.trackers import store_state, whole_store
+
+    head = _get_latest_schema_revision()
+    for delay in (0.3, 1.0, 2.0):
+        db, marker = tmp_path / f"k{delay}" / "mlflow.db", tmp_path / f"started{delay}"
+        db.parent.mkdir()
+        proc = subprocess.Popen([sys.executable, "-c", BUILD, str(db), str(marker)], cwd=ROOT,
+                                stderr=subprocess.PIPE, text=True)
+        while not marker.exists() and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        assert not db.exists() or store_state(db)[1] == head, delay  # never a schema behind its tables
+        whole_store(db)
+        assert store_state(db)[1] == head and not list(db.parent.glob("*.tmp")), delay
+
+
+def test_a_half_made_store_is_built_again_when_empty_and_named_when_it_holds_runs(tmp_path, empty_store, capsys):
+    """A store whose schema stopped behind its tables (what a kill during MLflow's own creation left): without runs
+    it is built again, said in one line, and tracking works; with a run, one line says what to move away and the file
+    is left as it was."""
+    from src.errors import ConfigError
+    from src.run.logging import setup_logging
+    from src.run.trackers import store_state, whole_store
+
+    setup_logging()  # the console's lines, as every command has them
+
+    def half_made(db: Path):
+        with sqlite3.connect(db) as con:
+            con.execute("UPDATE alembic_version SET version_num = '3500859a5d39'")
+
+    db = tmp_path / "empty" / "mlflow.db"
+    uri = store_in(db.parent, empty_store)
+    head = store_state(db)[1]
+    half_made(db)
+    whole_store(db)
+    assert store_state(db)[1] == head
+    line = [x for x in capsys.readouterr().err.splitlines() if "half made" in x]
+    assert len(line) == 1 and str(db) in line[0] and "3500859a5d39" in line[0] and "no runs" in line[0]
+    client(uri).create_experiment("works")
+
+    db = tmp_path / "used" / "mlflow.db"
+    uri = store_in(db.parent, empty_store)
+    c = client(uri)
+    c.create_run(c.create_experiment("e"))
+    half_made(db)
+    before = db.read_bytes()
+    with pytest.raises(ConfigError) as caught:
+        whole_store(db)
+    message = str(caught.value)
+    assert "\n" not in message and "holds 1 run(s)" in message and f"mv {db} {db}.old" in message
+    assert db.read_bytes() == before
+    (tmp_path / "other.db").unlink(missing_ok=True)
+    with sqlite3.connect(tmp_path / "other.db") as con:
+        con.execute("create table notes (a)")
+    with pytest.raises(ConfigError, match="an SQLite file of other tables \\(notes\\), not an MLflow store"):
+        whole_store(tmp_path / "other.db")
+
+
+def test_an_epoch_the_store_holds_is_not_sent_again_when_the_ledger_is_behind(own_run, tmp_path, empty_store,
+                                                                              dataset, capsys):
+    """A kill after an epoch reached MLflow and before tracking.json recorded it leaves the ledger one epoch behind (and
+    cv.json's figures unrecorded): tools.track, then a resume of the run, send each step once."""
+    logs, name = own_run
+    run = RunDir(logs, name)
+    uri = store_in(logs, empty_store)
+    assert track.main(["--run", name, "--log_dir", str(logs), "--tracker", "mlflow"]) == 0
+    capsys.readouterr()
+
+    def behind():
+        ledger = json.loads(run.tracking.read_text())
+        target = next(iter(ledger["targets"].values()))
+        target["epochs"] = {k: v - 1 for k, v in target["epochs"].items()}
+        del target["cv"]
+        run.tracking.write_text(json.dumps(ledger))
+
+    def each_step_once():
+        parent, children = runs_of(uri, logs.name)
+        metrics = pd.read_csv(run.metrics)
+        for k, child in children.items():
+            for key in ("epoch", "val_f1", "train_loss"):
+                got = [s for s, _ in steps(uri, child.info.run_id, key)]
+                assert got == metrics[metrics["fold"] == k]["epoch"].tolist(), (k, key, got)
+        assert len(steps(uri, parent.info.run_id, "cv_f1")) == 1
+        return parent, children
+
+    behind()
+    assert track.main(["--run", name, "--log_dir", str(logs)]) == 0
+    assert "epochs" not in capsys.readouterr().out  # both folds' last epochs were in the store already
+    each_step_once()
+    behind()
+    assert cli(train.main, "--data_dir", dataset, "--log_dir", logs, "--name", name, *TINY, "--resume",
+               capsys=capsys)[0] == 0
+    each_step_once()

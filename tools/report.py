@@ -64,6 +64,8 @@ def main(argv=None) -> int:
 
     if a.sort not in SORTS:
         p.error(f"--sort {a.sort!r} is not supported; choose one of: {', '.join(SORTS)}")
+    if a.cam_photos < 0:
+        p.error(f"--cam_photos must be 0 (no maps) or more, got {a.cam_photos}")
     if a.answers and not a.answers.is_file():
         p.error(f"--answers {a.answers}: file not found")
     runs = chosen_runs(a.log_dir, a.runs, a.glob)

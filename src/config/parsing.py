@@ -330,16 +330,23 @@ def parse(argv: list[str] | None = None, cls=TrainConfig, prog: str | None = Non
     --help where it is not the config's own entry point (a bench taking train.py's options)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(cls, prog)
-    for tok in argv[:argv.index("--")] if "--" in argv else argv:  # after '--' come bare words only
+    after = argv[argv.index("--") + 1:] if "--" in argv else []  # after '--' come bare words only, '-x.jpg' too
+    argv = argv[:len(argv) - len(after) - 1] if "--" in argv else argv
+    for tok in argv:
         key = tok[2:].partition("=")[0] if tok.startswith("--") else None
         if key is not None and not is_option(cls, key) and key not in ("config", "help"):
             raise unknown_key_error(cls, key)
-    bare = any(positional(cls, key) for key in fields_of(cls))
+    bare = next((key for key in fields_of(cls) if positional(cls, key)), None)
     # bare words may come before, between or after the options: predict.py --run R a.jpg --out x.csv
     ns, rest = parser.parse_known_intermixed_args(argv) if bare else parser.parse_known_args(argv)
-    if rest:
-        raise ConfigError(f"unexpected argument {brief(rest[0])}: options look like --key value")
+    if rest or (after and not bare):
+        word = (rest or after)[0]
+        hint = (f"; a {positional(cls, bare).metavar} starting with '-' goes after -- or as ./{word}"
+                if bare and word.startswith("-") and not word.startswith("--") else "")
+        raise ConfigError(f"unexpected argument {brief(word)}: options look like --key value{hint}")
     given = vars(ns)
+    if after:
+        given[bare] = [*given.get(bare, []), *after]
     if given.pop("help", False):
         print(parser.format_help())
         raise SystemExit(0)

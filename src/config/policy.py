@@ -79,16 +79,19 @@ def changes(cfg, recipe_files=()) -> list[str]:
 def pointless(cfg) -> list[str]:
     """A warning for each setting given a non-default value that another setting makes pointless."""
     cls, defaults, out = type(cfg), type(cfg)(), []
+
+    def shown(v) -> str:
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
     for key in fields_of(cls):
         rule = needs(cls, key)
-        if rule is None or rule.key not in fields_of(cls) or getattr(cfg, key) == getattr(defaults, key):
+        if rule is None or getattr(cfg, key) == getattr(defaults, key):
             continue
-        other = getattr(cfg, rule.key)
-        if other not in rule.values:
-            wanted = " or ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in rule.values)
-            shown = str(other).lower() if isinstance(other, bool) else other
-            out.append(f"--{key} {getattr(cfg, key)} has no effect with --{rule.key} {shown} "
-                       f"(it applies with --{rule.key} {wanted})")
+        conditions = [(k, values) for k, values in rule.conditions if k in fields_of(cls)]
+        if conditions and not any(getattr(cfg, k) in values for k, values in conditions):
+            now = " and ".join(f"--{k} {shown(getattr(cfg, k))}" for k, _ in conditions)
+            wanted = ", or ".join(f"--{k} {' or '.join(map(shown, values))}" for k, values in conditions)
+            out.append(f"--{key} {getattr(cfg, key)} has no effect with {now} (it applies with {wanted})")
     return out
 
 

@@ -78,7 +78,8 @@ def condition(group: type, key: str) -> str:
     rule = needs(group, key)
     if rule is None:
         return ""
-    return f"; has an effect only with `--{rule.key} {'|'.join(shown(v) for v in rule.values)}`"
+    return "; has an effect only with " + " or ".join(f"`--{k} {'|'.join(shown(v) for v in values)}`"
+                                                     for k, values in rule.conditions)
 
 
 def option_line(group: type, key: str, comments: dict[str, str]) -> str:

@@ -114,13 +114,21 @@ class Choices:
 
 @dataclass(frozen=True)
 class Needs:
-    """The field only has an effect when setting `key` is one of `values`."""
+    """The field only has an effect when setting `key` is one of `values`, or one of the (key, values) pairs of `or_`
+    holds."""
     key: str
     values: tuple
+    or_: tuple = ()
 
-    def __init__(self, key: str, *values):
+    def __init__(self, key: str, *values, or_: tuple = ()):
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "values", values)
+        object.__setattr__(self, "or_", tuple((k, tuple(v)) for k, v in or_))
+
+    @property
+    def conditions(self) -> tuple:
+        """Each (key, values) pair under which the field has its effect."""
+        return ((self.key, self.values), *self.or_)
 
 
 RunName = Annotated[str, Name()]
@@ -234,7 +242,7 @@ class Loss:
 class Augmentation:
     """augmentation and input size"""
     aug: Literal["original", "light", "geometric", "none"] = "original"  # the entry's pipeline, a light one for quick runs, light without its brightness and contrast change (grey hair keeps its shade), or resize only
-    fog: Literal["fast", "albumentations"] = "fast"  # the original pipeline's fog (aug original, UDA's strong view): fast draws RandomFog's look in about a millisecond an image (src/data/fog.py); albumentations is RandomFog itself, 0.14-0.5 s an image at 384x288
+    fog: Annotated[Literal["fast", "albumentations"], Needs("aug", "original", or_=[("uda", [True])])] = "fast"  # the original pipeline's fog (aug original, UDA's strong view): fast draws RandomFog's look in about a millisecond an image (src/data/fog.py); albumentations is RandomFog itself, 0.14-0.5 s an image at 384x288
     img_height: Count = 384  # network input height
     img_width: Count = 288  # network input width
     mean: list[float] = field(default_factory=lambda: [0.560, 0.524, 0.501])  # dataset RGB mean
@@ -344,7 +352,8 @@ class Page:
     host: str = "127.0.0.1"  # where the page listens; 0.0.0.0 opens it to every machine that reaches this one (a warning says so)
     port: Annotated[int, Range(1, 65535)] = 7860  # the page's port
     share: bool = False  # also a public gradio.live link (Gradio's tunnel: needs the internet)
-    auth: str = ""  # user:password that the page asks for; empty: no login
+    auth: str = ""  # user:password that the page asks for; empty: no login (or --auth_file, or the MASKCLS_AUTH variable)
+    auth_file: str = ""  # a file whose first line is user:password: kept out of the process list, unlike --auth
     cam: bool = True  # draw where the first run's models look for each photo's mask, gender and age (Grad-CAM)
     max_photos: Count = 16  # photos one request may hold
 
@@ -355,7 +364,7 @@ class Export:
     out: str = ""  # folder that receives model.onnx and model.json
     data_dir: str = ""  # the data whose eval images check parity; default the first run's own data_dir (config.yaml)
     parity_images: Count = 32  # eval images of data_dir predicted by both PyTorch and onnxruntime before writing
-    parity_tolerance: Positive = 1e-4  # the largest probability difference allowed between the two
+    parity_tolerance: Positive = 1e-4  # the largest output difference allowed between the two (the age relative to itself)
 
 
 @dataclass

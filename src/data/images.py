@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import warnings
 from pathlib import Path
 
 import cv2
@@ -20,17 +19,21 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 cv2.setNumThreads(1)  # loader workers parallelise across images; OpenCV threads would only contend
 
 
+def header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from an image file's header, nothing decoded. PIL keeps a pixel limit of its own (a warning
+    above 89 MP, an error above twice that) that would override max_image_pixels either way; ours is the one limit,
+    checked on every header before any decode, so PIL's is lifted (here, where something else may have set it)."""
+    Image.MAX_IMAGE_PIXELS = None
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
 def image_header(data: bytes, path, max_pixels: int) -> str | None:
     """Problems visible without decoding: an empty file, unreadable header, too many pixels, a JPEG cut short."""
     if not data:
         return f"{path}: unreadable or corrupt image (an empty file: 0 bytes)"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                width, height = im.size
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        return f"{path}: refused, too many pixels to decode safely ({e})"
+        width, height = header_size(data)
     except Image.UnidentifiedImageError:  # its message shows a BytesIO's address, which helps nobody
         return f"{path}: unreadable or corrupt image (not an image format PIL knows)"
     except Exception as e:  # PIL raises many types for bad headers
@@ -47,6 +50,22 @@ def image_header(data: bytes, path, max_pixels: int) -> str | None:
 
 REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
            8: cv2.IMREAD_REDUCED_COLOR_8}  # 1/2, 1/4 or 1/8 size: OpenCV scales a JPEG inside its decoder, less work
+
+
+def fitting_reduction(path, max_pixels: int) -> tuple[int, tuple[int, int]] | None:
+    """(the least of 2, 4 or 8 at which a JPEG over max_pixels fits it when decoded at that fraction, its full width
+    and height), or None for a photo that fits as it is, is no readable JPEG, or does not fit even at an eighth."""
+    try:
+        data = read_regular(path)
+        if data[:2] != b"\xff\xd8":
+            return None
+        width, height = header_size(data)
+    except Exception:  # PIL and the file system raise many types: read_rgb's own checks name the problem
+        return None
+    if width * height <= max_pixels:
+        return None
+    scale = next((s for s in (2, 4, 8) if -(-width // s) * -(-height // s) <= max_pixels), None)
+    return None if scale is None else (scale, (width, height))
 
 
 def read_rgb(path, max_pixels: int = MAX_IMAGE_PIXELS, reduce: int = 1) -> np.ndarray:

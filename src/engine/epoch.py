@@ -36,9 +36,10 @@ def check_finite(loss_sum: torch.Tensor, k: int, epoch: int, step: int):
                         f"Try a lower --lr, --grad_clip 1, or --amp none.")
 
 
-def train_one_epoch(ins: RunInputs, fold: Fold, epoch: int) -> dict:
+def train_one_epoch(ins: RunInputs, fold: Fold, epoch: int, between_steps=lambda: None) -> dict:
     """One pass over the fold's training loader (its sampler and augmentation seeded by the epoch, UDA's unlabelled
-    stream beside it), then the buffers made the same on every rank; losses and F1 over the whole epoch."""
+    stream beside it), then the buffers made the same on every rank; losses and F1 over the whole epoch.
+    `between_steps()` runs before each step (the fold's writer thread's error is raised there, as soon as it fails)."""
     fold.sampler.set_epoch(epoch)
     set_epoch(fold.train_ds, epoch)
     # the unlabelled stream of each epoch starts afresh from the epoch number, so a resume replays it
@@ -50,21 +51,25 @@ def train_one_epoch(ins: RunInputs, fold: Fold, epoch: int) -> dict:
     sums = torch.zeros(3, device=step.device)  # total, supervised, consistency
     preds, targets = [], []
     n = 0
-    bar = tqdm(fold.train_loader, desc=f"fold {fold.k} epoch {epoch}", disable=not show, mininterval=1, leave=False)
-    for i, (x, y, _) in enumerate(bar):
-        stop_if_signalled()
-        loss, sup, cons, logits = step(x, y, next(uda_iter)[0] if uda_iter is not None else None)
-        if batch_scheduler is not None:
-            batch_scheduler.step()
-        sums += torch.stack([loss, sup, cons]).float() * len(x)
-        n += len(x)
-        preds.append(logits.argmax(1).cpu())
-        targets.append(target_label(y))
-        if i % BAR_EVERY == 0 or i == len(fold.train_loader) - 1:
-            check_finite(sums[0], fold.k, epoch, i)
-            if show:  # the running F1 costs a pass over the epoch's predictions: only for a bar someone sees
-                bar.set_postfix(loss=f"{sums[0].item() / n:.4f}", lr=f"{step.optimizer.param_groups[0]['lr']:.2e}",
-                                f1=f"{macro_f1(torch.cat(targets), torch.cat(preds)):.3f}")
+    # closed however the epoch ends, so that an error's line never lands on the bar's
+    with tqdm(fold.train_loader, desc=f"fold {fold.k} epoch {epoch}", disable=not show, mininterval=1,
+              leave=False) as bar:
+        for i, (x, y, _) in enumerate(bar):
+            stop_if_signalled()
+            between_steps()
+            loss, sup, cons, logits = step(x, y, next(uda_iter)[0] if uda_iter is not None else None)
+            if batch_scheduler is not None:
+                batch_scheduler.step()
+            sums += torch.stack([loss, sup, cons]).float() * len(x)
+            n += len(x)
+            preds.append(logits.argmax(1).cpu())
+            targets.append(target_label(y))
+            if i % BAR_EVERY == 0 or i == len(fold.train_loader) - 1:
+                check_finite(sums[0], fold.k, epoch, i)
+                if show:  # the running F1 costs a pass over the epoch's predictions: only for a bar someone sees
+                    bar.set_postfix(loss=f"{sums[0].item() / n:.4f}",
+                                    lr=f"{step.optimizer.param_groups[0]['lr']:.2e}",
+                                    f1=f"{macro_f1(torch.cat(targets), torch.cat(preds)):.3f}")
     check_finite(sums[0], fold.k, epoch, len(fold.train_loader))
     dist_mod.sync_buffers(ins.dist, o.model)
     if o.ema is not None:

@@ -107,7 +107,7 @@ def train_fold(ins: RunInputs, k: int):
             ins.progress.epoch = epoch
             saver.check()  # the previous epoch's files could not be written: stop before training another
             started = time.perf_counter()
-            stats = train_one_epoch(ins, fold, epoch)
+            stats = train_one_epoch(ins, fold, epoch, saver.check)
             validated = validate(ins, fold, epoch) if validation_due(ins, fold, epoch) else None
             if finish_epoch(ins, fold, saver, epoch, stats, validated, started):
                 break

@@ -15,7 +15,7 @@ from src.data.tables import load_pseudo, load_train, load_unlabeled, with_saved_
 from src.engine import builders
 from src.engine import dist as dist_mod
 from src.engine.fold import Progress, RunInputs, dropped, train_fold
-from src.errors import ConfigError, Interrupted, interruptible
+from src.errors import ConfigError, Interrupted, MaskclsError, interruptible
 from src.run import tracking
 from src.run.atomic import check_writable
 from src.run.logging import FILE_ONLY, log, setup_logging
@@ -36,6 +36,9 @@ def train(cfg: TrainConfig, after_epoch: Callable[[int, int, dict, bool], None] 
             return train_folds(cfg, dist, progress, after_epoch)
     except Interrupted as e:
         log.warning("%s", e, extra=FILE_ONLY)
+        raise
+    except MaskclsError as e:  # the console gets it from the entry point; train.log keeps it too
+        log.error("%s", "\n".join(e.lines()), extra=FILE_ONLY)
         raise
     finally:
         dist_mod.cleanup()

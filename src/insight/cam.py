@@ -14,6 +14,7 @@ coordinates of the input the model saw: for a run that crops to that very box it
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -21,9 +22,11 @@ import cv2
 import numpy as np
 import torch
 
+from src.errors import ConfigError
 from src.labels import TASK_NAMES, TASK_SIZES, decode_label, NUM_CLASSES
 
 TASKS = tuple(TASK_NAMES)  # mask, gender, age: the order of every map triple
+TMP_ROOM = 24  # bytes of a file name kept for the atomic write's temp name (.<name>.<pid>.tmp)
 
 
 class TaskTarget:
@@ -140,24 +143,55 @@ class RunExplainer:
         return np.mean([e.maps(x, classes) for e in self.explainers], axis=0)
 
 
-def write_photo_maps(predictor, rows, folder):
+class PhotoMaps:
     """predict.py --cam: for each predicted photo, `folder`/<row>_<name>.png: the input the first run's models saw,
-    then its mask, gender and age maps (the mean of its folds'), for the class the photo was decided as."""
-    from src.run.figures import save_rgb
+    then its mask, gender and age maps (the mean of its folds'), for the class the photo was decided as. Where each
+    picture goes is settled and checked before any photo is predicted; a name too long for the file system is cut
+    and told apart by a digest of the whole."""
 
-    folder.mkdir(parents=True, exist_ok=True)
-    ok = rows.index[rows["error"] == ""]
-    if not len(ok):
-        return
-    plan = predictor.plans[0]
-    explainer = RunExplainer(plan, predictor.device, predictor.cfg.log_dir, predictor.cfg.max_image_pixels)
-    for start in range(0, len(ok), 16):
-        chunk = ok[start:start + 16]
-        x = explainer.inputs(rows.loc[chunk, "path"].tolist())
-        maps = explainer.maps(x, rows.loc[chunk, "class"].astype(int).to_numpy())
-        for i, image, triple in zip(chunk, x.permute(0, 2, 3, 1).numpy(), maps):
-            name = f"{i:04d}_{Path(rows.loc[i, 'path']).stem}.png"
-            save_rgb(strip(image, triple), folder / name)
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def files(self, photos: list[str]) -> list[Path]:
+        from src.run.rundir import name_max
+
+        room = name_max(self.folder) - TMP_ROOM
+        names = []
+        for i, photo in enumerate(photos):
+            stem = Path(photo).stem
+            name = f"{i:04d}_{stem}.png"
+            if len(name.encode()) > room:
+                digest = hashlib.sha256(stem.encode(errors="replace")).hexdigest()[:8]
+                keep = room - len(f"{i:04d}_-{digest}.png".encode())
+                name = f"{i:04d}_{stem.encode()[:keep].decode(errors='ignore')}-{digest}.png"
+            names.append(self.folder / name)
+        return names
+
+    def check(self, photos: list[str]):
+        """The folder can be written and no picture's place is taken by anything but a file: one line if not."""
+        from src.run.atomic import check_writable
+
+        check_writable(self.folder)
+        taken = next((p for p in self.files(photos) if p.exists() and not p.is_file()), None)
+        if taken is not None:
+            raise ConfigError(f"--cam {self.folder}: {taken.name} is a folder (or not a file) where a picture goes; "
+                              f"move it away or give another --cam folder")
+
+    def write(self, predictor, rows):
+        from src.run.figures import save_rgb
+
+        ok = rows.index[rows["error"] == ""]
+        if not len(ok):
+            return
+        files = self.files(rows["path"].tolist())
+        plan = predictor.plans[0]
+        explainer = RunExplainer(plan, predictor.device, predictor.cfg.log_dir, predictor.cfg.max_image_pixels)
+        for start in range(0, len(ok), 16):
+            chunk = ok[start:start + 16]
+            x = explainer.inputs(rows.loc[chunk, "path"].tolist())
+            maps = explainer.maps(x, rows.loc[chunk, "class"].astype(int).to_numpy())
+            for i, image, triple in zip(chunk, x.permute(0, 2, 3, 1).numpy(), maps):
+                save_rgb(strip(image, triple), files[i])
 
 
 class FoldExplainers:

@@ -14,44 +14,32 @@ import html
 import logging
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+import yaml
 
 from src.config.schema import AppConfig
-from src.data.images import IMAGE_EXTS, REDUCED
-from src.errors import ConfigError
-from src.files import read_json
+from src.data.images import IMAGE_EXTS, REDUCED, fitting_reduction
+from src.errors import ConfigError, first_line
+from src.files import irregular, read_document, read_json, read_yaml
 from src.labels import CLASS_NAMES, TASK_NAMES
 from src.run.figures import confusion_figure, png_bytes, pyplot
 from src.run.oof import read_oof
 
 log = logging.getLogger("maskcls")
-JPEG = (".jpg", ".jpeg")
 
 
 def fitted(path: str, max_pixels: int, folder: Path) -> tuple[str, str]:
     """(the photo to predict, a note): a JPEG over max_image_pixels decoded at the largest of 1/2, 1/4, 1/8 of its
-    size that fits and saved into `folder` (PNG, lossless); any other photo as it is."""
-    if Path(path).suffix.lower() not in JPEG:
+    size that fits and saved into `folder` (PNG, lossless), which then passes the one limit as any photo does; any
+    other photo as it is."""
+    reduction = fitting_reduction(path, max_pixels)
+    if reduction is None:
         return path, ""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                width, height = im.size
-    except Exception:  # PIL raises many types for a bad file: predict's own checks name the problem
-        return path, ""
-    if width * height <= max_pixels:
-        return path, ""
-    scale = next((s for s in (2, 4, 8) if (width // s) * (height // s) <= max_pixels), None)
-    if scale is None:
-        return path, ""  # still too large at an eighth: refused as any photo over the limit
+    scale, (width, height) = reduction
     image = cv2.imdecode(np.fromfile(path, np.uint8), REDUCED[scale])
     if image is None:
         return path, ""
@@ -158,7 +146,8 @@ class Page:
                          + (f"; age off by {cv['cv_age_mae']:.2f} years" if "cv_age_mae" in cv else ""))
         else:
             parts.append("\nno cv.json yet: the run's folds have not all finished")
-        parts.append("\n**Settings** (config.yaml)\n\n```yaml\n" + run.config.read_text() + "\n```")
+        parts.append("\n**Settings** (config.yaml, each path of the server cut to its last part)\n\n```yaml\n"
+                     + yaml.safe_dump(unplaced(read_yaml(run.config)), sort_keys=False) + "```")
         images = []
         oof = read_oof(run)
         if not oof.empty:
@@ -172,6 +161,18 @@ class Page:
         else:
             parts.append("\nno errors.png yet: `python -m tools.report` draws the worst mistakes")
         return "\n".join(parts), images
+
+
+def unplaced(value):
+    """A setting as the page shows it: an absolute path cut to its last part (.../name), in lists and mappings too; the
+    page tells nobody where the server keeps its data and runs."""
+    if isinstance(value, dict):
+        return {k: unplaced(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unplaced(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return f".../{Path(value).name}"
+    return value
 
 
 def build(page: Page):
@@ -201,18 +202,43 @@ def build(page: Page):
     return blocks
 
 
+AUTH_VARIABLE = "MASKCLS_AUTH"  # user:password from the environment: out of the process list and of shell history
+
+
+def credentials(cfg: AppConfig) -> tuple[str, str] | None:
+    """The login the page asks for, from --auth, --auth_file (its first line) or $MASKCLS_AUTH (the options win), or
+    None."""
+    if cfg.auth and cfg.auth_file:
+        raise ConfigError("--auth and --auth_file both give a login; give one")
+    if cfg.auth_file:
+        why = irregular(cfg.auth_file)
+        try:
+            if why:
+                raise ValueError(why)
+            text, source = (read_document(cfg.auth_file).splitlines() or [""])[0].strip(), f"--auth_file {cfg.auth_file}"
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--auth_file {cfg.auth_file}: {first_line(e)}") from None
+    else:
+        text, source = (cfg.auth, "--auth") if cfg.auth else (os.environ.get(AUTH_VARIABLE, ""), AUTH_VARIABLE)
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ConfigError(f"{source} takes user:password")
+    return user, password
+
+
 def access(cfg: AppConfig) -> tuple[tuple[str, str] | None, str | None]:
-    """(Gradio's auth pair or None, a warning or None) of --auth and --host."""
-    auth = None
-    if cfg.auth:
-        user, sep, password = cfg.auth.partition(":")
-        if not sep or not user or not password:
-            raise ConfigError("--auth takes user:password")
-        auth = (user, password)
+    """(Gradio's auth pair or None, a warning or None) of the login (credentials) and --host."""
+    auth = credentials(cfg)
+    if not cfg.host.strip():
+        raise ConfigError("--host is empty; give 127.0.0.1 (this machine only, the default) or 0.0.0.0 (every machine "
+                          "that reaches this one)")
     if cfg.host in ("127.0.0.1", "localhost", "::1"):
         return auth, None
     return auth, (f"warning: --host {cfg.host}: the page answers every machine that reaches this one on port "
-                  f"{cfg.port}" + ("" if auth else "; give --auth user:password"))
+                  f"{cfg.port}" + ("" if auth else f"; give --auth_file FILE (its first line user:password) or "
+                                                   f"{AUTH_VARIABLE}=user:password"))
 
 
 def serve(cfg: AppConfig):

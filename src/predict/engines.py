@@ -93,12 +93,13 @@ def noise_images(size: tuple[int, int]) -> torch.Tensor:
     return torch.randint(0, 256, (3, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
-def check_parity(graph, sess, what: str, tolerance: float, images: torch.Tensor) -> float:
-    """onnxruntime against PyTorch on `images`; above `tolerance` it is an error naming the figure."""
+def check_parity(graph, sess, what: str, tolerance: float, images: torch.Tensor, remedy: str) -> float:
+    """onnxruntime against PyTorch on `images` (onnx_graph.parity); above `tolerance` it is an error naming the figure
+    and `remedy`, what the command at hand can do instead."""
     diff = onnx_graph.parity(graph, sess, images)
     if not diff <= tolerance:
-        raise ParityError(f"{what}: onnxruntime's probabilities differ from PyTorch's by up to {diff:.3g} on "
-                          f"{len(images)} images, more than {tolerance:g}; nothing was written. Use --engine torch")
+        raise ParityError(f"{what}: onnxruntime's outputs differ from PyTorch's by up to {diff:.3g} on "
+                          f"{len(images)} images, more than {tolerance:g}; nothing was written. {remedy}")
     return diff
 
 
@@ -142,7 +143,8 @@ def cached_session(run: RunDir, run_cfg: TrainConfig, checkpoints: list[Path], f
     graph = onnx_graph.ProbabilityGraph([models], tta)
     model = onnx_graph.onnx_bytes(graph, size)
     sess = onnx_graph.session(model)
-    diff = check_parity(graph, sess, f"run {run.name}: the exported graph", PARITY_TOLERANCE, noise)
+    diff = check_parity(graph, sess, f"run {run.name}: the exported graph", PARITY_TOLERANCE, noise,
+                        "Use --engine torch")
     try:
         replace_together({path: lambda tmp: write_bytes(model, tmp),
                           run.onnx_digest(path): text_writer(hashlib.sha256(model).hexdigest() + "\n")})

@@ -161,7 +161,8 @@ def export_runs(cfg: ExportConfig, out: Path, plans: list[RunPlan]) -> Path:
         log.info("run %s: %s", plan.name, plan.used())
     model = onnx_graph.onnx_bytes(graph, size)
     diff = check_parity(graph, onnx_graph.session(model), f"export of {', '.join(p.name for p in plans)}",
-                        cfg.parity_tolerance, images)
+                        cfg.parity_tolerance, images, f"Export with another --checkpoint, or allow more with "
+                                                      f"--parity_tolerance (now {cfg.parity_tolerance:g})")
     log.info("parity with PyTorch on %d eval images of %s: largest probability difference %.2e (tolerance %g)",
              len(images), cfg.data_dir, diff, cfg.parity_tolerance)
     card = model_card(cfg, plans, size, work, crop, decided, diff, len(images))

@@ -54,20 +54,20 @@ def unfitted(path, expected: str) -> CheckpointError:
 
 def saved_cuts(plan: RunPlan) -> tuple | None:
     """A number age head's cut points from its decision.json (checked: c1 < c2 within the ages), or None for a band
-    head or a decision.json from before they existed."""
+    head, whose decision has none. A number head's run always had them (they came with the heads): missing or null,
+    the file is refused like any other bad value, rather than decided with other cuts."""
     if plan.cfg.age_head not in NUMBER_HEADS or not plan.run.decision.is_file():
         return None
     path = plan.run.decision
     try:
-        cuts = read_json(path).get("age_cuts")
-        if cuts is None:
-            return None
+        cuts = read_json(path)["age_cuts"]
         ok = (len(cuts) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in cuts)
               and AGES[0] <= cuts[0] < cuts[1] <= AGES[1] + 1)
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:
-        raise unfitted(path, f"'age_cuts' of two ages c1 < c2 within {AGES[0]}..{AGES[1] + 1}")
+        raise unfitted(path, f"'age_cuts' of two ages c1 < c2 within {AGES[0]}..{AGES[1] + 1} (age head "
+                             f"{plan.cfg.age_head})")
     return float(cuts[0]), float(cuts[1])
 
 

@@ -145,20 +145,22 @@ def check_out(cfg: PredictConfig, found):
     return out
 
 
-def predict(cfg: PredictConfig, explain=None) -> pd.DataFrame:
-    """Rows for every photo of cfg.inputs, written to --out (atomically) or printed; with --cam, `explain(predictor,
-    rows, folder)` draws where the models look (src/insight/cam.py's write_photo_maps, handed in by predict.py)."""
+def predict(cfg: PredictConfig, maps=None) -> pd.DataFrame:
+    """Rows for every photo of cfg.inputs, written to --out (atomically) or printed; with --cam, `maps` draws where
+    the models look (src/insight/cam.py's PhotoMaps of the --cam folder, handed in by predict.py): its places are
+    checked before any photo is predicted, and it draws once the rows are written, so a picture that cannot be
+    written loses no prediction."""
     setup_logging()
     if not cfg.inputs:
         raise ConfigError("name the photos to predict: image files, folders or globs after the options")
     found = collect(cfg.inputs)
     out = check_out(cfg, found)
     if cfg.cam:
-        if explain is None:
+        if maps is None:
             raise ConfigError("--cam needs the Grad-CAM drawing of src/insight/cam.py: run predict.py")
-        check_writable(Path(cfg.cam))
+        maps.check([p for p, _ in found])
     with reading_runs(cfg) as plans:  # every run and checkpoint is checked before any model loads
-        return predict_found(cfg, found, out, plans, explain)
+        return predict_found(cfg, found, out, plans, maps)
 
 
 class Predictor:
@@ -206,18 +208,18 @@ class Predictor:
         return rows(found, total, classes, {i: problems[i] for i in sorted(problems)}, years)
 
 
-def predict_found(cfg: PredictConfig, found, out, plans, explain=None) -> pd.DataFrame:
+def predict_found(cfg: PredictConfig, found, out, plans, maps=None) -> pd.DataFrame:
     if cfg.group == "people":
         log.info("group people: none (predict.py's photos are any photos, not known to be whole people); every "
                  "photo decided alone")
     predictor = Predictor(cfg, plans)
     df = predictor.rows(found, cfg.strict)
-    if cfg.cam:
-        explain(predictor, df, Path(cfg.cam))
     text = output_text(df, cfg.format)
     if out is None:
         sys.stdout.write(text)
     else:
         save_text(text, out)
         log.info("predictions of %d photo(s) (%d error rows) -> %s", len(df), int((df["error"] != "").sum()), out)
+    if cfg.cam:
+        maps.write(predictor, df)
     return df

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.errors import FileSystemError, NoSpace, filesystem_error
+from src.errors import REPLACING, FileSystemError, NoSpace, filesystem_error
 from src.files import read_json
 
 TMP_NAME = re.compile(r".*\.(\d+)\.tmp$")  # <name>.<pid>.tmp: the writer's pid tells a stale file
@@ -56,9 +56,10 @@ def replace_together(writes: dict):
         if journal is not None:
             current = journal
             journal.write_text(json.dumps([[str(t), str(p)] for p, t in tmps.items()]))
-        for path, tmp in tmps.items():
-            current = path
-            os.replace(tmp, path)
+        with REPLACING:  # a signal's last line waits for these moves, and none starts after it
+            for path, tmp in tmps.items():
+                current = path
+                os.replace(tmp, path)
         for folder in dict.fromkeys(p.parent for p in tmps):
             _fsync_dir(folder)
     except OSError as e:

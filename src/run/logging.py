@@ -30,6 +30,11 @@ class _TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class _FileHandler(logging.FileHandler):
+    def handleError(self, record):
+        pass  # a full or read-only disk: the console still has the line, and no traceback buries it
+
+
 def setup_logging(log_file: Path | None = None, main: bool = True):
     """Console lines; with `log_file`, timestamped lines there too. Other ranks than the main one log warnings."""
     log.handlers.clear()
@@ -40,7 +45,7 @@ def setup_logging(log_file: Path | None = None, main: bool = True):
     console.addFilter(_Only("console"))
     log.addHandler(console)
     if log_file is not None and main:
-        fh = logging.FileHandler(log_file)
+        fh = _FileHandler(log_file)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         fh.addFilter(_Only("file"))
         log.addHandler(fh)

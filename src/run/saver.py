@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from src.config.schema import BEST_BY_METRIC
+from src.errors import CheckpointError
 from src.metrics import confusion, evaluate
 from src.run.atomic import save_csv
 from src.run.background import BackgroundWrites, snapshot
-from src.run.checkpoint import FoldState, load_into, save_best, set_rng_state
+from src.run.checkpoint import FOR_RESUME, FoldState, load_into, read, save_best, set_rng_state
 from src.run.figures import confusion_figure, save_png
 from src.run.logging import log
 from src.run.oof import oof_rows
@@ -161,11 +162,32 @@ class FoldSaver:
         if not self.writes:
             return
         improved, keep = self._improvements(validated, True)
+        for key in self.after(state.epoch):  # a kill between an epoch's best_*.pt and its last.pt: not this fold's
+            log.info("fold %d: %s is of an epoch after the saved epoch %d (killed before its last.pt); rewritten from "
+                     "epoch %d", self.k, self.run.checkpoint(self.k, BEST_BY_METRIC[key]).name, state.epoch,
+                     state.epoch)
+            improved[key], self.best[key] = True, validated.metrics[key]
+            keep = keep or (key == "val_f1" and self.oof_from == "best_f1")  # oof.csv follows best_f1.pt
         weights = self.objects.kept_weights() if any(improved.values()) else None
         self._keep(state.epoch, validated, improved, weights, confusion(validated.labels, validated.probs.argmax(1)),
                    keep)
+        self._record(self.rows)  # without the rows of epochs after the saved one
         state.best, state.finished = dict(self.best), True
         state.save(self.run.last(self.k))
+
+    def after(self, epoch: int) -> list[str]:
+        """The metrics whose best_*.pt holds an epoch after `epoch` (or cannot be read)."""
+        later = []
+        for key, kind in BEST_BY_METRIC.items():
+            path = self.run.checkpoint(self.k, kind)
+            if path.is_file():
+                try:
+                    saved = int(read(path, FOR_RESUME, mmap=True)["epoch"])
+                except (CheckpointError, KeyError, TypeError, ValueError):
+                    saved = math.inf
+                if saved > epoch:
+                    later.append(key)
+        return later
 
     def _improvements(self, validated: Validated, last: bool) -> tuple[dict[str, bool], bool]:
         """Which metrics a validated epoch improved (their best values updated), and whether its rows become

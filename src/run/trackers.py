@@ -16,7 +16,7 @@ from pathlib import Path
 
 from src.errors import ConfigError, MaskclsError, first_line
 from src.files import mtime_ms
-from src.run.atomic import check_writable
+from src.run.atomic import check_writable, remove_stale_tmp, replace_with
 from src.run.rundir import RunDir, mlflow_artifacts, store_lock
 
 log = logging.getLogger("maskcls")
@@ -28,6 +28,8 @@ SQLITE, HTTP = "sqlite:///", ("http://", "https://")
 # the MLflow client's HTTP defaults retry for minutes; a tracker must never hold training up that long (user env wins)
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+MLFLOW_TABLES = {"alembic_version", "experiments", "runs", "metrics", "params", "tags"}  # any of them: MLflow made it
+METRICS_PER_BATCH = 1000  # MLflow's limit of one log_batch
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
 
 
@@ -83,6 +85,61 @@ def check_store(uri: str):
     except MaskclsError:
         raise ConfigError(f"{cannot}: its folder {folder} is not writable (SQLite keeps its journal there); make "
                           f"it writable or give another --tracking_uri") from None
+    whole_store(db)
+
+
+def store_state(db: Path) -> tuple[set[str], str | None, int]:
+    """(the tables of a SQLite file, the MLflow schema revision it records or None, how many MLflow runs it holds)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        found = con.execute("SELECT version_num FROM alembic_version").fetchone() if "alembic_version" in tables \
+            else None
+        runs = con.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+    return tables, (found[0] if found else None), int(runs)
+
+
+def build_store(tmp: Path):
+    """MLflow's tables and every schema migration, into a new SQLite file `tmp` (what MLflow does on first use)."""
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    engine = create_sqlalchemy_engine(f"{SQLITE}{tmp}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def quiet_mlflow():
+    for name in ("mlflow", "alembic"):  # schema migrations and client notes are not the run's lines
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def whole_store(db: Path):
+    """The SQLite store `db` made whole before MLflow opens it. MLflow builds a new store in dozens of migrations that
+    a kill can cut short, leaving a schema behind its tables that no later run can use; so a new store is built under
+    a temporary name and moved in. A half-made store found (its schema behind this MLflow's) is rebuilt when it holds
+    no run (one line says so); with runs it is one line saying what to move away, and nothing is deleted."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    quiet_mlflow()
+    with store_lock(db):
+        remove_stale_tmp(db.parent)  # the temporary store of a build that was killed
+        if db.exists():
+            tables, revision, runs = store_state(db)
+            head = _get_latest_schema_revision()
+            if revision == head:
+                return
+            if tables and not tables & MLFLOW_TABLES:
+                raise ConfigError(f"--tracking_uri {SQLITE}{db}: an SQLite file of other tables ("
+                                  f"{', '.join(sorted(tables)[:3])}), not an MLflow store; move it away or give "
+                                  f"another --tracking_uri")
+            if runs:
+                raise ConfigError(f"--tracking_uri {SQLITE}{db}: the MLflow store's schema is at revision "
+                                  f"{revision}, not this MLflow's {head}, and it holds {runs} run(s): move it away (mv "
+                                  f"{db} {db}.old) to start a new store, or upgrade it (mlflow db upgrade {SQLITE}{db})")
+            log.warning("warning: the MLflow store %s was half made (schema at revision %s of %s, no runs): built "
+                        "it again", db, revision, head)
+        replace_with(db, build_store)
 
 
 def wandb_mode() -> str:
@@ -108,12 +165,13 @@ class MLflow:
     def __init__(self, rec, run: RunDir):
         from mlflow.tracking import MlflowClient
 
-        for name in ("mlflow", "alembic"):  # schema migrations and client notes are not the run's lines
-            logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_mlflow()
         for key, value in HTTP_LIMITS.items():
             os.environ.setdefault(key, value)
-        self.run, self.client = run, MlflowClient(tracking_uri=rec.where)
         self.db = Path(rec.where[len(SQLITE):]) if rec.where.startswith(SQLITE) else None
+        if self.db:
+            whole_store(self.db)
+        self.run, self.client = run, MlflowClient(tracking_uri=rec.where)
         # this machine's processes write a SQLite store one at a time; a server orders its own writes
         self.lock = functools.partial(store_lock, self.db) if self.db else contextlib.nullcontext
 
@@ -148,17 +206,37 @@ class MLflow:
 
     def batches(self, run_id: str, **items):
         for key, values in items.items():
-            for i in range(0, len(values), 100):  # MLflow takes 100 params (1,000 metrics) a batch
+            for i in range(0, len(values), 100):  # MLflow takes 100 params or tags a batch
                 self.client.log_batch(run_id, **{key: values[i:i + 100]})
 
-    def metrics(self, rec, k: int | None, rows: list[dict]):
-        """Fold k's epochs (the epoch a metric too), or for k None cv.json's figures at the step of their sending."""
+    def metrics(self, rec, k: int | None, rows: list[dict]) -> int:
+        """Fold k's epochs (the epoch a metric too), or for k None cv.json's figures at step 0; how many rows went.
+        What the store holds already is not sent again (a kill after a send, before the ledger recorded it): an
+        epoch whose 'epoch' metric it has (each epoch goes in one batch, which the store commits whole), a figure
+        whose latest value it has."""
         from mlflow.entities import Metric
 
-        stamp, epoch = int(time.time() * 1000), {} if k is None else {"epoch": None}
-        self.batches(rec.run_id if k is None else rec.folds[str(k)], metrics=[
-            Metric(key, float(row["epoch"] if key == "epoch" else value), stamp, int(row["epoch"]))
-            for row in rows for key, value in (row["metrics"] | epoch).items()])
+        run_id = rec.run_id if k is None else rec.folds[str(k)]
+        stamp, extra = int(time.time() * 1000), {} if k is None else {"epoch": None}
+        if k is None:
+            held = self.client.get_run(run_id).data.metrics
+            rows = [dict(row, metrics={key: v for key, v in row["metrics"].items() if held.get(key) != float(v)})
+                    for row in rows]
+            rows = [row for row in rows if row["metrics"]]
+        else:
+            held = {m.step for m in self.client.get_metric_history(run_id, "epoch")}
+            rows = [row for row in rows if int(row["epoch"]) not in held]
+        batch = []
+        for row in rows:
+            metrics = [Metric(key, float(row["epoch"] if key == "epoch" else value), stamp, int(row["epoch"]))
+                       for key, value in (row["metrics"] | extra).items()]
+            if len(batch) + len(metrics) > METRICS_PER_BATCH:
+                self.client.log_batch(run_id, metrics=batch)
+                batch = []
+            batch += metrics
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+        return len(rows)
 
     def file(self, rec, k: int | None, path: Path, folder: str | None, image: str | None):
         self.client.log_artifact(rec.run_id if k is None else rec.folds[str(k)], str(path), folder)
@@ -216,13 +294,14 @@ class WandB:
             del rec.folds[str(k)]
         return 0
 
-    def metrics(self, rec, k: int | None, rows: list[dict]):
-        """Fold k's epochs at step = epoch, or for k None cv.json's figures in the run's summary."""
+    def metrics(self, rec, k: int | None, rows: list[dict]) -> int:
+        """Fold k's epochs at step = epoch, or for k None cv.json's figures in the run's summary; how many rows went."""
         for row in rows:
             if k is None:
                 self.session(rec, None).summary.update(row["metrics"])
             else:
                 self.session(rec, k).log(row["metrics"], step=int(row["epoch"]))
+        return len(rows)
 
     def file(self, rec, k: int | None, path: Path, folder: str | None, image: str | None):
         if image is not None:  # W&B gets the figures; the files themselves stay in the run folder (and MLflow)

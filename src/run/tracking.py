@@ -121,10 +121,9 @@ def send(backend, rec: Record, folder: Folder, save) -> collections.Counter:
         n["runs"] += backend.fold(rec, k, folder, restarted)
         rows = [r for r in rows if r["epoch"] > (-1 if restarted else rec.epochs.get(str(k), -1))]
         if rows:
-            backend.metrics(rec, k, rows)
+            n["epochs"] += backend.metrics(rec, k, rows)
             rec.epochs[str(k)] = rows[-1]["epoch"]
             save()
-            n["epochs"] += len(rows)
     if folder.cv and rec.cv != folder.cv_mark:
         values = {k: v for k, v in folder.cv.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         values |= {f"fold{k}_f1": v for k, v in (folder.cv.get("fold_f1") or {}).items()}
