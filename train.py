@@ -4,7 +4,6 @@
 Every option lives in src/config/schema.py; `python train.py --help` lists them.
 """
 import sys
-from pathlib import Path
 
 from src.config.parsing import parse_or_exit
 from src.config.schema import TrainConfig
@@ -17,10 +16,11 @@ def main(argv=None) -> int:
         if cfg.check_data:
             from src.data.check import print_check_data
             from src.engine.builders import crops
+            from src.run.rundir import cache_dir
 
             return print_check_data(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed,
                                     cfg.max_image_pixels,
-                                    lambda paths: crops(cfg, paths, Path(cfg.log_dir) / "cache", cfg.max_image_pixels))
+                                    lambda paths: crops(cfg, paths, cache_dir(cfg.log_dir), cfg.max_image_pixels))
         from src.engine.trainer import train
 
         train(cfg)

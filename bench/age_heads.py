@@ -29,7 +29,9 @@ import pandas as pd
 from src import decision
 from src.labels import PROB_COLUMNS
 from src.metrics import scores
-from src.run.oof import AGE, YEARS, oof_years, read_oof
+from src.engine.evaluation import age_error
+from src.predictions import Predictions
+from src.run.oof import read_oof
 from src.run.rundir import RunDir
 
 
@@ -37,14 +39,15 @@ def decided(run: RunDir, answers: pd.DataFrame) -> dict:
     """One run's out-of-fold figures and its eval, by argmax and by the offsets (and cut points) fitted on its
     out-of-fold rows."""
     oof = read_oof(run)
-    probs, labels, years = oof[PROB_COLUMNS].to_numpy(), oof["label"].to_numpy(), oof_years(oof)
+    (probs, years), labels = Predictions.from_table(oof), oof["label"].to_numpy()
     offsets = decision.plugin_offsets(probs, labels)
     cuts = None if years is None else decision.fit_cuts(probs, labels, years, offsets)
     ev = pd.read_csv(run.root / "eval_probs.csv").merge(answers, on="ImageID", validate="one_to_one")
-    eval_years = ev[YEARS].to_numpy(dtype=np.float64) if cuts is not None else None
-    tuned = scores(ev["ans"], decision.decide(ev[PROB_COLUMNS].to_numpy(), offsets, eval_years, cuts))
+    on_eval = Predictions.from_table(ev)
+    tuned = scores(ev["ans"], decision.decide(on_eval.probs, offsets, on_eval.years if cuts is not None else None,
+                                              cuts))
     return dict(folds=oof["fold"].nunique(), cv=scores(labels, probs.argmax(1))["f1"],
-                mae=None if years is None else float(np.abs(years - oof[AGE].to_numpy()).mean()),
+                mae=age_error(oof),
                 argmax=scores(ev["ans"], ev[PROB_COLUMNS].to_numpy().argmax(1))["f1"], tuned=tuned, cuts=cuts)
 
 

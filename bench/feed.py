@@ -299,6 +299,7 @@ def fixed_cost(data_dir: Path, batch_size: int, workers: int) -> list[str]:
     from src.run.logging import setup_logging
     from src.run.records import RunRecords
     from src.run.rundir import RunDir
+    from src.predictions import Predictions
     from src.run.saver import FoldObjects, FoldSaver, Validated
 
     cfg = TrainConfig(model="tf_efficientnet_b3_ns", pretrained=False, img_height=384, img_width=288)
@@ -349,7 +350,7 @@ def fixed_cost(data_dir: Path, batch_size: int, workers: int) -> list[str]:
                                    val_f1_mask=0.9, val_f1_gender=0.8, val_f1_age=0.6)
                     values = dict(lr=0.002, train_loss=1.0, train_f1=0.5, **metrics, time_s=15.0)
                     t0 = time.perf_counter()
-                    saver.save_epoch(epoch, values, Validated(paths, labels, probs, metrics), last=False,
+                    saver.save_epoch(epoch, values, Validated(paths, labels, Predictions(probs), metrics), last=False,
                                      rngs=[checkpoint.rng_state()])
                     blocking.append(time.perf_counter() - t0)
                     saver.wait()

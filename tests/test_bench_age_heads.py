@@ -5,6 +5,7 @@ import pandas as pd
 
 from bench import age_heads
 from src.labels import PROB_COLUMNS
+from src.predictions import Predictions
 from src.run.oof import oof_rows
 from src.run.rundir import RunDir
 
@@ -19,7 +20,7 @@ def hand_run(log_dir, name, years):
     probs = np.zeros((len(AGES), 18))
     probs[:, :3] = [0.5, 0.3, 0.2]
     paths = [f"p{i}.jpg" for i in range(len(AGES))]
-    oof_rows(0, paths, LABELS, probs, years, None if years is None else AGES).to_csv(run.oof(0), index=False)
+    oof_rows(0, paths, LABELS, Predictions(probs, years), AGES).to_csv(run.oof(0), index=False)
     ev = pd.DataFrame(probs, columns=PROB_COLUMNS).assign(ImageID=paths)
     (ev if years is None else ev.assign(years=years)).to_csv(run.root / "eval_probs.csv", index=False)
     return run

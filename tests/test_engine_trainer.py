@@ -260,7 +260,7 @@ def test_non_finite_validation_fails_the_fold_and_infer_refuses_nan(dataset, tmp
 
     def nan_logits(*a, **k):
         idx, logits = real(*a, **k)
-        return idx, logits * float("nan")
+        return idx, logits.map(lambda t: t * float("nan"))
 
     monkeypatch.setattr(epoch, "predict_loader", nan_logits)
     code, err = cli(train.main, "--data_dir", dataset, "--log_dir", tmp_path, "--name", "n", *TINY, "--fold", "0",

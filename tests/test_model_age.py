@@ -12,7 +12,7 @@ from src import decision
 from src.config.parsing import parse
 from src.errors import ConfigError
 from src.labels import AGES, encode_label, encode_target, target_label, target_years
-from src.model.age import OUT, AgeHead, AgeLoss, regression_parts, summary
+from src.model.age import OUT, AgeLoss, number_head, regression_parts
 
 
 def head_output(raw: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ def test_a_row_known_by_its_band_only_is_trained_on_what_the_band_says():
 @pytest.mark.parametrize("kind", ["ordinal", "distribution", "regression"])
 def test_each_head_gives_band_probabilities_that_sum_to_one(kind):
     torch.manual_seed(0)
-    head = AgeHead(kind, 16)
+    head = number_head(kind)(16)
     with torch.no_grad():
         for p in head.parameters():
             p.normal_()
@@ -91,7 +91,7 @@ def test_each_head_gives_band_probabilities_that_sum_to_one(kind):
 
 def test_the_ordinal_heads_cumulative_probabilities_never_rise():
     torch.manual_seed(1)
-    head = AgeHead("ordinal", 8)
+    head = number_head("ordinal")(8)
     with torch.no_grad():
         head.steps.normal_(0, 3)  # any values: the thresholds can only fall
         head.weight.weight.normal_()
@@ -99,7 +99,7 @@ def test_the_ordinal_heads_cumulative_probabilities_never_rise():
     assert (above[:, 1:] <= above[:, :-1] + 1e-7).all()
     with torch.no_grad():
         at_zero = torch.sigmoid(head.raw(torch.zeros(1, 8)))
-        assert summary("ordinal", head.raw(torch.zeros(1, 8)))[1].item() == pytest.approx(18 + at_zero.sum().item())
+        assert head.summary(head.raw(torch.zeros(1, 8)))[1].item() == pytest.approx(18 + at_zero.sum().item())
 
 
 def test_the_regression_spread_stays_positive():

@@ -9,7 +9,7 @@ from src.errors import MaskclsError
 from tests.helpers import ROOT
 
 # lowest first; a module may import from its own level or below
-LEVELS = [{"errors", "files", "labels", "seeds", "metrics", "decision", "people"}, {"config"}, {"run"}, {"data"}, {"model"}, {"engine"},
+LEVELS = [{"errors", "files", "labels", "seeds", "metrics", "predictions", "decision", "people"}, {"config"}, {"run"}, {"data"}, {"model"}, {"engine"},
           {"predict"}, {"sweep"}, {"insight"}]
 
 
@@ -67,3 +67,47 @@ def test_no_path_hacks_anywhere():
                           "--", "*.py"], cwd=ROOT, capture_output=True, text=True)
     hits = [line for line in out.stdout.splitlines() if not line.startswith("tests/test_package_layers.py")]
     assert hits == []
+
+
+def module_imports(path: Path) -> set[str]:
+    """The src modules a module imports anywhere in its file (TYPE_CHECKING blocks and function bodies included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "src":
+            for alias in node.names:  # `from src.run import tracking` names a module, `from src.x import f` does not
+                child = ROOT.joinpath(*node.module.split("."), f"{alias.name}.py")
+                found.add(f"{node.module}.{alias.name}" if child.is_file() else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("src.")}
+    return {name for name in found if ROOT.joinpath(*name.split(".")).with_suffix(".py").is_file()}
+
+
+def test_every_module_imports_and_no_two_import_each_other_even_for_type_checking():
+    import importlib
+
+    names = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in MODULES}
+    for name in names:
+        importlib.import_module(name)
+    graph = {name: module_imports(path) & set(names) for name, path in names.items()}
+    state, cycles = {}, []
+
+    def visit(name: str, trail: list[str]):
+        state[name] = "open"
+        for other in sorted(graph[name]):
+            if state.get(other) == "open":
+                cycles.append(" -> ".join(trail[trail.index(other):] + [other]) if other in trail else other)
+            elif other not in state:
+                visit(other, trail + [other])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_the_run_folder_writes_what_it_is_handed_and_decides_nothing():
+    """src/run/ records results (src/engine/evaluation.py computes them): it imports neither the decision nor the
+    people module."""
+    imported = {name for path in (ROOT / "src" / "run").glob("*.py") for name in module_imports(path)}
+    assert not imported & {"src.decision", "src.people"}, sorted(imported)

@@ -614,3 +614,17 @@ def test_an_epoch_the_store_holds_is_not_sent_again_when_the_ledger_is_behind(ow
     assert cli(train.main, "--data_dir", dataset, "--log_dir", logs, "--name", name, *TINY, "--resume",
                capsys=capsys)[0] == 0
     each_step_once()
+
+
+@pytest.mark.slow
+def test_a_tracker_that_takes_10_s_an_answer_never_holds_the_training_loop(few_people, tmp_path):
+    """Every batch of epochs takes the tracker 10 s to answer: the loop hands over each epoch's writes and trains the
+    next before the first answer comes (syncs run on the run's tracking thread, and the writer thread stops waiting
+    for them when the loop needs it), and at the run's end each epoch has arrived once."""
+    from bench.slow_tracker import handovers, slow_tracker
+
+    with slow_tracker(10.0) as tracker, handovers() as spans:
+        trainer.train(tiny_cfg(data_dir=few_people, log_dir=tmp_path, name="slow", fold=0, epochs=3, tracker="wandb",
+                               batch_size=4))
+    assert len(spans) == 3 and spans[-1][1] < tracker.answers[0]  # every epoch handed over before the first answer
+    assert dict(tracker.sent) == {0: [0, 1, 2]}

@@ -170,8 +170,11 @@ def build_disk(target: Path, paths, size, shape, num_workers: int, max_pixels: i
         tmp.unlink(missing_ok=True)
 
 
+ImageSource = ArrayImages | FileImages  # what a dataset indexes: images cached in an array, or files decoded per access
+
+
 def image_source(kind: str, paths, size, corrections: str, cache_dir: Path, num_workers: int,
-                 max_pixels: int = MAX_IMAGE_PIXELS, boxes=None):
+                 max_pixels: int = MAX_IMAGE_PIXELS, boxes=None) -> ImageSource:
     """Cached images (kind ram or disk) or, with kind none, files decoded per access; both cut to `boxes` and
     resized to `size`."""
     if kind == "none":

@@ -19,6 +19,7 @@ from src.engine.step import TrainStep, UdaTerm
 from src.model.backbones import check_weights, create_backbone
 from src.model.losses import Criterion
 from src.model.network import MaskClassifier
+from src.run.rundir import cache_dir
 
 
 def input_size(cfg: Augmentation) -> tuple[int, int]:
@@ -52,15 +53,15 @@ def crops(cfg: Crop | Augmentation, paths, cache_dir: Path, max_pixels: int) -> 
 
 def images(cfg: Data | Loading | Crop, paths, size: tuple[int, int], num_workers: int):
     """The image source of `paths` cropped as cfg.crop says, at `size`, cached as cfg.cache says."""
-    cache_dir = Path(cfg.log_dir) / "cache"
-    boxes = crops(cfg, paths, cache_dir, cfg.max_image_pixels).boxes
-    return image_source(cfg.cache, paths, size, cfg.corrections, cache_dir, num_workers, cfg.max_image_pixels, boxes)
+    cache = cache_dir(cfg.log_dir)
+    boxes = crops(cfg, paths, cache, cfg.max_image_pixels).boxes
+    return image_source(cfg.cache, paths, size, cfg.corrections, cache, num_workers, cfg.max_image_pixels, boxes)
 
 
 def file_images(run_cfg: Crop | Augmentation | Data, paths, log_dir, max_pixels: int) -> FileImages:
     """A finished run's view of `paths` for prediction: cropped as it trained, at its work size, decoded per access;
     face boxes are kept in log_dir/cache."""
-    boxes = crops(run_cfg, paths, Path(log_dir) / "cache", max_pixels).boxes
+    boxes = crops(run_cfg, paths, cache_dir(log_dir), max_pixels).boxes
     return FileImages(paths, work_size(run_cfg), max_pixels, boxes)
 
 

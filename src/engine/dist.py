@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as td
 
+from src.model.network import Output
+
 
 @dataclass
 class Dist:
@@ -64,15 +66,15 @@ def gather_objects(dist: Dist, obj) -> list:
     return out
 
 
-def gather_rows(dist: Dist, index: torch.Tensor, rows: torch.Tensor):
-    """All ranks' (index, rows), concatenated and sorted by index, on every rank."""
+def gather_rows(dist: Dist, index: torch.Tensor, rows: Output) -> tuple[torch.Tensor, Output]:
+    """All ranks' (index, rows of an Output), concatenated and sorted by index, on every rank."""
     if dist.enabled:
         parts = [None] * dist.world
-        td.all_gather_object(parts, (index.cpu(), rows.cpu()))
+        td.all_gather_object(parts, (index.cpu(), rows.map(torch.Tensor.cpu)))
         index = torch.cat([p[0] for p in parts])
-        rows = torch.cat([p[1] for p in parts])
+        rows = Output.cat([p[1] for p in parts], 0)
     order = torch.argsort(index)
-    return index[order], rows[order]
+    return index[order], rows.map(lambda t: t[order])
 
 
 def sync_buffers(dist: Dist, model: torch.nn.Module):

@@ -1,29 +1,25 @@
 """One epoch of a fold: the pass over its training batches (train_one_epoch), the pass over its whole validation set
-(validate), and what follows them (finish_epoch: early stopping, the scheduler, the fold's writes, a sweep's hook)."""
+(validate), and what follows them (finish_epoch: early stopping, the scheduler, the fold's writes, a sweep's hook).
+Everything comes from the fold's state (src/engine/state.py); nothing here reads a config."""
 from __future__ import annotations
 
 import math
-import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from src import seeds
 from src.data.loaders import forever, set_epoch
 from src.engine import dist as dist_mod
-from src.engine.forward import predict_loader, split_years
+from src.engine.forward import predict_loader, predictions
+from src.engine.state import Fold, RunInputs
 from src.errors import NonFinite, stop_if_signalled
 from src.labels import target_label
 from src.metrics import evaluate, macro_f1
 from src.run.checkpoint import rng_state
 from src.run.logging import log
-from src.run.saver import FoldSaver, Validated
-
-if TYPE_CHECKING:
-    from src.engine.fold import Fold, RunInputs
+from src.run.saver import Validated
 
 VAL_METRICS = ("val_loss", "val_acc", "val_f1", "val_f1_mask", "val_f1_gender", "val_f1_age")  # validate's
 BAR_EVERY = 10  # steps between the progress bar's loss and running macro-F1 (and the check for a non-finite loss)
@@ -36,15 +32,15 @@ def check_finite(loss_sum: torch.Tensor, k: int, epoch: int, step: int):
                         f"Try a lower --lr, --grad_clip 1, or --amp none.")
 
 
-def train_one_epoch(ins: RunInputs, fold: Fold, epoch: int, between_steps=lambda: None) -> dict:
+def train_one_epoch(ins: RunInputs, fold: Fold, epoch: int) -> dict:
     """One pass over the fold's training loader (its sampler and augmentation seeded by the epoch, UDA's unlabelled
-    stream beside it), then the buffers made the same on every rank; losses and F1 over the whole epoch.
-    `between_steps()` runs before each step (the fold's writer thread's error is raised there, as soon as it fails)."""
-    fold.sampler.set_epoch(epoch)
-    set_epoch(fold.train_ds, epoch)
+    stream beside it), then the buffers made the same on every rank; losses and F1 over the whole epoch. Before each
+    step the fold's writer thread is asked for an error, so a failed write stops the run as soon as it fails."""
+    data = fold.data
+    data.sampler.set_epoch(epoch)
+    set_epoch(data.train_ds, epoch)
     # the unlabelled stream of each epoch starts afresh from the epoch number, so a resume replays it
-    uda_iter = (forever(fold.unl_loader, fold.unl_sampler, seeds.unlabeled_epoch(epoch))
-                if fold.unl_loader is not None else None)
+    uda_iter = forever(*data.unlabeled, seeds.unlabeled_epoch(epoch)) if data.unlabeled is not None else None
     o, step, show = fold.objects, fold.objects.step, ins.dist.main
     batch_scheduler = o.scheduler if fold.sched_when == "batch" else None
     step.model.train()
@@ -52,11 +48,11 @@ def train_one_epoch(ins: RunInputs, fold: Fold, epoch: int, between_steps=lambda
     preds, targets = [], []
     n = 0
     # closed however the epoch ends, so that an error's line never lands on the bar's
-    with tqdm(fold.train_loader, desc=f"fold {fold.k} epoch {epoch}", disable=not show, mininterval=1,
+    with tqdm(data.train_loader, desc=f"fold {fold.k} epoch {epoch}", disable=not show, mininterval=1,
               leave=False) as bar:
         for i, (x, y, _) in enumerate(bar):
             stop_if_signalled()
-            between_steps()
+            fold.saver.check()
             loss, sup, cons, logits = step(x, y, next(uda_iter)[0] if uda_iter is not None else None)
             if batch_scheduler is not None:
                 batch_scheduler.step()
@@ -64,13 +60,13 @@ def train_one_epoch(ins: RunInputs, fold: Fold, epoch: int, between_steps=lambda
             n += len(x)
             preds.append(logits.argmax(1).cpu())
             targets.append(target_label(y))
-            if i % BAR_EVERY == 0 or i == len(fold.train_loader) - 1:
+            if i % BAR_EVERY == 0 or i == len(data.train_loader) - 1:
                 check_finite(sums[0], fold.k, epoch, i)
                 if show:  # the running F1 costs a pass over the epoch's predictions: only for a bar someone sees
                     bar.set_postfix(loss=f"{sums[0].item() / n:.4f}",
                                     lr=f"{step.optimizer.param_groups[0]['lr']:.2e}",
                                     f1=f"{macro_f1(torch.cat(targets), torch.cat(preds)):.3f}")
-    check_finite(sums[0], fold.k, epoch, len(fold.train_loader))
+    check_finite(sums[0], fold.k, epoch, len(data.train_loader))
     dist_mod.sync_buffers(ins.dist, o.model)
     if o.ema is not None:
         dist_mod.sync_buffers(ins.dist, o.ema.module)
@@ -86,43 +82,41 @@ def validate(ins: RunInputs, fold: Fold, epoch: int) -> Validated:
     a number age head's years and the val_* metrics over the whole set. Non-finite results stop the fold before
     anything of the epoch is saved."""
     dist = ins.dist
-    idx, outputs = predict_loader([fold.eval_model], fold.val_loader, dist.device, tta="none", amp=ins.cfg.amp)
-    idx, outputs = dist_mod.gather_rows(dist, idx, outputs[0])
-    logits, years = split_years(outputs)
-    y = fold.val_labels[idx]
+    idx, out = predict_loader([fold.eval_model], fold.data.val_loader, dist.device, tta="none", amp=fold.plan.amp)
+    idx, out = dist_mod.gather_rows(dist, idx, out.map(lambda t: t[0]))  # one model, one view
+    y = fold.data.val_labels[idx]
     with torch.no_grad():
-        val_loss = float(fold.criterion(logits.to(dist.device), y.to(dist.device)))
-    probs = F.softmax(logits, dim=1).numpy()
-    years = years.numpy() if years is not None else None
-    if not (math.isfinite(val_loss) and np.isfinite(probs).all() and (years is None or np.isfinite(years).all())):
+        val_loss = float(fold.criterion(out.map(lambda t: t.to(dist.device)), y.to(dist.device)))
+    pred = predictions(out.map(lambda t: t[None]))
+    finite = np.isfinite(pred.probs).all(1) & (np.isfinite(pred.years) if pred.years is not None else True)
+    if not (math.isfinite(val_loss) and finite.all()):
         raise NonFinite(f"fold {fold.k} epoch {epoch}: the validation loss is {val_loss} and "
-                        f"{int((~np.isfinite(probs)).any(1).sum())} of {len(probs)} images have non-finite "
+                        f"{int((~finite).sum())} of {len(finite)} images have non-finite "
                         f"probabilities; the fold stopped unfinished, nothing of this epoch was saved. "
                         f"Try a lower --lr, --grad_clip 1, or --amp none.")
-    m = evaluate(y.numpy(), probs)
-    rows = fold.val_rows[idx.numpy()]
+    m = evaluate(y.numpy(), pred.probs)
+    rows = fold.data.val_rows[idx.numpy()]
     table = ins.table
-    return Validated(paths=table["path"].to_numpy()[rows], labels=table["label"].to_numpy()[rows], probs=probs,
+    return Validated(paths=table["path"].to_numpy()[rows], labels=table["label"].to_numpy()[rows], predictions=pred,
                      metrics=dict(zip(VAL_METRICS, (val_loss, m["acc"], m["f1"], m["f1_mask"], m["f1_gender"],
                                                     m["f1_age"]))),
-                     years=years, ages=table["age"].to_numpy()[rows] if years is not None else None)
+                     ages=table["age"].to_numpy()[rows])
 
 
-def validation_due(ins: RunInputs, fold: Fold, epoch: int) -> bool:
+def validation_due(fold: Fold, epoch: int) -> bool:
     """Every val_every epochs and on the last; also when the stopper is already due (patience lowered on resume),
     since the fold may end here."""
-    cfg = ins.cfg
-    return (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1 or fold.objects.stopper.should_stop
+    plan = fold.plan
+    return (epoch + 1) % plan.val_every == 0 or epoch == plan.epochs - 1 or fold.objects.stopper.should_stop
 
 
-def finish_epoch(ins: RunInputs, fold: Fold, saver: FoldSaver, epoch: int, stats: dict, validated: Validated | None,
-                 started: float) -> bool:
-    """After an epoch's passes: early stopping, the scheduler, the fold's writes (rank 0), then the sweep's hook;
-    whether the fold stops."""
-    cfg, dist, o = ins.cfg, ins.dist, fold.objects
+def finish_epoch(ins: RunInputs, fold: Fold, epoch: int, stats: dict, validated: Validated | None) -> bool:
+    """After an epoch's passes (`stats`: its training figures and time): early stopping, the scheduler, the fold's
+    writes (rank 0), then the sweep's hook; whether the fold stops."""
+    dist, o = ins.dist, fold.objects
     metrics = validated.metrics if validated is not None else {}
     if validated is not None:
-        o.stopper.step(metrics[cfg.early_stop_monitor])
+        o.stopper.step(metrics[fold.plan.monitor])
     lr = o.optimizer.param_groups[0]["lr"]
     if fold.sched_when == "epoch":
         o.scheduler.step()
@@ -130,14 +124,14 @@ def finish_epoch(ins: RunInputs, fold: Fold, saver: FoldSaver, epoch: int, stats
         o.scheduler.step(metrics["val_loss"])
     stop = dist_mod.broadcast(dist, o.stopper.should_stop)
     rngs = dist_mod.gather_objects(dist, rng_state())  # every rank's, so a DDP resume is exact too
-    last = stop or epoch == cfg.epochs - 1
-    values = dict(lr=lr, **stats, **(dict.fromkeys(VAL_METRICS, math.nan) | metrics),
-                  time_s=time.perf_counter() - started)
-    saver.save_epoch(epoch, values, validated, last=last, rngs=rngs)
+    last = stop or epoch == fold.plan.epochs - 1
+    time_s = stats.pop("time_s")
+    values = dict(lr=lr, **stats, **(dict.fromkeys(VAL_METRICS, math.nan) | metrics), time_s=time_s)
+    fold.saver.save_epoch(epoch, values, validated, last=last, rngs=rngs)
     if dist.main and ins.after_epoch is not None:
         ins.after_epoch(fold.k, epoch, metrics, last)
     dist_mod.barrier(dist)
     if stop:
         log.info("fold %d: early stop after epoch %d (%s did not improve for %d epochs)", fold.k, epoch,
-                 cfg.early_stop_monitor, o.stopper.wait)
+                 fold.plan.monitor, o.stopper.wait)
     return stop

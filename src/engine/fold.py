@@ -1,11 +1,9 @@
-"""One fold of a run: its datasets, loaders and training objects (build_fold), and its loop (train_fold): restore from
-last.pt, then train, validate where due and finish each epoch (src/engine/epoch.py) until the last or an early stop."""
+"""One fold of a run: its datasets, loaders, training objects and saver (build_fold, from the settings), and its loop
+(train_fold): restore from last.pt, then train, validate where due and finish each epoch (src/engine/epoch.py) until
+the last or an early stop."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,63 +19,12 @@ from src.engine import builders
 from src.engine import dist as dist_mod
 from src.engine.epoch import finish_epoch, train_one_epoch, validate, validation_due
 from src.engine.optim import build_optimizer, build_scheduler
+from src.engine.state import EpochPlan, Fold, FoldData, RunInputs
 from src.engine.stopping import EarlyStopping
 from src.labels import BAND_CUTS
-from src.model.age import NUMBER_HEADS
-from src.run.checkpoint import FOR_RESUME, read
+from src.model.age import tells_years
 from src.run.logging import log
-from src.run.records import RunRecords
-from src.run.rundir import RunDir
 from src.run.saver import FoldObjects, FoldSaver, saved_state
-
-
-@dataclass
-class Progress:
-    """Where training is, for the line an interruption prints: the fold, its epoch, and its last.pt."""
-    fold: int | None = None
-    epoch: int = 0
-    last: Path | None = None
-
-    def stopped(self, signal_name: str) -> str:
-        if self.fold is None:
-            return f"interrupted ({signal_name}) before a fold started; nothing of the run's training was lost"
-        saved = read(self.last, FOR_RESUME, mmap=True)["epoch"] if self.last and self.last.is_file() else None
-        kept = f"last.pt (epoch {saved}) is intact" if saved is not None else "no epoch of it was saved yet"
-        return f"interrupted ({signal_name}) in fold {self.fold}, epoch {self.epoch}: {kept}; continue with --resume"
-
-
-@dataclass
-class RunInputs:
-    """What every fold of a run shares: its data, image sources and writers."""
-    cfg: TrainConfig
-    dist: dist_mod.Dist
-    run: RunDir
-    table: pd.DataFrame
-    images: object
-    pseudo: pd.DataFrame | None = None
-    pseudo_images: object = None
-    unlabeled_images: object = None
-    records: RunRecords | None = None  # rank 0 only
-    progress: Progress = field(default_factory=Progress)  # updated by train_fold
-    after_epoch: Callable[[int, int, dict, bool], None] | None = None  # (fold, epoch, metrics, fold's last epoch), rank 0, after last.pt; metrics are {} on an epoch not validated
-
-
-@dataclass
-class Fold:
-    """One fold's data and training objects (build_fold)."""
-    k: int
-    train_ds: object
-    sampler: object
-    train_loader: object
-    val_loader: object
-    val_labels: torch.Tensor
-    val_rows: np.ndarray  # rows of the run's table, in val_loader's order
-    unl_loader: object  # the unlabelled stream of UDA, or None
-    unl_sampler: object
-    criterion: torch.nn.Module
-    sched_when: str  # when the scheduler steps: batch, epoch, val_loss (or never)
-    eval_model: torch.nn.Module  # the weights that validate, are saved as best_* and predict
-    objects: FoldObjects  # what last.pt holds
 
 
 def train_fold(ins: RunInputs, k: int):
@@ -90,44 +37,43 @@ def train_fold(ins: RunInputs, k: int):
     if dist.main:
         run.fold(k).mkdir(parents=True, exist_ok=True)
     # each fold starts from its own seed: the same weights whether it trains alone, after other folds, or again
-    seeds.seed_everything(seeds.fold_seed(cfg.seed, k, dist.rank), cfg.deterministic)
-    fold = build_fold(ins, k)
-    saver = FoldSaver(run, k, fold.objects, oof_from=cfg.oof_from, records=ins.records, writes=dist.main)
-    start_epoch = saver.resume(state, steps_per_epoch=len(fold.train_loader), rank=dist.rank, world=dist.world,
-                               network=f"model {cfg.model}, heads {cfg.heads}")
+    seed = seeds.fold_seed(cfg.seed, k, dist.rank)
+    seeds.seed_everything(seed, cfg.deterministic)
+    fold = build_fold(ins, k, seed)
+    start_epoch = fold.saver.resume(state, steps_per_epoch=len(fold.data.train_loader), rank=dist.rank,
+                                    world=dist.world, network=f"model {cfg.model}, heads {cfg.heads}")
     if state is not None and start_epoch >= cfg.epochs:  # resumed with fewer epochs than it already ran
         # the saved epoch becomes the fold's last; it is validated now (val_every may have skipped it), so the fold
         # ends with its oof.csv and best_* files as if it had stopped there
-        saver.finish_saved(state, validate(ins, fold, state.epoch))
+        fold.saver.finish_saved(state, validate(ins, fold, state.epoch))
         log.info("fold %d: already ran %d epochs (%d asked); validated epoch %d and marked finished", k, start_epoch,
                  cfg.epochs, state.epoch)
         dist_mod.barrier(dist)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             ins.progress.epoch = epoch
-            saver.check()  # the previous epoch's files could not be written: stop before training another
+            fold.saver.check()  # the previous epoch's files could not be written: stop before training another
             started = time.perf_counter()
-            stats = train_one_epoch(ins, fold, epoch, saver.check)
-            validated = validate(ins, fold, epoch) if validation_due(ins, fold, epoch) else None
-            if finish_epoch(ins, fold, saver, epoch, stats, validated, started):
+            stats = train_one_epoch(ins, fold, epoch)
+            validated = validate(ins, fold, epoch) if validation_due(fold, epoch) else None
+            if finish_epoch(ins, fold, epoch, stats | dict(time_s=time.perf_counter() - started), validated):
                 break
     finally:
-        saver.wait()  # however the loop ended, its last writes are done before the fold's lock is released
-    saver.end()
+        fold.saver.wait()  # however the loop ended, its last writes are done before the fold's lock is released
+    fold.saver.end()
 
 
-def build_fold(ins: RunInputs, k: int) -> Fold:
-    """Fold k's datasets, loaders and training objects, drawn in one fixed order from the fold's seed."""
+def build_fold(ins: RunInputs, k: int, seed: int) -> Fold:
+    """Fold k's datasets, loaders, training objects and saver, drawn in one fixed order from the fold's seed."""
     cfg, dist, device = ins.cfg, ins.dist, ins.dist.device
-    seed = seeds.fold_seed(cfg.seed, k, dist.rank)
-    train_ds, train_labels, val_ds, val_rows = fold_datasets(cfg, ins.table, ins.images, k, dist.rank, ins.pseudo,
+    train_ds, train_labels, val_ds, val_rows = fold_datasets(cfg, ins.table, ins.images, k, seed, ins.pseudo,
                                                              ins.pseudo_images)
     sampler = train_sampler(cfg.sampler, train_labels, dist.world, dist.rank, cfg.seed)
     train_loader = builders.loader(train_ds, cfg, device, cfg.batch_size, sampler,
                                    drop_last=len(train_ds) > cfg.batch_size, seed=seed)
     val_loader = builders.loader(Subset(val_ds, range(dist.rank, len(val_ds), dist.world)), cfg, device,
                                  cfg.infer_batch_size, seed=seed)
-    unl_loader, unl_sampler = unlabeled_loader(ins, seed) if cfg.uda else (None, None)
+    unlabeled = unlabeled_loader(ins, seed) if cfg.uda else None
     model = builders.model(cfg).to(device)
     criterion = builders.criterion(cfg, train_labels).to(device)
     optimizer = build_optimizer(cfg, model)
@@ -141,10 +87,13 @@ def build_fold(ins: RunInputs, k: int) -> Fold:
         if dist.enabled else forward_model, criterion, optimizer, device, ema, model)
     # the weights that validate, are saved as best_* and predict: the average when there is one
     eval_model, kept = (ema.module, ema.module) if ema is not None else (forward_model, model)
-    return Fold(k, train_ds, sampler, train_loader, val_loader, torch.as_tensor(val_ds.labels), val_rows, unl_loader,
-                unl_sampler, criterion, sched_when, eval_model,
-                FoldObjects(model=model, optimizer=optimizer, scheduler=scheduler, step=step, stopper=stopper, ema=ema,
-                            kept=kept))
+    objects = FoldObjects(model=model, optimizer=optimizer, scheduler=scheduler, step=step, stopper=stopper, ema=ema,
+                          kept=kept)
+    return Fold(k, seed, EpochPlan(cfg.epochs, cfg.val_every, cfg.early_stop_monitor, cfg.amp),
+                FoldData(train_ds, sampler, train_loader, val_loader, torch.as_tensor(val_ds.labels), val_rows,
+                         unlabeled),
+                criterion, sched_when, eval_model, objects,
+                FoldSaver(ins.run, k, objects, oof_from=cfg.oof_from, records=ins.records, writes=dist.main))
 
 
 def dropped(table: pd.DataFrame, drop_ages: str) -> np.ndarray:
@@ -153,17 +102,18 @@ def dropped(table: pd.DataFrame, drop_ages: str) -> np.ndarray:
     return table["age"].between(*span).to_numpy() if span else np.zeros(len(table), dtype=bool)
 
 
-def fold_datasets(cfg: TrainConfig, table: pd.DataFrame, images, k: int, rank: int = 0, pseudo=None,
+def fold_datasets(cfg: TrainConfig, table: pd.DataFrame, images, k: int, seed: int | None = None, pseudo=None,
                   pseudo_images=None):
-    """(train dataset, its labels, validation dataset, validation rows of `table`) of fold k.
-    Pseudo-labelled rows only ever join the training side."""
-    seed = seeds.fold_seed(cfg.seed, k, rank)
+    """(train dataset, its labels, validation dataset, validation rows of `table`) of fold k, its augmentation drawn
+    from the fold's `seed` (a run's build_fold passes the one it computed; default: rank 0's). Pseudo-labelled rows
+    only ever join the training side."""
+    seed = seeds.fold_seed(cfg.seed, k, 0) if seed is None else seed
     folds = table["fold"].to_numpy()
     tr, va = np.flatnonzero((folds != k) & ~dropped(table, cfg.drop_ages)), np.flatnonzero(folds == k)
     train_labels = table["train_label"].to_numpy()[tr]
     # a number age head learns the exact age; the age filter's "60+" (age >= age_filter) is 60 there too
     ages = np.where(table["age"] >= cfg.age_filter, BAND_CUTS[1], table["age"]).astype(int)[tr] \
-        if cfg.age_head in NUMBER_HEADS else None
+        if tells_years(cfg.age_head) else None
     train_ds = FaceDataset(Take(images, tr), train_labels, builders.train_transform(cfg), seed=seed, ages=ages)
     if pseudo is not None and len(pseudo):
         pseudo_ds = FaceDataset(pseudo_images, pseudo["label"].to_numpy(), builders.train_transform(cfg),

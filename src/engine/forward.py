@@ -1,4 +1,4 @@
-"""The one forward pass from uint8 batches to logits and probabilities, with test-time augmentation.
+"""The one forward pass from uint8 batches to the network's Output and to Predictions, with test-time augmentation.
 
 Validation, inference, pseudo labels and the benchmark all call `forward_views` / `predict_loader`.
 """
@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from src.labels import NUM_CLASSES
+from src.model.network import Output, output_of
+from src.predictions import Predictions
 
 
 def autocast(amp: str, device: torch.device):
@@ -31,43 +32,40 @@ def views(x: torch.Tensor, tta: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def forward_views(models, x: torch.Tensor, device, tta: str, amp: str) -> torch.Tensor:
-    """fp32 logits of shape (models x views, batch, classes); each model sees all views as one batch."""
+def forward_views(models, x: torch.Tensor, device, tta: str, amp: str) -> Output:
+    """The fp32 Output of shape (models x views, batch, ...); each model sees all views as one batch."""
     x = views(to_device(x, device), tta)
+    batch = x.shape[0] // (2 if tta == "flip" else 1)
     out = []
     for model in models:
         with autocast(amp, device):
-            logits = model(x).float()
-        out.append(logits.view(-1, x.shape[0] // (2 if tta == "flip" else 1), logits.shape[-1]))
-    return torch.cat(out)
+            out.append(output_of(model, x).map(lambda t: t.float().unflatten(0, (-1, batch))))
+    return Output.cat(out, 0)
 
 
-def split_years(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(the 18-class logits, the age in years or None) of model outputs: a run whose age head learns the exact age
-    adds the age as a 19th column (src/model/network.py)."""
-    if outputs.shape[-1] > NUM_CLASSES:
-        return outputs[..., :NUM_CLASSES], outputs[..., NUM_CLASSES]
-    return outputs, None
-
-
-def probabilities(outputs: torch.Tensor) -> torch.Tensor:
+def probabilities(out: Output) -> torch.Tensor:
     """Mean softmax over the model x view axis of `forward_views` / `predict_loader` output: (..., classes)."""
-    return F.softmax(split_years(outputs)[0], dim=-1).mean(-3)
+    return F.softmax(out.logits, dim=-1).mean(-3)
 
 
-def mean_years(outputs: torch.Tensor) -> torch.Tensor | None:
-    """The mean age in years over the model x view axis of `forward_views` output, or None for band age heads."""
-    years = split_years(outputs)[1]
-    return None if years is None else years.mean(-2)
+def mean_prediction(out: Output) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(the mean softmax, the mean age in years or None) over the model x view axis of `forward_views` output."""
+    return probabilities(out), None if out.years is None else out.years.mean(-2)
+
+
+def predictions(out: Output) -> Predictions:
+    """The Predictions of `forward_views` / `predict_loader` output, on the CPU."""
+    probs, years = mean_prediction(out)
+    return Predictions(probs.cpu().numpy(), None if years is None else years.cpu().numpy())
 
 
 @torch.no_grad()
-def predict_loader(models, loader, device, tta: str, amp: str, desc: str | None = None):
-    """(dataset indices, logits of shape (models x views, N, classes)) over a loader, on the CPU."""
+def predict_loader(models, loader, device, tta: str, amp: str, desc: str | None = None) -> tuple[torch.Tensor, Output]:
+    """(dataset indices, the Output of shape (models x views, N, ...)) over a loader, on the CPU."""
     for m in models:
         m.eval()
-    idx, logits = [], []
+    idx, outputs = [], []
     for x, _, i in tqdm(loader, desc=desc, disable=desc is None, mininterval=1, leave=False):
-        logits.append(forward_views(models, x, device, tta, amp).cpu())
+        outputs.append(forward_views(models, x, device, tta, amp).map(torch.Tensor.cpu))
         idx.append(i)
-    return torch.cat(idx), torch.cat(logits, dim=1)
+    return torch.cat(idx), Output.cat(outputs, 1)

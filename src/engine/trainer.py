@@ -4,7 +4,6 @@ through torchrun."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from pathlib import Path
 
 from src import seeds
@@ -14,17 +13,20 @@ from src.data.loaders import default_workers
 from src.data.tables import load_pseudo, load_train, load_unlabeled, with_saved_folds
 from src.engine import builders
 from src.engine import dist as dist_mod
-from src.engine.fold import Progress, RunInputs, dropped, train_fold
+from src.engine.evaluation import PhotoPeople, evaluate_run
+from src.engine.fold import dropped, train_fold
+from src.engine.state import AfterEpoch, Progress, RunInputs
 from src.errors import ConfigError, Interrupted, MaskclsError, interruptible
 from src.run import tracking
 from src.run.atomic import check_writable
 from src.run.logging import FILE_ONLY, log, setup_logging
 from src.run.opening import open_run
-from src.run.records import PhotoPeople, RunRecords
+from src.run.oof import read_oof
+from src.run.records import RunRecords
 from src.run.rundir import RunDir
 
 
-def train(cfg: TrainConfig, after_epoch: Callable[[int, int, dict, bool], None] | None = None) -> dict:
+def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None) -> dict:
     """Train the configured folds into <log_dir>/<name>/; returns the cv.json contents. `after_epoch(fold, epoch,
     metrics, last)` runs after each epoch's last.pt is saved (`last`: the fold ends there), for a sweep's pruner; what
     it raises ends the run there."""
@@ -77,7 +79,9 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) ->
         photo_people = PhotoPeople(lambda paths: appearance(paths, cfg.max_image_pixels,
                                                             default_workers(cfg.num_workers)),
                                    dict(zip(table["path"], table["person_id"].astype(str))))
-        return records.write_cv(cfg, photo_people)
+        with run.lock():  # folds trained side by side: one process at a time rebuilds the run's results
+            return records.write_results(cfg, evaluate_run(read_oof(run, range(cfg.n_folds)), cfg.n_folds,
+                                                           photo_people))
 
 
 def shared_image_sources(cfg: TrainConfig, dist, table, pseudo, unlabeled):

@@ -1,13 +1,12 @@
-"""Where a model looks: Grad-CAM maps (the pytorch-grad-cam package) of each task on the backbone's last feature map,
-for any timm family the project builds, and the share of a map's mass inside the face box.
+"""Where a model looks: Grad-CAM maps (the pytorch-grad-cam package) of each task on the layer the model package
+names (src/model/backbones.py's map_layer: the backbone's last feature map, or a class-token model's last block's
+input), for any timm family the project builds, and the share of a map's mass inside the face box.
 
 The map of a task is Grad-CAM of the log-odds of the task value a photo was decided as (its mask state, gender or
-age band, against the task's other values, from the 18-class outputs), so one forward pass explains all three heads
-alike, joint or per task; log-odds, unlike a log-probability, keep their gradient for a sure prediction. The feature
-map passes `MaskClassifier.features`; NHWC maps (Swin) are turned to NCHW first. A token model that reads its class
-token (ViT, DeiT) is explained, as pytorch-grad-cam advises, at the input of its last block's attention (the class
-token's own output has no gradient towards the patches), laid back on the patch grid.
-Maps are scaled to the model's input, each in [0, 1].
+age band, against the task's other values, from the 18-class logits), so the three heads are explained alike, joint
+or per task; log-odds, unlike a log-probability, keep their gradient for a sure prediction. Each map is one forward
+and backward pass: three per fold model and photo batch. NHWC maps (Swin) are turned to NCHW first; a token model's
+patches are laid back on their grid. Maps are scaled to the model's input, each in [0, 1].
 
 The face box is the data's crop box (the `crop_box` setting: face, hair and neck of a competition photo) in the
 coordinates of the input the model saw: for a run that crops to that very box it is the whole input.
@@ -23,21 +22,23 @@ import numpy as np
 import torch
 
 from src.errors import ConfigError
-from src.labels import TASK_NAMES, TASK_SIZES, decode_label, NUM_CLASSES
+from src.labels import TASK_NAMES, TASK_SIZES, decode_label
+from src.model.backbones import token_layout
 
 TASKS = tuple(TASK_NAMES)  # mask, gender, age: the order of every map triple
 TMP_ROOM = 24  # bytes of a file name kept for the atomic write's temp name (.<name>.<pid>.tmp)
+CHUNK = 16  # photos explained at once
 
 
 class TaskTarget:
-    """A Grad-CAM target: the log-odds of one task's `value` in one photo's 18-class outputs: logsumexp of the
+    """A Grad-CAM target: the log-odds of one task's `value` in one photo's 18-class logits: logsumexp of the
     logits of its classes minus that of the other classes."""
 
     def __init__(self, task: int, value: int):
         self.task, self.value = task, int(value)
 
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        logits = output[..., :NUM_CLASSES].float().reshape(*TASK_SIZES)
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float().reshape(*TASK_SIZES)
         others = tuple(d for d in range(3) if d != self.task)
         per_value = logits.logsumexp(others)
         rest = torch.cat([per_value[:self.value], per_value[self.value + 1:]])
@@ -50,9 +51,7 @@ def reshape_for(model):
         return lambda t: t.permute(0, 3, 1, 2)
     if model.layout != "pooled":
         return None
-    backbone = model.backbone
-    prefix = getattr(backbone, "num_prefix_tokens", 1)
-    grid = getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
+    prefix, grid = token_layout(model.backbone)
 
     def tokens_to_map(t: torch.Tensor) -> torch.Tensor:
         if t.dim() == 4:
@@ -62,14 +61,6 @@ def reshape_for(model):
         return patches[:, : h * w].reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2)
 
     return tokens_to_map
-
-
-def target_layer(model):
-    """The module whose output Grad-CAM explains: the feature map, or a class-token model's last block's input."""
-    blocks = getattr(model.backbone, "blocks", None)
-    if model.layout == "pooled" and blocks is not None and hasattr(blocks[-1], "norm1"):
-        return blocks[-1].norm1
-    return model.features
 
 
 class Explainer:
@@ -84,11 +75,24 @@ class Explainer:
 
         values = decode_label(np.asarray(classes, dtype=np.int64))
         device = next(self.model.parameters()).device
-        with GradCAM(model=self.model, target_layers=[target_layer(self.model)],
+        with GradCAM(model=self.model, target_layers=[self.model.explained_layer],
                      reshape_transform=reshape_for(self.model)) as cam:
             out = [cam(input_tensor=images.to(device), targets=[TaskTarget(t, v) for v in values[t]])
                    for t in range(len(TASKS))]
         return np.stack(out, 1).astype(np.float32)
+
+
+def explain(explainer_of, inputs: torch.Tensor, classes, parts) -> np.ndarray:
+    """The one maps loop: (N, 3, H, W) maps of the uint8 `inputs` decided as `classes`, CHUNK photos at a time, each
+    part of rows (`parts`: (key, row indices)) by `explainer_of(key)`'s maps (an Explainer, or a run's mean of
+    them)."""
+    maps = np.zeros((len(inputs), len(TASKS), *inputs.shape[2:]), np.float32)
+    classes = np.asarray(classes)
+    for key, rows in parts:
+        for start in range(0, len(rows), CHUNK):
+            part = rows[start:start + CHUNK]
+            maps[part] = explainer_of(key).maps(inputs[part], classes[part])
+    return maps
 
 
 def face_box(crop_box, photo_box=None) -> tuple[float, float, float, float]:
@@ -121,9 +125,18 @@ def strip(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
     return np.concatenate([image, *(overlay(image, m) for m in maps)], 1)
 
 
+def inputs_of(plan, paths, log_dir, max_pixels: int) -> tuple[torch.Tensor, list | None]:
+    """(the uint8 inputs (N, 3, H, W) a planned run's models see for these photos, cropped and resized as its
+    prediction does; each photo's crop box in fractions of its frame, or None for the whole frame)."""
+    from src.engine import builders
+
+    images = builders.file_images(plan.cfg, paths, log_dir, max_pixels)
+    transform = builders.eval_transform(plan.cfg)
+    return torch.stack([transform(images[i]) for i in range(len(paths))]), images.boxes
+
+
 class RunExplainer:
-    """A planned run's fold models explaining photos: the input they saw (crop and resize as the run's prediction)
-    and the mean of the folds' maps."""
+    """A planned run's fold models explaining photos: the mean of the folds' maps, over the input they saw."""
 
     def __init__(self, plan, device, log_dir, max_pixels: int):
         from src.predict.engines import load_models
@@ -131,16 +144,14 @@ class RunExplainer:
         self.plan, self.log_dir, self.max_pixels = plan, log_dir, max_pixels
         self.explainers = [Explainer(m) for m in load_models(plan.cfg, plan.checkpoints, device)]
 
-    def inputs(self, paths) -> torch.Tensor:
-        """The uint8 inputs (N, 3, H, W) the run's models see for these photos."""
-        from src.engine import builders
-
-        images = builders.file_images(self.plan.cfg, paths, self.log_dir, self.max_pixels)
-        transform = builders.eval_transform(self.plan.cfg)
-        return torch.stack([transform(images[i]) for i in range(len(paths))])
-
     def maps(self, x: torch.Tensor, classes) -> np.ndarray:
         return np.mean([e.maps(x, classes) for e in self.explainers], axis=0)
+
+    def pictures(self, paths, classes) -> list[np.ndarray]:
+        """For each photo, the input the models saw, then its mask, gender and age maps (strip), for `classes`."""
+        x, _ = inputs_of(self.plan, paths, self.log_dir, self.max_pixels)
+        maps = explain(lambda _: self, x, classes, [(None, np.arange(len(x)))])
+        return [strip(image, triple) for image, triple in zip(x.permute(0, 2, 3, 1).numpy(), maps)]
 
 
 class PhotoMaps:
@@ -186,12 +197,11 @@ class PhotoMaps:
         files = self.files(rows["path"].tolist())
         plan = predictor.plans[0]
         explainer = RunExplainer(plan, predictor.device, predictor.cfg.log_dir, predictor.cfg.max_image_pixels)
-        for start in range(0, len(ok), 16):
-            chunk = ok[start:start + 16]
-            x = explainer.inputs(rows.loc[chunk, "path"].tolist())
-            maps = explainer.maps(x, rows.loc[chunk, "class"].astype(int).to_numpy())
-            for i, image, triple in zip(chunk, x.permute(0, 2, 3, 1).numpy(), maps):
-                save_rgb(strip(image, triple), files[i])
+        for start in range(0, len(ok), CHUNK):  # a chunk's inputs and maps in memory at a time
+            chunk = ok[start:start + CHUNK]
+            pictures = explainer.pictures(rows.loc[chunk, "path"].tolist(), rows.loc[chunk, "class"].astype(int))
+            for i, picture in zip(chunk, pictures):
+                save_rgb(picture, files[i])
 
 
 class FoldExplainers:
@@ -214,21 +224,10 @@ class FoldExplainers:
     def explain(self, paths: list[str], folds, classes) -> tuple[np.ndarray, np.ndarray, list]:
         """(inputs (N, H, W, 3) uint8, maps (N, 3, H, W), each photo's face box in fractions of its input) of photos
         of finished folds, each by its fold's model, for the classes they were decided as."""
-        from src.engine import builders
-
-        cfg = self.plan.cfg
-        images = builders.file_images(cfg, paths, self.log_dir, self.max_pixels)
-        boxes = images.boxes  # each photo's crop, fractions of its frame (None: the whole frame)
-        transform = builders.eval_transform(cfg)
-        x = torch.stack([transform(images[i]) for i in range(len(paths))])
-        maps = np.zeros((len(paths), len(TASKS), *x.shape[2:]), np.float32)
-        folds, classes = np.asarray(folds), np.asarray(classes)
-        for k in np.unique(folds):
-            rows = np.flatnonzero(folds == k)
-            for start in range(0, len(rows), 16):
-                part = rows[start:start + 16]
-                maps[part] = self.fold(int(k)).maps(x[part], classes[part])
-        faces = [face_box(cfg.crop_box, None if boxes is None else boxes[i]) for i in range(len(paths))]
+        x, boxes = inputs_of(self.plan, paths, self.log_dir, self.max_pixels)
+        folds = np.asarray(folds)
+        maps = explain(self.fold, x, classes, [(int(k), np.flatnonzero(folds == k)) for k in np.unique(folds)])
+        faces = [face_box(self.plan.cfg.crop_box, None if boxes is None else boxes[i]) for i in range(len(paths))]
         return x.permute(0, 2, 3, 1).numpy(), maps, faces
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.metrics import f1_score
 
 from src.config import parsing, policy
+from src.engine.evaluation import age_error
 from src.errors import ConfigError
 from src.insight.gallery import save_gallery
 from src.insight.oof import confident_errors
@@ -23,7 +24,7 @@ from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
 from src.metrics import confusion, scores
 from src.run.checkpoint import is_finished
 from src.run.figures import confusion_figure, png_bytes, pyplot
-from src.run.oof import AGE, oof_years, read_oof
+from src.run.oof import read_oof
 from src.run.rundir import RunDir, prediction_files
 from src.files import read_json, read_yaml
 
@@ -147,9 +148,7 @@ def read_oof_scores(s: RunSummary):
         except (OSError, ValueError, AttributeError):
             s.notes.append(f"{s.run.cv.name} is unreadable")
     s.fold_f1 = {int(k): scores(g["label"], pred[g.index])["f1"] for k, g in s.oof.groupby("fold")}
-    years = oof_years(s.oof)
-    if years is not None:
-        s.age_mae = float(np.abs(years - s.oof[AGE].to_numpy()).mean())
+    s.age_mae = age_error(s.oof)
 
 
 def read_eval(s: RunSummary, answers: pd.DataFrame | None):

@@ -26,6 +26,7 @@ from src.data.images import IMAGE_EXTS, REDUCED, fitting_reduction
 from src.errors import ConfigError, first_line
 from src.files import irregular, read_document, read_json, read_yaml
 from src.labels import CLASS_NAMES, TASK_NAMES
+from src.predictions import YEARS
 from src.run.figures import confusion_figure, png_bytes, pyplot
 from src.run.oof import read_oof
 
@@ -103,7 +104,7 @@ class Page:
                     lines.append(f"- **{name}**: cannot be predicted: {html.escape(problem)}")
                     continue
                 k = int(row["class"])
-                years = f", about {row['years']:.0f} years" if "years" in row and pd.notna(row.get("years")) else ""
+                years = f", about {row[YEARS]:.0f} years" if pd.notna(row.get(YEARS)) else ""
                 lines.append(f"- **{name}**: class {k}, **{CLASS_NAMES[k]}**{years}"
                              + (f" ({html.escape(note)})" if note else ""))
                 picture = pictures[i] if i in pictures else bars(row)  # bars only where no maps were drawn
@@ -112,16 +113,12 @@ class Page:
 
     def pictures(self, rows: pd.DataFrame) -> dict[int, np.ndarray]:
         """Row -> the input the model saw, its three maps and the bars below, for every predicted row."""
-        from src.insight.cam import strip
-
         ok = [i for i in range(len(rows)) if not rows.iloc[i]["error"]]
         if self.explainer is None or not ok:
             return {}
-        x = self.explainer.inputs(rows.iloc[ok]["path"].tolist())
-        maps = self.explainer.maps(x, rows.iloc[ok]["class"].astype(int).to_numpy())
+        strips = self.explainer.pictures(rows.iloc[ok]["path"].tolist(), rows.iloc[ok]["class"].astype(int))
         out = {}
-        for i, image, triple in zip(ok, x.permute(0, 2, 3, 1).numpy(), maps):
-            top = strip(image, triple)
+        for i, top in zip(ok, strips):
             below = bars(rows.iloc[i])
             scale = below.shape[1] / top.shape[1]  # the four panels as wide as the bars
             top = cv2.resize(top, (below.shape[1], round(top.shape[0] * scale)), interpolation=cv2.INTER_LINEAR)

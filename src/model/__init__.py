@@ -1,2 +1,3 @@
-"""The model: the classifier around a backbone (network), timm backbones and their offline weights
-(backbones), and the losses (losses). Imports errors and labels; never the config, data or engine."""
+"""The model: the classifier around a backbone and its Output (network), timm backbones, their offline weights and
+the layers Grad-CAM reads (backbones), the age heads (age) and the losses (losses). Imports errors, labels and the
+run's checkpoint reader; never the config, data or engine."""

@@ -11,6 +11,9 @@ probabilities (and everything built on them) stay as they are, and an age in yea
   regression    the age as a number and a spread: smooth L1 on the number (in tens of years), and a Gaussian
                 likelihood that trains only the spread; P(band) from that Gaussian
 
+Each kind is one subclass of AgeHead with one interface: its layers and `raw` outputs, `summary` (log P(band) and the
+age in years) and `loss`. A subclass names its kind (`class X(AgeHead, kind="x")`), and `number_head(kind)` is the
+one place a setting's name becomes the class; a new kind is a subclass here and its name in the config's AGE_HEADS.
 A head's output row is [log P(band) for the 3 bands, the age in years, its own raw outputs]: the first three are
 what per-task decisions multiply, the fourth what cut points decide on. A training row whose exact age is unknown (a
 pseudo label) is trained on its band alone: the boundaries, ages or interval that its band leaves open are left out.
@@ -18,15 +21,14 @@ pseudo label) is trained on its band alone: the boundaries, ages or interval tha
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from src.config.schema import AGE_HEADS
 from src.labels import AGES, BAND_CUTS
 
-NUMBER_HEADS = AGE_HEADS[1:]  # the age heads that learn the exact age
 YEARS = torch.arange(AGES[0], AGES[1] + 1, dtype=torch.float32)  # the ages a head tells apart
 BOUNDARIES = YEARS[:-1]  # ordinal: P(age > t) for each of these
 OUT = 4  # columns before a head's raw outputs: log P(band) x 3, the age in years
@@ -39,56 +41,108 @@ def band_of_years(years: torch.Tensor) -> torch.Tensor:
     return (years >= BAND_CUTS[0]).long() + (years >= BAND_CUTS[1]).long()
 
 
-class AgeHead(nn.Module):
-    """A number head on the embedding: `kind` is one of NUMBER_HEADS."""
+def band_interval(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lowest, highest) whole age of each band within AGES."""
+    lows = torch.tensor([AGES[0], BAND_CUTS[0], BAND_CUTS[1]], device=band.device)
+    highs = torch.tensor([BAND_CUTS[0] - 1, BAND_CUTS[1] - 1, AGES[1]], device=band.device)
+    return lows[band], highs[band]
 
-    def __init__(self, kind: str, dim: int):
-        super().__init__()
-        self.kind = kind
-        if kind == "ordinal":
-            self.weight = nn.Linear(dim, 1, bias=False)
-            self.first = nn.Parameter(torch.zeros(1))  # threshold of the first boundary
-            self.steps = nn.Parameter(torch.full((len(BOUNDARIES) - 1,), -3.0))  # softplus: how much each falls
-        elif kind == "distribution":
-            self.linear = nn.Linear(dim, len(YEARS))
-        elif kind == "regression":
-            self.linear = nn.Linear(dim, 2)  # the age (in SCALE around CENTRE) and the log of its spread
-        else:
-            raise ValueError(f"age head {kind!r}: choose one of {', '.join(NUMBER_HEADS)}")
+
+class AgeHead(nn.Module):
+    """A number head on the embedding. Subclasses give `raw` (their own outputs), `summary` and `loss`; `forward`
+    lays out the row that the per-task decisions and the loss read."""
+    kinds: ClassVar[dict[str, type[AgeHead]]] = {}
+
+    def __init_subclass__(cls, kind: str, **kwargs):
+        super().__init_subclass__(**kwargs)
+        AgeHead.kinds[kind] = cls
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        if self.kind == "ordinal":  # falling thresholds: P(age > t) can only fall with t
-            thresholds = torch.cat([self.first, self.first - torch.cumsum(F.softplus(self.steps), 0)])
-            return self.weight(x) + thresholds
-        return self.linear(x)
+        raise NotImplementedError
+
+    @staticmethod
+    def summary(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P(band) of each band, the expected age in years) of the raw outputs."""
+        raise NotImplementedError
+
+    @staticmethod
+    def loss(raw: torch.Tensor, years: torch.Tensor, known: torch.Tensor, band: torch.Tensor,
+             sigma: float) -> torch.Tensor:
+        """Each row's loss: `years` clamped into AGES (any value where not `known`), `band` its band."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):  # probabilities of 43 ages need fp32
-            raw = self.raw(x)
-            log_bands, years = summary(self.kind, raw)
-            return torch.cat([log_bands, years[:, None], raw], 1)
+            raw = self.raw(x.float())
+            bands, years = self.summary(raw)
+            return torch.cat([bands.clamp_min(1e-12).log(), years[:, None], raw], 1)
+
+    @staticmethod
+    def years_of(row: torch.Tensor) -> torch.Tensor:
+        """The age in years of a head's output rows."""
+        return row[:, OUT - 1]
 
 
-def summary(kind: str, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log P(band) of each band, the expected age in years) of a head's raw outputs."""
-    if kind == "ordinal":
+def number_head(kind: str) -> type[AgeHead] | None:
+    """The head class of an age_head setting: None for band (the plain 3-way head of its task)."""
+    return AgeHead.kinds.get(kind)
+
+
+def tells_years(kind: str) -> bool:
+    """Whether an age_head setting learns the exact age (and so gives the age in years, decided by cut points)."""
+    return number_head(kind) is not None
+
+
+class Ordinal(AgeHead, kind="ordinal"):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Linear(dim, 1, bias=False)
+        self.first = nn.Parameter(torch.zeros(1))  # threshold of the first boundary
+        self.steps = nn.Parameter(torch.full((len(BOUNDARIES) - 1,), -3.0))  # softplus: how much each falls
+
+    def raw(self, x):  # falling thresholds: P(age > t) can only fall with t
+        return self.weight(x) + torch.cat([self.first, self.first - torch.cumsum(F.softplus(self.steps), 0)])
+
+    @staticmethod
+    def summary(raw):
         above = torch.sigmoid(raw)  # P(age > t), falling with t
         i, j = BAND_CUTS[0] - 1 - AGES[0], BAND_CUTS[1] - 1 - AGES[0]  # P(age > 29), P(age > 59)
-        bands = torch.stack([1 - above[:, i], above[:, i] - above[:, j], above[:, j]], 1)
-        years = AGES[0] + above.sum(1)
-    elif kind == "distribution":
+        return torch.stack([1 - above[:, i], above[:, i] - above[:, j], above[:, j]], 1), AGES[0] + above.sum(1)
+
+    @staticmethod
+    def loss(raw, years, known, band, sigma):
+        boundaries = BOUNDARIES.to(raw.device)
+        low, high = band_interval(band)
+        target = (years[:, None] > boundaries).float()
+        # an unknown age: its band fixes the boundaries outside it; those inside stay open
+        open_ = ~known[:, None] & (boundaries >= low[:, None]) & (boundaries < high[:, None])
+        target = torch.where(known[:, None], target, (boundaries < low[:, None]).float())
+        return (F.binary_cross_entropy_with_logits(raw, target, reduction="none") * (~open_)).sum(1)
+
+
+class Distribution(AgeHead, kind="distribution"):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, len(YEARS))
+
+    def raw(self, x):
+        return self.linear(x)
+
+    @staticmethod
+    def summary(raw):
         p = F.softmax(raw, 1)
         band = band_of_years(YEARS.to(raw.device))
-        bands = torch.stack([p[:, band == b].sum(1) for b in range(3)], 1)
-        years = p @ YEARS.to(raw.device)
-    else:
-        mean, spread = regression_parts(raw)
-        low = normal_cdf((BAND_CUTS[0] - 0.5 - mean) / spread)
-        high = normal_cdf((BAND_CUTS[1] - 0.5 - mean) / spread)
-        bands = torch.stack([low, high - low, 1 - high], 1)
-        years = mean
-    return bands.clamp_min(1e-12).log(), years
+        return torch.stack([p[:, band == b].sum(1) for b in range(3)], 1), p @ YEARS.to(raw.device)
+
+    @staticmethod
+    def loss(raw, years, known, band, sigma):
+        ages = YEARS.to(raw.device)
+        low, high = band_interval(band)
+        gauss = torch.exp(-0.5 * ((ages[None] - years[:, None]) / sigma) ** 2)
+        inside = ((ages[None] >= low[:, None]) & (ages[None] <= high[:, None])).float()
+        target = torch.where(known[:, None], gauss, inside)
+        target = target / target.sum(1, keepdim=True)
+        return (target * (target.clamp_min(1e-12).log() - F.log_softmax(raw, 1))).sum(1)
 
 
 def normal_cdf(z: torch.Tensor) -> torch.Tensor:
@@ -100,45 +154,41 @@ def regression_parts(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return CENTRE + SCALE * raw[:, 0], SCALE * F.softplus(raw[:, 1]) + 0.1
 
 
-def band_interval(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lowest, highest) whole age of each band within AGES."""
-    lows = torch.tensor([AGES[0], BAND_CUTS[0], BAND_CUTS[1]], device=band.device)
-    highs = torch.tensor([BAND_CUTS[0] - 1, BAND_CUTS[1] - 1, AGES[1]], device=band.device)
-    return lows[band], highs[band]
-
-
-class AgeLoss(nn.Module):
-    """The loss of a number head, mean over the rows. `years` is each row's age (clamped into AGES), or NaN where
-    only its `band` is known."""
-
-    def __init__(self, kind: str, sigma: float = 3.0):
+class Regression(AgeHead, kind="regression"):
+    def __init__(self, dim: int):
         super().__init__()
-        self.kind, self.sigma = kind, sigma
+        self.linear = nn.Linear(dim, 2)  # the age (in SCALE around CENTRE) and the log of its spread
 
-    def forward(self, out: torch.Tensor, years: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
-        raw = out[:, OUT:].float()
-        known = ~torch.isnan(years)
-        years = torch.where(known, years, torch.zeros_like(years)).clamp(AGES[0], AGES[1])
-        low, high = band_interval(band)
-        if self.kind == "ordinal":
-            boundaries = BOUNDARIES.to(raw.device)
-            target = (years[:, None] > boundaries).float()
-            # an unknown age: its band fixes the boundaries outside it; those inside stay open
-            open_ = ~known[:, None] & (boundaries >= low[:, None]) & (boundaries < high[:, None])
-            target = torch.where(known[:, None], target, (boundaries < low[:, None]).float())
-            loss = F.binary_cross_entropy_with_logits(raw, target, reduction="none")
-            return (loss * (~open_)).sum(1).mean()
-        if self.kind == "distribution":
-            ages = YEARS.to(raw.device)
-            gauss = torch.exp(-0.5 * ((ages[None] - years[:, None]) / self.sigma) ** 2)
-            inside = ((ages[None] >= low[:, None]) & (ages[None] <= high[:, None])).float()
-            target = torch.where(known[:, None], gauss, inside)
-            target = target / target.sum(1, keepdim=True)
-            logp = F.log_softmax(raw, 1)
-            return (target * (target.clamp_min(1e-12).log() - logp)).sum(1).mean()
+    def raw(self, x):
+        return self.linear(x)
+
+    @staticmethod
+    def summary(raw):
         mean, spread = regression_parts(raw)
+        low = normal_cdf((BAND_CUTS[0] - 0.5 - mean) / spread)
+        high = normal_cdf((BAND_CUTS[1] - 0.5 - mean) / spread)
+        return torch.stack([low, high - low, 1 - high], 1), mean
+
+    @staticmethod
+    def loss(raw, years, known, band, sigma):
+        mean, spread = regression_parts(raw)
+        low, high = band_interval(band)
         # an unknown age: how far the number lies outside its band's interval
         miss = torch.where(known, mean - years, (mean - high).clamp_min(0) - (low - mean).clamp_min(0))
         number = F.smooth_l1_loss(miss / SCALE, torch.zeros_like(miss), reduction="none")
         nll = torch.log(spread) + 0.5 * ((years - mean.detach()) / spread) ** 2 + 0.5 * math.log(2 * math.pi)
-        return (number + torch.where(known, nll, torch.zeros_like(nll))).mean()
+        return number + torch.where(known, nll, torch.zeros_like(nll))
+
+
+class AgeLoss(nn.Module):
+    """The loss of a number head of kind `kind`, mean over the rows. `years` is each row's age, or NaN where only its
+    `band` is known."""
+
+    def __init__(self, kind: str, sigma: float = 3.0):
+        super().__init__()
+        self.head, self.sigma = number_head(kind), sigma
+
+    def forward(self, out: torch.Tensor, years: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
+        known = ~torch.isnan(years)
+        years = torch.where(known, years, torch.zeros_like(years)).clamp(AGES[0], AGES[1])
+        return self.head.loss(out[:, OUT:].float(), years, known, band, self.sigma).mean()

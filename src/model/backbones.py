@@ -60,6 +60,21 @@ def probe_features(backbone: nn.Module, height: int, width: int) -> tuple[str, i
     return layout, int(dim), [n for (n, _), g in zip(named, grads) if g is None]
 
 
+def map_layer(backbone: nn.Module, layout: str) -> nn.Module | None:
+    """The layer whose output a Grad-CAM map reads where it is not the backbone's last feature map: a class-token
+    model's (ViT, DeiT) last block's input, since the class token's own output has no gradient towards the
+    patches."""
+    blocks = getattr(backbone, "blocks", None)
+    if layout == "pooled" and blocks is not None and hasattr(blocks[-1], "norm1"):
+        return blocks[-1].norm1
+    return None
+
+
+def token_layout(backbone: nn.Module) -> tuple[int, tuple[int, int] | None]:
+    """(the tokens before the patches, the patches' grid (H, W) or None where timm keeps none) of a token model."""
+    return getattr(backbone, "num_prefix_tokens", 1), getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
+
+
 def input_size_kwargs(model_name: str, size: tuple[int, int]) -> dict:
     """img_size=(h, w) for architectures built for one input size (timm's pretrained cfg says fixed_input_size:
     ViT, Swin, MaxViT...), so position embeddings and windows are made for ours; timm resamples pretrained

@@ -13,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from src.labels import AGES, NUM_CLASSES, TASK_SIZES, decode_label, target_label, target_years
-from src.model.age import NUMBER_HEADS, AgeLoss
+from src.model.age import AgeLoss, tells_years
+from src.model.network import Output
 
 
 def class_weights(labels, num_classes: int = NUM_CLASSES) -> torch.Tensor:
@@ -138,20 +139,21 @@ class Criterion(nn.Module):
         targets = decode_label(np.asarray(train_labels)) if self.per_task and train_labels is not None \
             else [train_labels] * len(sizes)
         self.losses = nn.ModuleList(
-            AgeLoss(age_head, age_sigma) if self.per_task and task == 2 and age_head in NUMBER_HEADS else
+            AgeLoss(age_head, age_sigma) if self.per_task and task == 2 and tells_years(age_head) else
             HeadLoss(head, loss, class_weights(t, n) if class_weighted and train_labels is not None else None,
                      **head_options)
             for task, (t, n) in enumerate(zip(targets, sizes)))
         self.task_weights = list(task_weights) if self.per_task else [1.0]
 
-    def forward(self, out, target):
-        """`target`: training targets (labels.encode_target: the label and, where known, the exact age) or labels."""
-        if isinstance(out, torch.Tensor):  # 18-class logits (a 19th column, the age in years, is not used)
-            out = out[:, :NUM_CLASSES]
-            if not self.per_task:
-                return self.losses[0](out, target_label(target))
-            return self.weighted(task_log_probs(out), target, margin=False)
-        return self.weighted(out, target, margin=True)
+    def forward(self, out: Output | torch.Tensor | tuple, target):
+        """`out`: the model's Output or 18-class logits (validation), or its per-head tuple (training). `target`:
+        training targets (labels.encode_target: the label and, where known, the exact age) or labels."""
+        logits = out.logits if isinstance(out, Output) else out if isinstance(out, torch.Tensor) else None
+        if logits is None:
+            return self.weighted(out, target, margin=True)
+        if not self.per_task:
+            return self.losses[0](logits, target_label(target))
+        return self.weighted(task_log_probs(logits), target, margin=False)
 
     def weighted(self, head_logits, target, margin: bool):
         label = target_label(target)

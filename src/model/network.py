@@ -2,15 +2,18 @@
 or linear.
 
 It takes uint8 NCHW images and normalises them itself, so loaders move 4x fewer bytes and every
-caller (training, inference, benchmarks) shares one preprocessing path. `forward` returns 18-class
-logits ready for softmax (a run whose age head learns the exact age adds the age in years as a 19th column,
-src/engine/forward.py splits it off): s*cosine for the joint ArcFace head (its margin lives in the loss). With
-per-task heads the 18-class logits are the sum of the mask, gender and age log-softmaxes, so their
-softmax is p(mask)*p(gender)*p(age) and everything downstream (OOF files, ensembles, pseudo labels,
-TTA) treats both kinds of run alike. Training asks for the raw head logits (`per_head=True`): the ArcFace
-margin needs each head's own cosines, which the 18-class logits no longer hold.
+caller (training, inference, benchmarks) shares one preprocessing path. `forward(x, output=True)` returns an Output:
+18-class logits ready for softmax and, where the age head learns the exact age, the age in years (plain `forward(x)`
+the logits alone, as a loss or Grad-CAM takes them). The logits are s*cosine
+for the joint ArcFace head (its margin lives in the loss); with per-task heads they are the sum of the mask, gender
+and age log-softmaxes, so their softmax is p(mask)*p(gender)*p(age) and everything downstream (OOF files,
+ensembles, pseudo labels, TTA) treats both kinds of run alike. Training asks for the raw head logits
+(`per_head=True`): the ArcFace margin needs each head's own cosines, which the 18-class logits no longer hold.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -18,8 +21,25 @@ import torch.nn.functional as F
 
 from src.errors import ModelError
 from src.labels import NUM_CLASSES, TASK_NAMES, TASK_SIZES
-from src.model.age import NUMBER_HEADS, AgeHead
-from src.model.backbones import log_once, probe_features, size_error
+from src.model.age import number_head
+from src.model.backbones import log_once, map_layer, probe_features, size_error
+
+
+class Output(NamedTuple):
+    """What the network says of a batch: 18-class logits (..., 18) and, from an age head that learns the exact age,
+    the age in years (...,), else None. A tuple, so DDP, torch.compile and the ONNX tracer pass it through."""
+    logits: torch.Tensor
+    years: torch.Tensor | None = None
+
+    def map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> Output:
+        """f applied to each tensor (a device move, a row order, a reshape)."""
+        return Output(f(self.logits), None if self.years is None else f(self.years))
+
+    @staticmethod
+    def cat(parts: list[Output], dim: int) -> Output:
+        years = [p.years for p in parts]
+        return Output(torch.cat([p.logits for p in parts], dim),
+                      None if any(y is None for y in years) else torch.cat(years, dim))
 
 
 class GeM(nn.Module):
@@ -103,13 +123,13 @@ class MaskClassifier(nn.Module):
             self.pool = GeM(gem_p) if pooling == "gem" else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.features = nn.Identity()  # the backbone's last feature map passes here: where Grad-CAM hooks in
         self.neck = make_neck(neck, dim, neck_dim, neck_dropout)
-        self.age_number = age_head in NUMBER_HEADS
+        self.number_head = number_head(age_head)  # None: the age head of the three bands
         if heads == "joint":
-            if self.age_number:
+            if self.number_head is not None:
                 raise ModelError(f"age_head {age_head} is an age head of heads per_task, not of the joint 18-way head")
             self.head = make_head(head, neck_dim, NUM_CLASSES, arc_s)
         else:
-            self.head = nn.ModuleDict({task: AgeHead(age_head, neck_dim) if task == "age" and self.age_number
+            self.head = nn.ModuleDict({task: self.number_head(neck_dim) if task == "age" and self.number_head
                                        else make_head(head, neck_dim, n, arc_s)
                                        for task, n in zip(TASK_NAMES, TASK_SIZES)})
         self.dropouts = nn.ModuleList(nn.Dropout(msd_p) for _ in range(msd_count))
@@ -133,9 +153,19 @@ class MaskClassifier(nn.Module):
             return tuple(head(emb) for head in self.head.values())
         return (self.head(emb),)
 
-    def forward(self, x, per_head: bool = False):
-        """18-class logits (and, with a number age head, the age in years as a 19th column), or with per_head the
-        raw outputs of each head (the joint one, or mask, gender, age)."""
+    @property
+    def explained_layer(self) -> nn.Module:
+        """The module whose output Grad-CAM explains (src/model/backbones.py's map_layer, else the feature map)."""
+        return map_layer(self.backbone, self.layout) or self.features
+
+    @property
+    def tells_years(self) -> bool:
+        """Whether the Output holds the age in years (a number age head)."""
+        return self.number_head is not None
+
+    def forward(self, x, per_head: bool = False, output: bool = False):
+        """The 18-class logits (what a loss or Grad-CAM reads); with `output` the Output, logits and years (what every
+        prediction reads); with `per_head` the raw outputs of each head (the joint one, or mask, gender, age)."""
         emb = self.embed(x)
         if self.training and len(self.dropouts):
             out = tuple(torch.stack(z).mean(0) for z in zip(*(self.heads(d(emb)) for d in self.dropouts)))
@@ -143,5 +173,12 @@ class MaskClassifier(nn.Module):
             out = self.heads(emb)
         if per_head:
             return out
-        logits = joint_logits(out)
-        return torch.cat([logits, out[-1][:, 3:4].float()], 1) if self.age_number else logits
+        if not output:
+            return joint_logits(out)
+        return Output(joint_logits(out), self.number_head.years_of(out[-1]).float() if self.tells_years else None)
+
+
+def output_of(model: nn.Module, x: torch.Tensor) -> Output:
+    """A model's Output of a batch: the classifier's own (through a torch.compile wrapper too), or the logits of any
+    other module that gives 18-class logits."""
+    return model(x, output=True) if hasattr(model, "tells_years") else Output(model(x))

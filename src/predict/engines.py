@@ -13,11 +13,12 @@ from tqdm import tqdm
 
 from src.config.schema import Engine, Loading, Precision, Prediction, TrainConfig
 from src.engine import builders
-from src.engine.forward import forward_views, mean_years, probabilities
+from src.engine.forward import forward_views, predictions
 from src.errors import FileSystemError, NonFinite, NoSpace, ParityError
 from src.files import file_digest
 from src.predict import onnx_graph
 from src.predict.plans import RunPlan
+from src.predictions import Predictions
 from src.run.atomic import replace_together, text_writer, write_bytes
 from src.run.checkpoint import load_into, load_weights
 from src.run.rundir import RunDir
@@ -51,16 +52,16 @@ class TorchEngine:
         self.run_name, self.models, self.folds, self.checkpoint = run_name, models, folds, checkpoint
         self.device, self.tta, self.amp = device, tta, amp
 
-    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probabilities, the age in years of a number age head or None) of a uint8 batch."""
-        outputs = forward_views(self.models, x, self.device, self.tta, self.amp).cpu()
-        finite = torch.isfinite(outputs).reshape(len(self.models), -1).all(1)
+    def __call__(self, x: torch.Tensor) -> Predictions:
+        """The Predictions of a uint8 batch."""
+        out = forward_views(self.models, x, self.device, self.tta, self.amp).map(torch.Tensor.cpu)
+        finite = torch.stack([torch.isfinite(t).reshape(len(self.models), -1).all(1) for t in out if t is not None])
+        finite = finite.all(0)
         if not finite.all():
             folds = ", ".join(str(self.folds[i]) for i in (~finite).nonzero().flatten().tolist())
             raise NonFinite(f"run {self.run_name} fold {folds}: non-finite probabilities from {self.checkpoint}.pt; "
                             f"nothing was written. Retrain that fold or choose another --checkpoint")
-        years = mean_years(outputs)
-        return probabilities(outputs).numpy(), years.numpy() if years is not None else None
+        return predictions(out)
 
 
 class OnnxEngine:
@@ -70,13 +71,13 @@ class OnnxEngine:
     def __init__(self, run_name: str, sess, checkpoint: str):
         self.run_name, self.sess, self.checkpoint = run_name, sess, checkpoint
 
-    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        probs, years = onnx_graph.run_session(self.sess, x)
-        if not (np.isfinite(probs).all() and (years is None or np.isfinite(years).all())):
+    def __call__(self, x: torch.Tensor) -> Predictions:
+        got = onnx_graph.run_session(self.sess, x)
+        if not all(np.isfinite(a).all() for a in got if a is not None):
             raise NonFinite(f"run {self.run_name}: non-finite probabilities from {self.checkpoint}.pt (onnxruntime); "
                             f"nothing was written. --engine torch names the fold; retrain it or choose another "
                             f"--checkpoint")
-        return probs, years
+        return got
 
 
 def export_key(run: RunDir, checkpoints: list[Path], tta: str) -> str:
@@ -183,16 +184,11 @@ def predict_run(engine, dataset, cfg: Loading, device: torch.device, desc: str |
     return predict_batches(engine, builders.loader(dataset, cfg, device, cfg.infer_batch_size), desc)
 
 
-def predict_batches(engine, loader, desc: str | None = None) -> tuple:
-    """(labels, dataset indices, probabilities, ages in years or None) over a loader of (image, label, index)
-    batches, in its order."""
-    labels, indices, probs, years = [], [], [], []
+def predict_batches(engine, loader, desc: str | None = None) -> tuple[np.ndarray, np.ndarray, Predictions]:
+    """(labels, dataset indices, Predictions) over a loader of (image, label, index) batches, in its order."""
+    labels, indices, parts = [], [], []
     for x, label, index in tqdm(loader, desc=desc, disable=desc is None, mininterval=1, leave=False):
-        p, y = engine(x)
-        probs.append(p)
-        years.append(y)
+        parts.append(engine(x))
         labels.append(np.asarray(label))
         indices.append(np.asarray(index))
-    has_years = bool(years) and years[0] is not None
-    return (np.concatenate(labels), np.concatenate(indices), np.concatenate(probs),
-            np.concatenate(years) if has_years else None)
+    return np.concatenate(labels), np.concatenate(indices), Predictions.concat(parts)

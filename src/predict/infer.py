@@ -18,16 +18,16 @@ from src.data.tables import load_eval, load_unlabeled
 from src.engine import builders
 from src.errors import ConfigError
 from src.files import real, shown
-from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
+from src.labels import CLASS_NAMES
 from src.predict import offsets
 from src.predict.engines import predict_run, run_engine
 from src.predict.grouping import find_people, person_metric
 from src.predict.plans import RunPlan, reading_runs
+from src.predictions import Predictions
 from src.run import tracking
 from src.run.atomic import check_writable, csv_writer, remove_stale_tmp, replace_together, save_csv, save_text, text_writer
 from src.run.figures import png_writer, pyplot
 from src.run.logging import setup_logging
-from src.run.oof import YEARS
 from src.run.rundir import CONFIG, PREDICTION_NAMES, RUN_FILES, RunDir, prediction_files
 
 log = logging.getLogger("maskcls")
@@ -40,32 +40,28 @@ def open_engines(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], device: 
 
 
 def predict_runs(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], engines: list, paths,
-                 device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
-    """(the average of each run's fold x TTA probabilities, the average of their ages in years where every run's age
-    head learns the exact age, else None); runs may differ in backbone and input size."""
-    total, years = np.zeros((len(paths), NUM_CLASSES)), []
+                 device: torch.device) -> Predictions:
+    """The mean of each run's fold x TTA Predictions; runs may differ in backbone and input size."""
+    parts = []
     for plan, engine in zip(plans, engines):
         ds = FaceDataset(builders.file_images(plan.cfg, paths, cfg.log_dir, cfg.max_image_pixels), None,
                          builders.eval_transform(plan.cfg))
-        _, _, probs, run_years = predict_run(engine, ds, cfg, device, desc=f"predict {plan.name}")
-        total += probs
-        years.append(run_years)
-    return total / len(plans), (np.mean(years, axis=0) if all(y is not None for y in years) else None)
+        parts.append(predict_run(engine, ds, cfg, device, desc=f"predict {plan.name}")[2])
+    return Predictions.mean(parts)
 
 
 def predict_and_decide(cfg: InferConfig | PseudoConfig, plans: list[RunPlan], paths):
-    """(probabilities, ages in years or None, classes, what the settings record of the decision, the grouping) of the
-    photos at `paths`.
+    """(Predictions, classes, what the settings record of the decision, the grouping) of the photos at `paths`.
     Every input of the runs is read and checked first (decision.json, people.npz, checkpoints, exports), in that
     order, cheapest first: a bad one is the first and only line."""
     prepared = offsets.prepare(cfg.decision, plans, grouped=cfg.group == "people")
     metric = person_metric(cfg.group, plans)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     engines = open_engines(cfg, plans, device)
-    probs, years = predict_runs(cfg, plans, engines, paths, device)
-    found = find_people(metric, paths, probs, cfg.max_image_pixels, cfg.num_workers)
-    classes, decided = offsets.classify(prepared, probs, found, years)
-    return probs, years, classes, decided, found
+    pred = predict_runs(cfg, plans, engines, paths, device)
+    found = find_people(metric, paths, pred.probs, cfg.max_image_pixels, cfg.num_workers)
+    classes, decided = offsets.classify(prepared, pred, found)
+    return pred, classes, decided, found
 
 
 def output_files(cfg: InferConfig, plans: list[RunPlan]) -> dict[str, Path]:
@@ -136,16 +132,13 @@ def infer(cfg: InferConfig) -> Path:
 
 
 def write_submission(cfg: InferConfig, info: pd.DataFrame, plans: list[RunPlan], files: dict[str, Path]) -> Path:
-    probs, years, classes, decided, found = predict_and_decide(cfg, plans, info["path"])
+    pred, classes, decided, found = predict_and_decide(cfg, plans, info["path"])
     submission = pd.DataFrame({"ImageID": info["ImageID"], "ans": classes.astype(int)})
-    probs_df = pd.concat([info[["ImageID"]], pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1).assign(
-        group=found.groups)  # -1: decided alone
-    if years is not None:
-        probs_df[YEARS] = years
+    probs_df = pd.concat([info[["ImageID"]], pred.table()], axis=1).assign(group=found.groups)  # -1: decided alone
     folds = {plan.name: dict(used=plan.folds, checkpoint=plan.checkpoint,
                              still_training={k: who for k, who in plan.training.items()}) for plan in plans}
     replace_together({files["probs"]: csv_writer(probs_df, float_format="%.6g"),
-                      files["preview"]: png_writer(preview_figure(info, probs, classes), dpi=60),
+                      files["preview"]: png_writer(preview_figure(info, pred.probs, classes), dpi=60),
                       files["settings"]: text_writer(policy.dump(cfg, extra=dict(folds=folds, decision=decided,
                                                                                   grouping=found.record()))),
                       files["submission"]: csv_writer(submission)})
@@ -162,8 +155,9 @@ def make_pseudo_labels(cfg: PseudoConfig, run: RunDir) -> Path:
         return run.pseudo_labels
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir)
     with reading_runs(cfg) as plans:
-        probs, _, labels, _, found = predict_and_decide(cfg, plans, unlabeled["path"])
-    df = pd.DataFrame({"path": unlabeled["path"], "label": labels, "confidence": probs[np.arange(len(probs)), labels]})
+        pred, labels, _, found = predict_and_decide(cfg, plans, unlabeled["path"])
+    df = pd.DataFrame({"path": unlabeled["path"], "label": labels,
+                       "confidence": pred.probs[np.arange(len(labels)), labels]})
     kept = df[df["confidence"] >= cfg.pseudo_threshold]
     save_csv(kept, run.pseudo_labels, float_format="%.6g")
     save_text(policy.dump(cfg, Prediction, extra=dict(checkpoints={p.name: p.checkpoint for p in plans},

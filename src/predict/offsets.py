@@ -12,12 +12,13 @@ import pandas as pd
 
 from src import decision, people
 from src.errors import CheckpointError
-from src.labels import AGES, NUM_CLASSES, PROB_COLUMNS
-from src.model.age import NUMBER_HEADS
+from src.labels import AGES, NUM_CLASSES
+from src.model.age import tells_years
 from src.predict import grouping
 from src.predict.plans import RunPlan
 from src.files import irregular, read_json
-from src.run.oof import oof_years, read_oof
+from src.predictions import Predictions
+from src.run.oof import read_oof
 
 log = logging.getLogger("maskcls")
 
@@ -56,7 +57,7 @@ def saved_cuts(plan: RunPlan) -> tuple | None:
     """A number age head's cut points from its decision.json (checked: c1 < c2 within the ages), or None for a band
     head, whose decision has none. A number head's run always had them (they came with the heads): missing or null,
     the file is refused like any other bad value, rather than decided with other cuts."""
-    if plan.cfg.age_head not in NUMBER_HEADS or not plan.run.decision.is_file():
+    if not tells_years(plan.cfg.age_head) or not plan.run.decision.is_file():
         return None
     path = plan.run.decision
     try:
@@ -91,11 +92,9 @@ def choose_offsets(rule: str, plans: list[RunPlan]) -> tuple[np.ndarray | None, 
         return None, None, f"argmax: run(s) {', '.join(missing)} lack out-of-fold rows of some fold"
     if any(not o.index.equals(oofs[0].index) for o in oofs):
         return None, None, "argmax: the runs' out-of-fold rows are not the same images"
-    probs = np.mean([o[PROB_COLUMNS].to_numpy() for o in oofs], axis=0)
+    pred = Predictions.mean([Predictions.from_table(o) for o in oofs])
     labels, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
-    years = [oof_years(o) for o in oofs]
-    years = np.mean(years, axis=0) if all(y is not None for y in years) else None
-    tuning = decision.tune(probs, labels, folds, years=years)
+    tuning = decision.tune(pred.probs, labels, folds, years=pred.years)
     where = f"the {len(plans)} runs' mean out-of-fold probabilities ({len(labels)} rows)"
     cut_text = f"; age cut points {tuning.cuts[0]:g} and {tuning.cuts[1]:g}" if tuning.cuts else ""
     return tuning.offsets, tuning.cuts, (f"tuned: offsets{' and cut points' if tuning.cuts else ''} fitted on "
@@ -126,7 +125,7 @@ def ensemble_person_offsets(plans: list[RunPlan]) -> tuple[np.ndarray | None, st
     order = pd.Index(saved["paths"]).get_indexer(oofs[0].index)
     if (order < 0).any():
         return None, f"{plans[0].run.people} does not hold the runs' out-of-fold rows"
-    probs = np.mean([o[PROB_COLUMNS].to_numpy() for o in oofs], axis=0)
+    probs = Predictions.mean([Predictions.from_table(o) for o in oofs]).probs
     labels, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
     groups = people.oof_groups(saved["embedded"][order], probs, folds)
     crossed = people.cross_fitted_people(probs, labels, folds, groups)
@@ -155,17 +154,17 @@ def prepare(rule: str, plans: list[RunPlan], grouped: bool = False) -> Decision:
     return Decision(offsets, how, cuts, *choose_person_offsets(rule, plans, offsets))
 
 
-def classify(prepared: Decision, probs: np.ndarray, found: people.Grouping | None = None,
-             years: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """The classes of `probs` (and the ages in `years`, where cut points decide the age band), per person where
-    `found` holds groups (there the bands' probabilities decide the age), and what the settings file records of the
-    decision."""
+def classify(prepared: Decision, pred: Predictions, found: people.Grouping | None = None) -> tuple[np.ndarray, dict]:
+    """The classes of the predictions (the age band by cut points where there are cut points and ages in years), per
+    person where `found` holds groups (there the bands' probabilities decide the age), and what the settings file
+    records of the decision."""
     log.info("decision: %s", prepared.how)
-    cuts = prepared.cuts if years is not None else None
+    cuts = prepared.cuts if pred.years is not None else None
     if found is None or not found.formed:
-        return decision.decide(probs, prepared.offsets, years, cuts), describe(prepared.offsets, prepared.how, cuts)
+        return (decision.decide(pred.probs, prepared.offsets, pred.years, cuts),
+                describe(prepared.offsets, prepared.how, cuts))
     log.info("decision per person: %s", prepared.person_how)
-    return (people.decide_people(probs, found.groups, prepared.person, prepared.offsets),
+    return (people.decide_people(pred.probs, found.groups, prepared.person, prepared.offsets),
             describe(prepared.offsets, prepared.how) | dict(people=describe(prepared.person, prepared.person_how)))
 
 

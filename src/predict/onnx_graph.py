@@ -15,10 +15,11 @@ import torch.nn as nn
 from src.engine import forward
 from src.labels import task_probabilities
 from src.model import network
+from src.predictions import YEARS, Predictions
 
 INPUT = "image"  # uint8 (N, 3, H, W) RGB at the run's input size, after crop and resize
-OUTPUTS = ("probs", "mask", "gender", "age")  # (N, 18) class probabilities, then (N, 3), (N, 2), (N, 3) per task
-YEARS = "years"  # (N,) the age in years, where every run's age head learns the exact age
+OUTPUTS = ("probs", "mask", "gender", "age")  # (N, 18) class probabilities, then (N, 3), (N, 2), (N, 3) per task;
+# then YEARS (N,), the age in years, where every run's age head learns the exact age
 OPSET = 17
 
 
@@ -31,15 +32,16 @@ class ProbabilityGraph(nn.Module):
         super().__init__()
         self.runs = nn.ModuleList(nn.ModuleList(models) for models in runs)
         self.tta = tta
-        self.years = all(getattr(m, "age_number", False) for models in runs for m in models)
+        self.years = all(m.tells_years for models in runs for m in models)
         self.output_names = OUTPUTS + ((YEARS,) if self.years else ())
 
     def forward(self, x):
-        outputs = [forward.forward_views(models, x, x.device, self.tta, "none") for models in self.runs]
-        probs = torch.stack([forward.probabilities(o) for o in outputs]).mean(0)  # fp32: the graph runs on onnxruntime
+        means = [forward.mean_prediction(forward.forward_views(models, x, x.device, self.tta, "none"))
+                 for models in self.runs]
+        probs = torch.stack([p for p, _ in means]).mean(0)  # fp32: the graph runs on onnxruntime
         if not self.years:
             return (probs, *task_probabilities(probs))
-        return (probs, *task_probabilities(probs), torch.stack([forward.mean_years(o) for o in outputs]).mean(0))
+        return (probs, *task_probabilities(probs), torch.stack([y for _, y in means]).mean(0))
 
 
 def graph_code_digest() -> str:
@@ -72,12 +74,11 @@ def session(model, threads: int = 0):
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def run_session(sess, x: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(the 18-class probabilities, the age in years or None) of a uint8 batch."""
+def run_session(sess, x: torch.Tensor | np.ndarray) -> Predictions:
+    """The Predictions of a uint8 batch."""
     x = x.numpy() if isinstance(x, torch.Tensor) else x
     names = [OUTPUTS[0]] + [YEARS for o in sess.get_outputs() if o.name == YEARS]
-    out = sess.run(names, {INPUT: np.ascontiguousarray(x)})
-    return out[0], out[1] if len(out) > 1 else None
+    return Predictions(*sess.run(names, {INPUT: np.ascontiguousarray(x)}))
 
 
 @torch.no_grad()

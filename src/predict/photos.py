@@ -20,18 +20,17 @@ from src.engine import builders
 from src.errors import ConfigError, DataError
 from src.files import real, shown
 from src.labels import NUM_CLASSES, PROB_COLUMNS, TASK_NAMES, decode_label, task_probabilities
-from src.model.age import NUMBER_HEADS
 from src.predict import offsets
 from src.predict.engines import predict_run, run_engine
 from src.predict.plans import reading_runs
+from src.predictions import YEARS, Predictions
 from src.run.atomic import check_writable, save_text
 from src.run.logging import setup_logging
-from src.run.oof import YEARS
 
 log = logging.getLogger("maskcls")
 
 TASK_COLUMNS = [f"p_{task}_{name}" for task, names in TASK_NAMES.items() for name in names]
-COLUMNS = ["path", "class", *TASK_NAMES, *TASK_COLUMNS, *PROB_COLUMNS, "error"]
+COLUMNS = ["path", "class", *TASK_NAMES, *TASK_COLUMNS, *PROB_COLUMNS, "error"]  # and YEARS before error, where there are
 
 
 def hidden(path: Path, root: Path) -> bool:
@@ -85,27 +84,22 @@ def problem_of(path: str, max_pixels: int) -> str:
     return "could not be predicted"
 
 
-def rows(found: list[tuple[str, str | None]], probs: np.ndarray, labels: np.ndarray,
-         problems: dict[int, str], years: np.ndarray | None = None) -> pd.DataFrame:
-    """One row per photo with its decided class (and, from a number age head, its age in years): an error row
-    carries its problem and no prediction."""
-    mask, gender, age = task_probabilities(probs)
+def rows(found: list[tuple[str, str | None]], pred: Predictions, labels: np.ndarray,
+         problems: dict[int, str]) -> pd.DataFrame:
+    """One row per photo with its decided class and its predictions' table (with the age in years, where there are):
+    an error row carries its problem and no prediction."""
+    mask, gender, age = task_probabilities(pred.probs)
     names = [np.asarray(names)[k] for names, k in zip(TASK_NAMES.values(), decode_label(labels))]
     df = pd.DataFrame({"path": [p for p, _ in found], "class": labels.astype(int)})
     for task, column in zip(TASK_NAMES, names):
         df[task] = column
     df[TASK_COLUMNS] = np.concatenate([mask, gender, age], axis=1)
-    df[PROB_COLUMNS] = probs
+    df = pd.concat([df, pred.table()], axis=1).astype({"class": "Int64"})
     df["error"] = ""
-    df = df.astype({"class": "Int64"})
-    columns = COLUMNS
-    if years is not None:
-        df[YEARS] = years
-        columns = [*COLUMNS[:-1], YEARS, COLUMNS[-1]]
     for i, problem in problems.items():
-        df.loc[i, [c for c in columns if c not in ("path", "error")]] = pd.NA
+        df.loc[i, [c for c in df.columns if c not in ("path", "error")]] = pd.NA
         df.loc[i, "error"] = problem
-    return df[columns]
+    return df
 
 
 def as_json(df: pd.DataFrame) -> str:
@@ -171,7 +165,6 @@ class Predictor:
         self.cfg, self.plans = cfg, plans
         self.prepared = offsets.prepare(cfg.decision, plans)  # decision.json and every checkpoint before any prediction
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.all_years = all(plan.cfg.age_head in NUMBER_HEADS for plan in plans)
         self.engines: list | None = None
 
     def open(self):
@@ -187,25 +180,27 @@ class Predictor:
         if problems and strict:
             i = min(problems)
             raise DataError([f"{shown(found[i][0])}: {problems[i]}"])
-        readable = [i for i, (_, p) in enumerate(found) if not p]
+        readable = np.array([i for i, (_, p) in enumerate(found) if not p], dtype=int)
         paths = [found[i][0] for i in readable]
-        total, years = np.zeros((len(found), NUM_CLASSES)), np.zeros(len(found))
-        bad = np.zeros(len(paths), dtype=bool)
+        parts, bad = [], np.zeros(len(paths), dtype=bool)
         for plan, engine in zip(self.plans, self.open().engines if paths else []):
             ds = Photos(builders.file_images(plan.cfg, paths, cfg.log_dir, cfg.max_image_pixels),
                         builders.input_size(plan.cfg), builders.eval_transform(plan.cfg), strict)
-            flags, indices, probs, run_years = predict_run(engine, ds, cfg, self.device,
-                                                           desc=f"predict {plan.name}" if len(paths) > 64 else None)
-            total[np.asarray(readable)[indices]] += probs / len(self.plans)
-            if self.all_years:
-                years[np.asarray(readable)[indices]] += run_years / len(self.plans)
+            flags, indices, got = predict_run(engine, ds, cfg, self.device,
+                                              desc=f"predict {plan.name}" if len(paths) > 64 else None)
+            placed = Predictions(np.zeros((len(found), NUM_CLASSES)),
+                                 None if got.years is None else np.zeros(len(found)))
+            placed.probs[readable[indices]] = got.probs
+            if got.years is not None:
+                placed.years[readable[indices]] = got.years
+            parts.append(placed)
             bad[indices[flags == 1]] = True
         for j in np.flatnonzero(bad):
-            problems[readable[j]] = problem_of(paths[j], cfg.max_image_pixels)
-        total[list(problems)] = 1.0 / NUM_CLASSES  # placeholders; error rows carry no prediction
-        years = years if self.all_years else None
-        classes, _ = offsets.classify(self.prepared, total, years=years)
-        return rows(found, total, classes, {i: problems[i] for i in sorted(problems)}, years)
+            problems[int(readable[j])] = problem_of(paths[j], cfg.max_image_pixels)
+        pred = Predictions.mean(parts) if parts else Predictions(np.zeros((len(found), NUM_CLASSES)))
+        pred.probs[list(problems)] = 1.0 / NUM_CLASSES  # placeholders; error rows carry no prediction
+        classes, _ = offsets.classify(self.prepared, pred)
+        return rows(found, pred, classes, {i: problems[i] for i in sorted(problems)})
 
 
 def predict_found(cfg: PredictConfig, found, out, plans, maps=None) -> pd.DataFrame:

@@ -18,6 +18,7 @@ Nothing else spells a file name of a run. Layout (docs/run-folder.md):
     <log_dir>/report.html   the comparison of runs (python -m tools.report)
     <log_dir>/sweeps.db     the sweeps' embedded Optuna storage (sweep.py without --storage)
     <log_dir>/mlflow.db  mlartifacts/   the embedded MLflow store of --tracker mlflow and its files; .mlflow.db.lock
+    <log_dir>/cache/        decoded images (cache ram or disk) and face boxes (crop face), shared by the runs
 
     python -m src.run.rundir latest [LOG_DIR]     prints the most recently written run's name (for shell scripts)
 """
@@ -318,6 +319,11 @@ def prediction_files(submission: Path) -> dict[str, Path]:
     stem = submission.with_suffix("") if submission.suffix == ".csv" else submission
     return dict(submission=submission, probs=stem.with_name(f"{stem.name}.probs.csv"),
                 preview=stem.with_name(f"{stem.name}.preview.png"), settings=stem.with_name(f"{stem.name}.yaml"))
+
+
+def cache_dir(log_dir) -> Path:
+    """Where decoded images and face boxes are cached for every run of log_dir (its name is reserved)."""
+    return Path(log_dir) / "cache"
 
 
 def mlflow_db(log_dir) -> Path:

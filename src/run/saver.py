@@ -10,16 +10,19 @@ src/run/checkpoint.py's; the run's TensorBoard, console and trackers are RunReco
 its line at once, the rest once its last.pt is written."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import torch
 
 from src.config.schema import BEST_BY_METRIC
 from src.errors import CheckpointError
 from src.metrics import confusion, evaluate
+from src.predictions import Predictions
 from src.run.atomic import save_csv
 from src.run.background import BackgroundWrites, snapshot
 from src.run.checkpoint import FOR_RESUME, FoldState, load_into, read, save_best, set_rng_state
@@ -31,16 +34,24 @@ from src.run.rundir import RunDir
 LOWER_IS_BETTER = ("val_loss",)
 
 
+class Stateful(Protocol):
+    """What last.pt saves of an object, and gives back to it."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict): ...
+
+
 @dataclass
 class FoldObjects:
-    """A fold's live training objects, each with state_dict() and load_state_dict(): what last.pt holds."""
-    model: Any  # the network (no DDP or compile wrapper)
-    optimizer: Any
-    scheduler: Any | None
-    step: Any  # the training step: its grad scaler and the optimizer steps taken (state_dict: scaler, steps)
-    stopper: Any  # early stopping
-    ema: Any | None = None  # the weight average, with cfg.ema
-    kept: Any | None = None  # the weights the best_* files keep; None: the model's
+    """A fold's live training objects: what last.pt holds."""
+    model: torch.nn.Module  # the network (no DDP or compile wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: Stateful | None  # an LR scheduler
+    step: Stateful  # the training step: its grad scaler and the optimizer steps taken (state_dict: scaler, steps)
+    stopper: Stateful  # early stopping (its should_stop read by the fold's epochs)
+    ema: Stateful | None = None  # the weight average (timm's ModelEmaV3), with cfg.ema
+    kept: torch.nn.Module | None = None  # the weights the best_* files keep; None: the model's
 
     def kept_weights(self) -> dict:
         return (self.kept if self.kept is not None else self.model).state_dict()
@@ -51,10 +62,9 @@ class Validated:
     """One validation pass over a fold's validation rows, in the order the pass returned them."""
     paths: np.ndarray  # each row's image
     labels: np.ndarray  # its true class
-    probs: np.ndarray  # (rows, 18) probabilities
+    predictions: Predictions  # its probabilities (and ages in years)
     metrics: dict  # the val_* values
-    years: np.ndarray | None = None  # a number age head's age in years
-    ages: np.ndarray | None = None  # and the people's true ages
+    ages: np.ndarray | None = None  # the people's true ages
 
 
 def saved_state(run: RunDir, k: int) -> FoldState | None:
@@ -132,7 +142,7 @@ class FoldSaver:
         improved, keep = self._improvements(validated, last) if validated is not None else ({}, False)
         row = dict(fold=self.k, epoch=epoch, **values, best_f1=improved.get("val_f1", False))
         self.rows.append(row)
-        cm = confusion(validated.labels, validated.probs.argmax(1)) if validated is not None else None
+        cm = confusion(validated.labels, validated.predictions.probs.argmax(1)) if validated is not None else None
         model = snapshot(o.model.state_dict())
         kept_is_model = o.kept is None or o.kept is o.model
         weights = (model if kept_is_model else snapshot(o.kept_weights())) if any(improved.values()) else None
@@ -153,7 +163,8 @@ class FoldSaver:
             if self.records is not None:
                 self.records.epoch_saved(row, cm)
 
-        self.background.submit(write)
+        with self.hurry():  # the previous epoch's writes may wait for a tracker: not this loop
+            self.background.submit(write)
 
     def finish_saved(self, state: FoldState, validated: Validated):
         """A fold resumed with no epochs left to run: its saved epoch, validated now, becomes its last (the best_*
@@ -169,7 +180,7 @@ class FoldSaver:
             improved[key], self.best[key] = True, validated.metrics[key]
             keep = keep or (key == "val_f1" and self.oof_from == "best_f1")  # oof.csv follows best_f1.pt
         weights = self.objects.kept_weights() if any(improved.values()) else None
-        self._keep(state.epoch, validated, improved, weights, confusion(validated.labels, validated.probs.argmax(1)),
+        self._keep(state.epoch, validated, improved, weights, confusion(validated.labels, validated.predictions.probs.argmax(1)),
                    keep)
         self._record(self.rows)  # without the rows of epochs after the saved one
         state.best, state.finished = dict(self.best), True
@@ -204,9 +215,9 @@ class FoldSaver:
         for key in (key for key, better in improved.items() if better):
             save_best(self.run.checkpoint(self.k, BEST_BY_METRIC[key]), weights, epoch, validated.metrics, key)
         if keep:
-            save_csv(oof_rows(self.k, validated.paths, validated.labels, validated.probs, validated.years,
-                              validated.ages), self.run.oof(self.k), float_format="%.6g")
-            f1 = evaluate(validated.labels, validated.probs)["f1"]
+            save_csv(oof_rows(self.k, validated.paths, validated.labels, validated.predictions, validated.ages),
+                     self.run.oof(self.k), float_format="%.6g")
+            f1 = evaluate(validated.labels, validated.predictions.probs)["f1"]
             save_png(confusion_figure(cm, f"fold {self.k} epoch {epoch} F1 {f1:.4f}"), self.run.confusion(self.k))
 
     def _record(self, rows: list[dict]):
@@ -221,9 +232,13 @@ class FoldSaver:
             self.background.check()
 
     def wait(self):
-        """Wait for the writes in flight; raise their error."""
+        """Wait for the writes in flight (the last epoch's sync with them: a fold's end may wait once); raise their
+        error."""
         if self.writes:
             self.background.wait()
+
+    def hurry(self):
+        return self.records.hurry() if self.records is not None else contextlib.nullcontext()
 
     def end(self):
         """The fold ended (trained, stopped or skipped as finished by its resume): its writes are done."""

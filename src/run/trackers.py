@@ -1,6 +1,7 @@
 """The trackers behind src/run/tracking.py, each in its tool's K-fold layout: MLflow a run with a child run per fold,
-W&B a run per fold and one for the whole run grouped by its name. tracking.py decides what a tracker lacks; a tracker
-puts it there and keeps its ids in the Record. Each package is imported only when its tracker is chosen."""
+W&B a run per fold and one for the whole run grouped by its name. tracking.py decides what a tracker lacks and keeps
+the ledger; a tracker (the Tracker protocol) puts each part there and returns what the ledger records of it, without
+changing the Record it is handed. Each package is imported only when its tracker is chosen."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +13,11 @@ import sqlite3
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from src.errors import ConfigError, MaskclsError, first_line
 from src.files import mtime_ms
@@ -31,6 +36,58 @@ HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACK
 MLFLOW_TABLES = {"alembic_version", "experiments", "runs", "metrics", "params", "tags"}  # any of them: MLflow made it
 METRICS_PER_BATCH = 1000  # MLflow's limit of one log_batch
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
+
+
+@dataclass
+class Record:
+    """A tracker's entry in the ledger: where it is, its ids there, the version of each part of the run it holds."""
+    tracker: str  # mlflow or wandb
+    where: str  # the MLflow store's URI, or the W&B project
+    experiment: str  # --experiment, by default a sweep trial's study, else the log_dir's folder name
+    experiment_id: str | None = None  # MLflow's
+    run_id: str | None = None  # the tracker's run of the whole maskcls run
+    folds: dict = field(default_factory=dict)  # fold -> the tracker's run of that fold
+    epochs: dict = field(default_factory=dict)  # fold -> the last epoch sent
+    files: dict = field(default_factory=dict)  # name -> the version sent (fingerprint)
+    status: dict = field(default_factory=dict)  # fold, or "run" -> the state sent
+    params: str | None = None  # the version of config.yaml whose params went
+    cv: str | None = None  # the version of cv.json whose figures went
+    sweep: str | None = None  # the version of sweep.json whose tags went
+    failed: str | None = None  # when and why the last send failed
+
+    @property
+    def key(self) -> str:
+        return f"{self.tracker} {self.where}"
+
+
+class Tracker(Protocol):
+    """One tracker's side of sending. `rec` says what it holds; each call puts one part there and returns what the
+    ledger then records of it. k None: the whole run's own tracker run."""
+
+    lock: Callable[[], AbstractContextManager]  # held while sending: one writer at a time where the store needs it
+
+    def begin(self, rec: Record, tags: dict, params: dict, new_params: bool) -> tuple[str | None, str]:
+        """(the experiment's id, the run's id), made where `rec` has none; `tags` on a new run; `params` (config.yaml's)
+        sent where `new_params` (they changed since they went)."""
+
+    def fold(self, rec: Record, k: int, tags: dict, restarted: bool) -> str | None:
+        """Fold k's run id where one is made (none in `rec`, or the fold restarted from scratch: the old one KILLED);
+        None where `rec`'s stands."""
+
+    def metrics(self, rec: Record, k: int | None, rows: list[dict]) -> int:
+        """Rows of {epoch, metrics} at step = epoch (k None: cv.json's figures); how many went."""
+
+    def file(self, rec: Record, k: int | None, path: Path, artifact_dir: str | None, image: str | None):
+        """A file (`artifact_dir` groups it), or a figure under the key `image`."""
+
+    def tags(self, rec: Record, tags: dict, params: dict | None = None):
+        """Tags (and params) on the whole run's tracker run."""
+
+    def status(self, rec: Record, k: int | None, status: str, end_ms: int | None):
+        """A run's state: RUNNING, FINISHED or KILLED (ended at end_ms)."""
+
+    def close(self, finished: bool):
+        """This process is done with the tracker."""
 
 
 def check_target(tracker: str, where: str):
@@ -162,7 +219,7 @@ def check_wandb():
 class MLflow:
     """One MLflow store: the experiment, a run per maskcls run, a child run per fold (step = epoch)."""
 
-    def __init__(self, rec, run: RunDir):
+    def __init__(self, rec: Record, run: RunDir):
         from mlflow.tracking import MlflowClient
 
         quiet_mlflow()
@@ -175,41 +232,38 @@ class MLflow:
         # this machine's processes write a SQLite store one at a time; a server orders its own writes
         self.lock = functools.partial(store_lock, self.db) if self.db else contextlib.nullcontext
 
-    def begin(self, rec, folder, new_params: bool) -> int:
-        """The experiment and the run, made where missing (how many runs were made), and config.yaml's params."""
+    def begin(self, rec: Record, tags: dict, params: dict, new_params: bool) -> tuple[str | None, str]:
         from mlflow.exceptions import MlflowException
 
-        if rec.experiment_id is None:
+        experiment_id, run_id = rec.experiment_id, rec.run_id
+        if experiment_id is None:
             if self.client.get_experiment_by_name(rec.experiment) is None:
                 with contextlib.suppress(MlflowException):  # another process may make it meanwhile
                     self.client.create_experiment(rec.experiment, artifact_location=mlflow_artifacts(
                         self.db).resolve().as_uri() if self.db else None)
-            rec.experiment_id = self.client.get_experiment_by_name(rec.experiment).experiment_id
-        made = rec.run_id is None
-        if made:
-            rec.run_id = self.client.create_run(rec.experiment_id, start_time=mtime_ms(self.run.config),
-                                                run_name=self.run.name, tags=folder.run_tags).info.run_id
+            experiment_id = self.client.get_experiment_by_name(rec.experiment).experiment_id
+        if run_id is None:
+            run_id = self.client.create_run(experiment_id, start_time=mtime_ms(self.run.config),
+                                            run_name=self.run.name, tags=tags).info.run_id
         if new_params:
-            self.tags(rec, folder.run_tags, folder.params)
-        return int(made)
+            self.tag(run_id, tags, params)
+        return experiment_id, run_id
 
-    def fold(self, rec, k: int, folder, restarted: bool) -> int:
-        """Fold k's child run, made where missing, or again for a fold restarted from scratch (the old one KILLED)."""
+    def fold(self, rec: Record, k: int, tags: dict, restarted: bool) -> str | None:
         if str(k) in rec.folds and not restarted:
-            return 0
+            return None
         if str(k) in rec.folds:
             self.client.set_terminated(rec.folds[str(k)], "KILLED")
-        rec.folds[str(k)] = self.client.create_run(
+        return self.client.create_run(
             rec.experiment_id, start_time=mtime_ms(self.run.fold(k)), run_name=f"{self.run.name}.fold{k}",
-            tags={"mlflow.parentRunId": rec.run_id, "fold": str(k), **folder.run_tags}).info.run_id
-        return 1
+            tags={"mlflow.parentRunId": rec.run_id, "fold": str(k), **tags}).info.run_id
 
     def batches(self, run_id: str, **items):
         for key, values in items.items():
             for i in range(0, len(values), 100):  # MLflow takes 100 params or tags a batch
                 self.client.log_batch(run_id, **{key: values[i:i + 100]})
 
-    def metrics(self, rec, k: int | None, rows: list[dict]) -> int:
+    def metrics(self, rec: Record, k: int | None, rows: list[dict]) -> int:
         """Fold k's epochs (the epoch a metric too), or for k None cv.json's figures at step 0; how many rows went.
         What the store holds already is not sent again (a kill after a send, before the ledger recorded it): an
         epoch whose 'epoch' metric it has (each epoch goes in one batch, which the store commits whole), a figure
@@ -238,16 +292,19 @@ class MLflow:
             self.client.log_batch(run_id, metrics=batch)
         return len(rows)
 
-    def file(self, rec, k: int | None, path: Path, folder: str | None, image: str | None):
-        self.client.log_artifact(rec.run_id if k is None else rec.folds[str(k)], str(path), folder)
+    def file(self, rec: Record, k: int | None, path: Path, artifact_dir: str | None, image: str | None):
+        self.client.log_artifact(rec.run_id if k is None else rec.folds[str(k)], str(path), artifact_dir)
 
-    def tags(self, rec, tags: dict, params: dict | None = None):
+    def tags(self, rec: Record, tags: dict, params: dict | None = None):
+        self.tag(rec.run_id, tags, params)
+
+    def tag(self, run_id: str, tags: dict, params: dict | None):
         from mlflow.entities import Param, RunTag
 
-        self.batches(rec.run_id, params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
+        self.batches(run_id, params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
                      tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def status(self, rec, k: int | None, status: str, end_ms: int | None):
+    def status(self, rec: Record, k: int | None, status: str, end_ms: int | None):
         run_id = rec.run_id if k is None else rec.folds[str(k)]
         if status == "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
@@ -265,18 +322,15 @@ class WandB:
 
     lock = contextlib.nullcontext
 
-    def __init__(self, rec, run: RunDir):
+    def __init__(self, rec: Record, run: RunDir):
         self.run, self.opened, self.config = run, {}, {}
 
-    def session(self, rec, k: int | None):
+    def session(self, rec: Record, k: int | None):
         """The W&B run of fold k (None: of the whole run), opened now (resuming the same id) where it is not."""
         if k not in self.opened:
             import wandb
 
-            if k is None:
-                rec.run_id = wid = rec.run_id or uuid.uuid4().hex[:12]
-            else:
-                wid = rec.folds.setdefault(str(k), uuid.uuid4().hex[:12])
+            wid = rec.run_id if k is None else rec.folds[str(k)]
             self.opened[k] = wandb.init(
                 project=rec.where, id=wid, group=self.run.name, job_type="fold" if k is not None else "run",
                 name=self.run.name if k is None else f"{self.run.name}.fold{k}", dir=str(self.run.root),
@@ -284,17 +338,18 @@ class WandB:
                 settings=wandb.Settings(console="off", silent=True, x_disable_stats=True, reinit="create_new"))
         return self.opened[k]
 
-    def begin(self, rec, folder, new_params: bool) -> int:
-        self.config = folder.params | folder.run_tags  # each W&B run opened from now on carries the settings
-        return 0
+    def begin(self, rec: Record, tags: dict, params: dict, new_params: bool) -> tuple[str | None, str]:
+        self.config = params | tags  # each W&B run opened from now on carries the settings
+        return None, rec.run_id or uuid.uuid4().hex[:12]  # the run opens when something is logged
 
-    def fold(self, rec, k: int, folder, restarted: bool) -> int:
-        if restarted and str(k) in rec.folds:  # a fold restarted from scratch gets a new W&B run
+    def fold(self, rec: Record, k: int, tags: dict, restarted: bool) -> str | None:
+        if str(k) in rec.folds and not restarted:
+            return None
+        if str(k) in rec.folds:  # a fold restarted from scratch gets a new W&B run
             self.status(rec, k, "KILLED", None)
-            del rec.folds[str(k)]
-        return 0
+        return uuid.uuid4().hex[:12]
 
-    def metrics(self, rec, k: int | None, rows: list[dict]) -> int:
+    def metrics(self, rec: Record, k: int | None, rows: list[dict]) -> int:
         """Fold k's epochs at step = epoch, or for k None cv.json's figures in the run's summary; how many rows went."""
         for row in rows:
             if k is None:
@@ -303,22 +358,22 @@ class WandB:
                 self.session(rec, k).log(row["metrics"], step=int(row["epoch"]))
         return len(rows)
 
-    def file(self, rec, k: int | None, path: Path, folder: str | None, image: str | None):
+    def file(self, rec: Record, k: int | None, path: Path, artifact_dir: str | None, image: str | None):
         if image is not None:  # W&B gets the figures; the files themselves stay in the run folder (and MLflow)
             import wandb
 
             self.session(rec, k).log({image: wandb.Image(str(path))})
 
-    def tags(self, rec, tags: dict):
-        self.session(rec, None).summary.update(tags)
+    def tags(self, rec: Record, tags: dict, params: dict | None = None):
+        self.session(rec, None).summary.update(tags)  # the params went as each run's config
 
-    def status(self, rec, k: int | None, status: str, end_ms: int | None):
+    def status(self, rec: Record, k: int | None, status: str, end_ms: int | None):
         if status != "RUNNING" and k in self.opened:
             self.opened.pop(k).finish(exit_code=0 if status == "FINISHED" else 1)
 
     def close(self, finished: bool):
         for k in list(self.opened):
-            self.status(None, k, "FINISHED" if finished else "KILLED", None)
+            self.opened.pop(k).finish(exit_code=0 if finished else 1)
 
 
-BACKENDS = {"mlflow": MLflow, "wandb": WandB}
+BACKENDS: dict[str, Callable[[Record, RunDir], Tracker]] = {"mlflow": MLflow, "wandb": WandB}

@@ -4,13 +4,14 @@ each tracker holds. Live logging and replay (tools.track) are one `Tracking.sync
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -22,31 +23,9 @@ from src.run.atomic import save_text
 from src.run.checkpoint import saved_epoch
 from src.run.logging import FILE_ONLY
 from src.run.rundir import RunDir, is_held, mlflow_db
-from src.run.trackers import BACKENDS, SQLITE, check_target, store_uri, wandb_mode
+from src.run.trackers import BACKENDS, SQLITE, Record, Tracker, check_target, store_uri, wandb_mode
 
 log = logging.getLogger("maskcls")
-
-@dataclass
-class Record:
-    """A tracker's entry in the ledger: where it is, its ids there, the version of each part of the run it holds."""
-    tracker: str  # mlflow or wandb
-    where: str  # the MLflow store's URI, or the W&B project
-    experiment: str  # --experiment, by default a sweep trial's study, else the log_dir's folder name
-    experiment_id: str | None = None  # MLflow's
-    run_id: str | None = None  # the tracker's run of the whole maskcls run
-    folds: dict = field(default_factory=dict)  # fold -> the tracker's run of that fold
-    epochs: dict = field(default_factory=dict)  # fold -> the last epoch sent
-    files: dict = field(default_factory=dict)  # name -> the version sent (fingerprint)
-    status: dict = field(default_factory=dict)  # fold, or "run" -> the state sent
-    params: str | None = None  # the version of config.yaml whose params went
-    cv: str | None = None  # the version of cv.json whose figures went
-    sweep: str | None = None  # the version of sweep.json whose tags went
-    failed: str | None = None  # when and why the last send failed
-
-    @property
-    def key(self) -> str:
-        return f"{self.tracker} {self.where}"
-
 
 def check(cfg) -> list[Record]:
     """The trackers cfg asks for, each checked before any work: its package importable, an MLflow store writable or
@@ -111,14 +90,20 @@ class Folder:
                       for entry in self.outputs.values() for role, path in entry["files"].items()]
 
 
-def send(backend, rec: Record, folder: Folder, save) -> collections.Counter:
-    """Send `backend` what the folder holds and `rec` says it lacks, recording each part once sent (`save` writes the
-    ledger after each fold's epochs); how many of each went. The runs go first, the states last."""
-    n = collections.Counter(runs=backend.begin(rec, folder, rec.params != folder.config_mark))
-    rec.params = folder.config_mark
+def send(backend: Tracker, rec: Record, folder: Folder, save) -> collections.Counter:
+    """Send `backend` what the folder holds and `rec` says it lacks, recording in `rec` what each call returns of the
+    part it sent (`save` writes the ledger after each fold's epochs); how many of each went. The runs go first, the
+    states last."""
+    n = collections.Counter()
+    ids = backend.begin(rec, folder.run_tags, folder.params, rec.params != folder.config_mark)
+    n["runs"] += rec.run_id is None
+    (rec.experiment_id, rec.run_id), rec.params = ids, folder.config_mark
     for k, (epoch, rows) in folder.folds.items():
         restarted = rec.epochs.get(str(k), -1) > epoch  # the fold restarted from scratch (its last.pt deleted)
-        n["runs"] += backend.fold(rec, k, folder, restarted)
+        made = backend.fold(rec, k, folder.run_tags, restarted)
+        if made is not None:
+            rec.folds[str(k)] = made
+            n["runs"] += 1
         rows = [r for r in rows if r["epoch"] > (-1 if restarted else rec.epochs.get(str(k), -1))]
         if rows:
             n["epochs"] += backend.metrics(rec, k, rows)
@@ -171,11 +156,16 @@ def save_ledger(run: RunDir, targets: dict, outputs: dict):
 class Tracking:
     """The trackers of one run for this process: those the ledger names and those `wanted` adds, until close() (the
     run's records close them however training ends). `strict` (tools.track): a failure is an error; else one warning
-    per tracker, after which this process leaves it."""
+    per tracker, after which this process leaves it. Training asks for syncs with `request`; they run on the run's
+    tracking thread, so a tracker that takes seconds to answer never holds the training loop or its writes."""
 
     def __init__(self, run: RunDir, wanted: list[Record] = (), strict: bool = False):
         self.run, self.strict, self.down, self.finished, self.backends = run, strict, set(), False, {}
         self.adding = {}  # outputs to record in the ledger at the next sync (add_outputs)
+        self.asked: tuple | None = None  # (the fold training then,) of a sync asked for and not begun
+        self.closing, self.thread, self.wake = False, None, threading.Condition()
+        self.requested = self.synced = 0  # request numbers: the last asked, the last met
+        self.hurrying = 0  # open hurry() blocks: no request waits meanwhile
         try:
             self.records = load_ledger(run)[0]
         except ConfigError as e:
@@ -231,8 +221,62 @@ class Tracking:
             log.warning("warning: %s; training goes on, %s records what was not sent, and python -m tools.track "
                         "--run %s --log_dir %s sends it", line, self.run.tracking.name, self.run.name, self.run.log_dir)
 
+    def request(self, training: int | None = None, wait: bool = False):
+        """Ask for a sync (`training`: the fold this process trains) on the tracking thread. Requests made while a
+        sync runs are met by one sync after it: it sends everything the trackers lack. With `wait`, return once it is
+        done, or as soon as a hurry() block says the caller's thread is needed (a tracker that keeps up is then always
+        up to date, one that takes seconds never holds the training loop)."""
+        if not self.records:
+            return
+        with self.wake:
+            self.requested += 1
+            n, self.asked = self.requested, (training,)
+            self.wake.notify_all()
+            if self.thread is None:
+                self.thread = threading.Thread(target=self.serve, name=f"tracking {self.run.name}", daemon=True)
+                self.thread.start()
+            if wait:
+                self.wake.wait_for(lambda: self.synced >= n or self.hurrying or self.closing)
+
+    @contextlib.contextmanager
+    def hurry(self):
+        """For the block, no request waits for its sync: the thread that would wait is needed."""
+        with self.wake:
+            self.hurrying += 1
+            self.wake.notify_all()
+        try:
+            yield
+        finally:
+            with self.wake:
+                self.hurrying -= 1
+
+    def serve(self):
+        """The tracking thread: a sync for each request, until close()."""
+        while True:
+            with self.wake:
+                self.wake.wait_for(lambda: self.asked is not None or self.closing)
+                if self.asked is None:
+                    return
+                (training,), self.asked, n = self.asked, None, self.requested
+            try:
+                self.sync(training)
+            except Exception as e:  # whatever it raises, tracking never costs the run
+                self.fail(None, e, quiet=bool(self.down))
+            with self.wake:
+                self.synced = n
+                self.wake.notify_all()
+
     def close(self, training: int | None = None, send: bool = True):
-        """A last sync (run and fold states; a tracker down since gets one quiet try), then each tracker closes."""
+        """The tracking thread's syncs done, a last sync (run and fold states; a tracker down since gets one quiet
+        try), then each tracker closes. Without `send` (a signal) a sync still running gets a second, and the
+        trackers are left as they are if it has not ended."""
+        if self.thread is not None:
+            with self.wake:
+                self.closing = True
+                self.wake.notify_all()
+            self.thread.join(None if send else 1.0)
+            if self.thread.is_alive():
+                return
         if send:
             self.sync(training, final=True)
         for key, backend in self.backends.items():
