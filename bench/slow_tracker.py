@@ -36,6 +36,10 @@ class SlowTracker:
     def __init__(self, rec, run):
         pass
 
+    @staticmethod
+    def remote(rec):
+        return True  # a server
+
     def begin(self, rec, tags, params, new_params):
         return None, rec.run_id or uuid.uuid4().hex[:12]
 

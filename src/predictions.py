@@ -30,6 +30,19 @@ class Predictions(NamedTuple):
         has = YEARS in df and not df[YEARS].isna().any()
         return cls(df[PROB_COLUMNS].to_numpy(), df[YEARS].to_numpy(dtype=np.float64) if has else None)
 
+    def finite(self) -> np.ndarray:
+        """Whether each row is finite: its probabilities, and its age where there is one."""
+        ok = np.isfinite(self.probs).all(1)
+        return ok if self.years is None else ok & np.isfinite(self.years)
+
+    def placed(self, n: int, rows: np.ndarray) -> Predictions:
+        """These predictions as the rows `rows` of n rows, the others zero."""
+        out = Predictions(np.zeros((n, self.probs.shape[1])), None if self.years is None else np.zeros(n))
+        out.probs[rows] = self.probs
+        if self.years is not None:
+            out.years[rows] = self.years
+        return out
+
     def take(self, rows) -> Predictions:
         return Predictions(self.probs[rows], None if self.years is None else self.years[rows])
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -78,8 +77,8 @@ def train_one_epoch(ins: RunInputs, fold: Fold, epoch: int) -> dict:
 
 
 def validate(ins: RunInputs, fold: Fold, epoch: int) -> Validated:
-    """The fold's validation rows through the weights that validate (every rank's shard, gathered): probabilities,
-    a number age head's years and the val_* metrics over the whole set. Non-finite results stop the fold before
+    """The fold's validation rows through the weights that validate (every rank's shard, gathered): their
+    Predictions and the val_* metrics over the whole set. Non-finite results stop the fold before
     anything of the epoch is saved."""
     dist = ins.dist
     idx, out = predict_loader([fold.eval_model], fold.data.val_loader, dist.device, tta="none", amp=fold.plan.amp)
@@ -88,7 +87,7 @@ def validate(ins: RunInputs, fold: Fold, epoch: int) -> Validated:
     with torch.no_grad():
         val_loss = float(fold.criterion(out.map(lambda t: t.to(dist.device)), y.to(dist.device)))
     pred = predictions(out.map(lambda t: t[None]))
-    finite = np.isfinite(pred.probs).all(1) & (np.isfinite(pred.years) if pred.years is not None else True)
+    finite = pred.finite()
     if not (math.isfinite(val_loss) and finite.all()):
         raise NonFinite(f"fold {fold.k} epoch {epoch}: the validation loss is {val_loss} and "
                         f"{int((~finite).sum())} of {len(finite)} images have non-finite "

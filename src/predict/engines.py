@@ -73,7 +73,7 @@ class OnnxEngine:
 
     def __call__(self, x: torch.Tensor) -> Predictions:
         got = onnx_graph.run_session(self.sess, x)
-        if not all(np.isfinite(a).all() for a in got if a is not None):
+        if not got.finite().all():
             raise NonFinite(f"run {self.run_name}: non-finite probabilities from {self.checkpoint}.pt (onnxruntime); "
                             f"nothing was written. --engine torch names the fold; retrain it or choose another "
                             f"--checkpoint")

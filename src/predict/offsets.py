@@ -159,10 +159,9 @@ def classify(prepared: Decision, pred: Predictions, found: people.Grouping | Non
     person where `found` holds groups (there the bands' probabilities decide the age), and what the settings file
     records of the decision."""
     log.info("decision: %s", prepared.how)
-    cuts = prepared.cuts if pred.years is not None else None
-    if found is None or not found.formed:
-        return (decision.decide(pred.probs, prepared.offsets, pred.years, cuts),
-                describe(prepared.offsets, prepared.how, cuts))
+    if found is None or not found.formed:  # cut points come with the ages in years of a number age head
+        return (decision.decide(pred.probs, prepared.offsets, pred.years, prepared.cuts),
+                describe(prepared.offsets, prepared.how, prepared.cuts))
     log.info("decision per person: %s", prepared.person_how)
     return (people.decide_people(pred.probs, found.groups, prepared.person, prepared.offsets),
             describe(prepared.offsets, prepared.how) | dict(people=describe(prepared.person, prepared.person_how)))

@@ -188,12 +188,7 @@ class Predictor:
                         builders.input_size(plan.cfg), builders.eval_transform(plan.cfg), strict)
             flags, indices, got = predict_run(engine, ds, cfg, self.device,
                                               desc=f"predict {plan.name}" if len(paths) > 64 else None)
-            placed = Predictions(np.zeros((len(found), NUM_CLASSES)),
-                                 None if got.years is None else np.zeros(len(found)))
-            placed.probs[readable[indices]] = got.probs
-            if got.years is not None:
-                placed.years[readable[indices]] = got.years
-            parts.append(placed)
+            parts.append(got.placed(len(found), readable[indices]))
             bad[indices[flags == 1]] = True
         for j in np.flatnonzero(bad):
             problems[int(readable[j])] = problem_of(paths[j], cfg.max_image_pixels)

@@ -36,6 +36,7 @@ HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACK
 MLFLOW_TABLES = {"alembic_version", "experiments", "runs", "metrics", "params", "tags"}  # any of them: MLflow made it
 METRICS_PER_BATCH = 1000  # MLflow's limit of one log_batch
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
+ONLINE = ("online", "shared", "run")  # the W&B modes that send over the network as they log
 
 
 @dataclass
@@ -65,6 +66,11 @@ class Tracker(Protocol):
     ledger then records of it. k None: the whole run's own tracker run."""
 
     lock: Callable[[], AbstractContextManager]  # held while sending: one writer at a time where the store needs it
+
+    @staticmethod
+    def remote(rec: Record) -> bool:
+        """Whether the tracker answers over a network (a server, an online service), in times no one bounds; a local
+        store answers as fast as the run's own files are written."""
 
     def begin(self, rec: Record, tags: dict, params: dict, new_params: bool) -> tuple[str | None, str]:
         """(the experiment's id, the run's id), made where `rec` has none; `tags` on a new run; `params` (config.yaml's)
@@ -211,7 +217,7 @@ def check_wandb():
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     key = os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_BASE_URL") or (
         netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="replace"))
-    if mode in ("online", "run", "shared") and not key:
+    if mode in ONLINE and not key:
         raise ConfigError(f"WANDB_MODE={mode}, but W&B finds no API key here: run wandb login or set WANDB_API_KEY, "
                           f"or unset WANDB_MODE to log offline and wandb sync later")
 
@@ -231,6 +237,10 @@ class MLflow:
         self.run, self.client = run, MlflowClient(tracking_uri=rec.where)
         # this machine's processes write a SQLite store one at a time; a server orders its own writes
         self.lock = functools.partial(store_lock, self.db) if self.db else contextlib.nullcontext
+
+    @staticmethod
+    def remote(rec: Record) -> bool:
+        return not rec.where.startswith(SQLITE)
 
     def begin(self, rec: Record, tags: dict, params: dict, new_params: bool) -> tuple[str | None, str]:
         from mlflow.exceptions import MlflowException
@@ -337,6 +347,10 @@ class WandB:
                 mode=wandb_mode(), resume="allow", config=self.config,
                 settings=wandb.Settings(console="off", silent=True, x_disable_stats=True, reinit="create_new"))
         return self.opened[k]
+
+    @staticmethod
+    def remote(rec: Record) -> bool:
+        return wandb_mode() in ONLINE
 
     def begin(self, rec: Record, tags: dict, params: dict, new_params: bool) -> tuple[str | None, str]:
         self.config = params | tags  # each W&B run opened from now on carries the settings

@@ -175,6 +175,8 @@ class Tracking:
             self.records = {}
         for rec in wanted:
             self.records.setdefault(rec.key, rec)  # each keeps the experiment it was tracked in
+        # a request waits for its sync however long a local store takes; for a server only while it is not hurried
+        self.remote = any(BACKENDS[rec.tracker].remote(rec) for rec in self.records.values())
 
     def sync(self, training: int | None = None, final: bool = False) -> dict:
         """Send every tracker what it lacks; {tracker key: counts}. A tracker that failed earlier in this process is
@@ -224,8 +226,9 @@ class Tracking:
     def request(self, training: int | None = None, wait: bool = False):
         """Ask for a sync (`training`: the fold this process trains) on the tracking thread. Requests made while a
         sync runs are met by one sync after it: it sends everything the trackers lack. With `wait`, return once it is
-        done, or as soon as a hurry() block says the caller's thread is needed (a tracker that keeps up is then always
-        up to date, one that takes seconds never holds the training loop)."""
+        done; where a tracker answers over a network, also as soon as a hurry() block says the caller's thread is
+        needed, so a server that takes seconds never holds the training loop (a local store is as quick as the run's
+        own writes, and is then always up to date)."""
         if not self.records:
             return
         with self.wake:
@@ -236,7 +239,7 @@ class Tracking:
                 self.thread = threading.Thread(target=self.serve, name=f"tracking {self.run.name}", daemon=True)
                 self.thread.start()
             if wait:
-                self.wake.wait_for(lambda: self.synced >= n or self.hurrying or self.closing)
+                self.wake.wait_for(lambda: self.synced >= n or (self.remote and self.hurrying) or self.closing)
 
     @contextlib.contextmanager
     def hurry(self):
