@@ -4,12 +4,14 @@
 #   RECIPE   a recipe file (experiments/<recipe>.yaml), applied before the extra arguments (which win)
 # Environment: PYTHON (default .venv/bin/python when present, else python on PATH), DATA_DIR (default
 # /opt/ml/input/data), LOG_DIR (default logs, in the repository), NAME (a new run; default the recipe's name),
-# RUN (the run to predict with; infer.py defaults to the newest run), GPUS (>1: one torchrun process per GPU).
+# RUN (the run to predict with; infer.py defaults to the newest run), GPUS (>1: one torchrun process per GPU), NNODES
+# (>1: several machines, see experiments/multinode.sh); torchrun then starts through src/engine/launch.py.
 # Relative DATA_DIR, LOG_DIR, RECIPE and --config paths are the caller's: they are resolved before the launcher
 # changes into the repository (a RECIPE that is not there is looked up in the repository).
 set -euo pipefail
-case ${GPUS:-1} in
-  *[!0-9]*) echo "error: GPUS must be a whole number of GPUs (1 or more), got '${GPUS}'" >&2; exit 2 ;;
+case ${GPUS:-1}${NNODES:-1} in
+  *[!0-9]*) echo "error: GPUS and NNODES must be whole numbers (1 or more), got '${GPUS:-1}' and '${NNODES:-1}'" >&2
+            exit 2 ;;
 esac
 caller=$PWD
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
 done
 if [ "$entry" = infer.py ] && [ -z "${RUN:-}" ]; then RUN=$("$PY" -m src.run.rundir latest "$log_dir"); fi
 [ "$entry" = train.py ] || [ -z "${RUN:-}" ] || args+=(--run "$RUN")
-if [ "${GPUS:-1}" -gt 1 ]; then
-  exec "$PY" -m torch.distributed.run --standalone --nproc_per_node="$GPUS" "$entry" "${args[@]}" "${extra[@]}"
+if [ "${GPUS:-1}" -gt 1 ] || [ "${NNODES:-1}" -gt 1 ]; then
+  exec "$PY" -m src.engine.launch "$entry" "${args[@]}" "${extra[@]}"
 fi
 exec "$PY" "$entry" "${args[@]}" "${extra[@]}"

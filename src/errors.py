@@ -122,6 +122,10 @@ def filesystem_error(error: OSError, path, doing: str) -> FileSystemError:
                            f"--log_dir or --out")
 
 
+class GroupLost(MaskclsError):
+    """Under torchrun, a rank or node of the process group went away (killed, or its machine lost): this rank stops."""
+
+
 class TrackerError(MaskclsError):
     """A tracker (MLflow, W&B) that did not take what python -m tools.track sent; the run folder keeps it to send again."""
 

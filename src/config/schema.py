@@ -279,6 +279,7 @@ class Optimisation:
     grad_clip_mode: Literal["norm", "value", "agc"] = "norm"  # timm dispatch_clip_grad: global norm, value, or adaptive (NFNets)
     compile: bool = False  # torch.compile the model
     dist_backend: Literal["auto", "nccl", "gloo"] = "auto"  # torchrun backend: auto is nccl on GPU, gloo on CPU
+    sync_bn: bool = False  # torchrun: BatchNorm statistics over every rank's batch, as one process with the whole batch has them (src/model/sync_bn.py)
 
 
 @dataclass

@@ -12,11 +12,15 @@ from src.model.network import Output
 
 @dataclass
 class Dist:
-    rank: int = 0
+    """This process's place in a torchrun world. The global `rank` decides what a process does (rank 0 alone writes the
+    run's files, checkpoints and trackers; each rank takes its shard of the data); `local_rank` only picks the
+    device."""
+    rank: int = 0  # across every node
     world: int = 1
-    local_rank: int = 0
+    local_rank: int = 0  # on this node: the GPU index
     device: torch.device = torch.device("cpu")
     backend: str = ""  # the process group's (nccl or gloo); empty without one
+    restarts: int = 0  # how often torchrun restarted the group after a worker died (the most of any node's count)
 
     @property
     def enabled(self) -> bool:
@@ -38,9 +42,25 @@ def setup(backend: str = "auto") -> Dist:
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     if (world > 1 or "TORCHELASTIC_RUN_ID" in os.environ) and not td.is_initialized():
         td.init_process_group(backend=("nccl" if cuda else "gloo") if backend == "auto" else backend)
-    return Dist(rank, world, local_rank, device, str(td.get_backend()) if td.is_initialized() else "")
+    if td.is_initialized():
+        # each node's agent counts its own restarts, and one that restarts only because another node's worker died
+        # counts none: the group is restarted when any node's count is
+        count = torch.tensor([restarts], device=device)
+        td.all_reduce(count, op=td.ReduceOp.MAX)
+        restarts = int(count.item())
+    return Dist(rank, world, local_rank, device, str(td.get_backend()) if td.is_initialized() else "", restarts)
+
+
+LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused")  # gloo's words
+
+
+def lost_member(error: Exception) -> bool:
+    """Whether a collective failed because another rank of the group went away (torch's distributed errors; gloo
+    raises a plain RuntimeError naming the broken connection)."""
+    return isinstance(error, td.DistError) or any(words in str(error) for words in LOST)
 
 
 def barrier(dist: Dist):

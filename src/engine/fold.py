@@ -23,6 +23,7 @@ from src.engine.state import EpochPlan, Fold, FoldData, RunInputs
 from src.engine.stopping import EarlyStopping
 from src.labels import BAND_CUTS
 from src.model.age import tells_years
+from src.model.sync_bn import sync_batchnorm
 from src.run.logging import log
 from src.run.saver import FoldObjects, FoldSaver, saved_state
 
@@ -75,6 +76,8 @@ def build_fold(ins: RunInputs, k: int, seed: int) -> Fold:
                                  cfg.infer_batch_size, seed=seed)
     unlabeled = unlabeled_loader(ins, seed) if cfg.uda else None
     model = builders.model(cfg).to(device)
+    if cfg.sync_bn and dist.enabled:
+        model = sync_batchnorm(model, device)
     criterion = builders.criterion(cfg, train_labels).to(device)
     optimizer = build_optimizer(cfg, model)
     scheduler, sched_when = build_scheduler(cfg, optimizer, len(train_loader))

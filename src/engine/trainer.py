@@ -4,6 +4,8 @@ through torchrun."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 from pathlib import Path
 
 from src import seeds
@@ -15,8 +17,9 @@ from src.engine import builders
 from src.engine import dist as dist_mod
 from src.engine.evaluation import PhotoPeople, evaluate_run
 from src.engine.fold import dropped, train_fold
+from src.engine.launch import LAUNCHED
 from src.engine.state import AfterEpoch, Progress, RunInputs
-from src.errors import ConfigError, Interrupted, MaskclsError, interruptible
+from src.errors import ConfigError, GroupLost, Interrupted, MaskclsError, first_line, interruptible
 from src.run import tracking
 from src.run.atomic import check_writable
 from src.run.logging import FILE_ONLY, log, setup_logging
@@ -32,16 +35,28 @@ def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None) -> dict:
     it raises ends the run there."""
     RunDir(cfg.log_dir, cfg.name)  # a name the file system cannot hold is refused before any work
     dist = dist_mod.setup(cfg.dist_backend)
+    if dist.restarts and not cfg.resume:  # torchrun restarted the group after a worker died: continue the run
+        cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
     progress = Progress()
     try:
         with interruptible(progress.stopped):
             return train_folds(cfg, dist, progress, after_epoch)
     except Interrupted as e:
         log.warning("%s", e, extra=FILE_ONLY)
+        if dist.enabled and os.environ.get(LAUNCHED):  # the launcher says how the run ended, in one line
+            raise SystemExit(e.exit_code) from None
         raise
     except MaskclsError as e:  # the console gets it from the entry point; train.log keeps it too
         log.error("%s", "\n".join(e.lines()), extra=FILE_ONLY)
         raise
+    except RuntimeError as e:
+        if not (dist.enabled and dist_mod.lost_member(e)):
+            raise
+        lost = GroupLost(f"rank {dist.rank} of {dist.world} stopped: another rank of the group went away "
+                         f"({first_line(e)[:160]}); the run keeps each fold's last.pt: launch every node again "
+                         f"with --resume")
+        log.error("%s", lost, extra=FILE_ONLY)
+        raise lost from None
     finally:
         dist_mod.cleanup()
 
@@ -49,7 +64,12 @@ def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None) -> dict:
 def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) -> dict:
     """train()'s work: the data, the run folder, every configured fold, cv.json."""
     setup_logging(None, dist.main)
-    check_writable(Path(cfg.log_dir))  # a log_dir that cannot take the run is said before the data is read
+    if dist.restarts and dist.main:
+        log.info("torchrun restart %d: the run continues from each fold's last.pt", dist.restarts)
+    if cfg.sync_bn and not dist.enabled:
+        log.warning("warning: --sync_bn true has no effect in one process (it applies under torchrun)")
+    if dist.main:
+        check_writable(Path(cfg.log_dir))  # a log_dir that cannot take the run is said before the data is read
     data_report: dict = {}
     table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed, data_report)
     left_out = dropped(table, cfg.drop_ages)
@@ -58,7 +78,8 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) ->
     pseudo = load_pseudo(cfg.pseudo_csv, cfg.pseudo_threshold)
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.uda else None
     builders.check_requirements(cfg)  # everything checkable is checked before --overwrite may delete a run
-    trackers = tracking.check(cfg)  # and a tracker that cannot be reached or written, before the run folder exists
+    # and a tracker that cannot be reached or written, before the run folder exists: by the one process that sends
+    trackers = tracking.check(cfg) if dist.main else []
     people_folds = table.groupby("person_id", sort=False)["fold"].first().reset_index()
     run, saved_folds, cfg = open_run(cfg, dist.main, people_folds, lambda: dist_mod.barrier(dist))
     table = with_saved_folds(table, saved_folds, run.folds_csv)

@@ -36,9 +36,9 @@ class _FileHandler(logging.FileHandler):
 
 
 def setup_logging(log_file: Path | None = None, main: bool = True):
-    """Console lines; with `log_file`, timestamped lines there too. Other ranks than the main one log warnings."""
+    """Console lines; with `log_file`, timestamped lines there too. Other ranks than the main one log errors only."""
     log.handlers.clear()
-    log.setLevel(logging.INFO if main else logging.WARNING)
+    log.setLevel(logging.INFO if main else logging.ERROR)  # rank 0 speaks for the run; the others only of errors
     log.propagate = False
     console = _TqdmHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
