@@ -9,9 +9,11 @@
 # Relative DATA_DIR, LOG_DIR, RECIPE and --config paths are the caller's: they are resolved before the launcher
 # changes into the repository (a RECIPE that is not there is looked up in the repository).
 set -euo pipefail
-case ${GPUS:-1}${NNODES:-1} in
-  *[!0-9]*) echo "error: GPUS and NNODES must be whole numbers (1 or more), got '${GPUS:-1}' and '${NNODES:-1}'" >&2
-            exit 2 ;;
+case ${GPUS:-1} in
+  *[!0-9]*) echo "error: GPUS must be a whole number of GPUs (1 or more), got '${GPUS}'" >&2; exit 2 ;;
+esac
+case ${NNODES:-1} in
+  *[!0-9]*) echo "error: NNODES must be a whole number of machines (1 or more), got '${NNODES}'" >&2; exit 2 ;;
 esac
 caller=$PWD
 repo=$(cd "$(dirname "$0")/.." && pwd)

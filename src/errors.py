@@ -124,6 +124,7 @@ def filesystem_error(error: OSError, path, doing: str) -> FileSystemError:
 
 class GroupLost(MaskclsError):
     """Under torchrun, a rank or node of the process group went away (killed, or its machine lost): this rank stops."""
+    exit_code = 3  # src/engine/launch.py tells it from the other errors by it
 
 
 class TrackerError(MaskclsError):

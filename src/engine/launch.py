@@ -14,7 +14,7 @@ others: a second launch would otherwise join the first one's rendezvous and rest
 """
 from __future__ import annotations
 
-import contextlib
+import errno
 import logging
 import os
 import socket
@@ -22,11 +22,13 @@ import sys
 
 from src.config.parsing import parse
 from src.config.schema import PseudoConfig, TrainConfig
-from src.errors import ConfigError, Interrupted, MaskclsError, RunBusy, fail_cleanly
+from src.errors import (ConfigError, GroupLost, Interrupted, MaskclsError, RunBusy, fail_cleanly, first_line,
+                        interruptible)
 from src.run.rundir import RunDir
 
 ENTRIES = {"train.py": TrainConfig, "pseudo_train.py": PseudoConfig}
 LAUNCHED = "MASKCLS_LAUNCHER"  # set for the workers: their launcher says how the run ended
+RESUME = "the run keeps each fold's last.pt: launch every node again with --resume"
 
 
 def number(name: str, default: int, least: int) -> int:
@@ -36,15 +38,16 @@ def number(name: str, default: int, least: int) -> int:
     return int(text)
 
 
-def torchrun_args(run: str) -> tuple[list[str], str, int]:
-    """(torchrun's arguments for this node, the rendezvous endpoint, the nodes expected) from the environment."""
+def torchrun_args(run: str, hosts: bool | None = None) -> tuple[list[str], str, int]:
+    """(torchrun's arguments for this node, the rendezvous endpoint, the nodes expected) from the environment; `hosts`:
+    whether this node hosts the rendezvous (None: it does where it can)."""
     nodes, gpus = number("NNODES", 1, 1), number("GPUS", 1, 1)
     host, port = os.environ.get("MASTER_ADDR") or "localhost", number("MASTER_PORT", 29500, 1)
     endpoint = f"{host}:{port}"
     # torch guesses which node hosts the rendezvous from the machine's host name, and misses an address of a second
     # network card: then no node hosts it and every node waits. The node that has MASTER_ADDR and finds its port free
     # hosts it; every other node (a second launcher on the same machine too) reaches it at MASTER_ADDR.
-    hosts = can_listen(host, port)
+    hosts = can_listen(host, port) if hosts is None else hosts
     args = ["--nnodes", str(nodes), "--nproc_per_node", str(gpus), "--max_restarts", str(number("MAX_RESTARTS", 0, 0)),
             "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint, "--rdzv_id", os.environ.get("RDZV_ID") or run,
             "--rdzv_conf", f"join_timeout={number('JOIN_TIMEOUT', 60, 1)},is_host={str(hosts).lower()}"]
@@ -54,16 +57,22 @@ def torchrun_args(run: str) -> tuple[list[str], str, int]:
 
 
 def can_listen(host: str, port: int) -> bool:
-    """Whether `host` names an address of this machine on which `port` is free (this node can host the rendezvous)."""
+    """Whether `host` names an address of this machine and `port` is free on every address it names (this node can
+    host the rendezvous; localhost names two, and a store listening on one holds the port)."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return False
+    local = False
     for family, _, _, _, address in infos:
-        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind(address)
-            return True
-    return False
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(address)
+                local = True
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return False
+    return local
 
 
 def refuse_busy(cfg: TrainConfig):
@@ -81,7 +90,7 @@ def ended(error: Exception, endpoint: str, nodes: int, timeout: int) -> MaskclsE
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousClosedError, RendezvousTimeoutError
 
-    resume = "the run keeps each fold's last.pt: launch every node again with --resume"
+    resume = RESUME
     if isinstance(error, RendezvousTimeoutError):
         missing = "1 node" if nodes == 2 else f"1 to {nodes - 1} nodes"
         return ConfigError(f"the nodes did not meet at {endpoint} within JOIN_TIMEOUT={timeout} s: NNODES={nodes}, "
@@ -93,11 +102,14 @@ def ended(error: Exception, endpoint: str, nodes: int, timeout: int) -> MaskclsE
         return Interrupted(f"interrupted ({error.sigval.name}); {resume}", error.sigval.name)
     if isinstance(error, ChildFailedError):
         rank, failure = error.get_first_failure()
+        if failure.exitcode == GroupLost.exit_code:
+            return GroupLost(f"rank {rank} stopped: a rank of its group on another node went away (that node's "
+                             f"launcher names it); {resume}")
         if failure.exitcode >= 0:
             return None  # the worker's own line says what went wrong
         return MaskclsError(f"rank {rank} (local rank {failure.local_rank}, pid {failure.pid}) died of "
                             f"{failure.signal_name()}; {resume}")
-    return None
+    return MaskclsError(f"torchrun's agent failed at {endpoint}: {type(error).__name__}: {first_line(error)}")
 
 
 def main(argv=None) -> int:
@@ -108,6 +120,7 @@ def main(argv=None) -> int:
         cfg = parse(argv[1:], ENTRIES[argv[0]], prog=argv[0])
         args, endpoint, nodes = torchrun_args(cfg.name)
         refuse_busy(cfg)
+        from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError
         from torch.distributed.run import parse_args, run
 
         for name in ("torch.distributed.elastic", "torch.distributed.run"):  # the agent's notes: the line says it
@@ -117,7 +130,16 @@ def main(argv=None) -> int:
         # gloo group reads the dead round's addresses and never connects
         os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
         try:
-            run(parse_args([*args, *argv]))
+            with interruptible(lambda name: f"interrupted ({name}); {RESUME}"):
+                try:
+                    run(parse_args([*args, *argv]))
+                except RendezvousConnectionError:
+                    if "is_host=true" not in " ".join(args):
+                        raise
+                    # another launcher of this machine took the port between our look and torch's: join it instead
+                    run(parse_args([*torchrun_args(cfg.name, hosts=False)[0], *argv]))
+        except MaskclsError:
+            raise
         except Exception as e:
             line = ended(e, endpoint, nodes, number("JOIN_TIMEOUT", 60, 1))
             if line is None:

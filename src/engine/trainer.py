@@ -52,10 +52,15 @@ def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None) -> dict:
     except RuntimeError as e:
         if not (dist.enabled and dist_mod.lost_member(e)):
             raise
+        left = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) - int(os.environ.get("TORCHELASTIC_RESTART_COUNT",
+                                                                                           "0"))
+        then = ("torchrun restarts the group, which resumes from each fold's last.pt" if left > 0 else
+                "the run keeps each fold's last.pt: launch every node again with --resume")
         lost = GroupLost(f"rank {dist.rank} of {dist.world} stopped: another rank of the group went away "
-                         f"({first_line(e)[:160]}); the run keeps each fold's last.pt: launch every node again "
-                         f"with --resume")
+                         f"({first_line(e)[:160]}); {then}")
         log.error("%s", lost, extra=FILE_ONLY)
+        if os.environ.get(LAUNCHED):  # the launcher says it, with the rank that went where it knows it
+            raise SystemExit(lost.exit_code) from None
         raise lost from None
     finally:
         dist_mod.cleanup()
