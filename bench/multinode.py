@@ -7,7 +7,8 @@ tiny model on 8 people as one process with batch 8 against two ranks with batch 
 
 The two cores are shared by the ranks: the point is each way's overhead and that they learn alike, not a speed-up.
 Prints the wall time, the CV macro-F1 and, for the killed run, the time the restart cost against the same world
-unkilled; then the largest weight difference of each world of 2 from the one process.
+unkilled; then the largest difference of each world of 2 from the one process, in weights and in BatchNorm's running
+statistics.
 """
 if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
     import os
@@ -95,11 +96,14 @@ def kill_rank_when(run: Path, rank: int, epoch: int, procs: list[subprocess.Pope
     raise SystemExit(f"no worker of rank {rank} of {run} to kill")
 
 
-def max_weight_difference(a: Path, b: Path) -> float:
+def max_differences(a: Path, b: Path) -> tuple[float, float]:
+    """The largest difference of the learned weights, and of BatchNorm's running statistics, between two runs."""
     import torch
 
     x, y = (torch.load(r / "fold0" / "last.pt", weights_only=True)["model"] for r in (a, b))
-    return max((x[k].float() - y[k].float()).abs().max().item() for k in x if x[k].is_floating_point())
+    gap = {k: (x[k].float() - y[k].float()).abs().max().item() for k in x if x[k].is_floating_point()}
+    running = [k for k in gap if ".running_" in k]
+    return max(v for k, v in gap.items() if k not in running), max(gap[k] for k in running)
 
 
 TINY_SGD = ["--model", "test_efficientnet", "--pretrained", "false", "--img_height", "64", "--img_width", "48",
@@ -147,7 +151,7 @@ def main(argv=None):
                                    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)])
         for name, extra in (("plain", []), ("sync", ["--sync_bn", "true"])):
             finished([launcher([*small, "--name", name, "--batch_size", "4", *extra], gpus=2)])
-        plain, sync = (max_weight_difference(logs / "one", logs / n) for n in ("plain", "sync"))
+        plain, sync = (max_differences(logs / "one", logs / n) for n in ("plain", "sync"))
         same = (logs / "n2" / "cv.json").read_text() == (logs / "k2" / "cv.json").read_text()
 
     print(f"\nquick.yaml, fold 0 of 4, {a.epochs} epochs, {a.people} generated people (seed 4701), --deterministic true")
@@ -158,8 +162,9 @@ def main(argv=None):
           f"{'identical' if same else 'DIFFERENT'}")
     print("\nthe tiny model on 8 people, 3 SGD steps (lr 0.01): one process with batch 8 against two ranks with batch 4 "
           "each")
-    print(f"| world of 2 | largest weight difference |\n|---|---|\n| without --sync_bn | {plain:.3g} |\n"
-          f"| with --sync_bn | {sync:.3g} |")
+    print("| world of 2 | largest difference: weights | BatchNorm running statistics |\n|---|---|---|")
+    for label, (weights, running) in (("without --sync_bn", plain), ("with --sync_bn", sync)):
+        print(f"| {label} | {weights:.3g} | {running:.3g} |")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.multinode import free_port, kill_rank_when, launcher, max_weight_difference, two_nodes
+from bench.multinode import free_port, kill_rank_when, launcher, max_differences, two_nodes
 from tests.helpers import ROOT
 
 TINY = ["--model", "test_efficientnet", "--pretrained", "false", "--img_height", "64", "--img_width", "48",
@@ -141,17 +141,17 @@ def weights(run: Path) -> dict:
 def test_a_world_of_two_with_batch_b_and_sync_bn_learns_what_one_process_learns_with_2b(few_people, tmp_path):
     """No augmentation, no dropout, a per-photo mean loss, the same seed: three SGD steps of one process with batch 8
     and of two ranks with batch 4 each under --sync_bn give the same weights within 1e-3 (float sums in another
-    order; they part by up to 2-11 without it, bench/multinode.py)."""
+    order; without it the weights part by up to 11 and the running statistics by 59, bench/multinode.py)."""
     logs = tmp_path / "logs"
     same = ["--epochs", "1", "--aug", "none", "--msd_count", "0", "--optimizer", "sgd", "--lr", "0.01", "--loss", "ce",
             "--class_weights", "false", "--gridshuffle_p", "0"]
-    one = subprocess.run([sys.executable, "train.py", "--data_dir", few_people, "--log_dir", logs, "--name", "one", *TINY,
-                          *same, "--batch_size", "8"], cwd=ROOT, capture_output=True, text=True)
+    one = subprocess.run([sys.executable, "train.py", "--data_dir", few_people, "--log_dir", logs, "--name", "one",
+                          *TINY, *same, "--batch_size", "8"], cwd=ROOT, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-2000:]
     finished([launcher(args_of(few_people, logs, "two", *same, "--batch_size", "4", "--sync_bn", "true"), gpus=2)])
     assert weights(logs / "one").keys() == weights(logs / "two").keys()
-    diff = max_weight_difference(logs / "one", logs / "two")
-    assert diff < 1e-3, diff
+    learned, running = max_differences(logs / "one", logs / "two")
+    assert learned < 1e-3 and running < 1e-3, (learned, running)
 
 
 @pytest.mark.slow
