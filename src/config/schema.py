@@ -375,6 +375,7 @@ class Sweep:
     study: Annotated[str, Name(optional=True)] = ""  # the study's name; trial k trains the run <study>-<k>
     storage: str = ""  # Optuna storage URL for many machines (postgresql://user:pass@host/db, mysql://...); default the SQLite file log_dir/sweeps.db
     n_trials: NonNegInt = 0  # trials of the study in all, over every worker; 0 takes the sweep file's n_trials
+    trial_minutes: NonNeg = 0  # prune before training a trial predicted to train longer (measured step times); 0 takes the sweep file's
     heartbeat_grace: Annotated[int, Range(3)] = 60  # seconds without a worker's heartbeat before its trial counts as dead and is retried
     show: bool = False  # print the study's trials, best first, each with the command that reproduces it, and the parameter importances
 

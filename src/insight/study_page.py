@@ -27,16 +27,16 @@ def study_section(study: optuna.Study) -> str:
     import optuna.visualization.matplotlib as optuna_plots
 
     table = studies.rows(study)
-    head = "<tr><th>trial</th><th>state</th><th>objective</th><th>minutes</th><th>epochs</th><th>params</th>" \
+    head = "<tr><th>trial</th><th>state</th><th>objective</th><th>minutes</th><th>predicted</th><th>epochs</th><th>params</th>" \
            "<th>run</th></tr>"
     body = []
     for r in table:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
         retry = f" (retry of {r['retry_of']})" if r["retry_of"] is not None else ""
         value = "" if r["value"] is None else f"{r['value']:.4f}"
-        took = "" if r["minutes"] is None else f"{r['minutes']:.1f}"
+        took, predicted = ("" if r[k] is None else f"{r[k]:.1f}" for k in ("minutes", "predicted"))
         body.append(f"<tr><td>{r['number']}{retry}</td><td>{esc(r['state'])}</td><td>{value}</td><td>{took}</td>"
-                    f"<td>{r['epochs']}</td><td>{esc(params)}</td><td>{esc(r['run'])}</td></tr>")
+                    f"<td>{predicted}</td><td>{r['epochs']}</td><td>{esc(params)}</td><td>{esc(r['run'])}</td></tr>")
     parts = [f"<h2>study {esc(study.study_name)}</h2>",
              f"<p>{len(table)} trial(s), best first; {esc(studies.pruning_summary(table))}.</p>",
              f"<table>{head}{''.join(body)}</table>"]

@@ -8,6 +8,7 @@ key and value checked against the train.py schema before any trial starts.
       epochs: {low: 3, high: 8, step: 1}
       head: {choices: [linear, arcface]}
     n_trials: 12                        # trials in all, over every worker
+    trial_minutes: 15                   # a trial predicted to train longer is pruned before it trains; none: no limit
     timeout: 3600                       # seconds a worker keeps starting trials; none: no limit
     sampler: {name: tpe, seed: 0}       # tpe or random, seeded
     pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 1}   # median, hyperband or none
@@ -26,7 +27,7 @@ from src.config.parsing import apply, check_settings, convert, field_type, field
 from src.config.schema import TrainConfig
 from src.errors import ConfigError, brief
 
-TOP_KEYS = ("base", "objective", "space", "n_trials", "timeout", "sampler", "pruner")
+TOP_KEYS = ("base", "objective", "space", "n_trials", "trial_minutes", "timeout", "sampler", "pruner")
 OBJECTIVE_KEYS = ("folds",)
 CHOICE_KEYS, RANGE_KEYS = ("choices",), ("low", "high", "log", "step")
 SAMPLERS = {"tpe": ("seed", "n_startup_trials"), "random": ("seed",)}
@@ -62,6 +63,7 @@ class SweepSpec:
     folds: str = "all"
     space: list[Param] = field(default_factory=list)
     n_trials: int = 12
+    trial_minutes: float | None = None
     timeout: float | None = None
     sampler: dict = field(default_factory=lambda: {"name": "tpe", "seed": 0})
     pruner: dict = field(default_factory=lambda: {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1})
@@ -82,6 +84,7 @@ class SweepSpec:
     def record(self) -> dict:
         """What the study keeps of its sweep, so every worker that joins runs the same search."""
         return dict(folds=self.folds, sampler=self.sampler, pruner=self.pruner, timeout=self.timeout,
+                    trial_minutes=self.trial_minutes,
                     space={p.key: p.choices if p.choices is not None else [p.low, p.high, p.log, p.step]
                            for p in self.space})
 
@@ -109,8 +112,9 @@ def one_of(what: str, value, valid) -> ConfigError:
     return ConfigError(f"{what} {brief(value)} is not supported.{hint} Valid: {', '.join(map(str, valid))}")
 
 
-def load_spec(path, fixed_args: list[str]) -> SweepSpec:
-    """The sweep file at `path`, checked with the train.py keys fixed on the command line (`fixed_args`)."""
+def load_spec(path, fixed_args: list[str], trial_minutes: float = 0) -> SweepSpec:
+    """The sweep file at `path`, checked with the train.py keys fixed on the command line (`fixed_args`);
+    `trial_minutes` > 0 replaces the file's."""
     path = Path(path)
     data = read_mapping(path, f"sweep file {path}")
     where = f"sweep file {path}"
@@ -151,10 +155,8 @@ def load_spec(path, fixed_args: list[str]) -> SweepSpec:
     for key, rule in space.items():
         spec.space.append(param(template, str(key), rule, fixed, where))
     spec.n_trials = whole(data.get("n_trials", spec.n_trials), f"{where}: n_trials", 1)
-    timeout = data.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ConfigError(f"{where}: timeout is seconds (> 0) or absent, got {brief(timeout)}")
-    spec.timeout = timeout
+    spec.timeout = positive(data.get("timeout"), f"{where}: timeout", "seconds")
+    spec.trial_minutes = trial_minutes or positive(data.get("trial_minutes"), f"{where}: trial_minutes", "minutes")
     spec.sampler = named(data.get("sampler", spec.sampler), SAMPLERS, f"{where}: sampler")
     spec.pruner = named(data.get("pruner", spec.pruner), PRUNERS, f"{where}: pruner")
     searched = {p.key for p in spec.space}
@@ -165,6 +167,12 @@ def load_spec(path, fixed_args: list[str]) -> SweepSpec:
                           f"validate only each fold's last epoch (val_every {template.val_every} >= epochs "
                           f"{template.epochs}); give --val_every 1, a base with a smaller val_every, or pruner: none")
     return spec
+
+
+def positive(value, what: str, unit: str) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        raise ConfigError(f"{what} is {unit} (> 0) or absent, got {brief(value)}")
+    return value
 
 
 def whole(value, what: str, low: int) -> int:

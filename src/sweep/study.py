@@ -29,6 +29,10 @@ EMBEDDED = "sweeps.db"  # the default storage, in log_dir
 MAX_RETRY = 3  # a trial whose worker died is queued again at most this often
 CREATE_TRIES = 4  # opening a storage whose tables another worker is creating
 SURPLUS = "surplus"  # user attr of a trial started after the budget was spent by other workers; it never trains
+# user attrs of a sweep with trial_minutes: the training minutes predicted from the step times alone, and calibrated
+# by the finished trials of the same machine (HOST); and of every finished trial, the minutes it trained
+STEPS_PREDICTED, PREDICTED, HOST, TRAINED = "steps_predicted_minutes", "predicted_minutes", "host", "train_minutes"
+OVER_BUDGET = "over_budget"  # user attr of a trial pruned before training: predicted over trial_minutes
 
 
 def storage_url(url: str, log_dir) -> str:
@@ -114,9 +118,12 @@ def rows(study: optuna.Study) -> list[dict]:
         state = t.state.name.lower()
         if t.number in gone:
             state = "failed, retried"
+        elif t.user_attrs.get(OVER_BUDGET):
+            state = "over budget"
         value = t.value if t.state == TrialState.COMPLETE else None  # a pruned trial's is one epoch's val_f1
         out.append(dict(number=t.number, state=state, value=value, params=dict(t.params),
-                        run=t.user_attrs.get("run", ""), minutes=minutes(t), epochs=len(t.intermediate_values),
+                        run=t.user_attrs.get("run", ""), minutes=minutes(t), predicted=t.user_attrs.get(PREDICTED),
+                        epochs=len(t.intermediate_values),
                         retry_of=RetryHeartbeatStaleTrialCallback.retried_trial_number(t),
                         command=t.user_attrs.get("command", "")))
     return sorted(out, key=lambda r: (r["value"] is None, -(r["value"] or 0), r["number"]))
@@ -134,7 +141,13 @@ def importances(study: optuna.Study) -> tuple[dict | None, str]:
 
 
 def pruning_summary(table: list[dict]) -> str:
-    """How many trials were pruned and the time that saved, against the median finished trial."""
+    """How many trials were pruned and the time that saved, against the median finished trial; and how many the
+    budget kept from training."""
+    over = sum(r["state"] == "over budget" for r in table)
+    return pruned_summary(table) + (f"; over trial_minutes, never trained: {over}" if over else "")
+
+
+def pruned_summary(table: list[dict]) -> str:
     pruned = [r for r in table if r["state"] == "pruned" and r["minutes"] is not None]
     full = [r["minutes"] for r in table if r["state"] == "complete" and r["minutes"] is not None]
     if not pruned:
@@ -150,14 +163,15 @@ def pruning_summary(table: list[dict]) -> str:
 def show_text(study: optuna.Study) -> str:
     table = rows(study)
     lines = [f"study {study.study_name}: {len(table)} trials, direction {study.direction.name.lower()}",
-             "| trial | state | value | minutes | epochs | params | run |", "|---|---|---|---|---|---|---|"]
+             "| trial | state | value | minutes | predicted | epochs | params | run |", "|---|---|---|---|---|---|---|---|"]
     for r in table:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
-        took = "" if r["minutes"] is None else f"{r['minutes']:.1f}"
+        took, predicted = ("" if r[k] is None else f"{r[k]:.1f}" for k in ("minutes", "predicted"))
         params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
         retry = f" (retry of {r['retry_of']})" if r["retry_of"] is not None else ""
-        lines.append(f"| {r['number']}{retry} | {r['state']} | {value} | {took} | {r['epochs']} | {params} | "
-                     f"{r['run']} |")
+        run = "(not trained)" if r["state"] == "over budget" else r["run"]
+        lines.append(f"| {r['number']}{retry} | {r['state']} | {value} | {took} | {predicted} | {r['epochs']} | "
+                     f"{params} | {run} |")
     lines.append(pruning_summary(table))
     for r in table:
         if r["command"]:

@@ -9,9 +9,11 @@ import json
 import logging
 import os
 import shlex
+import socket
 import time
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from src.config import policy
@@ -23,6 +25,7 @@ from src.run import tracking
 from src.run.atomic import save_text
 from src.run.logging import setup_logging
 from src.run.rundir import RunDir, list_runs
+from src.sweep import cost
 from src.sweep import study as studies
 from src.sweep.space import SweepSpec, load_spec, option_args
 
@@ -33,6 +36,7 @@ log = logging.getLogger("maskcls")
 TRIAL_ERRORS = (NonFinite, ModelError, InvalidTrial)
 # train.py keys that differ between machines of one study; every other setting must match for a worker to join
 MACHINE_KEYS = ("data_dir", "log_dir", "num_workers", "prefetch_factor", "infer_batch_size", "recipes")
+STEP_TIMES = "step_times"  # study user attr: a machine's measured cost.StepTimes for one step_key
 
 
 class QuietInterruption(logging.Filter):
@@ -86,7 +90,7 @@ def main(argv: list[str]) -> int:
         return 0
     if not cfg.sweep:
         raise ConfigError("--sweep names the sweep file (experiments/sweeps/*.yaml); --show prints a study instead")
-    spec = load_spec(cfg.sweep, train_args)
+    spec = load_spec(cfg.sweep, train_args, cfg.trial_minutes)
     storage = studies.open_storage(cfg.storage, fixed.log_dir, cfg.heartbeat_grace)
     Worker(cfg, spec, train_args, storage).run()
     return 0
@@ -207,6 +211,8 @@ class Worker:
             cfg = parse(args)
         except ConfigError as e:  # each searched value was checked alone; this combination is refused
             raise InvalidTrial(f"trial {trial.number}: {e}", e.key) from None
+        if self.spec.trial_minutes:
+            self.within_budget(trial, cfg)
         run = RunDir(cfg.log_dir, name)
         # a retry carries on from its original's last.pt; with --tracker, the study's trials are runs of one experiment
         cfg = dataclasses.replace(cfg, resume=run.exists, experiment=cfg.experiment or self.cfg.study)
@@ -230,6 +236,7 @@ class Worker:
                          metrics["val_f1"])
                 raise optuna.TrialPruned(f"fold {k} epoch {epoch}: val_f1 {metrics['val_f1']:.4f}")
 
+        started = time.monotonic()
         try:
             cv = trainer.train(cfg, after_epoch)
         except MaskclsError as e:
@@ -240,9 +247,37 @@ class Worker:
         finally:
             setup_logging(None)  # the next trial's messages must not go to this run's train.log
         value = cv.get("cv_f1_tuned", cv["cv_f1"])
+        trial.set_user_attr(studies.TRAINED, (time.monotonic() - started) / 60)
         trial.set_user_attr("objective", "cv_f1_tuned" if "cv_f1_tuned" in cv else "cv_f1")
         mark(run, record, "complete", value=value)
         return value
+
+
+    def within_budget(self, trial: optuna.Trial, cfg: TrainConfig):
+        """Prune the trial before it trains when its predicted training time exceeds trial_minutes. The step times
+        are measured once per machine and step settings, and kept in the study for every worker of that machine."""
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        key = f"{STEP_TIMES} {cost.step_key(cfg, device)}"
+        saved = self.study.user_attrs.get(key)
+        if saved is None:
+            times = cost.measure_steps(cfg, device)
+            self.study.set_user_attr(key, dataclasses.asdict(times))
+        else:
+            times = cost.StepTimes(**saved)
+        steps = cost.predicted_seconds(cfg, cost.fold_photos(cfg), times) / 60
+        host = socket.gethostname()
+        factor = cost.calibration([(t.user_attrs[studies.STEPS_PREDICTED], t.user_attrs[studies.TRAINED])
+                                   for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                                   if t.user_attrs.get(studies.HOST) == host and studies.TRAINED in t.user_attrs
+                                   and not studies.is_retry(t)])  # a retry trained only the rest of its run
+        minutes = steps * factor
+        for key, value in ((studies.HOST, host), (studies.STEPS_PREDICTED, steps), (studies.PREDICTED, minutes)):
+            trial.set_user_attr(key, value)
+        if minutes > self.spec.trial_minutes:
+            trial.set_user_attr(studies.OVER_BUDGET, True)
+            log.info("trial %d: pruned before training: predicted %.1f min > trial_minutes %g", trial.number, minutes,
+                     self.spec.trial_minutes)
+            raise optuna.TrialPruned(f"predicted {minutes:.1f} min > trial_minutes {self.spec.trial_minutes:g}")
 
 
 def mark(run: RunDir, record: dict, state: str, **extra):
