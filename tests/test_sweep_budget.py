@@ -69,24 +69,41 @@ def test_a_trial_predicted_over_trial_minutes_is_pruned_before_it_trains_and_one
                     "space:\n  epochs: {choices: [1, 5000]}\nn_trials: 2\ntrial_minutes: 1\npruner: none\n")
     w = worker.Worker(parse(["--study", "b", "--sweep", str(path)], SweepConfig), load_spec(path, fixed), fixed,
                       studies.open_storage("", logs, 60))
-    w.study.enqueue_trial({"epochs": 1})  # a second on 2 cores: far under the minute
-    w.study.enqueue_trial({"epochs": 5000})  # thousands of epochs: far over it on any machine
+    for epochs in (1, 5000, 1):  # 1 epoch: a second on 2 cores, far under the minute; 5000: far over on any machine
+        w.study.enqueue_trial({"epochs": epochs})
     w.run()
-    under, over = w.study.get_trials()
-    assert under.state == TrialState.COMPLETE and under.user_attrs[studies.PREDICTED] < 1
-    assert RunDir(logs, "b-000").cv.is_file()
+    first, over, second = w.study.get_trials()  # the over-budget trial spends none of the 2 trials
+    assert first.state == second.state == TrialState.COMPLETE and first.user_attrs[studies.PREDICTED] < 1
+    assert RunDir(logs, "b-000").cv.is_file() and RunDir(logs, "b-002").cv.is_file()
     assert over.state == TrialState.PRUNED and over.user_attrs[studies.OVER_BUDGET]
     assert over.user_attrs[studies.PREDICTED] > 1 and not over.intermediate_values
     assert not RunDir(logs, "b-001").root.exists()  # never trained: no run folder
-    # the second prediction is calibrated by what the first trial trained against its own prediction
-    first_ratio = under.user_attrs[studies.TRAINED] / under.user_attrs[studies.STEPS_PREDICTED]
-    assert under.user_attrs[studies.PREDICTED] == under.user_attrs[studies.STEPS_PREDICTED]  # nothing finished yet
-    assert over.user_attrs[studies.PREDICTED] == pytest.approx(over.user_attrs[studies.STEPS_PREDICTED] * first_ratio)
+    # later predictions are calibrated by what the first trial trained against its own prediction
+    ratio = first.user_attrs[studies.TRAINED] / first.user_attrs[studies.STEPS_PREDICTED]
+    assert first.user_attrs[studies.PREDICTED] == first.user_attrs[studies.STEPS_PREDICTED]  # nothing finished yet
+    for later in (over, second):
+        assert later.user_attrs[studies.PREDICTED] == pytest.approx(later.user_attrs[studies.STEPS_PREDICTED] * ratio)
     measured = [k for k in w.study.user_attrs if k.startswith(worker.STEP_TIMES)]
-    assert len(measured) == 1  # both trials share the model, size and batch: one measurement
+    assert len(measured) == 1  # the trials share the model, size and batch: one measurement
     shown = studies.show_text(w.study)
     assert "| 1 | over budget |" in shown and "(not trained)" in shown
     assert "over trial_minutes, never trained: 1" in shown
+
+
+@pytest.mark.slow
+def test_a_space_mostly_over_the_budget_stops_drawing(dataset, tmp_path, caplog):
+    logs = tmp_path / "logs"
+    at = TINY.index("--epochs")
+    fixed = [*TINY[:at], *TINY[at + 2:], "--data_dir", str(dataset), "--log_dir", str(logs)]
+    path = tmp_path / "over.yaml"
+    path.write_text(f"base: {ROOT / 'experiments/quick.yaml'}\nobjective: {{folds: '0'}}\n"
+                    "space:\n  epochs: {choices: [4000, 5000]}\nn_trials: 1\ntrial_minutes: 0.01\npruner: none\n")
+    w = worker.Worker(parse(["--study", "o", "--sweep", str(path)], SweepConfig), load_spec(path, fixed), fixed,
+                      studies.open_storage("", logs, 60))
+    w.run()
+    trials = w.study.get_trials()
+    assert len(trials) == studies.OVER_BUDGET_LIMIT and all(t.user_attrs[studies.OVER_BUDGET] for t in trials)
+    assert "the space is mostly over the budget" in caplog.text and not list(logs.glob("o-*"))
 
 
 def test_trial_minutes_is_checked_and_the_command_line_replaces_the_files(tmp_path):

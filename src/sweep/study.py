@@ -33,6 +33,7 @@ SURPLUS = "surplus"  # user attr of a trial started after the budget was spent b
 # by the finished trials of the same machine (HOST); and of every finished trial, the minutes it trained
 STEPS_PREDICTED, PREDICTED, HOST, TRAINED = "steps_predicted_minutes", "predicted_minutes", "host", "train_minutes"
 OVER_BUDGET = "over_budget"  # user attr of a trial pruned before training: predicted over trial_minutes
+OVER_BUDGET_LIMIT = 10  # a study stops drawing once this many times n_trials were over trial_minutes
 
 
 def storage_url(url: str, log_dir) -> str:
@@ -93,8 +94,13 @@ def is_retry(trial: FrozenTrial) -> bool:
 
 
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that spend the budget: every fresh trial (a retry takes its original's place), surplus ones aside."""
-    return [t for t in trials if not is_retry(t) and not t.user_attrs.get(SURPLUS)]
+    """The trials that spend the budget: every fresh trial (a retry takes its original's place), surplus ones and
+    those over trial_minutes (never trained) aside."""
+    return [t for t in trials if not is_retry(t) and not t.user_attrs.get(SURPLUS) and not t.user_attrs.get(OVER_BUDGET)]
+
+
+def over_budget(trials: list[FrozenTrial]) -> int:
+    return sum(1 for t in trials if t.user_attrs.get(OVER_BUDGET))
 
 
 def run_name(study: str, trial: FrozenTrial | optuna.Trial) -> str:
