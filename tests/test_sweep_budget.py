@@ -59,16 +59,21 @@ def test_step_times_are_measured_per_photo_and_keyed_by_what_changes_a_step():
     assert cost.step_key(parse([*TINY, "--img_height", "96"]), torch.device("cpu")) != key
 
 
+def epochs_sweep(dataset, tmp_path, study: str, epochs: list[int], n_trials: int, trial_minutes: float):
+    """A worker of a sweep over the tiny model's epochs alone, its runs in tmp_path/logs."""
+    at = TINY.index("--epochs")
+    fixed = [*TINY[:at], *TINY[at + 2:], "--data_dir", str(dataset), "--log_dir", str(tmp_path / "logs")]
+    path = tmp_path / f"{study}.yaml"
+    path.write_text(f"base: {ROOT / 'experiments/quick.yaml'}\nobjective: {{folds: '0'}}\nspace:\n  epochs: "
+                    f"{{choices: {epochs}}}\nn_trials: {n_trials}\ntrial_minutes: {trial_minutes}\npruner: none\n")
+    return worker.Worker(parse(["--study", study, "--sweep", str(path)], SweepConfig), load_spec(path, fixed), fixed,
+                         studies.open_storage("", tmp_path / "logs", 60))
+
+
 @pytest.mark.slow
 def test_a_trial_predicted_over_trial_minutes_is_pruned_before_it_trains_and_one_under_it_trains(dataset, tmp_path):
     logs = tmp_path / "logs"
-    at = TINY.index("--epochs")  # epochs is searched
-    fixed = [*TINY[:at], *TINY[at + 2:], "--data_dir", str(dataset), "--log_dir", str(logs)]
-    path = tmp_path / "budget.yaml"
-    path.write_text(f"base: {ROOT / 'experiments/quick.yaml'}\nobjective: {{folds: '0'}}\n"
-                    "space:\n  epochs: {choices: [1, 5000]}\nn_trials: 2\ntrial_minutes: 1\npruner: none\n")
-    w = worker.Worker(parse(["--study", "b", "--sweep", str(path)], SweepConfig), load_spec(path, fixed), fixed,
-                      studies.open_storage("", logs, 60))
+    w = epochs_sweep(dataset, tmp_path, "b", [1, 5000], n_trials=2, trial_minutes=1)
     for epochs in (1, 5000, 1):  # 1 epoch: a second on 2 cores, far under the minute; 5000: far over on any machine
         w.study.enqueue_trial({"epochs": epochs})
     w.run()
@@ -93,13 +98,7 @@ def test_a_trial_predicted_over_trial_minutes_is_pruned_before_it_trains_and_one
 @pytest.mark.slow
 def test_a_space_mostly_over_the_budget_stops_drawing(dataset, tmp_path, caplog):
     logs = tmp_path / "logs"
-    at = TINY.index("--epochs")
-    fixed = [*TINY[:at], *TINY[at + 2:], "--data_dir", str(dataset), "--log_dir", str(logs)]
-    path = tmp_path / "over.yaml"
-    path.write_text(f"base: {ROOT / 'experiments/quick.yaml'}\nobjective: {{folds: '0'}}\n"
-                    "space:\n  epochs: {choices: [4000, 5000]}\nn_trials: 1\ntrial_minutes: 0.01\npruner: none\n")
-    w = worker.Worker(parse(["--study", "o", "--sweep", str(path)], SweepConfig), load_spec(path, fixed), fixed,
-                      studies.open_storage("", logs, 60))
+    w = epochs_sweep(dataset, tmp_path, "o", [4000, 5000], n_trials=1, trial_minutes=0.01)
     w.run()
     trials = w.study.get_trials()
     assert len(trials) == studies.OVER_BUDGET_LIMIT and all(t.user_attrs[studies.OVER_BUDGET] for t in trials)
