@@ -14,7 +14,7 @@ import time
 
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from src.config import policy
 from src.config.parsing import fields_of, parse
@@ -196,13 +196,7 @@ class Worker:
 
     def objective(self, trial: optuna.Trial) -> float:
         self.current = trial.number
-        trials = self.study.get_trials(deepcopy=False)
-        frozen = next(t for t in trials if t.number == trial.number)
-        if not studies.is_retry(frozen):
-            earlier = [t for t in trials if t.number < trial.number]
-            if len(studies.counted(earlier)) >= self.n_trials:  # other workers took the last slots meanwhile
-                trial.set_user_attr(studies.SURPLUS, True)
-                raise optuna.TrialPruned("surplus: the study's n_trials were already taken")
+        frozen = self.not_surplus(trial)
         name = studies.run_name(self.cfg.study, frozen)
         # workers share the study's seed: each trial draws from its own seed, so workers started together still
         # sample different parameters, and one worker's sweep is reproducible
@@ -257,6 +251,15 @@ class Worker:
         mark(run, record, "complete", value=value)
         return value
 
+    def not_surplus(self, trial: optuna.Trial) -> FrozenTrial:
+        """The trial as stored; pruned at once where other workers took the study's last slots meanwhile."""
+        trials = self.study.get_trials(deepcopy=False)
+        frozen = next(t for t in trials if t.number == trial.number)
+        if not studies.is_retry(frozen) and len(studies.counted([t for t in trials if t.number < trial.number])) \
+                >= self.n_trials:
+            trial.set_user_attr(studies.SURPLUS, True)
+            raise optuna.TrialPruned("surplus: the study's n_trials were already taken")
+        return frozen
 
     def within_budget(self, trial: optuna.Trial, cfg: TrainConfig):
         """Prune the trial before it trains when its predicted training time exceeds trial_minutes. The step times
