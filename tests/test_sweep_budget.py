@@ -88,6 +88,10 @@ def test_a_trial_predicted_over_trial_minutes_is_pruned_before_it_trains_and_one
     assert first.user_attrs[studies.PREDICTED] == first.user_attrs[studies.STEPS_PREDICTED]  # nothing finished yet
     for later in (over, second):
         assert later.user_attrs[studies.PREDICTED] == pytest.approx(later.user_attrs[studies.STEPS_PREDICTED] * ratio)
+    # the sampler sees how far over each draw was, so TPE ranks the draws over the budget by it
+    for t, fits in ((first, True), (over, False), (second, True)):
+        excess = t.constraints[studies.MINUTES_OVER]
+        assert excess == pytest.approx(t.user_attrs[studies.PREDICTED] - 1) and (excess <= 0) == fits
     measured = [k for k in w.study.user_attrs if k.startswith(worker.STEP_TIMES)]
     assert len(measured) == 1  # the trials share the model, size and batch: one measurement
     shown = studies.show_text(w.study)

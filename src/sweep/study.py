@@ -33,6 +33,7 @@ SURPLUS = "surplus"  # user attr of a trial started after the budget was spent b
 # by the finished trials of the same machine (HOST); and of every finished trial, the minutes it trained
 STEPS_PREDICTED, PREDICTED, HOST, TRAINED = "steps_predicted_minutes", "predicted_minutes", "host", "train_minutes"
 OVER_BUDGET = "over_budget"  # user attr of a trial pruned before training: predicted over trial_minutes
+MINUTES_OVER = "minutes_over_budget"  # the constraint TPE sees: predicted minutes - trial_minutes (<= 0 fits)
 OVER_BUDGET_LIMIT = 10  # a study stops drawing once this many times n_trials were over trial_minutes
 
 

@@ -281,6 +281,8 @@ class Worker:
         minutes = steps * factor
         for key, value in ((studies.HOST, host), (studies.STEPS_PREDICTED, steps), (studies.PREDICTED, minutes)):
             trial.set_user_attr(key, value)
+        # TPE ranks infeasible draws by how far over they are: those over the budget still steer it toward the rest
+        trial.set_constraint(studies.MINUTES_OVER, minutes - self.spec.trial_minutes)
         if minutes > self.spec.trial_minutes:
             trial.set_user_attr(studies.OVER_BUDGET, True)
             log.info("trial %d: pruned before training: predicted %.1f min > trial_minutes %g", trial.number, minutes,
