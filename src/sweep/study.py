@@ -142,7 +142,9 @@ def importances(study: optuna.Study) -> tuple[dict | None, str]:
     if len(done) < 2:
         return None, f"importances need two finished trials; this study has {len(done)}"
     try:
-        return optuna.importance.get_param_importances(study), "fANOVA over the finished trials"
+        # named, and seeded: Optuna 5's default evaluator is PED-ANOVA, which ties every parameter on a few trials
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        return optuna.importance.get_param_importances(study, evaluator=evaluator), "fANOVA over the finished trials"
     except (RuntimeError, ValueError) as e:  # one distinct value per parameter, for example
         return None, f"importances unavailable: {e}"
 
