@@ -17,7 +17,7 @@ from src.engine import builders
 from src.engine import dist as dist_mod
 from src.engine.evaluation import PhotoPeople, evaluate_run
 from src.engine.fold import dropped, train_fold
-from src.engine.launch import LAUNCHED
+from src.engine.launch import LAUNCHED, RESUME
 from src.engine.state import AfterEpoch, Progress, RunInputs
 from src.errors import ConfigError, GroupLost, Interrupted, MaskclsError, first_line, interruptible
 from src.run import tracking
@@ -54,8 +54,7 @@ def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None) -> dict:
             raise
         left = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) - int(os.environ.get("TORCHELASTIC_RESTART_COUNT",
                                                                                            "0"))
-        then = ("torchrun restarts the group, which resumes from each fold's last.pt" if left > 0 else
-                "the run keeps each fold's last.pt: launch every node again with --resume")
+        then = "torchrun restarts the group, which resumes from each fold's last.pt" if left > 0 else RESUME
         lost = GroupLost(f"rank {dist.rank} of {dist.world} stopped: another rank of the group went away "
                          f"({first_line(e)[:160]}); {then}")
         log.error("%s", lost, extra=FILE_ONLY)

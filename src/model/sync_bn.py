@@ -62,4 +62,3 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         else:
             sync_batchnorm(child, device)
     return model
-

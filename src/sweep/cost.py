@@ -4,6 +4,7 @@ machine took against their prediction. A sweep with trial_minutes prunes a trial
 trains (worker.py)."""
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import statistics
@@ -43,13 +44,18 @@ def step_key(cfg: TrainConfig, device: torch.device) -> str:
 def timed_per_call(call, seconds: float = MEASURE_SECONDS) -> float:
     """Seconds a call, after one warm-up call: at least 2 calls and `seconds` in all."""
     call()
+    synchronize()  # the warm-up's queued GPU work is not the timed calls'
     calls, start = 0, time.perf_counter()
     while calls < 2 or time.perf_counter() - start < seconds:
         call()
         calls += 1
+    synchronize()
+    return (time.perf_counter() - start) / calls
+
+
+def synchronize():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / calls
 
 
 def measure_steps(cfg: TrainConfig, device: torch.device, seconds: float = MEASURE_SECONDS) -> StepTimes:
@@ -73,9 +79,17 @@ def measure_steps(cfg: TrainConfig, device: torch.device, seconds: float = MEASU
 
 def fold_photos(cfg: TrainConfig) -> list[tuple[int, int]]:
     """(training, validation) photos of each fold the run trains, split as the trainer splits them."""
-    table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
-    folds, left_out = table["fold"].to_numpy(), dropped(table, cfg.drop_ages)
-    trained = range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]
+    return split_counts(str(cfg.data_dir), cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed, cfg.drop_ages,
+                        cfg.fold)
+
+
+@functools.lru_cache(maxsize=16)
+def split_counts(data_dir: str, corrections: str, age_filter: int, n_folds: int, seed: int, drop_ages: str,
+                 fold: str) -> list[tuple[int, int]]:
+    """fold_photos' counts, read once per split for a worker's many draws (the data does not change under a sweep)."""
+    table = load_train(data_dir, corrections, age_filter, n_folds, seed)
+    folds, left_out = table["fold"].to_numpy(), dropped(table, drop_ages)
+    trained = range(n_folds) if fold == "all" else [int(fold)]
     return [(int(((folds != k) & ~left_out).sum()), int((folds == k).sum())) for k in trained]
 
 
@@ -100,4 +114,3 @@ def predicted_seconds(cfg: TrainConfig, photos: list[tuple[int, int]], times: St
         trained = n_train // cfg.batch_size * cfg.batch_size if n_train > cfg.batch_size else n_train
         total += cfg.epochs * trained * times.train + validations(cfg.epochs, cfg.val_every) * n_val * times.val
     return total
-

@@ -167,10 +167,11 @@ class Worker:
                          "after %d s)", self.cfg.study, running, self.cfg.heartbeat_grace)
                 time.sleep(max(1, self.cfg.heartbeat_grace // 3))
                 continue
-            if studies.over_budget(trials) >= studies.OVER_BUDGET_LIMIT * self.n_trials:
+            over = studies.over_budget(trials)
+            if over >= studies.OVER_BUDGET_LIMIT * self.n_trials:
                 log.warning("sweep %s: %d trials drawn were over trial_minutes %g and never trained: the space is "
-                            "mostly over the budget; narrow it or raise trial_minutes", self.cfg.study,
-                            studies.over_budget(trials), self.spec.trial_minutes)
+                            "mostly over the budget; narrow it or raise trial_minutes", self.cfg.study, over,
+                            self.spec.trial_minutes)
                 break
             if timeout is not None and time.monotonic() - start > timeout:
                 log.info("sweep %s: this worker's timeout of %g s is spent", self.cfg.study, timeout)
