@@ -21,9 +21,14 @@ def main(argv=None) -> int:
             return print_check_data(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed,
                                     cfg.max_image_pixels,
                                     lambda paths: crops(cfg, paths, cache_dir(cfg.log_dir), cfg.max_image_pixels))
-        from src.engine.trainer import train
+        if cfg.teacher:
+            from src.predict.distill import distill_train
 
-        train(cfg)
+            distill_train(cfg)
+        else:
+            from src.engine.trainer import train
+
+            train(cfg)
     return 0
 
 

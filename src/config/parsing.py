@@ -22,8 +22,8 @@ from typing import Annotated, Literal
 
 import yaml
 
-from src.config.schema import (ENTRY_POINTS, RESERVED_NAMES, AgeSpan, Box, Choices, Name, Needs, Positional, Range,
-                               TrainConfig)
+from src.config.schema import (AUTO_EPOCHS, ENTRY_POINTS, RESERVED_NAMES, AgeSpan, Auto, Box, Choices, Name, Needs,
+                               Positional, Range, TrainConfig)
 from src.errors import ConfigError, brief, fail_cleanly
 from src.files import irregular, load_yaml, read_document, real
 
@@ -65,6 +65,10 @@ def choices(cls, key: str) -> tuple | None:
 
 def needs(cls, key: str) -> Needs | None:
     return next((e for e in field_extras(cls, key)[1] if isinstance(e, Needs)), None)
+
+
+def auto(cls, key: str) -> Auto | None:
+    return next((e for e in field_extras(cls, key)[1] if isinstance(e, Auto)), None)
 
 
 def positional(cls, key: str) -> Positional | None:
@@ -128,6 +132,9 @@ def convert(cls, key: str, raw):
             if len(raw) != 1:
                 raise ValueError(f"takes exactly one value, got {len(raw)}: {' '.join(map(str, raw))}")
             raw = raw[0]
+        word = auto(cls, key)
+        if word is not None and isinstance(raw, str) and raw.strip().lower() == "auto":
+            return word.value
         return to_scalar(typ, raw)
     except ValueError as e:
         raise ConfigError(f"--{key} {e}, got {brief(raw)}", key) from None
@@ -171,13 +178,16 @@ def check_settings(cfg):
         if isinstance(rule, Choices) and not rule.allows(value):
             bad = next(v for v in value if v not in rule.values)
             raise ConfigError(f"--{key} {brief(bad)} is not supported; choose {rule}", key)
-        if isinstance(rule, (Range, AgeSpan, Box)) and not rule.allows(value):
-            raise ConfigError(f"--{key} must be {rule}, got {brief(value)}", key)
+        word = auto(cls, key)
+        if isinstance(rule, (Range, AgeSpan, Box)) and not rule.allows(value) and not (word and value == word.value):
+            raise ConfigError(f"--{key} must be {rule}{' or auto' if word else ''}, got {brief(value)}", key)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"--{key} must be a finite number, got {brief(value)}", key)
     if isinstance(cfg, TrainConfig):
-        if cfg.fold != "all" and (not cfg.fold.isdigit() or not 0 <= int(cfg.fold) < cfg.n_folds):
-            raise ConfigError(f"--fold must be 'all' or an integer from 0 to {cfg.n_folds - 1}, got {brief(cfg.fold)}")
+        if cfg.fold not in ("all", "full") and (not cfg.fold.isdigit() or not 0 <= int(cfg.fold) < cfg.n_folds):
+            raise ConfigError(f"--fold must be 'all', 'full' or an integer from 0 to {cfg.n_folds - 1}, got "
+                              f"{brief(cfg.fold)}")
+        check_distillation(cfg)
         if cfg.loss in ("focal", "f1") and cfg.label_smoothing > 0:
             raise ConfigError(f"--label_smoothing applies to --loss ce and ce_f1, not {cfg.loss}; set --loss ce or "
                               f"--label_smoothing 0")
@@ -192,6 +202,27 @@ def check_settings(cfg):
         if any(not 0 <= c < 18 for c in cfg.gridshuffle_classes):
             raise ConfigError(f"--gridshuffle_classes must be class ids in 0..17, got {cfg.gridshuffle_classes}")
     return cfg
+
+
+def check_distillation(cfg: TrainConfig):
+    """The rules of --teacher, --fold full and --epochs auto that no single field states."""
+    if cfg.epochs == AUTO_EPOCHS and not (cfg.fold == "full" and cfg.teacher):
+        raise ConfigError("--epochs auto is the teachers' median kept epoch: it needs --fold full and --teacher RUN; "
+                          "give a number of epochs otherwise")
+    if cfg.fold == "full" and cfg.scheduler == "plateau":
+        raise ConfigError("--scheduler plateau follows the validation loss, and --fold full validates nothing; choose "
+                          "one of: cosine, onecycle, none")
+    if cfg.teacher and cfg.uda:
+        raise ConfigError("--teacher and --uda both learn from unlabelled photos; use one (--distill_unlabeled_share "
+                          "for the teachers' photos)")
+    if cfg.teacher and cfg.pseudo_csv:
+        raise ConfigError("--teacher already labels the unlabelled photos (soft, --distill_unlabeled_share); leave "
+                          "--pseudo_csv empty")
+    if cfg.teacher and cfg.fold != "full":
+        raise ConfigError("--teacher trains one student on every person: add --fold full (a K-fold student's CV would "
+                          "be flattered: its teachers saw its validation photos)")
+    if cfg.name in cfg.teacher:
+        raise ConfigError(f"--name {cfg.name} is also a teacher run; the student needs a new name")
 
 
 def read_mapping(path: Path, source: str) -> dict:

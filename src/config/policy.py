@@ -11,7 +11,7 @@ import yaml
 
 from src.config.parsing import (SAVED_EXTRA, apply, check_settings, fields_of, key_lines, needs, read_mapping,
                                 recipe_layers)
-from src.config.schema import RunSwitches, Tracking, TrainConfig
+from src.config.schema import SET, Needs, RunSwitches, Tracking, TrainConfig
 from src.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -88,9 +88,10 @@ def pointless(cfg) -> list[str]:
         if rule is None or getattr(cfg, key) == getattr(defaults, key):
             continue
         conditions = [(k, values) for k, values in rule.conditions if k in fields_of(cls)]
-        if conditions and not any(getattr(cfg, k) in values for k, values in conditions):
+        if conditions and not any(Needs.holds(getattr(cfg, k), values) for k, values in conditions):
             now = " and ".join(f"--{k} {shown(getattr(cfg, k))}" for k, _ in conditions)
-            wanted = ", or ".join(f"--{k} {' or '.join(map(shown, values))}" for k, values in conditions)
+            wanted = ", or ".join(f"--{k} {' or '.join('...' if v == SET else shown(v) for v in values)}"
+                                for k, values in conditions)
             out.append(f"--{key} {getattr(cfg, key)} has no effect with {now} (it applies with {wanted})")
     return out
 
@@ -99,6 +100,8 @@ def resume_conflicts(saved, cfg) -> dict:
     """{key: (saved value, new value)} of the settings that a resume may not change."""
     old, new = settings(saved, TrainConfig), settings(cfg, TrainConfig)
     conflicts = {k: (old[k], new[k]) for k in new if old[k] != new[k] and k not in MAY_CHANGE_ON_RESUME}
+    if (old["fold"] == "full") != (new["fold"] == "full"):  # one model on everyone, or K folds: never both in a run
+        conflicts["fold"] = (old["fold"], new["fold"])
     if new["scheduler"] == "onecycle" and old["epochs"] != new["epochs"]:
         conflicts["epochs"] = (old["epochs"], new["epochs"])  # onecycle's schedule is fixed by its length
     return conflicts

@@ -9,7 +9,7 @@ import textwrap
 
 from src.config import schema
 from src.config.parsing import NOT_OPTIONS, field_comments, field_type, needs, positional
-from src.config.schema import ENTRY_POINTS, AgeSpan, Box, Choices, Name, Range
+from src.config.schema import ENTRY_POINTS, SET, AgeSpan, Box, Choices, Name, Range
 
 WIDTH = 119  # the docs' longest line
 HEADER = """# Options
@@ -78,8 +78,10 @@ def condition(group: type, key: str) -> str:
     rule = needs(group, key)
     if rule is None:
         return ""
-    return "; has an effect only with " + " or ".join(f"`--{k} {'|'.join(shown(v) for v in values)}`"
-                                                     for k, values in rule.conditions)
+    def told(values) -> str:
+        return "|".join("..." if v == SET else shown(v) for v in values)
+
+    return "; has an effect only with " + " or ".join(f"`--{k} {told(values)}`" for k, values in rule.conditions)
 
 
 def option_line(group: type, key: str, comments: dict[str, str]) -> str:

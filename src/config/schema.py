@@ -113,9 +113,19 @@ class Choices:
 
 
 @dataclass(frozen=True)
+class Auto:
+    """The number field also takes the word 'auto', held as `value` (outside its Range) until the run resolves it."""
+    value: int
+
+
+AUTO_EPOCHS = 0  # --epochs auto, as held until the teachers' kept epochs resolve it
+SET = "<set>"  # in Needs: the key holds anything but its empty default
+
+
+@dataclass(frozen=True)
 class Needs:
-    """The field only has an effect when setting `key` is one of `values`, or one of the (key, values) pairs of `or_`
-    holds."""
+    """The field only has an effect when setting `key` is one of `values` (SET: any non-empty value), or one of the
+    (key, values) pairs of `or_` holds."""
     key: str
     values: tuple
     or_: tuple = ()
@@ -129,6 +139,10 @@ class Needs:
     def conditions(self) -> tuple:
         """Each (key, values) pair under which the field has its effect."""
         return ((self.key, self.values), *self.or_)
+
+    @staticmethod
+    def holds(value, values: tuple) -> bool:
+        return value in values or (SET in values and bool(value))
 
 
 RunName = Annotated[str, Name()]
@@ -192,7 +206,7 @@ class Data:
     age_filter: Annotated[int, Range(31, 60)] = 59  # training labels call age >= this "60+"; validation and eval keep true bands
     drop_ages: Annotated[str, AgeSpan()] = "none"  # people of these ages (57-59, or one age) are left out of training only; validation keeps everyone
     n_folds: Annotated[int, Range(2)] = 4  # person-level StratifiedGroupKFold over gender x age band
-    fold: str = "all"  # which fold(s) to train: an index or 'all'
+    fold: str = "all"  # which fold(s) to train: an index, 'all', or 'full' (one model on every person in fold0/, validating nothing)
     cache: Literal["none", "ram", "disk"] = "none"  # decoded-image cache: ram (shared memory) or disk (memory-mapped in log_dir/cache)
     cache_margin: Annotated[float, Range(1)] = 1.15  # cached images are this much larger than the input, for crop/scale augmentation
 
@@ -259,7 +273,7 @@ class Augmentation:
 @dataclass
 class Optimisation:
     """optimisation"""
-    epochs: Count = 30  # upper bound; early stopping usually ends a fold first
+    epochs: Annotated[int, Range(1), Auto(AUTO_EPOCHS)] = 30  # upper bound; early stopping usually ends a fold first. auto (--fold full with --teacher): the teachers' median kept epoch
     batch_size: Count = 32  # per process
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # torch.optim class
     lr: Positive = 2e-3  # peak learning rate
@@ -304,6 +318,15 @@ class SemiSupervised:
     uda_ratio: Annotated[Positive, Needs("uda", True)] = 1.0  # unlabelled batch size as a multiple of batch_size
     uda_threshold: Annotated[Fraction, Needs("uda", True)] = 0.0  # mask unlabelled samples whose weak-view confidence is below this
     uda_temperature: Annotated[Positive, Needs("uda", True)] = 1.0  # softmax temperature sharpening the weak-view target (<1 sharpens)
+
+
+@dataclass
+class Distillation:
+    """learning from finished runs (src/predict/distill.py)"""
+    teacher: Annotated[list[str], Name()] = field(default_factory=list)  # finished runs whose probabilities the student learns: their out-of-fold rows for train photos, their flip-TTA ensemble for unlabelled ones
+    distill_alpha: Annotated[Fraction, Needs("teacher", SET)] = 0.5  # loss = (1 - alpha) x the recipe's loss + alpha x T^2 x KL(teacher || student); 1 learns the teachers alone
+    distill_temperature: Annotated[Positive, Needs("teacher", SET)] = 1.0  # both sides' log-probabilities divided by T before the KL (per task with per_task heads)
+    distill_unlabeled_share: Annotated[float, Range(0, 0.9), Needs("teacher", SET)] = 0.0  # share of each batch that is unlabelled photos (eval images or unlabeled_dir), learnt from the KL term alone
 
 
 @dataclass
@@ -399,7 +422,7 @@ class Replay:
 
 # Field order of --help follows the base classes from the last to the first.
 @dataclass
-class TrainConfig(SemiSupervised, EarlyStop, Optimisation, Augmentation, Crop, Loss, Model, Data, Precision, Loading,
+class TrainConfig(Distillation, SemiSupervised, EarlyStop, Optimisation, Augmentation, Crop, Loss, Model, Data, Precision, Loading,
                   Tracking, RunSwitches, Paths):
     """train.py: the settings of a run; saved as the run's config.yaml"""
 

@@ -8,14 +8,15 @@ from pathlib import Path
 import torch
 from timm.utils import ModelEmaV3
 
-from src.config.schema import Augmentation, Crop, Data, Loading, Loss, Model, Optimisation, Precision, SemiSupervised
+from src.config.schema import (Augmentation, Crop, Data, Distillation, Loading, Loss, Model, Optimisation, Precision,
+                               SemiSupervised)
 from src.data import transforms
 from src.data.cache import image_source
 from src.data.crops import Crops, crop_boxes, detector_class
 from src.data.images import FileImages
 from src.data.loaders import make_loader
 from src.engine.mixing import BatchMixer
-from src.engine.step import TrainStep, UdaTerm
+from src.engine.step import DistillTerm, TrainStep, UdaTerm
 from src.model.backbones import check_weights, create_backbone
 from src.model.losses import Criterion
 from src.model.network import MaskClassifier
@@ -107,8 +108,10 @@ def ema(cfg: Optimisation, model: torch.nn.Module) -> ModelEmaV3 | None:
     return ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
 
 
-def train_step(cfg: Optimisation | Precision | Augmentation | SemiSupervised, model, criterion, optimizer, device,
-               ema=None, ema_source=None) -> TrainStep:
+def train_step(cfg: Optimisation | Precision | Augmentation | SemiSupervised | Distillation | Loss, model, criterion,
+               optimizer, device, ema=None, ema_source=None) -> TrainStep:
     uda = UdaTerm(cfg.uda_weight, cfg.uda_temperature, cfg.uda_threshold) if cfg.uda else None
+    distill = DistillTerm(cfg.distill_alpha, cfg.distill_temperature, cfg.heads == "per_task",
+                          tuple(cfg.task_weights)) if cfg.teacher else None
     return TrainStep(model, criterion, optimizer, device, amp=cfg.amp, mixer=mixer(cfg), grad_clip=cfg.grad_clip,
-                     grad_clip_mode=cfg.grad_clip_mode, uda=uda, ema=ema, ema_source=ema_source)
+                     grad_clip_mode=cfg.grad_clip_mode, uda=uda, distill=distill, ema=ema, ema_source=ema_source)

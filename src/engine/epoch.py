@@ -32,27 +32,29 @@ def check_finite(loss_sum: torch.Tensor, k: int, epoch: int, step: int):
 
 
 def train_one_epoch(ins: RunInputs, fold: Fold, epoch: int) -> dict:
-    """One pass over the fold's training loader (its sampler and augmentation seeded by the epoch, UDA's unlabelled
-    stream beside it), then the buffers made the same on every rank; losses and F1 over the whole epoch. Before each
+    """One pass over the fold's training loader (its sampler and augmentation seeded by the epoch, the unlabelled
+    stream beside it, the teachers' probabilities of both with --teacher), then the buffers made the same on every rank; losses and F1 over the whole epoch. Before each
     step the fold's writer thread is asked for an error, so a failed write stops the run as soon as it fails."""
     data = fold.data
     data.sampler.set_epoch(epoch)
     set_epoch(data.train_ds, epoch)
     # the unlabelled stream of each epoch starts afresh from the epoch number, so a resume replays it
-    uda_iter = forever(*data.unlabeled, seeds.unlabeled_epoch(epoch)) if data.unlabeled is not None else None
+    unl_iter = forever(*data.unlabeled, seeds.unlabeled_epoch(epoch)) if data.unlabeled is not None else None
     o, step, show = fold.objects, fold.objects.step, ins.dist.main
     batch_scheduler = o.scheduler if fold.sched_when == "batch" else None
     step.model.train()
-    sums = torch.zeros(3, device=step.device)  # total, supervised, consistency
+    sums = torch.zeros(3, device=step.device)  # total, supervised, consistency or KL
     preds, targets = [], []
     n = 0
     # closed however the epoch ends, so that an error's line never lands on the bar's
     with tqdm(data.train_loader, desc=f"fold {fold.k} epoch {epoch}", disable=not show, mininterval=1,
               leave=False) as bar:
-        for i, (x, y, _) in enumerate(bar):
+        for i, (x, y, rows) in enumerate(bar):
             stop_if_signalled()
             fold.saver.check()
-            loss, sup, cons, logits = step(x, y, next(uda_iter)[0] if uda_iter is not None else None)
+            unl = next(unl_iter) if unl_iter is not None else None
+            loss, sup, cons, logits = step(x, y, unl[0] if unl is not None else None,
+                                           teacher_probs(data.soft, rows, unl))
             if batch_scheduler is not None:
                 batch_scheduler.step()
             sums += torch.stack([loss, sup, cons]).float() * len(x)
@@ -71,9 +73,19 @@ def train_one_epoch(ins: RunInputs, fold: Fold, epoch: int) -> dict:
         dist_mod.sync_buffers(ins.dist, o.ema.module)
     total, sup, cons = (sums / max(n, 1)).tolist()
     out = dict(train_loss=total, train_f1=macro_f1(torch.cat(targets), torch.cat(preds)) if n else 0.0)
-    if uda_iter is not None:
+    if data.soft is not None:
+        out.update(train_sup_loss=sup, train_kd_loss=cons)
+    elif unl_iter is not None:
         out.update(train_sup_loss=sup, train_uda_loss=cons)
     return out
+
+
+def teacher_probs(soft: tuple | None, rows: torch.Tensor, unl: list | None) -> torch.Tensor | None:
+    """The teachers' probabilities of a batch's training photos (dataset `rows`) and of its unlabelled ones."""
+    if soft is None:
+        return None
+    labelled = soft[0][rows]
+    return labelled if unl is None else torch.cat([labelled, soft[1][unl[2]]])
 
 
 def validate(ins: RunInputs, fold: Fold, epoch: int) -> Validated:
@@ -104,8 +116,10 @@ def validate(ins: RunInputs, fold: Fold, epoch: int) -> Validated:
 
 def validation_due(fold: Fold, epoch: int) -> bool:
     """Every val_every epochs and on the last; also when the stopper is already due (patience lowered on resume),
-    since the fold may end here."""
+    since the fold may end here. Never for a fold without validation rows."""
     plan = fold.plan
+    if not len(fold.data.val_rows):  # --fold full: nothing to validate
+        return False
     return (epoch + 1) % plan.val_every == 0 or epoch == plan.epochs - 1 or fold.objects.stopper.should_stop
 
 

@@ -46,7 +46,7 @@ def train_fold(ins: RunInputs, k: int):
     if state is not None and start_epoch >= cfg.epochs:  # resumed with fewer epochs than it already ran
         # the saved epoch becomes the fold's last; it is validated now (val_every may have skipped it), so the fold
         # ends with its oof.csv and best_* files as if it had stopped there
-        fold.saver.finish_saved(state, validate(ins, fold, state.epoch))
+        fold.saver.finish_saved(state, validate(ins, fold, state.epoch) if len(fold.data.val_rows) else None)
         log.info("fold %d: already ran %d epochs (%d asked); validated epoch %d and marked finished", k, start_epoch,
                  cfg.epochs, state.epoch)
         dist_mod.barrier(dist)
@@ -74,7 +74,7 @@ def build_fold(ins: RunInputs, k: int, seed: int) -> Fold:
                                    drop_last=len(train_ds) > cfg.batch_size, seed=seed)
     val_loader = builders.loader(Subset(val_ds, range(dist.rank, len(val_ds), dist.world)), cfg, device,
                                  cfg.infer_batch_size, seed=seed)
-    unlabeled = unlabeled_loader(ins, seed) if cfg.uda else None
+    unlabeled = unlabeled_loader(ins, seed) if ins.unlabeled_images is not None else None
     model = builders.model(cfg).to(device)
     if cfg.sync_bn and dist.enabled:
         model = sync_batchnorm(model, device)
@@ -94,7 +94,7 @@ def build_fold(ins: RunInputs, k: int, seed: int) -> Fold:
                           kept=kept)
     return Fold(k, seed, EpochPlan(cfg.epochs, cfg.val_every, cfg.early_stop_monitor, cfg.amp),
                 FoldData(train_ds, sampler, train_loader, val_loader, torch.as_tensor(val_ds.labels), val_rows,
-                         unlabeled),
+                         unlabeled, fold_soft_targets(ins, k)),
                 criterion, sched_when, eval_model, objects,
                 FoldSaver(ins.run, k, objects, oof_from=cfg.oof_from, records=ins.records, writes=dist.main))
 
@@ -105,14 +105,21 @@ def dropped(table: pd.DataFrame, drop_ages: str) -> np.ndarray:
     return table["age"].between(*span).to_numpy() if span else np.zeros(len(table), dtype=bool)
 
 
+def train_rows(cfg: TrainConfig, table: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of `table` in fold k; --fold full trains every row and validates none."""
+    folds, kept = table["fold"].to_numpy(), ~dropped(table, cfg.drop_ages)
+    if cfg.fold == "full":
+        return np.flatnonzero(kept), np.flatnonzero(np.zeros(len(table), dtype=bool))
+    return np.flatnonzero((folds != k) & kept), np.flatnonzero(folds == k)
+
+
 def fold_datasets(cfg: TrainConfig, table: pd.DataFrame, images, k: int, seed: int | None = None, pseudo=None,
                   pseudo_images=None):
     """(train dataset, its labels, validation dataset, validation rows of `table`) of fold k, its augmentation drawn
     from the fold's `seed` (a run's build_fold passes the one it computed; default: rank 0's). Pseudo-labelled rows
     only ever join the training side."""
     seed = seeds.fold_seed(cfg.seed, k, 0) if seed is None else seed
-    folds = table["fold"].to_numpy()
-    tr, va = np.flatnonzero((folds != k) & ~dropped(table, cfg.drop_ages)), np.flatnonzero(folds == k)
+    tr, va = train_rows(cfg, table, k)
     train_labels = table["train_label"].to_numpy()[tr]
     # a number age head learns the exact age; the age filter's "60+" (age >= age_filter) is 60 there too
     ages = np.where(table["age"] >= cfg.age_filter, BAND_CUTS[1], table["age"]).astype(int)[tr] \
@@ -127,13 +134,29 @@ def fold_datasets(cfg: TrainConfig, table: pd.DataFrame, images, k: int, seed: i
     return train_ds, train_labels, val_ds, va
 
 
+def fold_soft_targets(ins: RunInputs, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The teachers' probabilities of fold k's training photos (in the training dataset's order) and of the
+    unlabelled photos; None without --teacher."""
+    if ins.teaching is None:
+        return None
+    tr, _ = train_rows(ins.cfg, ins.table, k)
+    return ins.teaching.train_probs(ins.table["path"].to_numpy()[tr]), ins.teaching.unlabeled_probs()
+
+
 def unlabeled_loader(ins: RunInputs, seed: int) -> tuple:
-    """(loader, sampler) of UDA's unlabelled images: its own seed, the same on every fold."""
+    """(loader, sampler) of the unlabelled images (UDA's weak and strong views, or a distilling student's photos as
+    the training ones are augmented): its own seed, the same on every fold."""
     cfg, dist = ins.cfg, ins.dist
     unl_seed = seeds.unlabeled_seed(cfg.seed)
-    unl_ds = FaceDataset(ins.unlabeled_images, None, builders.uda_transform(cfg),
-                         seed=seeds.unlabeled_seed(cfg.seed, dist.rank))
+    transform = builders.uda_transform(cfg) if cfg.uda else builders.train_transform(cfg)
+    unl_ds = FaceDataset(ins.unlabeled_images, None, transform, seed=seeds.unlabeled_seed(cfg.seed, dist.rank))
     unl_sampler = train_sampler("none", np.zeros(len(unl_ds), int), dist.world, dist.rank, unl_seed)
-    unl_bs = max(1, round(cfg.batch_size * cfg.uda_ratio))
+    unl_bs = max(1, round(cfg.batch_size * cfg.uda_ratio)) if cfg.uda else unlabeled_batch(cfg.batch_size,
+                                                                                        cfg.distill_unlabeled_share)
     return builders.loader(unl_ds, cfg, dist.device, unl_bs, unl_sampler, drop_last=len(unl_ds) > unl_bs,
                            seed=seed), unl_sampler
+
+
+def unlabeled_batch(batch_size: int, share: float) -> int:
+    """Unlabelled photos beside batch_size labelled ones, so that they are `share` of the batch."""
+    return max(1, round(batch_size * share / (1 - share)))

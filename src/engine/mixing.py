@@ -21,6 +21,11 @@ class Mixed:
     y_b: torch.Tensor  # labels of the second source; the first keeps the batch's own
     lam: float  # share of the first source
 
+    @staticmethod
+    def partner(t: torch.Tensor) -> torch.Tensor:
+        """Any per-row tensor of the batch as the second source's rows (the mirrored positions)."""
+        return t.flip(0)
+
 
 @dataclass(frozen=True)
 class BatchMixer:
@@ -35,7 +40,7 @@ class BatchMixer:
         sampler uses it too), seeded per process."""
         if self.prob <= 0 or np.random.rand() >= self.prob:
             return None
-        other, y_b = x.flip(0), y.flip(0)
+        other, y_b = Mixed.partner(x), Mixed.partner(y)
         if self.mode == "mixup":
             lam = float(np.random.beta(self.mixup_alpha, self.mixup_alpha))
             blend = lam * x.float() + (1 - lam) * other.float()

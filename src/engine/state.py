@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from src.config.schema import TrainConfig
+from src.labels import PROB_COLUMNS
 from src.data.cache import ImageSource
 from src.engine.dist import Dist
 from src.model.losses import Criterion
@@ -40,6 +41,22 @@ class Progress:
         return f"interrupted ({signal_name}) in fold {self.fold}, epoch {self.epoch}: {kept}; continue with --resume"
 
 
+@dataclass(frozen=True)
+class Teaching:
+    """What a distilling student learns (src/predict/distill.py makes it): the teachers' probabilities of each
+    training photo (out of fold) and of each unlabelled photo (their ensemble), by path."""
+    train: pd.DataFrame  # path, p0..p17
+    unlabeled: pd.DataFrame  # path, p0..p17; no rows where the student takes no unlabelled photos
+
+    def train_probs(self, paths) -> torch.Tensor:
+        """(len(paths), 18) probabilities of training photos, in the order of `paths`."""
+        probs = self.train.set_index("path").loc[list(paths), PROB_COLUMNS].to_numpy()
+        return torch.as_tensor(probs, dtype=torch.float32)
+
+    def unlabeled_probs(self) -> torch.Tensor:
+        return torch.as_tensor(self.unlabeled[PROB_COLUMNS].to_numpy(), dtype=torch.float32)
+
+
 @dataclass
 class RunInputs:
     """What every fold of a run shares: its settings, data, image sources and writers."""
@@ -54,6 +71,7 @@ class RunInputs:
     records: RunRecords | None = None  # rank 0 only
     progress: Progress = field(default_factory=Progress)  # updated by train_fold
     after_epoch: AfterEpoch | None = None  # a sweep's pruner
+    teaching: Teaching | None = None  # --teacher's probabilities
 
 
 @dataclass(frozen=True)
@@ -74,7 +92,8 @@ class FoldData:
     val_loader: DataLoader
     val_labels: torch.Tensor
     val_rows: np.ndarray  # rows of the run's table, in val_loader's order
-    unlabeled: tuple[DataLoader, Sampler] | None = None  # UDA's unlabelled stream
+    unlabeled: tuple[DataLoader, Sampler] | None = None  # the unlabelled stream (UDA's, or a distilling student's)
+    soft: tuple[torch.Tensor, torch.Tensor] | None = None  # the teachers' probabilities of train_ds and the unlabelled
 
 
 @dataclass

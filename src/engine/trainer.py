@@ -18,7 +18,7 @@ from src.engine import dist as dist_mod
 from src.engine.evaluation import PhotoPeople, evaluate_run
 from src.engine.fold import dropped, train_fold
 from src.engine.launch import LAUNCHED, RESUME
-from src.engine.state import AfterEpoch, Progress, RunInputs
+from src.engine.state import AfterEpoch, Progress, RunInputs, Teaching
 from src.errors import ConfigError, GroupLost, Interrupted, MaskclsError, first_line, interruptible
 from src.run import tracking
 from src.run.atomic import check_writable
@@ -29,10 +29,10 @@ from src.run.records import RunRecords
 from src.run.rundir import RunDir
 
 
-def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None) -> dict:
+def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None, teaching: Teaching | None = None) -> dict:
     """Train the configured folds into <log_dir>/<name>/; returns the cv.json contents. `after_epoch(fold, epoch,
     metrics, last)` runs after each epoch's last.pt is saved (`last`: the fold ends there), for a sweep's pruner; what
-    it raises ends the run there."""
+    it raises ends the run there. `teaching`: the teachers' probabilities of a distilling student (--teacher)."""
     RunDir(cfg.log_dir, cfg.name)  # a name the file system cannot hold is refused before any work
     dist = dist_mod.setup(cfg.dist_backend)
     if dist.restarts and not cfg.resume:  # torchrun restarted the group after a worker died: continue the run
@@ -40,7 +40,7 @@ def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None) -> dict:
     progress = Progress()
     try:
         with interruptible(progress.stopped):
-            return train_folds(cfg, dist, progress, after_epoch)
+            return train_folds(cfg, dist, progress, after_epoch, teaching)
     except Interrupted as e:
         log.warning("%s", e, extra=FILE_ONLY)
         if dist.enabled and os.environ.get(LAUNCHED):  # the launcher says how the run ended, in one line
@@ -65,7 +65,7 @@ def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None) -> dict:
         dist_mod.cleanup()
 
 
-def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) -> dict:
+def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None, teaching: Teaching | None = None) -> dict:
     """train()'s work: the data, the run folder, every configured fold, cv.json."""
     setup_logging(None, dist.main)
     if dist.restarts and dist.main:
@@ -81,6 +81,8 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) ->
         raise ConfigError(f"--drop_ages {cfg.drop_ages} leaves out every person of the data: nothing would train")
     pseudo = load_pseudo(cfg.pseudo_csv, cfg.pseudo_threshold)
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.uda else None
+    if teaching is not None and len(teaching.unlabeled):
+        unlabeled = teaching.unlabeled
     builders.check_requirements(cfg)  # everything checkable is checked before --overwrite may delete a run
     # and a tracker that cannot be reached or written, before the run folder exists: by the one process that sends
     trackers = tracking.check(cfg) if dist.main else []
@@ -94,19 +96,30 @@ def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None) ->
             records.started(cfg, dist, table, left_out, data_report["warnings"])
         images, pseudo_images, unlabeled_images = shared_image_sources(cfg, dist, table, pseudo, unlabeled)
         ins = RunInputs(cfg, dist, run, table, images, pseudo, pseudo_images, unlabeled_images, records, progress,
-                        after_epoch)
-        for k in range(cfg.n_folds) if cfg.fold == "all" else [int(cfg.fold)]:
+                        after_epoch, teaching)
+        for k in trained_folds(cfg):
             with run.fold_lock(k) if dist.main else contextlib.nullcontext():
                 progress.fold, progress.epoch, progress.last = k, 0, run.last(k)
                 train_fold(ins, k)
         if records is None:
             return {}
+        if cfg.fold == "full":
+            log.info("fold full: one model trained on all %d people and validated on none, so this run has no CV; "
+                     "its honest CV is that of the K-fold run of the same recipe%s", table["person_id"].nunique(),
+                     f" (the teachers {', '.join(cfg.teacher)})" if cfg.teacher else "")
         photo_people = PhotoPeople(lambda paths: appearance(paths, cfg.max_image_pixels,
                                                             default_workers(cfg.num_workers)),
                                    dict(zip(table["path"], table["person_id"].astype(str))))
         with run.lock():  # folds trained side by side: one process at a time rebuilds the run's results
             return records.write_results(cfg, evaluate_run(read_oof(run, range(cfg.n_folds)), cfg.n_folds,
                                                            photo_people))
+
+
+def trained_folds(cfg: TrainConfig) -> list[int]:
+    """The folds this command trains: every one, one, or fold 0 for --fold full (its one model)."""
+    if cfg.fold == "all":
+        return list(range(cfg.n_folds))
+    return [0] if cfg.fold == "full" else [int(cfg.fold)]
 
 
 def shared_image_sources(cfg: TrainConfig, dist, table, pseudo, unlabeled):

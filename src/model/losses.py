@@ -1,5 +1,5 @@
 """Losses: ArcFace margin around an inner CE, focal, soft macro-F1 or CE + soft macro-F1 loss, joint or per-task,
-class weights, and the UDA consistency term.
+class weights, the UDA consistency term and the distillation term.
 
 Nothing here names a device: weights are buffers and follow the module's `.to()`.
 """
@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from src.labels import AGES, NUM_CLASSES, TASK_SIZES, decode_label, target_label, target_years
+from src.labels import AGES, NUM_CLASSES, TASK_SIZES, decode_label, target_label, target_years, task_probabilities
 from src.model.age import AgeLoss, tells_years
 from src.model.network import Output
 
@@ -186,3 +186,23 @@ def uda_consistency(logits_weak, logits_strong, temperature: float = 1.0, thresh
     kl = (target * (log_target - F.log_softmax(logits_strong.float(), dim=1))).sum(1)
     keep = (F.softmax(logits_weak.detach().float(), dim=1).max(1).values >= threshold).float()
     return (kl * keep).mean()
+
+
+def teacher_targets(probs: torch.Tensor, temperature: float, per_task: bool) -> tuple:
+    """The teachers' (N, 18) probabilities as the KL's targets: each task's (mask, gender, age) for per-task heads,
+    else the 18 classes; each tempered, softmax(log p / T)."""
+    parts = task_probabilities(probs.float()) if per_task else (probs.float(),)
+    return tuple(F.softmax(p.clamp_min(1e-12).log() / temperature, dim=1) for p in parts)
+
+
+def distill_kl(logits: torch.Tensor, targets: tuple, temperature: float, task_weights=(1.0, 1.0, 1.0)):
+    """T^2 x KL(teacher_T || student_T), summed over the rows' classes and averaged over the rows; per task (weighted
+    by task_weights) when `targets` holds the three tasks' (teacher_targets). The student's side is its 18-class
+    logits, marginalised per task: exact for per-task heads, whose joint logits are the heads' log-probabilities."""
+    logps = task_log_probs(logits) if len(targets) == 3 else (logits.float(),)
+    weights = task_weights if len(targets) == 3 else (1.0,)
+    total = 0.0
+    for w, logp, target in zip(weights, logps, targets):
+        student = F.log_softmax(logp / temperature, dim=1)
+        total = total + w * F.kl_div(student, target, reduction="batchmean")
+    return temperature ** 2 * total

@@ -34,13 +34,14 @@ class RunPlan:
 
 def plan_run(log_dir, name: str, checkpoint: str) -> RunPlan:
     """The checkpoints of every finished fold of one run; a clear error for a missing run, fold or file.
-    `checkpoint` auto is the run's oof_from: the weights whose validation rows are its oof.csv."""
+    `checkpoint` auto is the run's oof_from: the weights whose validation rows are its oof.csv; a --fold full run's
+    last.pt (it validated nothing, so it keeps no best_* file)."""
     run = RunDir(log_dir, name)
     if not run.exists:
         raise RunNotFound(f"run {run.root}: not found (no {run.config}); train it first")
     run_cfg = policy.from_saved(run.config)
     if checkpoint == "auto":
-        checkpoint = run_cfg.oof_from
+        checkpoint = "last" if run_cfg.fold == "full" else run_cfg.oof_from
     training = {k: holder(run.fold_lock_file(k)) for k in run.training_folds(run_cfg.n_folds)}
     finished = [k for k in run.folds() if is_finished(run.last(k))]
     if not finished:

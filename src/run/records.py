@@ -40,6 +40,7 @@ class RunRecords:
         self.writer = SummaryWriter(str(run.tensorboard))
         self.tracking = tracking.start(trackers, run)
         self.fold: int | None = None  # the fold this process trains now (its lock is ours)
+        self.full = False  # --fold full: its one model validates nothing
 
     def track(self, wait: bool = False):
         """Ask the trackers' thread to send what the run folder holds and they lack (an epoch once its last.pt is
@@ -60,8 +61,10 @@ class RunRecords:
         """One epoch's line on the console and in train.log (with its confusion matrix there); cm is None for an
         epoch not validated (val_every), whose val_* values are NaN."""
         head = "fold %d epoch %d  lr %.2e  train_loss %.4f  " % (row["fold"], row["epoch"], row["lr"], row["train_loss"])
+        if "train_kd_loss" in row:
+            head += "(labels %.4f, teachers' KL %.4f)  " % (row["train_sup_loss"], row["train_kd_loss"])
         if cm is None:
-            log.info("%snot validated (val_every)  %.0fs", head, row["time_s"])
+            log.info("%snot validated (%s)  %.0fs", head, "--fold full" if self.full else "val_every", row["time_s"])
             return
         log.info("%sval_loss %.4f  val_acc %.4f  val_f1 %.4f  (mask %.3f gender %.3f age %.3f)  %.0fs", head,
                  row["val_loss"], row["val_acc"], row["val_f1"], row["val_f1_mask"], row["val_f1_gender"],
@@ -105,6 +108,7 @@ class RunRecords:
     def started(self, cfg: TrainConfig, dist, table: pd.DataFrame, left_out: np.ndarray, data_warnings: list[str]):
         """The run's first lines: where and what (the settings, what differs from the defaults and recipes), the
         warnings of its settings and data, and the data it trains on."""
+        self.full = cfg.fold == "full"
         log.info("run %s  commit %s  device %s  world %d%s\n%s", self.run.root, policy.git_commit()[0], dist.device,
                  dist.world, f"  backend {dist.backend}" if dist.backend else "", policy.dump(cfg, TrainConfig))
         log.info("%s", "\n".join(policy.changes(cfg, cfg.recipes)))

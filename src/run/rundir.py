@@ -4,8 +4,9 @@ Nothing else spells a file name of a run. Layout (docs/run-folder.md):
 
     <log_dir>/<name>/config.yaml  folds.csv  train.log  metrics.csv  cv.json  decision.json  people.npz  tb/
                      confusion.png   (the confusion matrix of every fold's out-of-fold rows, with cv.json)
-                     pseudo_labels.csv (+ .yaml)
+                     pseudo_labels.csv (+ .yaml)   soft_targets.csv (+ .json: the teachers it came from; --teacher)
                      fold<k>/last.pt  best_f1.pt  best_loss.pt  best_acc.pt  oof.csv  confusion.png  metrics.csv
+                     (a --fold full run: fold0/ holds its one model, trained on every person: last.pt and metrics.csv)
     <log_dir>/.<name>.lock   the run's lock (creation, run-level files); .<name>.fold<k>.lock: fold k's trainer;
                      .<name>.readers.lock: held shared by every process reading the run, against --overwrite
                      submission.csv  eval_probs.csv  eval_preview.png  inference.yaml   (written by infer)
@@ -44,6 +45,7 @@ SWEEP = "sweep.json"  # a sweep trial's study, trial number, parameters and stat
 TRACKING, WANDB = "tracking.json", "wandb"  # where the run is tracked and what was sent; W&B's own run folders
 MLFLOW_DB, MLFLOW_ARTIFACTS = "mlflow.db", "mlartifacts"  # the embedded MLflow store in log_dir, its files beside it
 PSEUDO_LABELS, PSEUDO_SETTINGS = "pseudo_labels.csv", "pseudo_labels.yaml"
+SOFT_TARGETS, SOFT_SOURCE = "soft_targets.csv", "soft_targets.json"  # a student's teacher probabilities, their teachers
 OOF, CONFUSION = "oof.csv", "confusion.png"
 ONNX_EXPORTS = "onnx"
 ERRORS, LABEL_ISSUES, LABEL_ISSUES_GALLERY, REPORT = "errors.png", "label_issues.csv", "label_issues.png", "report.html"
@@ -51,7 +53,7 @@ SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS = ("submission.csv", "e
                                                             "inference.yaml")
 PREDICTION_NAMES = (SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS)
 RUN_FILES = (CONFIG, FOLDS, TRAIN_LOG, METRICS, CV, DECISION, PEOPLE, SWEEP, TENSORBOARD, PSEUDO_LABELS,
-             PSEUDO_SETTINGS, ERRORS, LABEL_ISSUES, LABEL_ISSUES_GALLERY, SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS, ONNX_EXPORTS, TRACKING, WANDB)
+             PSEUDO_SETTINGS, SOFT_TARGETS, SOFT_SOURCE, ERRORS, LABEL_ISSUES, LABEL_ISSUES_GALLERY, SUBMISSION, EVAL_PROBS, EVAL_PREVIEW, INFERENCE_SETTINGS, ONNX_EXPORTS, TRACKING, WANDB)
 
 
 
@@ -175,6 +177,8 @@ class RunDir:
     tensorboard = property(lambda self: self.root / TENSORBOARD)
     pseudo_labels = property(lambda self: self.root / PSEUDO_LABELS)
     pseudo_settings = property(lambda self: self.root / PSEUDO_SETTINGS)
+    soft_targets = property(lambda self: self.root / SOFT_TARGETS)
+    soft_source = property(lambda self: self.root / SOFT_SOURCE)
     submission = property(lambda self: self.root / SUBMISSION)
     errors = property(lambda self: self.root / ERRORS)
     oof_confusion = property(lambda self: self.root / CONFUSION)

@@ -166,12 +166,19 @@ class FoldSaver:
         with self.hurry():  # the previous epoch's writes may wait for a tracker: not this loop
             self.background.submit(write)
 
-    def finish_saved(self, state: FoldState, validated: Validated):
-        """A fold resumed with no epochs left to run: its saved epoch, validated now, becomes its last (the best_*
-        files and oof.csv as if it had stopped there), then last.pt as it was, with the best values as they are now,
-        marked finished."""
+    def finish_saved(self, state: FoldState, validated: Validated | None):
+        """A fold resumed with no epochs left to run: its saved epoch, validated now (None: a fold without
+        validation rows), becomes its last (the best_* files and oof.csv as if it had stopped there), then last.pt as
+        it was, with the best values as they are now, marked finished."""
         if not self.writes:
             return
+        if validated is not None:
+            self._keep_saved(state, validated)
+        self._record(self.rows)  # without the rows of epochs after the saved one
+        state.best, state.finished = dict(self.best), True
+        state.save(self.run.last(self.k))
+
+    def _keep_saved(self, state: FoldState, validated: Validated):
         improved, keep = self._improvements(validated, True)
         for key in self.after(state.epoch):  # a kill between an epoch's best_*.pt and its last.pt: not this fold's
             log.info("fold %d: %s is of an epoch after the saved epoch %d (killed before its last.pt); rewritten from "
@@ -182,9 +189,6 @@ class FoldSaver:
         weights = self.objects.kept_weights() if any(improved.values()) else None
         self._keep(state.epoch, validated, improved, weights, confusion(validated.labels, validated.predictions.probs.argmax(1)),
                    keep)
-        self._record(self.rows)  # without the rows of epochs after the saved one
-        state.best, state.finished = dict(self.best), True
-        state.save(self.run.last(self.k))
 
     def after(self, epoch: int) -> list[str]:
         """The metrics whose best_*.pt holds an epoch after `epoch` (or cannot be read)."""

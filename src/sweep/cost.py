@@ -89,6 +89,8 @@ def split_counts(data_dir: str, corrections: str, age_filter: int, n_folds: int,
     """fold_photos' counts, read once per split for a worker's many draws (the data does not change under a sweep)."""
     table = load_train(data_dir, corrections, age_filter, n_folds, seed)
     folds, left_out = table["fold"].to_numpy(), dropped(table, drop_ages)
+    if fold == "full":  # one model on everyone, nothing validated
+        return [(int((~left_out).sum()), 0)]
     trained = range(n_folds) if fold == "all" else [int(fold)]
     return [(int(((folds != k) & ~left_out).sum()), int((folds == k).sum())) for k in trained]
 
