@@ -85,8 +85,9 @@ def test_alpha_zero_is_the_plain_loss_and_alpha_mixes_the_two_terms():
     # unlabelled photos take the KL term alone: their rows add to it, never to the labels' loss
     unl = torch.randint(0, 255, (2, 3, 64, 48), dtype=torch.uint8)
     both = torch.cat([soft, soft[:2]])
-    loss_u, sup_u, kl_u = one_step(1.0, soft=both, unlabeled=unl)
+    loss_u, _, kl_u = one_step(1.0, soft=both, unlabeled=unl)
     assert loss_u == pytest.approx(kl_u, rel=1e-6) and kl_u > 0
+    assert kl_u != pytest.approx(one_step(1.0, soft=soft)[2], rel=1e-3)  # their rows are in the KL
 
 
 def student(dataset, logs, name, *extra, teacher="tiny"):
@@ -144,6 +145,15 @@ def test_teachers_that_do_not_match_are_refused_in_one_line(own_run, dataset, tm
     info.iloc[1:].to_csv(other / "train" / "train.csv", index=False)
     code, err = cli(train.main, *student(other, logs, "s"), capsys=capsys)
     assert code == 2 and "not the student's" in one_line(err), err
+    # a row of the teacher's oof.csv that its person's fold did not make: not out of fold
+    oof = RunDir(logs, name).oof(0)
+    kept = oof.read_text()
+    rows = pd.read_csv(oof)
+    rows.loc[0, "fold"] = 1
+    rows.to_csv(oof, index=False)
+    code, err = cli(train.main, *student(dataset, logs, "s"), capsys=capsys)
+    assert code == 2 and "not out of fold" in one_line(err), err
+    oof.write_text(kept)
     # an unfinished teacher: one fold's last.pt gone
     RunDir(logs, name).last(1).unlink()
     code, err = cli(train.main, *student(dataset, logs, "s"), capsys=capsys)
@@ -158,6 +168,8 @@ def test_teachers_that_do_not_match_are_refused_in_one_line(own_run, dataset, tm
     code, err = cli(train.main, "--data_dir", dataset, "--log_dir", logs, "--name", "x", *TINY, "--epochs", "auto",
                     capsys=capsys)
     assert code == 2 and "--epochs auto" in one_line(err)
+    code, err = cli(train.main, *student(dataset, logs, "s"), "--epochs", "0", capsys=capsys)
+    assert code == 2 and ">= 1 or auto" in one_line(err)  # only the word means auto
 
 
 @pytest.mark.slow
@@ -192,8 +204,14 @@ def test_a_full_run_is_used_by_infer_predict_export_and_the_page(own_run, datase
     from bench.page import ask, serve
 
     logs, _ = own_run
-    run_py("train.py", *student(dataset, logs, "s"))
+    env = {"PYTHON": sys.executable, "DATA_DIR": str(dataset), "LOG_DIR": str(logs), "RUN": "tiny", "NAME": "s"}
+    # distill.yaml's recipe (cpu15's) at the tiny size, with the tiny teacher's classes and heads
+    proc = subprocess.run(["bash", "experiments/distill.sh", *TINY, "--epochs", "1", "--heads", "joint",
+                           "--age_filter", "59"], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     run = RunDir(logs, "s")
+    assert "teacher:\n- tiny" in run.config.read_text() and "fold: full" in run.config.read_text()
     out = run_py("infer.py", "--data_dir", dataset, "--log_dir", logs, "--run", "s")
     assert "fold(s) 0 used (last)" in out.stderr and "tuned: offsets of" in out.stderr
     submission = pd.read_csv(run.submission)

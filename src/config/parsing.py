@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 import yaml
 
 from src.config.schema import (AUTO_EPOCHS, ENTRY_POINTS, RESERVED_NAMES, AgeSpan, Auto, Box, Choices, Name, Needs,
-                               Positional, Range, TrainConfig)
+                               Positional, PseudoConfig, Range, TrainConfig)
 from src.errors import ConfigError, brief, fail_cleanly
 from src.files import irregular, load_yaml, read_document, real
 
@@ -135,7 +135,10 @@ def convert(cls, key: str, raw):
         word = auto(cls, key)
         if word is not None and isinstance(raw, str) and raw.strip().lower() == "auto":
             return word.value
-        return to_scalar(typ, raw)
+        value = to_scalar(typ, raw)
+        if word is not None and value == word.value:  # only the word stands for auto
+            raise ValueError(f"must be {field_type(cls, key)[2]} or auto")
+        return value
     except ValueError as e:
         raise ConfigError(f"--{key} {e}, got {brief(raw)}", key) from None
 
@@ -206,6 +209,9 @@ def check_settings(cfg):
 
 def check_distillation(cfg: TrainConfig):
     """The rules of --teacher, --fold full and --epochs auto that no single field states."""
+    if cfg.teacher and isinstance(cfg, PseudoConfig):
+        raise ConfigError("pseudo_train.py's teachers are --run/--runs (hard labels); --teacher (soft targets) is "
+                          "train.py's")
     if cfg.epochs == AUTO_EPOCHS and not (cfg.fold == "full" and cfg.teacher):
         raise ConfigError("--epochs auto is the teachers' median kept epoch: it needs --fold full and --teacher RUN; "
                           "give a number of epochs otherwise")

@@ -33,8 +33,9 @@ def check_finite(loss_sum: torch.Tensor, k: int, epoch: int, step: int):
 
 def train_one_epoch(ins: RunInputs, fold: Fold, epoch: int) -> dict:
     """One pass over the fold's training loader (its sampler and augmentation seeded by the epoch, the unlabelled
-    stream beside it, the teachers' probabilities of both with --teacher), then the buffers made the same on every rank; losses and F1 over the whole epoch. Before each
-    step the fold's writer thread is asked for an error, so a failed write stops the run as soon as it fails."""
+    stream beside it, the teachers' probabilities of both with --teacher), then the buffers made the same on every
+    rank; losses and F1 over the whole epoch. Before each step the fold's writer thread is asked for an error, so a
+    failed write stops the run as soon as it fails."""
     data = fold.data
     data.sampler.set_epoch(epoch)
     set_epoch(data.train_ds, epoch)

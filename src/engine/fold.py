@@ -46,9 +46,10 @@ def train_fold(ins: RunInputs, k: int):
     if state is not None and start_epoch >= cfg.epochs:  # resumed with fewer epochs than it already ran
         # the saved epoch becomes the fold's last; it is validated now (val_every may have skipped it), so the fold
         # ends with its oof.csv and best_* files as if it had stopped there
-        fold.saver.finish_saved(state, validate(ins, fold, state.epoch) if len(fold.data.val_rows) else None)
-        log.info("fold %d: already ran %d epochs (%d asked); validated epoch %d and marked finished", k, start_epoch,
-                 cfg.epochs, state.epoch)
+        validates = len(fold.data.val_rows) > 0  # --fold full validates nothing
+        fold.saver.finish_saved(state, validate(ins, fold, state.epoch) if validates else None)
+        log.info("fold %d: already ran %d epochs (%d asked); %s epoch %d and marked finished", k, start_epoch,
+                 cfg.epochs, "validated" if validates else "kept", state.epoch)
         dist_mod.barrier(dist)
     try:
         for epoch in range(start_epoch, cfg.epochs):

@@ -34,6 +34,8 @@ def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None, teaching: Tea
     metrics, last)` runs after each epoch's last.pt is saved (`last`: the fold ends there), for a sweep's pruner; what
     it raises ends the run there. `teaching`: the teachers' probabilities of a distilling student (--teacher)."""
     RunDir(cfg.log_dir, cfg.name)  # a name the file system cannot hold is refused before any work
+    if cfg.teacher and teaching is None:
+        raise ConfigError("--teacher runs through train.py, which makes the soft targets (src/predict/distill.py)")
     dist = dist_mod.setup(cfg.dist_backend)
     if dist.restarts and not cfg.resume:  # torchrun restarted the group after a worker died: continue the run
         cfg = dataclasses.replace(cfg, resume=True, overwrite=False)

@@ -24,7 +24,7 @@ from src.labels import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
 from src.metrics import confusion, scores
 from src.run.checkpoint import is_finished
 from src.run.figures import confusion_figure, png_bytes, pyplot
-from src.run.oof import read_oof
+from src.run.oof import full_run_note, read_oof
 from src.run.rundir import RunDir, prediction_files
 from src.files import read_json, read_yaml
 
@@ -138,7 +138,8 @@ def read_metrics(s: RunSummary):
 def read_oof_scores(s: RunSummary):
     s.oof = read_oof(s.run)
     if s.oof.empty:
-        s.notes.append("no out-of-fold predictions yet")
+        teachers = s.settings.get("teacher") or []
+        s.notes.append(full_run_note(teachers) if s.settings.get("fold") == "full" else "no out-of-fold predictions yet")
         return
     pred = s.oof[PROB_COLUMNS].to_numpy().argmax(1)
     s.cv = scores(s.oof["label"], pred)

@@ -28,7 +28,7 @@ from src.files import irregular, read_document, read_json, read_yaml
 from src.labels import CLASS_NAMES, TASK_NAMES
 from src.predictions import YEARS
 from src.run.figures import confusion_figure, png_bytes, pyplot
-from src.run.oof import read_oof
+from src.run.oof import full_run_note, read_oof
 
 log = logging.getLogger("maskcls")
 
@@ -142,7 +142,8 @@ class Page:
             parts.append(f"\nCV macro-F1 {cv['cv_f1']:.4f}{tuned}; mask / gender / age {tasks}"
                          + (f"; age off by {cv['cv_age_mae']:.2f} years" if "cv_age_mae" in cv else ""))
         else:
-            parts.append("\nno cv.json yet: the run's folds have not all finished")
+            parts.append("\n" + full_run_note(plan.cfg.teacher) if plan.cfg.fold == "full"
+                         else "\nno cv.json yet: the run's folds have not all finished")
         parts.append("\n**Settings** (config.yaml, each path of the server cut to its last part)\n\n```yaml\n"
                      + yaml.safe_dump(unplaced(read_yaml(run.config)), sort_keys=False) + "```")
         images = []

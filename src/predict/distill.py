@@ -5,6 +5,7 @@ mixes them; the teachers' tuned decision becomes the student's; then the run tra
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -20,11 +21,11 @@ from src.engine import dist as dist_mod
 from src.engine.state import Teaching
 from src.engine.trainer import train
 from src.errors import ConfigError
-from src.files import file_digest, read_json
+from src.files import file_digest, read_json, real
 from src.labels import PROB_COLUMNS
 from src.predict import offsets
 from src.predict.infer import open_engines, predict_runs
-from src.predict.plans import RunPlan, plan_runs, reading_runs
+from src.predict.plans import RunPlan, reading_runs
 from src.run import tracking
 from src.run.atomic import csv_writer, replace_together, text_writer
 from src.run.checkpoint import read
@@ -40,25 +41,27 @@ def distill_train(cfg: TrainConfig) -> dict:
     """Check the teachers against the student's data, claim the run, make (or reuse) the soft targets and the
     decision, then train. Everything checkable is checked before the run name is claimed."""
     setup_logging()
-    teachers = teacher_config(cfg)
-    plans = plan_runs(teachers)
-    check_teachers(cfg, plans)
-    table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
-    train_soft = out_of_fold(plans, table, cfg.data_dir)
-    unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.distill_unlabeled_share > 0 else None
-    builders.check_requirements(cfg)
-    tracking.check(cfg)
-    if cfg.epochs == AUTO_EPOCHS:
-        cfg = dataclasses.replace(cfg, epochs=kept_epochs(plans))
-        log.info("--epochs auto: %d, the teachers' median kept epoch (counted from 1)", cfg.epochs)
     dist = dist_mod.setup(cfg.dist_backend)
+    if dist.restarts and not cfg.resume:  # torchrun restarted the group after a worker died: continue the run
+        cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
+    teachers = teacher_config(cfg)
+    table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
+    unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.distill_unlabeled_share > 0 else None
     run = RunDir(cfg.log_dir, cfg.name)
-    identity = teacher_identity(plans, cfg, unlabeled)
-    if dist.main:
-        run.claim(cfg.resume, cfg.overwrite)
-        if not cached(run, identity):  # the targets, their teachers and the decision: all three, or none
-            replace_together(soft_targets(run, identity, train_soft, teachers, plans, unlabeled)
-                             | decision(run, plans))
+    with reading_runs(teachers) as plans:  # held against a teacher's --overwrite while its files are read
+        check_teachers(cfg, plans)
+        train_soft = out_of_fold(plans, table, cfg.data_dir)
+        builders.check_requirements(cfg)
+        if cfg.epochs == AUTO_EPOCHS:
+            cfg = dataclasses.replace(cfg, epochs=kept_epochs(plans))
+            log.info("--epochs auto: %d, the teachers' median kept epoch (counted from 1)", cfg.epochs)
+        if dist.main:
+            tracking.check(cfg)  # a tracker that cannot be reached or written, before the run name is claimed
+            identity = teacher_identity(plans, cfg, unlabeled)
+            run.claim(cfg.resume, cfg.overwrite)
+            if not (run.exists and cached(run, identity)):  # the targets, their teachers and the decision: all three
+                replace_together(soft_targets(run, identity, train_soft, teachers, plans, unlabeled)
+                                 | decision(run, plans))
     dist_mod.barrier(dist)
     return train(cfg, teaching=read_soft_targets(run, table, cfg.data_dir, unlabeled))
 
@@ -78,11 +81,12 @@ def check_teachers(cfg: TrainConfig, plans: list[RunPlan]):
         if t.fold == "full":
             raise ConfigError(f"teacher {plan.name} is a --fold full run: it has no out-of-fold rows to teach with; "
                               f"name a K-fold run")
-        unfinished = sorted(set(range(t.n_folds)) - set(plan.folds))
-        if unfinished or plan.training:
+        unfinished = sorted(set(range(t.n_folds)) - set(plan.folds) | set(plan.training))
+        if unfinished:
+            busy = "".join(f"; fold {k} is being trained by {who}" for k, who in plan.training.items())
             raise ConfigError(f"teacher {plan.name} is not finished: fold(s) {', '.join(map(str, unfinished))} of "
-                              f"{t.n_folds} have no finished last.pt; finish it (train.py --name {plan.name} --fold "
-                              f"all --resume) or name another run")
+                              f"{t.n_folds} have no finished last.pt{busy}; finish it (train.py --name {plan.name} "
+                              f"--fold all --resume) or name another run")
         if t.age_filter != cfg.age_filter:
             raise ConfigError(f"teacher {plan.name}'s classes differ from the student's: its training labels call age "
                               f">= {t.age_filter} '60+', the student's >= {cfg.age_filter}; set --age_filter "
@@ -105,7 +109,10 @@ def out_of_fold(plans: list[RunPlan], table: pd.DataFrame, data_dir) -> pd.DataF
         if oof is None or not set(PROB_COLUMNS) <= set(oof.columns):
             raise ConfigError(f"{where}: expected every fold's rows with columns path, fold and p0 to p17")
         rows = oof.assign(image=relative(oof["path"], plan.cfg.data_dir)).set_index("image")
-        if set(rows.index) != set(images) or rows.index.duplicated().any():
+        if rows.index.duplicated().any():
+            raise ConfigError(f"{where}: the photo {rows.index[rows.index.duplicated()][0]} has more than one row; "
+                              f"each photo is validated by one fold")
+        if set(rows.index) != set(images):
             extra, missing = set(rows.index) - set(images), set(images) - set(rows.index)
             raise ConfigError(f"{where}: their photos are not the student's ({len(missing)} of the student's "
                               f"{len(images)} missing, e.g. {next(iter(missing), '-')}; {len(extra)} not in "
@@ -152,7 +159,9 @@ def teacher_identity(plans: list[RunPlan], cfg: TrainConfig, unlabeled: pd.DataF
     teachers = {plan.name: dict(oof={str(k): file_digest(plan.run.oof(k)) for k in plan.folds},
                                 checkpoints={path.relative_to(plan.run.root).as_posix(): file_digest(path)
                                              for path in plan.checkpoints}) for plan in plans}
-    photos = None if unlabeled is None else dict(unlabeled_dir=cfg.unlabeled_dir or "eval", count=len(unlabeled))
+    photos = None if unlabeled is None else dict(
+        folder=str(real(cfg.unlabeled_dir)) if cfg.unlabeled_dir else f"{real(cfg.data_dir)} eval",
+        images=hashlib.sha256("\n".join(sorted(unlabeled["ImageID"])).encode()).hexdigest())
     return dict(teachers=teachers, unlabeled=photos)
 
 
@@ -166,8 +175,9 @@ def cached(run: RunDir, identity: dict) -> bool:
         saved = None
     if saved != identity:
         raise ConfigError(f"{run.soft_source}: this run's soft targets were made from other teachers or photos than "
-                          f"--teacher {' '.join(identity['teachers'])} now gives (their oof.csv or checkpoints changed, "
-                          f"or --distill_unlabeled_share); train a new --name, or --overwrite this one")
+                          f"--teacher {' '.join(identity['teachers'])} and the unlabelled photos give now (their "
+                          f"oof.csv or checkpoints, or the unlabelled photos changed); train a new --name, or "
+                          f"--overwrite this one")
     log.info("soft targets: reusing %s (the same teachers)", run.soft_targets)
     return True
 
@@ -177,9 +187,8 @@ def soft_targets(run: RunDir, identity: dict, train_soft: pd.DataFrame, teachers
     """The writes of soft_targets.csv (image, source, p0..p17) and soft_targets.json (the teachers' identity)."""
     parts = [train_soft.assign(source=TRAIN)]
     if unlabeled is not None:
-        with reading_runs(teachers) as held:
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-            pred = predict_runs(teachers, held, open_engines(teachers, held, device), unlabeled["path"], device)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        pred = predict_runs(teachers, plans, open_engines(teachers, plans, device), unlabeled["path"], device)
         parts.append(pd.DataFrame(pred.probs, columns=PROB_COLUMNS).assign(image=unlabeled["ImageID"].to_numpy(),
                                                                            source=UNLABELED))
     soft = pd.concat(parts, ignore_index=True)[["image", "source", *PROB_COLUMNS]]

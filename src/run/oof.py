@@ -23,6 +23,12 @@ def oof_rows(k: int, paths, labels, predictions: Predictions, ages: np.ndarray |
     return df if predictions.years is None else df.assign(**{AGE: np.asarray(ages)})
 
 
+def full_run_note(teachers: list) -> str:
+    """What stands for the CV of a --fold full run, which has no out-of-fold rows."""
+    source = f" (its teachers {', '.join(teachers)})" if teachers else ""
+    return f"--fold full: one model on every person, no CV; its honest CV is the K-fold run of the same recipe{source}"
+
+
 def read_oof(run: RunDir, folds=None, complete: bool = False) -> pd.DataFrame | None:
     """The oof.csv rows of `folds` (default: every fold folder present) that have one, in that order; may be empty.
     With `complete`: None unless every one of `folds` has its oof.csv."""

@@ -121,8 +121,8 @@ class RunRecords:
         log.info("data: %d images of %d people; class counts (training labels) %s", len(table),
                  table["person_id"].nunique(), np.bincount(table["train_label"], minlength=NUM_CLASSES).tolist())
         if left_out.any():
-            log.info("drop_ages %s: %d images of %d people left out of training (they still validate)", cfg.drop_ages,
-                     left_out.sum(), table.loc[left_out, "person_id"].nunique())
+            log.info("drop_ages %s: %d images of %d people left out of training%s", cfg.drop_ages, left_out.sum(),
+                     table.loc[left_out, "person_id"].nunique(), "" if self.full else " (they still validate)")
 
     def write_results(self, cfg: TrainConfig, results) -> dict:
         """The run's results (src/engine/evaluation.py's RunResults, or None before any out-of-fold row) as files:

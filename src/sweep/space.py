@@ -148,6 +148,9 @@ def load_spec(path, fixed_args: list[str], trial_minutes: float = 0) -> SweepSpe
             raise one_of(f"{where}: objective key", key, OBJECTIVE_KEYS)
     spec.folds = str(objective.get("folds", "all"))
     checked(template, "fold", spec.folds, f"{where}: objective folds")
+    if spec.folds == "full" or template.teacher:  # a trial's objective is its CV, which these runs do not have
+        raise ConfigError(f"{where}: a trial is scored by its CV; --fold full and --teacher runs have none: sweep "
+                          f"their K-fold recipe (objective folds all or an index, no teacher)")
     space = data.get("space")
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"{where}: 'space' maps each searched train.py key to {{choices: [...]}} or "
