@@ -10,7 +10,8 @@ and a student one size smaller (EfficientNet-Lite0) with them. Columns: eval mac
 gender / age F1, the training minutes (a student's: what it adds to the teacher's, its soft targets included),
 infer.py seconds for the eval people, and the page's seconds a photo (one request, the server warm, the median of
 --rounds). Then the mean over the seeds, and the share of the one-fold-to-ensemble gap each student recovers.
-Runs one thing at a time: never time two things at once.
+Each finished seed's rows are kept in W/distill.json, and a seed found there is not run again. Runs one thing at a
+time: never time two things at once.
 """
 if __name__ == "__main__" and not __package__:  # by path, only this folder is on sys.path: rerun as a module
     import os
@@ -139,10 +140,14 @@ def main(argv=None):
     p.add_argument("--recipe", type=Path, default=RECIPE, help="the teacher's recipe, which the students share")
     p.add_argument("--rounds", type=int, default=5, help="page requests timed per predictor")
     a = p.parse_args(argv)
+    a.work.mkdir(parents=True, exist_ok=True)
+    saved = a.work / "distill.json"  # each finished seed's rows: a seed found there is not run again
+    done = json.loads(saved.read_text()) if saved.is_file() else []
     rows = []
     for seed in a.seeds:
-        rows += one_seed(seed, a)
-        (a.work / "distill.json").write_text(json.dumps(rows, indent=1))  # what finished survives a later failure
+        kept = [r for r in done if r["seed"] == seed]
+        rows += kept or one_seed(seed, a)
+        saved.write_text(json.dumps(rows + [r for r in done if r["seed"] not in a.seeds], indent=1))
     print(f"bench.distill {datetime.date.today()}  recipe {a.recipe.name}  seeds {a.seeds}  {a.train_people} train / "
           f"{a.eval_people} eval people")
     print(table(rows))
