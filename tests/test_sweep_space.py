@@ -66,7 +66,7 @@ def test_a_bad_search_space_is_refused_naming_the_key(tmp_path, space, fixed, me
     (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\nn_trails: 3", "key 'n_trails' is not supported. Did you mean: n_trials?"),
     (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\nsampler: tpf", "sampler 'tpf' is not supported. Did you mean: tpe?"),
     (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\npruner: {{name: median, warmup: 1}}", "pruner median option 'warmup' is not supported"),
-    (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\nobjective: {{folds: 9}}", "objective folds: --fold must be 'all' or an integer from 0 to 3"),
+    (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\nobjective: {{folds: 9}}", "objective folds: --fold must be 'all', 'full' or an integer from 0 to 3"),
     (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\nobjective: {{folds: full}}", "--fold full and --teacher runs have none"),
     (f"base: {BASE}\nspace: {{lr: {{low: 0.1, high: 1}}}}\nn_trials: 0", "n_trials must be a whole number >= 1"),
     (f"base: {BASE}\nspace: {{}}", "'space' maps each searched train.py key"),
