@@ -3,8 +3,10 @@ runs of the entry points, and configs built as the command line builds them."""
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +38,17 @@ def run_py(*args, cwd=ROOT, timeout=600, check=True, env=None):
         raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
                              f"stderr:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def killed_once_saved(args, saved: Path, timeout: float = 300):
+    """Start an entry point (`args` after the interpreter) and SIGKILL it as soon as `saved` exists."""
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not saved.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def cli(main, *args, capsys):

@@ -5,10 +5,8 @@ as if never killed, and a full run used by infer, predict, export and the page."
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -22,7 +20,7 @@ from src.engine.step import DistillTerm, TrainStep
 from src.labels import PROB_COLUMNS, TASK_SIZES
 from src.model.losses import Criterion, distill_kl, teacher_targets
 from src.run.rundir import RunDir
-from tests.helpers import ROOT, TINY, cli, one_line, run_py, tiny_cfg
+from tests.helpers import ROOT, TINY, cli, killed_once_saved, one_line, run_py, tiny_cfg
 
 STUDENT = ["--fold", "full", "--epochs", "1"]
 
@@ -179,14 +177,8 @@ def test_a_killed_student_resumes_as_if_never_killed_and_epochs_auto_follows_the
             "--deterministic", "true"]
     out = run_py("train.py", *args)
     assert "--epochs auto: 2" in out.stderr + out.stdout  # the teacher's two folds each kept epoch 1 (of 2)
-    proc = subprocess.Popen([sys.executable, "train.py", *args, "--name", "killed"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = logs / "killed" / "fold0" / "last.pt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed_once_saved(["train.py", *args, "--name", "killed"], last)
     assert torch.load(last, weights_only=True)["epoch"] == 0, "the kill should land during epoch 1"
     run_py("train.py", *args, "--name", "killed", "--resume")
     a = pd.read_csv(logs / "straight" / "metrics.csv").set_index("epoch")

@@ -19,7 +19,8 @@ from src.engine.fold import fold_datasets
 from src.errors import NonFinite
 from src.model.losses import Criterion
 from src.run.rundir import RunDir
-from tests.helpers import CORRECTIONS, ROOT, TINY, cli, copy_data, make_data, one_line, run_py, tiny_cfg
+from tests.helpers import (CORRECTIONS, ROOT, TINY, cli, copy_data, killed_once_saved, make_data, one_line, run_py,
+                           tiny_cfg)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -121,14 +122,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(dataset, tmp_path, wo
             "--fold", "0", "--epochs", "2", "--deterministic", "true", "--msd_count", "2", "--aug", "original",
             "--num_workers", str(workers), *extra]
     run_py(*args[1:], "--name", "straight")
-    proc = subprocess.Popen(args + ["--name", "killed"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
     last = tmp_path / "killed" / "fold0" / "last.pt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed_once_saved(args[1:] + ["--name", "killed"], last)
     state = torch.load(last, weights_only=True)
     assert state["epoch"] == 0 and not state["finished"], "the kill should land during epoch 1"
     run_py(*args[1:], "--name", "killed", "--resume")
