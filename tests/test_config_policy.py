@@ -71,6 +71,13 @@ def test_a_setting_made_pointless_by_another_is_a_warning_naming_both():
                       "--ema_decay 0.99 has no effect with --ema false (it applies with --ema true)"]
 
 
+def test_distillation_settings_without_a_teacher_warn_and_any_teacher_makes_them_matter():
+    assert pointless(parse(["--distill_alpha", "0.7", "--distill_unlabeled_share", "0.2"])) == [
+        "--distill_alpha 0.7 has no effect with --teacher [] (it applies with --teacher ...)",
+        "--distill_unlabeled_share 0.2 has no effect with --teacher [] (it applies with --teacher ...)"]
+    assert pointless(parse(["--distill_alpha", "0.7", "--teacher", "a", "--fold", "full"])) == []
+
+
 def test_a_hand_edited_saved_config_is_named_with_its_key_and_line(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(dump(parse([])).replace("lr: 0.002", "lr: fast"))
