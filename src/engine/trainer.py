@@ -37,8 +37,7 @@ def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None, teaching: Tea
     if cfg.teacher and teaching is None:
         raise ConfigError("--teacher runs through train.py, which makes the soft targets (src/predict/distill.py)")
     dist = dist_mod.setup(cfg.dist_backend)
-    if dist.restarts and not cfg.resume:  # torchrun restarted the group after a worker died: continue the run
-        cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
+    cfg = continued(cfg, dist)
     progress = Progress()
     try:
         with interruptible(progress.stopped):
@@ -65,6 +64,11 @@ def train(cfg: TrainConfig, after_epoch: AfterEpoch | None = None, teaching: Tea
         raise lost from None
     finally:
         dist_mod.cleanup()
+
+
+def continued(cfg: TrainConfig, dist) -> TrainConfig:
+    """The settings of this launch: after torchrun restarted the group (a worker died), a resume of the run."""
+    return dataclasses.replace(cfg, resume=True, overwrite=False) if dist.restarts and not cfg.resume else cfg
 
 
 def train_folds(cfg: TrainConfig, dist, progress: Progress, after_epoch=None, teaching: Teaching | None = None) -> dict:

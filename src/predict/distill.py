@@ -19,7 +19,7 @@ from src.data.tables import load_train, load_unlabeled
 from src.engine import builders
 from src.engine import dist as dist_mod
 from src.engine.state import Teaching
-from src.engine.trainer import train
+from src.engine.trainer import continued, train
 from src.errors import ConfigError
 from src.files import file_digest, read_json, real
 from src.labels import PROB_COLUMNS
@@ -42,8 +42,7 @@ def distill_train(cfg: TrainConfig) -> dict:
     decision, then train. Everything checkable is checked before the run name is claimed."""
     setup_logging()
     dist = dist_mod.setup(cfg.dist_backend)
-    if dist.restarts and not cfg.resume:  # torchrun restarted the group after a worker died: continue the run
-        cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
+    cfg = continued(cfg, dist)
     teachers = teacher_config(cfg)
     table = load_train(cfg.data_dir, cfg.corrections, cfg.age_filter, cfg.n_folds, cfg.seed)
     unlabeled = load_unlabeled(cfg.data_dir, cfg.unlabeled_dir) if cfg.distill_unlabeled_share > 0 else None
